@@ -1,0 +1,205 @@
+"""Confluent wire framing (magic byte 0 + 4-byte big-endian schema id + Avro body).
+
+Decoding either returns a frozen dataclass or raises :class:`DecodeError` whose ``reason``
+is machine-readable, so the job can count and dead-letter bad records by reason.
+
+>>> codec = EventCodec()
+>>> from schemas.events import Event, EventType
+>>> e = Event("e1", EventType.VIEW, "u1", 1_700_000_000_000, item_id="i1")
+>>> payload = codec.encode(e)
+>>> payload[:5]
+b'\\x00\\x00\\x00\\x00\\x01'
+>>> codec.decode(payload, now_ms=1_700_000_000_000) == e
+True
+>>> try:
+...     codec.decode(b"\\x07garbage")
+... except DecodeError as err:
+...     print(err.reason.value)
+bad_magic
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas.events import ITEM_EVENT_TYPES, Event, EventType, Item
+from schemas.registry import EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
+
+MAGIC_BYTE = 0
+HEADER_SIZE = 5
+
+
+class DecodeReason(str, Enum):
+    """Why a payload was rejected; the value is what DLQ records and metrics carry."""
+
+    TOO_LARGE = "too_large"
+    TRUNCATED = "truncated"
+    BAD_MAGIC = "bad_magic"
+    UNKNOWN_SCHEMA = "unknown_schema"
+    INVALID_BODY = "invalid_body"
+    MISSING_FIELD = "missing_field"
+    BAD_ID = "bad_id"
+    BAD_VALUE = "bad_value"
+    BAD_TIMESTAMP = "bad_timestamp"
+
+
+class DecodeError(ValueError):
+    """A payload that is not a usable record. ``reason`` says which check failed."""
+
+    def __init__(self, reason: DecodeReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DecodeError, (self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds past which a record is rejected rather than learned from."""
+
+    max_bytes: int = 64 * 1024
+    max_id_length: int = 256
+    #: 2000-01-01T00:00:00Z: earlier event times are taken as unit mistakes (seconds, not ms).
+    min_event_time_ms: int = 946_684_800_000
+    #: How far ahead of the decoder's clock an event may claim to be.
+    max_future_ms: int = 24 * 3600 * 1000
+
+
+# Control characters make ids unprintable in logs and ambiguous as Redis key parts.
+_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _FramedCodec:
+    """Framing and schema lookup shared by the event and item codecs."""
+
+    subject: str
+
+    def __init__(self, registry: SchemaRegistry | None = None, limits: Limits | None = None) -> None:
+        self.registry = registry if registry is not None else load_registry()
+        self.limits = limits or Limits()
+        self.schema_id, self._reader = self.registry.latest(self.subject)
+        self._header = bytes([MAGIC_BYTE]) + self.schema_id.to_bytes(4, "big")
+
+    def _frame(self, record: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        schemaless_writer(buffer, self._reader, record)
+        return buffer.getvalue()
+
+    def _unframe(self, payload: bytes) -> dict[str, Any]:
+        size = len(payload)
+        if size > self.limits.max_bytes:
+            raise DecodeError(DecodeReason.TOO_LARGE, f"{size} bytes > limit {self.limits.max_bytes}")
+        if size < HEADER_SIZE:
+            raise DecodeError(DecodeReason.TRUNCATED, f"{size} bytes is shorter than the 5-byte frame header")
+        if payload[0] != MAGIC_BYTE:
+            raise DecodeError(DecodeReason.BAD_MAGIC, f"first byte is {payload[0]}, expected {MAGIC_BYTE}")
+        schema_id = int.from_bytes(payload[1:HEADER_SIZE], "big")
+        writer = self.registry.writer_schema(schema_id)
+        if writer is None:
+            raise DecodeError(DecodeReason.UNKNOWN_SCHEMA, f"schema id {schema_id} is not registered")
+        reader = None if schema_id == self.schema_id else self._reader
+        body = io.BytesIO(payload)
+        body.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(body, writer, reader)
+        except (EOFError, StopIteration) as exc:
+            raise DecodeError(DecodeReason.TRUNCATED, f"Avro body ends early ({exc!r})") from None
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many types for garbage
+            raise DecodeError(DecodeReason.INVALID_BODY, f"not a valid {self.subject} body: {exc!r}") from None
+        if body.tell() != size:
+            raise DecodeError(DecodeReason.INVALID_BODY, f"{size - body.tell()} trailing bytes after the record")
+        if not isinstance(record, dict):
+            raise DecodeError(DecodeReason.INVALID_BODY, "body is not a record")
+        return record
+
+    def _check_id(self, name: str, value: str | None) -> None:
+        if not value:
+            raise DecodeError(DecodeReason.MISSING_FIELD, f"{name} is missing or empty")
+        if len(value) > self.limits.max_id_length:
+            raise DecodeError(DecodeReason.BAD_ID, f"{name} is {len(value)} chars > {self.limits.max_id_length}")
+        if _BAD_ID_CHARS.search(value):
+            raise DecodeError(DecodeReason.BAD_ID, f"{name} contains control characters: {value!r}")
+
+
+class EventCodec(_FramedCodec):
+    """Encode and decode :class:`Event` for the ``events`` topic."""
+
+    subject = EVENTS_SUBJECT
+
+    def __init__(
+        self,
+        registry: SchemaRegistry | None = None,
+        limits: Limits | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        super().__init__(registry, limits)
+        self._clock_ms = clock_ms
+
+    def encode(self, event: Event) -> bytes:
+        """Frame ``event`` with the newest schema id of the events subject."""
+        return self._frame(event.to_avro())
+
+    def decode(self, payload: bytes, now_ms: int | None = None) -> Event:
+        """Decode and validate one payload, or raise :class:`DecodeError`."""
+        record = self._unframe(payload)
+        self._validate(record, self._clock_ms() if now_ms is None else now_ms)
+        return Event.from_avro(record)
+
+    def _validate(self, record: dict[str, Any], now_ms: int) -> None:
+        self._check_id("event_id", record["event_id"])
+        self._check_id("user_id", record["user_id"])
+        event_type = EventType(record["type"])
+        if event_type in ITEM_EVENT_TYPES:
+            self._check_id("item_id", record["item_id"])
+        elif record["item_id"] is not None:
+            self._check_id("item_id", record["item_id"])
+        value = record["value"]
+        if value is not None and not math.isfinite(value):
+            raise DecodeError(DecodeReason.BAD_VALUE, f"value is {value}")
+        if event_type is EventType.RATING and value is None:
+            raise DecodeError(DecodeReason.MISSING_FIELD, "rating events need a value")
+        decision = record["decision"]
+        if event_type is EventType.IMPRESSION:
+            if decision is None:
+                raise DecodeError(DecodeReason.MISSING_FIELD, "impression events need a decision")
+            self._check_id("decision.request_id", decision["request_id"])
+            propensity = decision["propensity"]
+            if not (0.0 < propensity <= 1.0):
+                raise DecodeError(DecodeReason.BAD_VALUE, f"propensity {propensity} is outside (0, 1]")
+        ts = record["event_time_ms"]
+        if ts < self.limits.min_event_time_ms:
+            raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is before 2000-01-01 (seconds?)")
+        if ts > now_ms + self.limits.max_future_ms:
+            raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is {ts - now_ms} ms in the future")
+
+
+class ItemCodec(_FramedCodec):
+    """Encode and decode :class:`Item` for the compacted ``items`` topic."""
+
+    subject = ITEMS_SUBJECT
+
+    def encode(self, item: Item) -> bytes:
+        """Frame ``item`` with the newest schema id of the items subject."""
+        return self._frame(item.to_avro())
+
+    def decode(self, payload: bytes) -> Item:
+        """Decode one payload, or raise :class:`DecodeError`."""
+        record = self._unframe(payload)
+        self._check_id("item_id", record["item_id"])
+        return Item.from_avro(record)

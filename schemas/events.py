@@ -1,0 +1,139 @@
+"""Frozen dataclasses mirroring ``event.avsc`` and ``item.avsc``.
+
+These are what the rest of Pulse sees: producers build them, the codec turns them into
+framed Avro and back, learners and the session step consume them.
+
+>>> e = Event(event_id="e1", type=EventType.CLICK, user_id="u1", item_id="i9",
+...           event_time_ms=1_700_000_000_000)
+>>> e.type.value, e.value, dict(e.context)
+('click', None, {})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+UserId = str
+ItemId = str
+
+
+class EventType(str, Enum):
+    """The ``EventType`` enum of ``event.avsc``; the string value is the Avro symbol."""
+
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+    IMPRESSION = "impression"
+    ERASE = "erase"
+
+
+#: Event types that are about one item and so must carry ``item_id``.
+ITEM_EVENT_TYPES = frozenset(
+    {
+        EventType.VIEW,
+        EventType.CLICK,
+        EventType.ADD_TO_CART,
+        EventType.PURCHASE,
+        EventType.RATING,
+        EventType.IMPRESSION,
+    }
+)
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a policy decided for an impression: the arm shown and its propensity."""
+
+    request_id: str
+    policy: str
+    arm: str
+    propensity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One user interaction, as on the ``events`` topic (key = ``user_id``).
+
+    ``context`` is a plain dict so events pickle (Flink ships them between workers);
+    treat it as read-only.
+    """
+
+    event_id: str
+    type: EventType
+    user_id: UserId
+    event_time_ms: int
+    item_id: ItemId | None = None
+    value: float | None = None
+    context: dict[str, str] = field(default_factory=dict)
+    decision: Decision | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes for ``event.avsc``."""
+        return {
+            "event_id": self.event_id,
+            "type": self.type.value,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "value": self.value,
+            "event_time_ms": self.event_time_ms,
+            "context": dict(self.context),
+            "decision": None
+            if self.decision is None
+            else {
+                "request_id": self.decision.request_id,
+                "policy": self.decision.policy,
+                "arm": self.decision.arm,
+                "propensity": self.decision.propensity,
+            },
+        }
+
+    @classmethod
+    def from_avro(cls, record: Mapping[str, Any]) -> Event:
+        """Build from a record fastavro read (unknown extra fields of newer schemas ignored)."""
+        decision = record.get("decision")
+        return cls(
+            event_id=record["event_id"],
+            type=EventType(record["type"]),
+            user_id=record["user_id"],
+            item_id=record.get("item_id"),
+            value=record.get("value"),
+            event_time_ms=record["event_time_ms"],
+            context=dict(record.get("context") or {}),
+            decision=None if decision is None else Decision(**decision),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A catalogue entry, as on the compacted ``items`` topic (key = ``item_id``)."""
+
+    item_id: ItemId
+    updated_ms: int
+    category: str | None = None
+    available: bool = True
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes for ``item.avsc``."""
+        return {
+            "item_id": self.item_id,
+            "category": self.category,
+            "available": self.available,
+            "attributes": dict(self.attributes),
+            "updated_ms": self.updated_ms,
+        }
+
+    @classmethod
+    def from_avro(cls, record: Mapping[str, Any]) -> Item:
+        """Build from a record fastavro read."""
+        return cls(
+            item_id=record["item_id"],
+            category=record.get("category"),
+            available=record.get("available", True),
+            attributes=dict(record.get("attributes") or {}),
+            updated_ms=record["updated_ms"],
+        )

@@ -1,0 +1,161 @@
+"""Schema ids: a checked-in registry file by default, a real Schema Registry when configured.
+
+The wire frame carries a writer-schema id; decoding looks the writer schema up by that id and
+reads it into the newest schema of the subject (Avro schema resolution), so a reader on v2
+reads v1 records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+
+SCHEMA_DIR = Path(__file__).parent
+DEFAULT_REGISTRY_FILE = SCHEMA_DIR / "registry.json"
+
+EVENTS_SUBJECT = "events-value"
+ITEMS_SUBJECT = "items-value"
+DLQ_SUBJECT = "events.dlq-value"
+
+
+def parse(schema_json: str | dict[str, Any]) -> Any:
+    """Parse an Avro schema with its own named-type table (two versions may share names)."""
+    raw = json.loads(schema_json) if isinstance(schema_json, str) else schema_json
+    return fastavro.parse_schema(raw, named_schemas={})
+
+
+class SchemaRegistry(Protocol):
+    """Where schema ids come from."""
+
+    def writer_schema(self, schema_id: int) -> Any | None:
+        """The parsed schema with this id, or None when the id is unknown."""
+
+    def latest(self, subject: str) -> tuple[int, Any]:
+        """Id and parsed schema of the newest version of ``subject`` (the reader schema)."""
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    """One entry of the registry file."""
+
+    schema_id: int
+    subject: str
+    version: int
+    parsed: Any
+
+
+class LocalRegistry:
+    """Registry backed by ``schemas/registry.json`` (or another file of the same shape).
+
+    >>> reg = LocalRegistry.from_file()
+    >>> reg.latest("events-value")[0]
+    1
+    >>> reg.writer_schema(999) is None
+    True
+    """
+
+    def __init__(self, entries: list[RegisteredSchema]) -> None:
+        self._by_id = {e.schema_id: e for e in entries}
+        if len(self._by_id) != len(entries):
+            raise ValueError("schema ids in the registry must be unique")
+        self._latest: dict[str, RegisteredSchema] = {}
+        for entry in entries:
+            current = self._latest.get(entry.subject)
+            if current is None or entry.version > current.version:
+                self._latest[entry.subject] = entry
+
+    @classmethod
+    def from_file(cls, path: Path = DEFAULT_REGISTRY_FILE) -> LocalRegistry:
+        """Load the registry file; schema files are resolved next to it."""
+        doc = json.loads(path.read_text())
+        entries = [
+            RegisteredSchema(
+                schema_id=int(item["id"]),
+                subject=subject,
+                version=int(item["version"]),
+                parsed=parse((path.parent / item["file"]).read_text()),
+            )
+            for subject, versions in doc["subjects"].items()
+            for item in versions
+        ]
+        return cls(entries)
+
+    def with_schema(self, subject: str, schema_id: int, version: int, schema: str | dict[str, Any]) -> LocalRegistry:
+        """A copy with one more schema version (used to test evolution)."""
+        extra = RegisteredSchema(schema_id, subject, version, parse(schema))
+        return LocalRegistry([*self._by_id.values(), extra])
+
+    def writer_schema(self, schema_id: int) -> Any | None:
+        """The parsed schema with this id, or None."""
+        entry = self._by_id.get(schema_id)
+        return None if entry is None else entry.parsed
+
+    def latest(self, subject: str) -> tuple[int, Any]:
+        """Id and parsed schema of the newest version of ``subject``."""
+        entry = self._latest.get(subject)
+        if entry is None:
+            raise KeyError(f"no schema registered for subject {subject!r}")
+        return entry.schema_id, entry.parsed
+
+
+class ConfluentRegistry:
+    """A real Schema Registry through ``confluent_kafka.schema_registry``.
+
+    Registers the project's schemas under their subjects on first use (idempotent on the
+    registry side) and caches lookups by id.
+    """
+
+    def __init__(self, url: str) -> None:
+        from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+        self._client = SchemaRegistryClient({"url": url})
+        self._schema_cls = Schema
+        self._local = LocalRegistry.from_file()
+        self._latest: dict[str, tuple[int, Any]] = {}
+
+    def writer_schema(self, schema_id: int) -> Any | None:
+        """The parsed schema with this id from the registry, or None when it has none."""
+        return self._fetch(schema_id)
+
+    @cache  # noqa: B019 - one registry per process; ids are immutable
+    def _fetch(self, schema_id: int) -> Any | None:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            schema = self._client.get_schema(schema_id)
+        except SchemaRegistryError:
+            return None
+        return parse(schema.schema_str)
+
+    def latest(self, subject: str) -> tuple[int, Any]:
+        """Register the project's schema for ``subject`` (no-op if present) and return it."""
+        if subject not in self._latest:
+            _, parsed = self._local.latest(subject)
+            schema_str = json.dumps(_unparsed(parsed))
+            schema_id = self._client.register_schema(subject, self._schema_cls(schema_str, "AVRO"))
+            self._latest[subject] = (schema_id, parsed)
+        return self._latest[subject]
+
+
+def _unparsed(parsed: Any) -> Any:
+    """fastavro keeps the parsed form JSON-compatible apart from its private keys."""
+    if isinstance(parsed, dict):
+        return {k: _unparsed(v) for k, v in parsed.items() if not k.startswith("__")}
+    if isinstance(parsed, list):
+        return [_unparsed(v) for v in parsed]
+    return parsed
+
+
+def load_registry(url: str | None = None) -> SchemaRegistry:
+    """The Schema Registry at ``url`` when given, else the checked-in registry file."""
+    return ConfluentRegistry(url) if url else _local_default()
+
+
+@cache
+def _local_default() -> LocalRegistry:
+    return LocalRegistry.from_file()
