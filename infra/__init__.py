@@ -1,0 +1,1 @@
+"""Infrastructure: how Pulse's services start (local processes, manifests, dashboards)."""

@@ -1,0 +1,1 @@
+"""Producers: the library that sends events to Kafka, and event sources."""

@@ -1,0 +1,1 @@
+"""Pulse command line and settings."""

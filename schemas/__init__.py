@@ -10,9 +10,9 @@ from schemas.registry import LocalRegistry, SchemaRegistry, load_registry
 
 __all__ = [
     "ITEM_EVENT_TYPES",
+    "Decision",
     "DecodeError",
     "DecodeReason",
-    "Decision",
     "Event",
     "EventCodec",
     "EventType",

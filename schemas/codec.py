@@ -1,4 +1,4 @@
-"""Confluent wire framing (magic byte 0 + 4-byte big-endian schema id + Avro body).
+r"""Confluent wire framing (magic byte 0 + 4-byte big-endian schema id + Avro body).
 
 Decoding either returns a frozen dataclass or raises :class:`DecodeError` whose ``reason``
 is machine-readable, so the job can count and dead-letter bad records by reason.
@@ -8,11 +8,11 @@ is machine-readable, so the job can count and dead-letter bad records by reason.
 >>> e = Event("e1", EventType.VIEW, "u1", 1_700_000_000_000, item_id="i1")
 >>> payload = codec.encode(e)
 >>> payload[:5]
-b'\\x00\\x00\\x00\\x00\\x01'
+b'\x00\x00\x00\x00\x01'
 >>> codec.decode(payload, now_ms=1_700_000_000_000) == e
 True
 >>> try:
-...     codec.decode(b"\\x07garbage")
+...     codec.decode(b"\x07garbage")
 ... except DecodeError as err:
 ...     print(err.reason.value)
 bad_magic
@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -38,7 +38,7 @@ MAGIC_BYTE = 0
 HEADER_SIZE = 5
 
 
-class DecodeReason(str, Enum):
+class DecodeReason(StrEnum):
     """Why a payload was rejected; the value is what DLQ records and metrics carry."""
 
     TOO_LARGE = "too_large"
@@ -118,15 +118,30 @@ class _FramedCodec:
         body.seek(HEADER_SIZE)
         try:
             record = schemaless_reader(body, writer, reader)
-        except (EOFError, StopIteration) as exc:
-            raise DecodeError(DecodeReason.TRUNCATED, f"Avro body ends early ({exc!r})") from None
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types for garbage
+            if self._is_cut_short(payload, writer, reader):
+                raise DecodeError(DecodeReason.TRUNCATED, f"Avro body ends early ({exc!r})") from None
             raise DecodeError(DecodeReason.INVALID_BODY, f"not a valid {self.subject} body: {exc!r}") from None
         if body.tell() != size:
             raise DecodeError(DecodeReason.INVALID_BODY, f"{size - body.tell()} trailing bytes after the record")
         if not isinstance(record, dict):
             raise DecodeError(DecodeReason.INVALID_BODY, "body is not a record")
         return record
+
+    def _is_cut_short(self, payload: bytes, writer: Any, reader: Any) -> bool:
+        """True when ``payload`` is the start of a valid record (only on the error path).
+
+        Zero bytes are a valid continuation of any Avro value (varint 0, empty string, first
+        union branch, first enum symbol, 0.0), so a record cut short decodes once padded with
+        zeros, while a corrupt body (bad enum index, bad UTF-8) still fails.
+        """
+        body = io.BytesIO(payload + bytes(self.limits.max_bytes))
+        body.seek(HEADER_SIZE)
+        try:
+            schemaless_reader(body, writer, reader)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
 
     def _check_id(self, name: str, value: str | None) -> None:
         if not value:
@@ -165,9 +180,7 @@ class EventCodec(_FramedCodec):
         self._check_id("event_id", record["event_id"])
         self._check_id("user_id", record["user_id"])
         event_type = EventType(record["type"])
-        if event_type in ITEM_EVENT_TYPES:
-            self._check_id("item_id", record["item_id"])
-        elif record["item_id"] is not None:
+        if event_type in ITEM_EVENT_TYPES or record["item_id"] is not None:
             self._check_id("item_id", record["item_id"])
         value = record["value"]
         if value is not None and not math.isfinite(value):

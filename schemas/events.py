@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 UserId = str
 ItemId = str
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     """The ``EventType`` enum of ``event.avsc``; the string value is the Avro symbol."""
 
     VIEW = "view"

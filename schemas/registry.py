@@ -143,7 +143,7 @@ class ConfluentRegistry:
 
 
 def _unparsed(parsed: Any) -> Any:
-    """fastavro keeps the parsed form JSON-compatible apart from its private keys."""
+    """Fastavro keeps the parsed form JSON-compatible apart from its private keys."""
     if isinstance(parsed, dict):
         return {k: _unparsed(v) for k, v in parsed.items() if not k.startswith("__")}
     if isinstance(parsed, list):

@@ -1,0 +1,1 @@
+"""Local Kafka, Redis and Flink processes started from the project's own files."""

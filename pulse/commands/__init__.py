@@ -1,0 +1,1 @@
+"""Subcommands of ``pulse``; importing a module registers its commands."""

@@ -1,0 +1,180 @@
+"""A local server process Pulse starts, watches and stops: pid file, log file, health wait.
+
+Each service owns ``<home>/run/<name>.pid`` and ``<home>/logs/<name>.log``. A process is
+"ours" when the pid file names a live process whose command line still carries the
+service's marker, so a recycled pid is never killed by mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started or stopped; the message says what to do."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port the OS says is free now (for tests that start their own services)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ManagedProcess:
+    """One server process: how to start it, how to tell it is healthy, where it logs."""
+
+    name: str
+    home: Path
+    markers: Sequence[str]  # strings of which one is in the process's command line (and no other's)
+    ports: Sequence[int]
+
+    @property
+    def pid_file(self) -> Path:
+        """Where the pid of the running process is kept."""
+        return self.home / "run" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """Where the process's stdout and stderr go."""
+        return self.home / "logs" / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of our live process, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if _cmdline_contains(pid, self.markers):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Start ``argv`` in its own process group unless ours is already running."""
+        running = self.pid()
+        if running is not None:
+            return running
+        for port in self.ports:
+            if not port_is_free(port):
+                raise ServiceError(
+                    f"{self.name}: port {port} on 127.0.0.1 is taken by another process; "
+                    f"free it or choose another port (see `pulse up --help`)"
+                )
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log_out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # its own group: `down` stops children too
+            )
+        self.pid_file.write_text(str(proc.pid))
+        log.info("started %s (pid %d), log %s", self.name, proc.pid, self.log_file)
+        return proc.pid
+
+    def wait_healthy(self, check: Callable[[], bool], timeout_s: float) -> None:
+        """Poll ``check`` until it passes; fail naming the log file if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServiceError(
+                    f"{self.name} exited during start-up; see {self.log_file}\n{self.log_tail()}")
+            try:
+                if check():
+                    return
+            except Exception as exc:  # noqa: BLE001 - any failure of a probe means "not yet"
+                log.debug("%s not healthy yet: %s", self.name, exc)
+            time.sleep(0.3)
+        raise ServiceError(
+            f"{self.name} not healthy after {timeout_s:.0f}s; see {self.log_file}\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """SIGTERM the process group, SIGKILL what is left after ``timeout_s``. True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout_s)
+            _signal_group(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the log, indented, for error messages."""
+        try:
+            tail = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            return "    (no log yet)"
+        return "\n".join(f"    {line}" for line in tail)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by us) is as good as dead.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (FileNotFoundError, IndexError):
+        return False
+    if state == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        return False
+    return True
+
+
+def _cmdline_contains(pid: int, markers: Sequence[str]) -> bool:
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return False
+    return any(marker in cmdline for marker in markers)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)

@@ -1,0 +1,69 @@
+"""The local services behind ``pulse up|down|status``: Kafka and Redis (Flink joins with the job)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from infra.local.kafka import KafkaBroker
+from infra.local.process import ManagedProcess
+from infra.local.redis import RedisServer
+from pulse.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One line of ``pulse status``."""
+
+    service: str
+    address: str
+    pid: int | None
+    health: str  # "healthy" | "unhealthy" | "stopped"
+    log: str
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``--json``."""
+        return asdict(self)
+
+
+class LocalServices:
+    """Start, stop and inspect the local services named by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        self.settings = settings
+        self.kafka = KafkaBroker(settings.home, settings.kafka_port, settings.kafka_controller_port,
+                                 settings.kafka_heap)
+        self.redis = RedisServer(settings.home, settings.redis_port, password)
+
+    def up(self) -> list[ServiceStatus]:
+        """Start what is not running (idempotent) and wait until each is healthy."""
+        self.redis.start(self.settings.start_timeout_s)
+        self.kafka.start(self.settings.start_timeout_s)
+        return self.status()
+
+    def down(self) -> list[str]:
+        """Stop every service of ours; the names of those that were running."""
+        stopped = []
+        for name, process in (("kafka", self.kafka.process), ("redis", self.redis.process)):
+            if process.stop():
+                stopped.append(name)
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        """Service, address, pid and health of each service."""
+        return [
+            _status("kafka", self.kafka.bootstrap, self.kafka.process, self.kafka.healthy),
+            _status("redis", self.redis.url, self.redis.process, self.redis.healthy),
+        ]
+
+
+def _status(name: str, address: str, process: ManagedProcess, healthy: object) -> ServiceStatus:
+    pid = process.pid()
+    if pid is None:
+        health = "stopped"
+    else:
+        try:
+            health = "healthy" if healthy() else "unhealthy"  # type: ignore[operator]
+        except Exception:  # noqa: BLE001 - a failing probe is an unhealthy service
+            health = "unhealthy"
+    return ServiceStatus(name, address, pid, health, str(process.log_file))

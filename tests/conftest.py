@@ -1,0 +1,71 @@
+"""Fixtures shared by every test tier. Service fixtures come from tests/services.py."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from pulse.settings import REPO_ROOT, Settings
+from tests.services import Endpoints, service_endpoints
+
+SHARED_DATA = Path(os.environ.get("PULSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real datasets). CI always has it; elsewhere tests skip with the reason."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the shared data folder at {SHARED_DATA}")
+        pytest.skip(f"shared data folder {SHARED_DATA} is not on this machine (set PULSE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    with service_endpoints() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(endpoints: Endpoints) -> str:
+    return endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(endpoints: Endpoints) -> str:
+    return endpoints.redis_url
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    """Settings pointing at the test services, with topic names unique to this test."""
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        topic_events=f"events-{suffix}",
+        topic_items=f"items-{suffix}",
+        topic_dlq=f"events.dlq-{suffix}",
+        topic_sessions=f"sessions-{suffix}",
+        redis_prefix=f"pulse-test-{suffix}",
+    )
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is marked ``integration``."""
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
