@@ -70,8 +70,9 @@ class Limits:
 
     max_bytes: int = 64 * 1024
     max_id_length: int = 256
-    #: 2000-01-01T00:00:00Z: earlier event times are taken as unit mistakes (seconds, not ms).
-    min_event_time_ms: int = 946_684_800_000
+    #: 1990-01-01T00:00:00Z. Seconds sent as milliseconds land in January 1970, so anything
+    #: before this is a unit mistake; real logs (MovieLens-100K is from 1997) stay above it.
+    min_event_time_ms: int = 631_152_000_000
     #: How far ahead of the decoder's clock an event may claim to be.
     max_future_ms: int = 24 * 3600 * 1000
 
@@ -197,7 +198,7 @@ class EventCodec(_FramedCodec):
                 raise DecodeError(DecodeReason.BAD_VALUE, f"propensity {propensity} is outside (0, 1]")
         ts = record["event_time_ms"]
         if ts < self.limits.min_event_time_ms:
-            raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is before 2000-01-01 (seconds?)")
+            raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is before 1990-01-01 (seconds, not ms?)")
         if ts > now_ms + self.limits.max_future_ms:
             raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is {ts - now_ms} ms in the future")
 

@@ -130,7 +130,7 @@ class ConfluentRegistry:
             schema = self._client.get_schema(schema_id)
         except SchemaRegistryError:
             return None
-        return parse(schema.schema_str)
+        return None if schema.schema_str is None else parse(schema.schema_str)
 
     def latest(self, subject: str) -> tuple[int, Any]:
         """Register the project's schema for ``subject`` (no-op if present) and return it."""

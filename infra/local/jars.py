@@ -62,3 +62,17 @@ def ensure_jars(home: Path, profile: str) -> list[Path]:
             )
         stamp.write_text(want)
     return sorted(target.glob("*.jar"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pulse.settings import Settings
+
+    home = Settings().home
+    for name in PROFILES:
+        try:
+            jars = ensure_jars(home, name)
+        except ServiceError as exc:
+            sys.exit(str(exc))
+        print(f"{name}: {len(jars)} jars in {jar_dir(home, name)}")

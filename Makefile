@@ -1,0 +1,41 @@
+# The two commands a new machine needs: `make demo` and `make test` (README.md).
+.PHONY: setup demo test unit integration check lint typecheck bench clean down
+
+VENV := .venv
+PULSE := $(VENV)/bin/pulse
+PYTEST := $(VENV)/bin/pytest
+
+setup:
+	@bash infra/setup.sh
+
+## Start local services and show a synthetic stream arriving (Ctrl-C stops; `make down` stops services).
+demo: setup
+	$(PULSE) demo
+
+## Everything CI runs: unit, contract, doctests and integration tests against real services.
+test: setup
+	$(PYTEST) --durations=10
+
+unit: setup
+	$(PYTEST) -m "not integration"
+
+integration: setup
+	$(PYTEST) -m integration
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy online_models serving schemas
+
+check: lint typecheck unit
+
+## Opt-in benchmarks (they print figures; nothing here is timed in tests).
+bench: setup
+	$(VENV)/bin/python bench/produce.py
+
+down:
+	$(PULSE) down
+
+clean: down
+	rm -rf .local/kafka .local/redis .local/logs .local/run

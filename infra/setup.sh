@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Everything Pulse needs on a fresh machine, idempotent and cached (stamps under .local/):
+#   a virtualenv with the pinned packages, redis-server (Debian package), and the Kafka and
+#   Flink jars resolved from Maven Central with mvn (infra/maven/pom.xml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PULSE_PYTHON:-python3}
+STAMPS=.local/stamps
+mkdir -p "$STAMPS"
+
+say() { printf '[setup] %s\n' "$*"; }
+hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "Pulse needs Python >= 3.11 ($PY is $("$PY" --version 2>&1))" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+want=$(hash_of pyproject.toml)
+if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$want" ]; then
+  say "installing Python packages (pinned in pyproject.toml)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$want" > "$STAMPS/pip"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  say "installing redis-server with apt-get"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The Debian package starts a system Redis on 6379; Pulse runs its own.
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+command -v java >/dev/null 2>&1 || { echo "Java 17+ is needed (Kafka 4, Flink): apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+command -v mvn >/dev/null 2>&1 || { echo "Maven is needed to fetch jars: apt-get install maven" >&2; exit 1; }
+say "resolving Kafka and Flink jars (cached in .local/jars)"
+.venv/bin/python -m infra.local.jars
+say "ready"
