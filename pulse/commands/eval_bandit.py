@@ -113,8 +113,9 @@ def bandit(
         raise fail(str(exc), code=2) from None
     if not rows:
         raise fail(f"{path} has no logged decisions", code=2)
-    with tqdm(total=len(rows), unit="row", desc=f"replay {policy.value}", file=sys.stderr,
-              disable=None if progress else True) as bar:
+    with tqdm(
+        total=len(rows), unit="row", desc=f"replay {policy.value}", file=sys.stderr, disable=None if progress else True
+    ) as bar:
         report = evaluate_policy(rows, learner, scope=scope, folds=folds, on_row=lambda: bar.update(1))
     n_arms = len({row.arm for row in rows})
     if json:
@@ -122,12 +123,12 @@ def bandit(
         return
     logged_by = rows[0].impression.decision.policy if rows[0].impression.decision else "?"
     typer.echo(f"data: {data} ({report.n:,} decisions logged by {logged_by!r}, {n_arms} arms)")
-    typer.echo(
-        f"logged policy CTR: {report.logged_clicks:,.0f} clicks / {report.n:,} = {report.logged_ctr:.2%}"
-    )
+    typer.echo(f"logged policy CTR: {report.logged_clicks:,.0f} clicks / {report.n:,} = {report.logged_ctr:.2%}")
     settings = ", ".join(f"{k}={v}" for k, v in hyper.items() if k != "features" or policy is PolicyName.LINUCB)
-    typer.echo(f"{POLICY_NAMES[policy.value]} ({settings}; scope {scope.value}, seed {seed}; "
-               f"{report.n_scopes} state(s)), estimated CTR:")
+    typer.echo(
+        f"{POLICY_NAMES[policy.value]} ({settings}; scope {scope.value}, seed {seed}; "
+        f"{report.n_scopes} state(s)), estimated CTR:"
+    )
     typer.echo(_estimate_line("IPW", report.ipw))
     typer.echo(_estimate_line("SNIPS", report.snips))
     typer.echo(_estimate_line("DR", report.dr))
@@ -149,8 +150,13 @@ def _as_json(
         "data": data,
         "arms": n_arms,
         "logged": {"clicks": report.logged_clicks, "impressions": report.n, "ctr": report.logged_ctr},
-        "policy": {"name": policy.value, "scope": scope.value, "seed": seed, "hyperparameters": hyper,
-                   "states": report.n_scopes},
+        "policy": {
+            "name": policy.value,
+            "scope": scope.value,
+            "seed": seed,
+            "hyperparameters": hyper,
+            "states": report.n_scopes,
+        },
         "interval": "95% normal approximation on per-row terms",
         "ipw": estimate(report.ipw),
         "snips": estimate(report.snips),
