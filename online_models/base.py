@@ -1,4 +1,4 @@
-"""The contract every Pulse learner keeps, and the small types learners share.
+r"""The contract every Pulse learner keeps, and the small types learners share.
 
 A learner is a pure object: hyperparameters in ``__init__``, learned state in private
 attributes, no I/O, clock or logging inside, randomness only from ``seed``. Its state
@@ -64,6 +64,11 @@ class Learner(abc.ABC):
     def clone(self) -> Self:
         """A fresh learner with the same hyperparameters and no learned state."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (Flink keyed state, process boundaries) goes through the versioned bytes,
+        # never through the object's attributes, so restored state survives code changes.
+        return (type(self).from_bytes, (self.to_bytes(),))
+
     @classmethod
     @abc.abstractmethod
     def _contract_case(cls, seed: int) -> ContractCase:
@@ -71,13 +76,13 @@ class Learner(abc.ABC):
 
 
 class StateHeader:
-    """A 4-byte tag + 1-byte version prefix for state bytes, so a wrong blob fails loudly.
+    r"""A 4-byte tag + 1-byte version prefix for state bytes, so a wrong blob fails loudly.
 
     >>> header = StateHeader(b"BMF1")
     >>> blob = header.pack(1) + b"rest"
     >>> header.unpack(blob, supported=(1,))
     (1, 5)
-    >>> header.unpack(b"XXXX\\x01", supported=(1,))
+    >>> header.unpack(b"XXXX\x01", supported=(1,))
     Traceback (most recent call last):
     ...
     ValueError: state tag b'XXXX' is not b'BMF1'

@@ -14,7 +14,7 @@ False
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +50,36 @@ class Settings(BaseSettings):
     redis_port: int = 6379
     kafka_heap: str = "512m"
     start_timeout_s: float = Field(90.0, gt=0, description="How long `pulse up` waits for health")
+
+    # The Flink job (flink_jobs/). Defaults: docs/adr/0002-flink-execution-mode.md.
+    job_name: str = "pulse-personalization"
+    job_parallelism: int = Field(1, ge=1, description="Parallelism of the job's operators")
+    job_group_id: str = Field("pulse-job", description="Consumer group the job commits offsets under")
+    checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
+    checkpoint_dir: Path | None = Field(None, description="Checkpoints; default <home>/checkpoints")
+    state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
+    python_execution_mode: Literal["process", "thread"] = "process"
+    bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
+    bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
+    restart_attempts: int = Field(10, ge=0)
+    watermark_out_of_orderness_ms: int = Field(5000, ge=0)
+    source_idleness_ms: int = Field(10_000, ge=0, description="A partition idle this long stops holding watermarks")
+    session_gap_ms: int = Field(30 * 60 * 1000, gt=0, description="Inactivity (event time) that closes a session")
+    impression_ttl_ms: int = Field(30 * 60 * 1000, gt=0, description="How long an impression waits for its reward")
+    top_k: int = Field(50, ge=1, le=1000, description="Recommendations kept per user")
+    score_refresh_ms: int = Field(200, ge=1, description="A user's scores are rewritten at most this often")
+    redis_flush_ms: int = Field(50, ge=1, description="Pending Redis writes are flushed this often")
+    model_version: str = "mf-v1"
+    mf_factors: int = Field(10, ge=1)
+    mf_learning_rate: float = Field(0.01, gt=0)
+    mf_l2: float = Field(0.0, ge=0)
+    mf_seed: int = 0
+    bandit_policy: Literal["ts", "ucb", "egreedy"] = "ts"
+    bandit_scopes: str = Field("global,segment,user", description="Comma-separated bandit scopes")
+
+    def checkpoint_path(self) -> Path:
+        """Where checkpoints go."""
+        return self.checkpoint_dir or self.home / "checkpoints"
 
     def redis_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(settings.redis_url, **kwargs)``."""

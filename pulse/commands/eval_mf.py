@@ -66,17 +66,23 @@ def _pulse_model(cfg: MFConfig) -> tuple[Predict, Learn]:
     return model.predict_one, model.learn_one
 
 
-def _prequential(name: str, build: Callable[[], tuple[Predict, Learn]], ratings: list[Rating],
-                 progress: bool) -> dict[str, Any]:
+def _prequential(
+    name: str, build: Callable[[], tuple[Predict, Learn]], ratings: list[Rating], progress: bool
+) -> dict[str, Any]:
     predict, learn = build()
     with tqdm(total=len(ratings), unit="ev", desc=name, file=sys.stderr, disable=None if progress else True) as bar:
         result: PrequentialResult = progressive_validation(ratings, predict, learn, on_progress=bar.update)
-    return {"rmse": result.rmse, "mae": result.mae, "events_per_s": result.events_per_s,
-            "us_per_event": result.us_per_event}
+    return {
+        "rmse": result.rmse,
+        "mae": result.mae,
+        "events_per_s": result.events_per_s,
+        "us_per_event": result.us_per_event,
+    }
 
 
-def _learn_only_us(builds: dict[str, Callable[[], tuple[Predict, Learn]]], ratings: list[Rating],
-                   repeats: int) -> dict[str, float]:
+def _learn_only_us(
+    builds: dict[str, Callable[[], tuple[Predict, Learn]]], ratings: list[Rating], repeats: int
+) -> dict[str, float]:
     """Best-of-``repeats`` µs/event of a plain learn loop, models interleaved so load hits both alike."""
     best = dict.fromkeys(builds, float("inf"))
     for _ in range(repeats):
