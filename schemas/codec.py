@@ -32,7 +32,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.events import ITEM_EVENT_TYPES, Event, EventType, Item
-from schemas.registry import EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
+from schemas.registry import DLQ_SUBJECT, EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5
@@ -217,3 +217,35 @@ class ItemCodec(_FramedCodec):
         record = self._unframe(payload)
         self._check_id("item_id", record["item_id"])
         return Item.from_avro(record)
+
+
+class DeadLetterCodec(_FramedCodec):
+    r"""Encode and decode DLQ records (``dlq.avsc``): the original bytes kept whole, with the reason.
+
+    >>> codec = DeadLetterCodec()
+    >>> record = codec.encode(b"\x07junk", "bad_magic", "first byte is 7", "events", None, None, 1)
+    >>> codec.decode(record)["original"]
+    b'\x07junk'
+    """
+
+    subject = DLQ_SUBJECT
+
+    def encode(
+        self,
+        original: bytes,
+        reason: str,
+        detail: str,
+        source_topic: str,
+        source_partition: int | None,
+        source_offset: int | None,
+        failed_at_ms: int,
+    ) -> bytes:
+        """Frame one dead letter."""
+        return self._frame({
+            "original": original, "reason": reason, "detail": detail[:2000], "source_topic": source_topic,
+            "source_partition": source_partition, "source_offset": source_offset, "failed_at_ms": failed_at_ms,
+        })
+
+    def decode(self, payload: bytes) -> dict[str, Any]:
+        """The dead letter as a dict, or raise :class:`DecodeError`."""
+        return self._unframe(payload)

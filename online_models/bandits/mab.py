@@ -57,6 +57,13 @@ class _ArmTableBandit(Bandit):
         super().__init__(seed)
         self._stats: dict[ArmId, tuple[float, float]] = {}
 
+    #: What the two numbers per arm mean (they are what serving needs to decide from Redis).
+    STAT_NAMES: ClassVar[tuple[str, str]]
+
+    def arm_table(self) -> dict[ArmId, tuple[float, float]]:
+        """A copy of the per-arm statistics, named by :attr:`STAT_NAMES`."""
+        return dict(self._stats)
+
     def _hyper(self) -> tuple[Any, ...]:
         raise NotImplementedError
 
@@ -132,6 +139,8 @@ class ThompsonSampling(_ArmTableBandit):
     {'a': 1.0, 'b': 0.0}
     """
 
+    STAT_NAMES = ("successes", "failures")
+
     _HEADER = StateHeader(b"BTS1")
     _HYPER = struct.Struct("<ddIQ")
 
@@ -205,6 +214,8 @@ class UCB(_ArmTableBandit):
     {'a': 1.0, 'b': 0.0}
     """
 
+    STAT_NAMES = ("pulls", "reward_sum")
+
     _HEADER = StateHeader(b"BUCB")
     _HYPER = struct.Struct("<dQ")
 
@@ -264,6 +275,8 @@ class EpsilonGreedy(_ArmTableBandit):
     >>> d.propensity == eg.arm_probabilities(["a", "b"])[d.arm]
     True
     """
+
+    STAT_NAMES = ("pulls", "reward_sum")
 
     _HEADER = StateHeader(b"BEGR")
     _HYPER = struct.Struct("<ddQ")

@@ -1,0 +1,186 @@
+"""The Pulse job: Kafka -> decode (DLQ) -> event time -> per-user state + learners -> shared state -> Redis.
+
+``build_pipeline(env, settings)`` wires the graph and nothing else, so tests and the CLI can
+run it on any environment; ``run(settings)`` builds the environment and executes it.
+Every operator has a stable ``uid`` so savepoints survive changes to the graph around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+from flink_jobs.decode import DEAD_LETTERS, DecodeEvents
+from flink_jobs.redis_output import RedisOutput, shard_of
+from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
+from flink_jobs.shared_state import BanditArms, ItemParamsOwner, ModelMetadata, SegmentPopularity, SharedStageConfig
+from flink_jobs.user_state import (
+    BANDIT_FEEDBACK,
+    CLOSED_SESSIONS,
+    ITEM_DELTAS,
+    MODEL_PROGRESS,
+    POPULARITY_HITS,
+    UserStageConfig,
+    UserState,
+)
+from infra.local.jars import jar_dir
+from online_models.bandits import BanditScope
+from online_models.mf import MFConfig
+from pulse.settings import Settings
+from schemas import Event, Limits
+from schemas.redis_keys import RedisKeys
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bounded: bool = False) -> None:
+    """Wire the whole job onto ``env``."""
+    raw = read_events(env, settings, bounded)
+    decoded = decode(raw, settings)
+    write_dead_letters(decoded, settings)
+    events = with_event_time(decoded, settings)
+    users = per_user_state(events, settings)
+    write_closed_sessions(users, settings)
+    shared = shared_state(users, settings)
+    write_redis(users.union(*shared), settings)
+
+
+def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
+    """Raw framed-Avro values from the events topic (offsets live in checkpoints)."""
+    source = kafka_source(settings.kafka_bootstrap, settings.topic_events, settings.job_group_id, bounded=bounded)
+    # No watermarks here: from_source drops a Python TimestampAssigner (see with_event_time).
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "events").uid("source-events")
+
+
+def decode(raw: DataStream, settings: Settings) -> DataStream:
+    """Bytes -> Event; anything else goes to the dead-letter side output."""
+    decoder = DecodeEvents(settings.topic_events, settings.schema_registry_url, Limits())
+    return raw.process(decoder).name("decode").uid("decode")
+
+
+def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
+    """Dead letters to the DLQ topic, exactly once (original bytes + reason)."""
+    sink = kafka_sink(settings.kafka_bootstrap, settings.topic_dlq, exactly_once=True,
+                      transactional_id_prefix=f"{settings.job_name}-dlq")
+    decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
+
+
+class _EventTime(TimestampAssigner):
+    def extract_timestamp(self, value: Event, record_timestamp: int) -> int:
+        return value.event_time_ms
+
+
+def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
+    """Event-time watermarks with bounded out-of-orderness; idle partitions do not hold them back."""
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.watermark_out_of_orderness_ms))
+        .with_timestamp_assigner(_EventTime())
+        .with_idleness(Duration.of_millis(settings.source_idleness_ms))
+    )
+    return decoded.assign_timestamps_and_watermarks(strategy).name("event-time").uid("event-time")
+
+
+def per_user_state(events: DataStream, settings: Settings) -> DataStream:
+    """keyBy(user): session, counts, user factors, impression->reward join; emits Redis writes."""
+    config = UserStageConfig(
+        mf=mf_config(settings),
+        keys=RedisKeys(settings.redis_prefix),
+        scopes=tuple(BanditScope(s.strip()) for s in settings.bandit_scopes.split(",") if s.strip()),
+        session_gap_ms=settings.session_gap_ms,
+        impression_ttl_ms=settings.impression_ttl_ms,
+        top_k=settings.top_k,
+        score_refresh_ms=settings.score_refresh_ms,
+    )
+    return (
+        events.key_by(lambda e: e.user_id, key_type=Types.STRING())
+        .process(UserState(config))
+        .name("user-state")
+        .uid("user-state")
+    )
+
+
+def write_closed_sessions(users: DataStream, settings: Settings) -> None:
+    """Closed-session summaries (JSON) to the sessions topic, exactly once."""
+    sink = kafka_sink(settings.kafka_bootstrap, settings.topic_sessions, exactly_once=True,
+                      transactional_id_prefix=f"{settings.job_name}-sessions")
+    users.get_side_output(CLOSED_SESSIONS).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
+
+
+def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
+    """Item parameters, bandit arms, popularity and model metadata, each keyed by its owner."""
+    config = SharedStageConfig(
+        keys=RedisKeys(settings.redis_prefix),
+        mf=mf_config(settings),
+        bandit_policy=settings.bandit_policy,
+        refresh_ms=settings.score_refresh_ms,
+        model_version=settings.model_version,
+    )
+    items = (users.get_side_output(ITEM_DELTAS).key_by(lambda d: d.item_id, key_type=Types.STRING())
+             .process(ItemParamsOwner(config)).name("item-params").uid("item-params"))
+    bandits = (users.get_side_output(BANDIT_FEEDBACK).key_by(lambda f: f.scope_key, key_type=Types.STRING())
+               .process(BanditArms(config)).name("bandit-arms").uid("bandit-arms"))
+    popularity = (users.get_side_output(POPULARITY_HITS).key_by(lambda h: h.segment, key_type=Types.STRING())
+                  .process(SegmentPopularity(config)).name("popularity").uid("popularity"))
+    model = (users.get_side_output(MODEL_PROGRESS).key_by(lambda _: "mf", key_type=Types.STRING())
+             .process(ModelMetadata(config)).name("model-metadata").uid("model-metadata"))
+    return [items, bandits, popularity, model]
+
+
+def write_redis(writes: DataStream, settings: Settings) -> None:
+    """Every Redis write, keyed by shard so each shard flushes one pipeline at a time."""
+    writer = RedisWriter(
+        RedisKeys(settings.redis_prefix), settings.model_version,
+        url=settings.redis_url, password=settings.redis_password,
+    )
+    shards = 4 * settings.job_parallelism
+    (writes.key_by(lambda m: shard_of(m, shards), key_type=Types.STRING())
+     .process(RedisOutput(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
+
+
+def mf_config(settings: Settings) -> MFConfig:
+    """The MF hyperparameters of the job (``pulse eval mf`` takes the same ones as flags)."""
+    return MFConfig(
+        n_factors=settings.mf_factors,
+        bias_lr=settings.mf_learning_rate,
+        latent_lr=settings.mf_learning_rate,
+        l2_bias=settings.mf_l2,
+        l2_latent=settings.mf_l2,
+        seed=settings.mf_seed,
+    )
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``checkpoint_dir``."""
+    done = [meta.parent for meta in checkpoint_dir.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: p.stat().st_mtime) if done else None
+
+
+def make_job_environment(settings: Settings, restore_from: Path | None = None) -> StreamExecutionEnvironment:
+    """The execution environment of the job as the settings describe it."""
+    extra = {"execution.state-recovery.path": restore_from.as_uri()} if restore_from else {}
+    return make_environment(
+        jars=sorted(jar_dir(settings.home, "flink").glob("*.jar")),
+        parallelism=settings.job_parallelism,
+        checkpoint_interval_ms=settings.checkpoint_interval_ms,
+        checkpoint_dir=settings.checkpoint_path(),
+        state_backend=settings.state_backend,
+        execution_mode=settings.python_execution_mode,
+        bundle_size=settings.bundle_size,
+        bundle_time_ms=settings.bundle_time_ms,
+        restart_attempts=settings.restart_attempts,
+        extra=extra,
+    )
+
+
+def run(settings: Settings, *, restore_from: Path | None = None, bounded: bool = False) -> None:
+    """Build and execute the job (blocks until it ends or is cancelled)."""
+    env = make_job_environment(settings, restore_from)
+    build_pipeline(env, settings, bounded=bounded)
+    log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
+             f", restored from {restore_from}" if restore_from else "")
+    env.execute(settings.job_name)

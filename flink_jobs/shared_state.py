@@ -1,0 +1,159 @@
+"""Stages that own state shared by many users: item parameters, bandit arms, popularity, model metadata.
+
+Each is keyed by what owns the state (item id, bandit scope, segment, model name), applies
+what the user stage sends, and writes its Redis key at most every ``refresh_ms`` (a
+processing-time timer), plus once more when the input ends (an event-time timer at the end
+of time fires when the final watermark arrives).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream.state import ValueStateDescriptor
+
+from flink_jobs.messages import BanditFeedback, ItemDelta, ModelProgress, PopularityHit, RedisWrite
+from online_models.bandits import make_bandit
+from online_models.mf import ItemParams, MFConfig, initial_item
+from online_models.popularity import DecayedPopularity
+from schemas.redis_keys import RedisKeys
+
+END_OF_TIME = 2**63 - 2  # fires on the final watermark (Long.MAX_VALUE) of a bounded input
+
+
+@dataclass(frozen=True)
+class SharedStageConfig:
+    """What these stages need from the settings."""
+
+    keys: RedisKeys
+    mf: MFConfig
+    bandit_policy: str
+    refresh_ms: int
+    popularity_top_n: int = 100
+    model_name: str = "mf"
+    model_version: str = "mf-v1"
+
+
+class _CoalescedWrites(KeyedProcessFunction):
+    """Applies updates to one keyed value; writes it to Redis at most every ``refresh_ms``."""
+
+    def __init__(self, config: SharedStageConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.value = runtime_context.get_state(ValueStateDescriptor("value", Types.PICKLED_BYTE_ARRAY()))
+        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
+        self.latest = runtime_context.get_state(ValueStateDescriptor("latest", Types.LONG()))
+
+    def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        self.value.update(self.apply(ctx.get_current_key(), self.value.value(), update))
+        self.latest.update(max(self.latest.value() or 0, update.event_time_ms))
+        if not self.due.value():
+            self.due.update(True)
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(timers.current_processing_time() + self.config.refresh_ms)
+            timers.register_event_time_timer(END_OF_TIME)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.due.clear()
+        value = self.value.value()
+        if value is not None:
+            yield from self.writes(ctx.get_current_key(), value, self.latest.value() or 0)
+
+    def apply(self, key: str, value: Any, update: Any) -> Any:
+        raise NotImplementedError
+
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+        raise NotImplementedError
+
+
+class ItemParamsOwner(_CoalescedWrites):
+    """``keyBy(item_id)``: the authoritative item bias + factors, with an update count (version)."""
+
+    def apply(self, key: str, value: Any, update: ItemDelta) -> Any:
+        params = ItemParams.from_bytes(value[0]) if value else initial_item(self.config.mf, key)
+        factors = params.factors + np.frombuffer(update.d_factors, dtype="<f8")
+        version = (value[1] if value else 0) + 1
+        return ItemParams(params.bias + update.d_bias, factors).to_bytes(), version
+
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+        params = ItemParams.from_bytes(value[0])
+        payload = {"bias": params.bias, "factors": params.factors, "version": value[1]}
+        yield RedisWrite(self.config.keys.item_params(key), event_time_ms, payload, key)
+
+
+class BanditArms(_CoalescedWrites):
+    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>)."""
+
+    def apply(self, key: str, value: Any, update: BanditFeedback) -> Any:
+        bandit = value if value is not None else make_bandit(self.config.bandit_policy)
+        bandit.update(update.arm, update.reward)
+        return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
+
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+        payload = {
+            "policy": self.config.bandit_policy,
+            "scope": key,
+            "stat_names": list(value.STAT_NAMES),
+            "arms": {arm: list(stats) for arm, stats in value.arm_table().items()},
+            "hyperparameters": _bandit_hyper(value),
+        }
+        redis_key = self.config.keys.bandit(self.config.bandit_policy, key)
+        yield RedisWrite(redis_key, event_time_ms, payload, key)
+
+
+class SegmentPopularity(_CoalescedWrites):
+    """``keyBy(segment)``: exponentially decayed interaction counts; writes the top-n."""
+
+    def apply(self, key: str, value: Any, update: PopularityHit) -> Any:
+        popularity = value if value is not None else DecayedPopularity()
+        popularity.learn_one(update.item_id, update.event_time_ms, update.weight, [key])
+        return popularity
+
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+        top = value.top_n(self.config.popularity_top_n, segment=key, at_ms=event_time_ms)
+        payload = {"segment": key, "items": [[item, score] for item, score in top], "at_ms": event_time_ms,
+                   "half_life_ms": value.half_life_ms}
+        yield RedisWrite(self.config.keys.popularity(key), event_time_ms, payload, key)
+
+
+class ModelMetadata(_CoalescedWrites):
+    """``keyBy(model name)``: events learned, running prequential RMSE/MAE, reward join counts."""
+
+    def apply(self, key: str, value: Any, update: ModelProgress) -> Any:
+        totals = value or {"learned": 0, "se": 0.0, "ae": 0.0, "matched": 0, "unmatched": 0, "late": 0}
+        totals["learned"] += update.learned
+        totals["se"] += update.squared_error
+        totals["ae"] += update.absolute_error
+        totals["matched"] += update.rewards_matched
+        totals["unmatched"] += update.rewards_unmatched
+        totals["late"] += update.late_events
+        return totals
+
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+        n = value["learned"]
+        payload = {
+            "model": key,
+            "model_version": self.config.model_version,
+            "events_learned": n,
+            "rmse": math.sqrt(value["se"] / n) if n else None,
+            "mae": value["ae"] / n if n else None,
+            "rewards_matched": value["matched"],
+            "rewards_unmatched": value["unmatched"],
+            "late_events": value["late"],
+            "n_factors": self.config.mf.n_factors,
+        }
+        yield RedisWrite(self.config.keys.model(key), event_time_ms, payload, key)
+
+
+def _bandit_hyper(bandit: Any) -> dict[str, float]:
+    names = ("prior_alpha", "prior_beta", "c", "epsilon", "decay")
+    return {name: float(getattr(bandit, name)) for name in names if hasattr(bandit, name)}

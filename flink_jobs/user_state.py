@@ -1,0 +1,254 @@
+"""Stage keyed by user: session, lifetime counts, user-owned MF parameters, impression->reward join.
+
+A thin adapter: the session is ``online_models.session.step``, learning is
+``online_models.mf.learn_step``; this operator only moves state in and out of Flink and routes
+what they return. Item-owned parameters are read from an :class:`ItemTable` replica; the update
+this subtask makes to an item is applied to the replica at once and sent to the item's owner
+(``item_state.py``) as an :class:`ItemDelta`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from flink_jobs.messages import (
+    BanditFeedback,
+    EraseUser,
+    ItemDelta,
+    ModelProgress,
+    PopularityHit,
+    RedisWrite,
+)
+from online_models import session as sessions
+from online_models.bandits import BanditScope, scope_key
+from online_models.item_table import ItemTable
+from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
+from online_models.popularity import ALL, InteractionWeights
+from schemas import Event, EventType
+from schemas.redis_keys import RedisKeys
+
+ITEM_DELTAS = OutputTag("item-deltas")
+BANDIT_FEEDBACK = OutputTag("bandit-feedback")
+POPULARITY_HITS = OutputTag("popularity-hits")
+MODEL_PROGRESS = OutputTag("model-progress")
+CLOSED_SESSIONS = OutputTag("closed-sessions", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+
+
+_REPORT_EVERY = 500  # learned events between ModelProgress reports (also sent on every refresh timer)
+
+
+@dataclass(frozen=True)
+class UserStageConfig:
+    """What the user stage needs from the settings (plain values: it is pickled into the job)."""
+
+    mf: MFConfig
+    keys: RedisKeys
+    scopes: tuple[BanditScope, ...]
+    session_gap_ms: int
+    impression_ttl_ms: int
+    top_k: int
+    score_refresh_ms: int
+
+
+class UserState(KeyedProcessFunction):
+    """``keyBy(user_id)``: every event of a user passes here, in order per Kafka partition."""
+
+    def __init__(self, config: UserStageConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # One pickled dict of primitives per user (session bytes, user-factor bytes, counts):
+        # one state read and one write per event, and nothing class-shaped in checkpoints.
+        self.user = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
+        self.impressions = runtime_context.get_map_state(
+            MapStateDescriptor("impressions", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
+        self.refresh_due = runtime_context.get_state(ValueStateDescriptor("refresh-due", Types.BOOLEAN()))
+        self.items = ItemTable(self.config.mf)
+        self.glob = GlobalParams()
+        self.weights = InteractionWeights()
+        self._progress = [0, 0.0, 0.0, 0, 0, 0]  # learned, se, ae, matched, unmatched, late
+        self._last_event_ms = 0
+        metrics = runtime_context.get_metrics_group()
+        self.processed = {t: metrics.add_group("type", t.value).counter("events_processed") for t in EventType}
+        self.late = metrics.counter("late_events")
+        self.unmatched = metrics.counter("rewards_unmatched")
+        self.items_known = metrics.gauge("item_replica_size", lambda: len(self.items))
+
+    # -- events -----------------------------------------------------------------------------
+
+    def process_element(self, event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        self.processed[event.type].inc()
+        self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
+        if event.type is EventType.ERASE:
+            self.user.clear()
+            self.impressions.clear()
+            yield EraseUser(event.user_id, event.event_time_ms)
+            return
+        record = self.user.value() or {"counts": {}, "learned": 0, "session": None, "factors": None, "t": 0}
+        record["counts"][event.type.value] = record["counts"].get(event.type.value, 0) + 1
+        record["t"] = max(record["t"], event.event_time_ms)
+        yield from self._session(record, event, ctx)
+        yield from self._rewards(event, ctx)
+        yield from self._learn(record, event)
+        if event.item_id is not None and (weight := self.weights.weight(event.type)) > 0:
+            segment = event.context.get("segment")
+            for name in (ALL, segment) if segment else (ALL,):
+                yield POPULARITY_HITS, PopularityHit(name, event.item_id, weight, event.event_time_ms)
+        self.user.update(record)
+        if not self.refresh_due.value():
+            self.refresh_due.update(True)
+            now = ctx.timer_service().current_processing_time()
+            ctx.timer_service().register_processing_time_timer(now + self.config.score_refresh_ms)
+
+    def _session(self, record: dict[str, Any], event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
+        state, outputs = sessions.step(state, event, gap_ms=self.config.session_gap_ms)
+        record["session"] = None if state is None else state.to_bytes()
+        if state is not None:
+            ctx.timer_service().register_event_time_timer(sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms))
+        yield from self._session_outputs(outputs)
+
+    def _session_outputs(self, outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
+        for output in outputs:
+            if isinstance(output, sessions.SessionSummary):
+                yield CLOSED_SESSIONS, orjson.dumps(_summary_payload(output))
+            else:
+                self.late.inc()
+                self._progress[5] += 1
+
+    def _rewards(self, event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        if event.type is EventType.IMPRESSION and event.decision is not None:
+            expires = event.event_time_ms + self.config.impression_ttl_ms
+            scopes = [scope_key(scope, event) for scope in self.config.scopes]
+            self.impressions.put(event.decision.request_id, (event.decision.arm, scopes, expires))
+            ctx.timer_service().register_event_time_timer(expires)
+        elif event.type is EventType.CLICK and (request_id := event.context.get("request_id")):
+            pending = self.impressions.get(request_id)
+            if pending is None:  # unknown or expired impression: counted, never silently lost
+                self.unmatched.inc()
+                self._progress[4] += 1
+                return
+            self.impressions.remove(request_id)
+            self._progress[3] += 1
+            arm, scopes, _ = pending
+            for key in scopes:
+                yield BANDIT_FEEDBACK, BanditFeedback(key, arm, 1.0, event.event_time_ms)
+
+    def _learn(self, record: dict[str, Any], event: Event) -> Iterator[Any]:
+        target = self.config.mf.targets.target(event)
+        if target is None or event.item_id is None:
+            return
+        cfg = self.config.mf
+        user = UserParams.from_bytes(record["factors"]) if record["factors"] else initial_user(cfg, event.user_id)
+        item = self.items.get(event.item_id)
+        error = predict(user, item, self.glob) - target  # prequential: predict, then learn
+        user, new_item, self.glob = learn_step(user, item, self.glob, target, cfg)
+        self.items.put(event.item_id, new_item, self.items.version(event.item_id) + 1)
+        record["factors"] = user.to_bytes()
+        record["learned"] += 1
+        p = self._progress
+        p[0] += 1
+        p[1] += error * error
+        p[2] += abs(error)
+        d_factors = (new_item.factors - item.factors).astype("<f8").tobytes()
+        yield ITEM_DELTAS, ItemDelta(event.item_id, new_item.bias - item.bias, d_factors, event.event_time_ms)
+        if p[0] >= _REPORT_EVERY:
+            yield from self._report()
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        user_id = ctx.get_current_key()
+        record = self.user.value()
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.refresh_due.clear()
+            if record is not None:
+                yield from self._snapshot(user_id, record)
+            yield from self._report()
+            return
+        yield from self._expire_impressions(timestamp)
+        if record is None or not record["session"]:
+            return
+        state = sessions.SessionState.from_bytes(record["session"])
+        state, outputs = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
+        if outputs:
+            record["session"] = None
+            self.user.update(record)
+            yield from self._session_outputs(outputs)
+            yield from self._snapshot(user_id, record)
+
+    def _expire_impressions(self, timestamp: int) -> Iterator[Any]:
+        expired = [(rid, value) for rid, value in self.impressions.items() if value[2] <= timestamp]
+        for request_id, (arm, scopes, expires) in expired:
+            self.impressions.remove(request_id)
+            for key in scopes:
+                yield BANDIT_FEEDBACK, BanditFeedback(key, arm, 0.0, expires)
+
+    def _snapshot(self, user_id: str, record: dict[str, Any]) -> Iterator[RedisWrite]:
+        """The user's keys in Redis: counts, live session, factors and top-k scores."""
+        keys, t = self.config.keys, record["t"]
+        counts = {"counts": record["counts"], "events": sum(record["counts"].values()), "learned": record["learned"]}
+        yield RedisWrite(keys.counts(user_id), t, counts, user_id)
+        state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
+        yield RedisWrite(keys.session(user_id), t, _session_payload(state), user_id)
+        if record["factors"]:
+            user = UserParams.from_bytes(record["factors"])
+            yield RedisWrite(keys.factors(user_id), t, {"bias": user.bias, "factors": user.factors}, user_id)
+            seen = [item for _, item in state.recent] if state else []
+            top = self.items.top_k(user, self.glob, self.config.top_k, exclude=seen)
+            recs = {"items": [[item, score] for item, score in top], "global_mean": self.glob.mean}
+            yield RedisWrite(keys.recs(user_id), t, recs, user_id)
+
+    def _report(self) -> Iterator[Any]:
+        p = self._progress
+        if not any(p):
+            return
+        yield MODEL_PROGRESS, ModelProgress(p[0], p[1], p[2], p[3], p[4], p[5], self._last_event_ms)
+        self._progress = [0, 0.0, 0.0, 0, 0, 0]
+
+
+def _session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
+    if state is None:
+        return {"open": False}
+    return {
+        "open": True,
+        "session_id": state.session_id,
+        "start_ms": state.start_ms,
+        "end_ms": state.end_ms,
+        "n_events": state.n_events,
+        "n_late": state.n_late,
+        "counts": dict(state.counts),
+        "recent_items": [item for _, item in state.recent],
+        "categories": dict(state.categories),
+    }
+
+
+def _summary_payload(summary: sessions.SessionSummary) -> dict[str, Any]:
+    return {
+        "user_id": summary.user_id,
+        "session_id": summary.session_id,
+        "start_ms": summary.start_ms,
+        "end_ms": summary.end_ms,
+        "dwell_ms": summary.dwell_ms,
+        "n_events": summary.n_events,
+        "n_late": summary.n_late,
+        "counts": dict(summary.counts),
+        "recent_items": list(summary.recent_items),
+        "categories": dict(summary.categories),
+        "closed_at_ms": time.time_ns() // 1_000_000,
+    }
+
+
+def unpack_factors(data: bytes) -> np.ndarray:
+    """Factors sent in an :class:`ItemDelta`."""
+    return np.frombuffer(data, dtype="<f8")
