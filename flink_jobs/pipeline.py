@@ -32,7 +32,7 @@ from infra.local.jars import jar_dir
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
 from pulse.settings import Settings
-from schemas import Event, Limits
+from schemas import DeadLetterCodec, Event, Limits
 from schemas.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def decode(raw: DataStream, settings: Settings) -> DataStream:
 def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
     """Dead letters to the DLQ topic, exactly once (original bytes + reason)."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_dlq, exactly_once=True,
-                      transactional_id_prefix=f"{settings.job_name}-dlq")
+                      transactional_id_prefix=f"{settings.job_name}-dlq",
+                      properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024)})
     decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
 
 

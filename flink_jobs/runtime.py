@@ -30,6 +30,8 @@ ValueError: state_backend must be 'hashmap' or 'rocksdb', not 'memory'
 
 from __future__ import annotations
 
+import os
+import site
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -57,6 +59,19 @@ def _file_url(path: str | Path) -> str:
     if "://" in text:
         return text
     return Path(text).resolve().as_uri()
+
+
+def worker_python_path() -> str:
+    """``python.pythonpath``: this interpreter's site-packages and the repo root.
+
+    Thread mode runs Python *embedded in the JVM* (pemja). That interpreter is initialised from
+    the base installation the venv points at, not the venv: without this it fails with
+    ``pemja.core.PythonException: <class 'ModuleNotFoundError'>: No module named 'pemja'``.
+    The repo root is listed too because ``.pth`` files (the editable install of ``schemas``,
+    ``online_models``...) are not processed for paths added this way.
+    """
+    paths = [*site.getsitepackages(), str(REPO_ROOT)]
+    return os.pathsep.join(dict.fromkeys(paths))
 
 
 def runtime_options(
@@ -93,6 +108,7 @@ def runtime_options(
         # pyflink and Pulse's packages; python.client.executable compiles the job on submission.
         "python.executable": python,
         "python.client.executable": python,
+        "python.pythonpath": worker_python_path(),
         "python.execution-mode": execution_mode,
         "python.fn-execution.bundle.size": str(bundle_size),
         "python.fn-execution.bundle.time": str(bundle_time_ms),

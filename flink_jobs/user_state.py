@@ -177,6 +177,9 @@ class UserState(KeyedProcessFunction):
             yield from self._report()
             return
         yield from self._expire_impressions(timestamp)
+        # Event-time timers also fire on the final watermark of a bounded input, where
+        # processing-time timers do not: report progress here too so none is left behind.
+        yield from self._report()
         if record is None or not record["session"]:
             return
         state = sessions.SessionState.from_bytes(record["session"])

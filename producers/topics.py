@@ -17,7 +17,8 @@ def pulse_topics(settings: Settings) -> dict[str, dict[str, str]]:
     return {
         settings.topic_events: {},
         settings.topic_items: {"cleanup.policy": "compact"},  # latest catalogue entry per item
-        settings.topic_dlq: {},
+        # A dead letter is the original record plus its reason: allow it to be larger than any event.
+        settings.topic_dlq: {"max.message.bytes": str(2 * 1024 * 1024)},
         settings.topic_sessions: {},
     }
 

@@ -229,6 +229,11 @@ class DeadLetterCodec(_FramedCodec):
     """
 
     subject = DLQ_SUBJECT
+    #: A dead letter wraps an original of up to the broker's message size, plus a little.
+    MAX_BYTES = 2 * 1024 * 1024
+
+    def __init__(self, registry: SchemaRegistry | None = None, limits: Limits | None = None) -> None:
+        super().__init__(registry, limits or Limits(max_bytes=self.MAX_BYTES))
 
     def encode(
         self,

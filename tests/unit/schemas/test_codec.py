@@ -6,6 +6,7 @@ import io
 import json
 import random
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -138,7 +139,9 @@ def bad_missing_field(codec: EventCodec, rng: random.Random, i: int) -> bytes:
 
 
 def bad_timestamp(codec: EventCodec, rng: random.Random, i: int) -> bytes:
-    far = [rng.randrange(-(2**40), 631_152_000_000), NOW_MS + rng.randrange(2 * 86_400_000, 2**50)]
+    # Future relative to the wall clock too, so a job decoding with real time rejects them as well.
+    future_base = max(NOW_MS, time.time_ns() // 1_000_000)
+    far = [rng.randrange(-(2**40), 631_152_000_000), future_base + rng.randrange(2 * 86_400_000, 2**50)]
     return codec.encode(make_event(i, event_time_ms=far[i % 2]))
 
 

@@ -1,0 +1,53 @@
+"""Run `pulse job run` as its own process against the test services, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from pulse.settings import REPO_ROOT, Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The PULSE_* environment that rebuilds ``settings`` in another process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"PULSE_{name.upper()}"] = str(value)
+    return env
+
+
+def job_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pulse", "job", "run", *args]
+
+
+def start_job(settings: Settings, *args: str, log: Path, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
+    """Start the job in the background (own process group, so it can be SIGKILLed whole)."""
+    env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+    out = log.open("ab")
+    return subprocess.Popen(job_command(*args), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def run_bounded_job(settings: Settings, *args: str, log: Path, timeout_s: float = 300) -> None:
+    """Run the job over what the events topic holds now, to completion; fail with its log tail."""
+    proc = start_job(settings, "--bounded", "--restore", "none", *args, log=log)
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"job did not finish in {timeout_s}s:\n{tail(log)}") from None
+    assert code == 0, f"job exited {code}:\n{tail(log)}"
+
+
+def tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
