@@ -76,6 +76,7 @@ def _sub(*args: str, capture: bool = True) -> dict[str, Any]:
 
 
 def run_throughput_once(topic: str, n: int, mode: str, parallelism: int, bundle_size: int, bundle_time_ms: int) -> None:
+    """One bounded run of the count job into a discarding sink; prints a JSON line of figures."""
     from pyflink.datastream.connectors.base import Sink
 
     from flink_jobs import count_job
@@ -95,10 +96,15 @@ def run_throughput_once(topic: str, n: int, mode: str, parallelism: int, bundle_
     result = env.execute(f"bench-{mode}-p{parallelism}")
     wall = time.perf_counter() - started
     net = result.get_net_runtime() / 1000
-    print(json.dumps({"mode": mode, "p": parallelism, "net_s": net, "wall_s": wall, "rps_net": n / net, "rps_wall": n / wall}))
+    print(
+        json.dumps(
+            {"mode": mode, "p": parallelism, "net_s": net, "wall_s": wall, "rps_net": n / net, "rps_wall": n / wall}
+        )
+    )
 
 
 def throughput(args: argparse.Namespace) -> None:
+    """Produce N events once, then time each mode / parallelism in a fresh process."""
     topic = f"bench-flink-{uuid.uuid4().hex[:8]}"
     _create_topics(topic)
     t0 = time.perf_counter()
@@ -113,8 +119,13 @@ def throughput(args: argparse.Namespace) -> None:
                     os.environ.update(extra_env)
                     try:
                         r = _sub(
-                            "_throughput_once", topic, str(args.events), mode, str(parallelism),
-                            str(args.bundle_size), str(args.bundle_time_ms),
+                            "_throughput_once",
+                            topic,
+                            str(args.events),
+                            mode,
+                            str(parallelism),
+                            str(args.bundle_size),
+                            str(args.bundle_time_ms),
                         )
                     finally:
                         for key in extra_env:
@@ -178,11 +189,22 @@ def latency_consumer(topic: str, want: int, warmup: int, timeout_s: float) -> No
     def pct(p: float) -> int:
         return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else -1
 
-    print(json.dumps({"rows": got, "p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "max": lat[-1] if lat else -1,
-                      "mean": statistics.fmean(lat) if lat else -1}))
+    print(
+        json.dumps(
+            {
+                "rows": got,
+                "p50": pct(0.5),
+                "p95": pct(0.95),
+                "p99": pct(0.99),
+                "max": lat[-1] if lat else -1,
+                "mean": statistics.fmean(lat) if lat else -1,
+            }
+        )
+    )
 
 
 def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, seconds: float) -> None:
+    """One unbounded job (execute_async) + paced producer + latency consumer; prints a JSON line."""
     from pyflink.common import Types
 
     from flink_jobs import count_job
@@ -200,20 +222,31 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
         restart_attempts=0,
     )
     counts = count_job.build(env, kafka_source(BOOTSTRAP, topic_in, f"lat-{suffix}", starting_offsets="earliest"))
-    counts.map(
-        lambda r: f"{r[0]},{r[1]},{r[2]}".encode(), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())
-    ).sink_to(kafka_sink(BOOTSTRAP, topic_out, exactly_once=False, properties={"linger.ms": "0"}))
+    counts.map(lambda r: f"{r[0]},{r[1]},{r[2]}".encode(), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())).sink_to(
+        kafka_sink(BOOTSTRAP, topic_out, exactly_once=False, properties={"linger.ms": "0"})
+    )
     client = env.execute_async(f"latency-{mode}-{bundle_size}-{bundle_time_ms}")
     n = int(rate * seconds)
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "flink_jobs.bench_runtime", "_consume", topic_out, str(n), str(int(rate * 3)),
-         str(seconds + 60)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flink_jobs.bench_runtime",
+            "_consume",
+            topic_out,
+            str(n),
+            str(int(rate * 3)),
+            str(seconds + 60),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     time.sleep(3)  # let the job's tasks start before events flow
     producer = subprocess.run(
         [sys.executable, "-m", "flink_jobs.bench_runtime", "_produce_paced", topic_in, str(rate), str(seconds)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     out, _ = consumer.communicate(timeout=seconds + 90)
     client.cancel().result()
@@ -224,15 +257,22 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
 
 
 def latency(args: argparse.Namespace) -> None:
+    """End-to-end latency per mode and bundle setting."""
     configs = [("process", 1000, 1000), ("process", 100, 10), ("process", 1000, 100), ("thread", 1000, 1000)]
-    print(f"{'mode':8} {'bundle':>6} {'ms':>5} {'rows':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6}  (ms, at {args.rate}/s)")
+    print(
+        f"{'mode':8} {'bundle':>6} {'ms':>5} {'rows':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6}"
+        f"  (ms, at {args.rate}/s)"
+    )
     for mode, size, ms in configs:
         r = _sub("_latency_once", mode, str(size), str(ms), str(args.rate), str(args.seconds))
-        print(f"{mode:8} {size:>6} {ms:>5} {r['rows']:>6} {r['p50']:>6} {r['p95']:>6} {r['p99']:>6} {r['max']:>6}",
-              flush=True)
+        print(
+            f"{mode:8} {size:>6} {ms:>5} {r['rows']:>6} {r['p50']:>6} {r['p95']:>6} {r['p99']:>6} {r['max']:>6}",
+            flush=True,
+        )
 
 
 def main() -> None:
+    """Command line (see the module docstring); ``_``-prefixed commands are the child processes."""
     argv = sys.argv[1:]
     if argv and argv[0] == "_throughput_once":
         topic, n, mode, p, size, ms = argv[1:7]
@@ -257,8 +297,11 @@ def main() -> None:
     t.add_argument("--runs", type=int, default=1)
     t.add_argument("--bundle-size", type=int, default=1000)
     t.add_argument("--bundle-time-ms", type=int, default=1000)
-    t.add_argument("--separate-worker", action="store_true",
-                   help="process mode also with _python_worker_execution_mode=process (worker in its own process)")
+    t.add_argument(
+        "--separate-worker",
+        action="store_true",
+        help="process mode also with _python_worker_execution_mode=process (worker in its own process)",
+    )
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=float, default=500)
     lat.add_argument("--seconds", type=float, default=20)

@@ -1,0 +1,62 @@
+"""In-stream quality: the job's running RMSE on MovieLens-format ratings vs `pulse eval mf` on the same file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from producers.producer import EventProducer
+from producers.sources.movielens import read_movielens
+from producers.topics import ensure_topics
+from pulse.settings import REPO_ROOT, Settings
+from schemas.redis_keys import Envelope, RedisKeys
+from tests.integration.jobs import run_bounded_job
+from tests.unit.online_models.synthetic_ratings import synthetic_ratings
+
+N_RATINGS = 20_000
+
+
+@pytest.fixture(scope="module")
+def ratings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ml") / "u.data"
+    path.write_text("".join(f"{u}\t{i}\t{int(r)}\t{t}\n" for u, i, r, t in synthetic_ratings(N_RATINGS, seed=3)))
+    return path
+
+
+def offline_rmse(path: Path) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "pulse", "eval", "mf", "--data", f"movielens:{path}", "--json", "--no-compare",
+         "--no-progress"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(out.stdout)["pulse"]["rmse"])
+
+
+@pytest.mark.parametrize(("parallelism", "tolerance"), [(1, 0.005), (2, 0.01)])
+def test_running_rmse_matches_offline_evaluation(
+    settings: Settings, tmp_path: Path, ratings_file: Path, parallelism: int, tolerance: float
+) -> None:
+    # One partition per subtask, so each subtask reads its ratings in file (= time) order.
+    settings = settings.model_copy(update={
+        "partitions": parallelism, "job_parallelism": parallelism, "checkpoint_dir": tmp_path / "chk",
+    })
+    ensure_topics(settings)
+    with EventProducer(settings) as producer:
+        for event in read_movielens(ratings_file):
+            producer.send(event)
+    assert producer.report.produced == N_RATINGS
+
+    run_bounded_job(settings, "--parallelism", str(parallelism), log=tmp_path / "job.log")
+
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    model = Envelope.from_fields(client.hgetall(RedisKeys(settings.redis_prefix).model("mf"))).payload
+    offline = offline_rmse(ratings_file)
+    print(f"\nparallelism {parallelism}: job running RMSE {model['rmse']:.5f}, "
+          f"pulse eval mf RMSE {offline:.5f}, diff {model['rmse'] / offline - 1:+.3%}")
+    assert model["events_learned"] == N_RATINGS
+    assert abs(model["rmse"] / offline - 1) <= tolerance
