@@ -1,0 +1,1 @@
+"""The PyFlink job: Kafka -> decode/DLQ -> per-user state + learners -> shared state -> Redis."""

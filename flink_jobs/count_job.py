@@ -32,13 +32,13 @@ COUNT_TYPE = Types.TUPLE([Types.STRING(), Types.LONG(), Types.LONG()])
 class DecodeEvent(FlatMapFunction):  # type: ignore[misc]
     """Framed Avro bytes -> ``(user_id, event_time_ms)``; bad records are counted and dropped."""
 
-    def open(self, runtime_context: RuntimeContext) -> None:  # noqa: D102
+    def open(self, runtime_context: RuntimeContext) -> None:
         from schemas import EventCodec  # imported in the worker: proves Pulse's packages are importable there
 
         self.codec = EventCodec()
         self.failed = runtime_context.get_metrics_group().counter("pulse_decode_failed")
 
-    def flat_map(self, value: bytes) -> Iterator[tuple[str, int]]:  # noqa: D102
+    def flat_map(self, value: bytes) -> Iterator[tuple[str, int]]:
         from schemas import DecodeError
 
         try:
@@ -52,10 +52,10 @@ class DecodeEvent(FlatMapFunction):  # type: ignore[misc]
 class CountPerUser(KeyedProcessFunction):  # type: ignore[misc]
     """Per-user event count in ValueState; emits ``(user_id, count, event_time_ms)`` per event."""
 
-    def open(self, runtime_context: RuntimeContext) -> None:  # noqa: D102
+    def open(self, runtime_context: RuntimeContext) -> None:
         self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
 
-    def process_element(self, value: tuple[str, int], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:  # noqa: D102
+    def process_element(self, value: tuple[str, int], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         n = (self.count.value() or 0) + 1
         self.count.update(n)
         yield value[0], n, value[1]

@@ -6,8 +6,12 @@ the Redis sink uses to refuse writes that would move a key backwards in event ti
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
+
+_SNAPSHOT = struct.Struct("<qqHH")  # version, owner time ms, item id length, ack count
+_ACK = struct.Struct("<Hq")  # sender subtask, last seq applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,13 @@ class EraseUser:
 
 
 @dataclass(frozen=True, slots=True)
+class ClosedSession:
+    """A session closed: its summary as JSON, for the sessions topic."""
+
+    summary_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ItemDelta:
     """An update the user side made to an item's parameters, for the item's owner to apply."""
 
@@ -36,6 +47,8 @@ class ItemDelta:
     d_bias: float
     d_factors: bytes  # float64 little-endian
     event_time_ms: int
+    sender: int  # index of the user-side subtask that made the update
+    seq: int  # that subtask's running number of updates to this item
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +82,40 @@ class ModelProgress:
     rewards_unmatched: int
     late_events: int
     event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSnapshot:
+    """The owner's item parameters after ``version`` updates, as of ``owner_time_ms`` (wall clock).
+
+    ``acks`` says, per sender subtask, the ``seq`` of its last update the owner has applied, so
+    a sender can add back its own updates the snapshot does not include yet. Travels owner ->
+    Kafka -> every user-side subtask (broadcast), as bytes.
+
+    >>> snap = ItemSnapshot("i1", 7, 1_700_000_000_000, b"params", {0: 5, 1: 2})
+    >>> ItemSnapshot.from_bytes(snap.to_bytes()) == snap
+    True
+    """
+
+    item_id: str
+    version: int
+    owner_time_ms: int
+    params: bytes  # online_models.mf.ItemParams.to_bytes()
+    acks: dict[int, int]
+
+    def to_bytes(self) -> bytes:
+        """Fixed header, UTF-8 item id, acks, then the parameter bytes."""
+        item = self.item_id.encode()
+        acks = b"".join(_ACK.pack(sender, seq) for sender, seq in sorted(self.acks.items()))
+        return _SNAPSHOT.pack(self.version, self.owner_time_ms, len(item), len(self.acks)) + item + acks + self.params
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ItemSnapshot:
+        """Inverse of :meth:`to_bytes`."""
+        version, owner_time_ms, n, n_acks = _SNAPSHOT.unpack_from(data)
+        at = _SNAPSHOT.size
+        item = bytes(data[at : at + n]).decode()
+        at += n
+        acks = dict(_ACK.unpack_from(data, at + i * _ACK.size) for i in range(n_acks))
+        at += n_acks * _ACK.size
+        return cls(item, version, owner_time_ms, bytes(data[at:]), acks)

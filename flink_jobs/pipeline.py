@@ -8,6 +8,7 @@ Every operator has a stable ``uid`` so savepoints survive changes to the graph a
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pyflink.common import Duration, Types, WatermarkStrategy
@@ -18,13 +19,22 @@ from flink_jobs.decode import DEAD_LETTERS, DecodeEvents
 from flink_jobs.redis_output import RedisOutput, shard_of
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
-from flink_jobs.shared_state import BanditArms, ItemParamsOwner, ModelMetadata, SegmentPopularity, SharedStageConfig
+from flink_jobs.shared_state import (
+    ITEM_SNAPSHOTS,
+    BanditArms,
+    ItemParamsOwner,
+    ModelMetadata,
+    SegmentPopularity,
+    SharedStageConfig,
+)
 from flink_jobs.user_state import (
     BANDIT_FEEDBACK,
     CLOSED_SESSIONS,
     ITEM_DELTAS,
+    ITEM_PARAMS,
     MODEL_PROGRESS,
     POPULARITY_HITS,
+    RouteUserOutputs,
     UserStageConfig,
     UserState,
 )
@@ -44,9 +54,11 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     decoded = decode(raw, settings)
     write_dead_letters(decoded, settings)
     events = with_event_time(decoded, settings)
-    users = per_user_state(events, settings)
+    item_snapshots = read_item_snapshots(env, settings, bounded)
+    users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
     shared = shared_state(users, settings)
+    write_item_snapshots(shared[0], settings)
     write_redis(users.union(*shared), settings)
 
 
@@ -86,7 +98,20 @@ def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
     return decoded.assign_timestamps_and_watermarks(strategy).name("event-time").uid("event-time")
 
 
-def per_user_state(events: DataStream, settings: Settings) -> DataStream:
+def read_item_snapshots(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
+    """The item owner's parameter snapshots, fed back to the user side (the loop closes through Kafka)."""
+    source = kafka_source(settings.kafka_bootstrap, settings.topic_item_params, f"{settings.job_group_id}-items",
+                          bounded=bounded)
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "item-snapshots").uid("source-item-snapshots")
+
+
+def write_item_snapshots(items: DataStream, settings: Settings) -> None:
+    """Snapshots are whole values keyed by item version: at-least-once is enough (replays are ignored)."""
+    sink = kafka_sink(settings.kafka_bootstrap, settings.topic_item_params, exactly_once=False)
+    items.get_side_output(ITEM_SNAPSHOTS).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
+
+
+def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> DataStream:
     """keyBy(user): session, counts, user factors, impression->reward join; emits Redis writes."""
     config = UserStageConfig(
         mf=mf_config(settings),
@@ -99,9 +124,13 @@ def per_user_state(events: DataStream, settings: Settings) -> DataStream:
     )
     return (
         events.key_by(lambda e: e.user_id, key_type=Types.STRING())
+        .connect(item_snapshots.broadcast(ITEM_PARAMS))
         .process(UserState(config))
         .name("user-state")
         .uid("user-state")
+        .process(RouteUserOutputs())
+        .name("route-user-outputs")
+        .uid("route-user-outputs")
     )
 
 
@@ -180,6 +209,10 @@ def make_job_environment(settings: Settings, restore_from: Path | None = None) -
 
 def run(settings: Settings, *, restore_from: Path | None = None, bounded: bool = False) -> None:
     """Build and execute the job (blocks until it ends or is cancelled)."""
+    # Flink writes its own logs (task failures, restarts) here instead of inside the virtualenv.
+    flink_logs = settings.home / "logs" / "flink"
+    flink_logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
     env = make_job_environment(settings, restore_from)
     build_pipeline(env, settings, bounded=bounded)
     log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,

@@ -9,22 +9,26 @@ of time fires when the final watermark arrives).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ValueStateDescriptor
 
-from flink_jobs.messages import BanditFeedback, ItemDelta, ModelProgress, PopularityHit, RedisWrite
+from flink_jobs.messages import BanditFeedback, ItemDelta, ItemSnapshot, ModelProgress, PopularityHit, RedisWrite
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import DecayedPopularity
 from schemas.redis_keys import RedisKeys
 
 END_OF_TIME = 2**63 - 2  # fires on the final watermark (Long.MAX_VALUE) of a bounded input
+
+#: Item-parameter snapshots (bytes of :class:`ItemSnapshot`) for the user side's replicas.
+ITEM_SNAPSHOTS = OutputTag("item-snapshots", Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class _CoalescedWrites(KeyedProcessFunction):
     def apply(self, key: str, value: Any, update: Any) -> Any:
         raise NotImplementedError
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[Any]:
         raise NotImplementedError
 
 
@@ -79,15 +83,20 @@ class ItemParamsOwner(_CoalescedWrites):
     """``keyBy(item_id)``: the authoritative item bias + factors, with an update count (version)."""
 
     def apply(self, key: str, value: Any, update: ItemDelta) -> Any:
-        params = ItemParams.from_bytes(value[0]) if value else initial_item(self.config.mf, key)
+        params_bytes, version, acks = value if value else (None, 0, {})
+        params = ItemParams.from_bytes(params_bytes) if params_bytes else initial_item(self.config.mf, key)
         factors = params.factors + np.frombuffer(update.d_factors, dtype="<f8")
-        version = (value[1] if value else 0) + 1
-        return ItemParams(params.bias + update.d_bias, factors).to_bytes(), version
+        # The last update received from each sender: one channel per sender, so they arrive in order.
+        acks = {**acks, update.sender: update.seq}
+        return ItemParams(params.bias + update.d_bias, factors).to_bytes(), version + 1, acks
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
-        params = ItemParams.from_bytes(value[0])
-        payload = {"bias": params.bias, "factors": params.factors, "version": value[1]}
+    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[Any]:
+        params_bytes, version, acks = value
+        params = ItemParams.from_bytes(params_bytes)
+        payload = {"bias": params.bias, "factors": params.factors, "version": version}
         yield RedisWrite(self.config.keys.item_params(key), event_time_ms, payload, key)
+        snapshot = ItemSnapshot(key, version, time.time_ns() // 1_000_000, params_bytes, acks)
+        yield ITEM_SNAPSHOTS, snapshot.to_bytes()
 
 
 class BanditArms(_CoalescedWrites):

@@ -4,7 +4,11 @@ A thin adapter: the session is ``online_models.session.step``, learning is
 ``online_models.mf.learn_step``; this operator only moves state in and out of Flink and routes
 what they return. Item-owned parameters are read from an :class:`ItemTable` replica; the update
 this subtask makes to an item is applied to the replica at once and sent to the item's owner
-(``item_state.py``) as an :class:`ItemDelta`.
+(``shared_state.ItemParamsOwner``) as an :class:`ItemDelta`; the owner's snapshots come back on
+the broadcast input (through a compacted Kafka topic) and replace replica rows that are older,
+so each item's parameters reach every subtask at a bounded, measured staleness. Snapshots are
+also kept in broadcast state, which is checkpointed: a restored subtask warms its replica
+from it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import Any
 import numpy as np
 import orjson
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.messages import (
     BanditFeedback,
+    ClosedSession,
     EraseUser,
     ItemDelta,
+    ItemSnapshot,
     ModelProgress,
     PopularityHit,
     RedisWrite,
@@ -31,7 +37,7 @@ from flink_jobs.messages import (
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
 from online_models.item_table import ItemTable
-from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
+from online_models.mf import GlobalParams, ItemParams, MFConfig, UserParams, initial_user, learn_step, predict
 from online_models.popularity import ALL, InteractionWeights
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
@@ -41,8 +47,11 @@ BANDIT_FEEDBACK = OutputTag("bandit-feedback")
 POPULARITY_HITS = OutputTag("popularity-hits")
 MODEL_PROGRESS = OutputTag("model-progress")
 CLOSED_SESSIONS = OutputTag("closed-sessions", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+#: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
+ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
+_MAX_UNACKED = 256  # own item updates kept per item until the owner's snapshot includes them
 _REPORT_EVERY = 500  # learned events between ModelProgress reports (also sent on every refresh timer)
 
 
@@ -59,8 +68,11 @@ class UserStageConfig:
     score_refresh_ms: int
 
 
-class UserState(KeyedProcessFunction):
-    """``keyBy(user_id)``: every event of a user passes here, in order per Kafka partition."""
+class UserState(KeyedBroadcastProcessFunction):
+    """``keyBy(user_id)``: every event of a user passes here, in order per Kafka partition.
+
+    The broadcast input carries item snapshots from the item owner.
+    """
 
     def __init__(self, config: UserStageConfig) -> None:
         self.config = config
@@ -83,10 +95,47 @@ class UserState(KeyedProcessFunction):
         self.late = metrics.counter("late_events")
         self.unmatched = metrics.counter("rewards_unmatched")
         self.items_known = metrics.gauge("item_replica_size", lambda: len(self.items))
+        self.staleness_ms = 0
+        self.subtask = subtask_index(runtime_context)
+        self.snapshot_versions: dict[str, int] = {}
+        self.update_seq: dict[str, int] = {}
+        self.unacked: dict[str, list[tuple[int, float, np.ndarray]]] = {}
+        metrics.gauge("item_params_staleness_ms", lambda: self.staleness_ms)
+        self.warm = False
+
+    # -- item snapshots (broadcast input) ---------------------------------------------------
+
+    def process_broadcast_element(self, value: bytes, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+        snapshot = ItemSnapshot.from_bytes(value)
+        ctx.get_broadcast_state(ITEM_PARAMS).put(snapshot.item_id, bytes(value))
+        self._take(snapshot)
+        self.staleness_ms = max(0, time.time_ns() // 1_000_000 - snapshot.owner_time_ms)
+
+    def _take(self, snapshot: ItemSnapshot) -> None:
+        """Replica row := owner's snapshot + this subtask's updates the snapshot does not include yet."""
+        item = snapshot.item_id
+        if snapshot.version <= self.snapshot_versions.get(item, 0):
+            return  # an older snapshot overtaken on another partition
+        self.snapshot_versions[item] = snapshot.version
+        acked = snapshot.acks.get(self.subtask, 0)
+        pending = [d for d in self.unacked.get(item, ()) if d[0] > acked]
+        self.unacked[item] = pending
+        params = ItemParams.from_bytes(snapshot.params)
+        for _, d_bias, d_factors in pending:
+            params = ItemParams(params.bias + d_bias, params.factors + d_factors)
+        self.items.put(item, params, self.items.version(item) + 1)
+
+    def _warm_replica(self, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> None:
+        """After a (re)start the replica is empty: fill it from the checkpointed snapshots."""
+        for _, value in ctx.get_broadcast_state(ITEM_PARAMS).items():
+            self._take(ItemSnapshot.from_bytes(value))
+        self.warm = True
 
     # -- events -----------------------------------------------------------------------------
 
-    def process_element(self, event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+        if not self.warm:
+            self._warm_replica(ctx)
         self.processed[event.type].inc()
         self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
         if event.type is EventType.ERASE:
@@ -103,30 +152,33 @@ class UserState(KeyedProcessFunction):
         if event.item_id is not None and (weight := self.weights.weight(event.type)) > 0:
             segment = event.context.get("segment")
             for name in (ALL, segment) if segment else (ALL,):
-                yield POPULARITY_HITS, PopularityHit(name, event.item_id, weight, event.event_time_ms)
+                yield PopularityHit(name, event.item_id, weight, event.event_time_ms)
         self.user.update(record)
         if not self.refresh_due.value():
             self.refresh_due.update(True)
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.config.score_refresh_ms)
 
-    def _session(self, record: dict[str, Any], event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def _session(
+        self, record: dict[str, Any], event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterator[Any]:
         state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
         state, outputs = sessions.step(state, event, gap_ms=self.config.session_gap_ms)
         record["session"] = None if state is None else state.to_bytes()
         if state is not None:
-            ctx.timer_service().register_event_time_timer(sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms))
+            deadline = sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms)
+            ctx.timer_service().register_event_time_timer(deadline)
         yield from self._session_outputs(outputs)
 
     def _session_outputs(self, outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
         for output in outputs:
             if isinstance(output, sessions.SessionSummary):
-                yield CLOSED_SESSIONS, orjson.dumps(_summary_payload(output))
+                yield ClosedSession(orjson.dumps(_summary_payload(output)))
             else:
                 self.late.inc()
                 self._progress[5] += 1
 
-    def _rewards(self, event: Event, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def _rewards(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         if event.type is EventType.IMPRESSION and event.decision is not None:
             expires = event.event_time_ms + self.config.impression_ttl_ms
             scopes = [scope_key(scope, event) for scope in self.config.scopes]
@@ -142,7 +194,7 @@ class UserState(KeyedProcessFunction):
             self._progress[3] += 1
             arm, scopes, _ = pending
             for key in scopes:
-                yield BANDIT_FEEDBACK, BanditFeedback(key, arm, 1.0, event.event_time_ms)
+                yield BanditFeedback(key, arm, 1.0, event.event_time_ms)
 
     def _learn(self, record: dict[str, Any], event: Event) -> Iterator[Any]:
         target = self.config.mf.targets.target(event)
@@ -160,14 +212,20 @@ class UserState(KeyedProcessFunction):
         p[0] += 1
         p[1] += error * error
         p[2] += abs(error)
-        d_factors = (new_item.factors - item.factors).astype("<f8").tobytes()
-        yield ITEM_DELTAS, ItemDelta(event.item_id, new_item.bias - item.bias, d_factors, event.event_time_ms)
+        d_bias, d_factors = new_item.bias - item.bias, new_item.factors - item.factors
+        seq = self.update_seq[event.item_id] = self.update_seq.get(event.item_id, 0) + 1
+        pending = self.unacked.setdefault(event.item_id, [])
+        pending.append((seq, d_bias, d_factors))
+        if len(pending) > _MAX_UNACKED:  # no snapshots coming (e.g. a bounded run): keep memory bounded
+            del pending[: len(pending) - _MAX_UNACKED]
+        yield ItemDelta(event.item_id, d_bias, d_factors.astype("<f8").tobytes(), event.event_time_ms,
+                        self.subtask, seq)
         if p[0] >= _REPORT_EVERY:
             yield from self._report()
 
     # -- timers -----------------------------------------------------------------------------
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
         user_id = ctx.get_current_key()
         record = self.user.value()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -195,7 +253,7 @@ class UserState(KeyedProcessFunction):
         for request_id, (arm, scopes, expires) in expired:
             self.impressions.remove(request_id)
             for key in scopes:
-                yield BANDIT_FEEDBACK, BanditFeedback(key, arm, 0.0, expires)
+                yield BanditFeedback(key, arm, 0.0, expires)
 
     def _snapshot(self, user_id: str, record: dict[str, Any]) -> Iterator[RedisWrite]:
         """The user's keys in Redis: counts, live session, factors and top-k scores."""
@@ -216,8 +274,41 @@ class UserState(KeyedProcessFunction):
         p = self._progress
         if not any(p):
             return
-        yield MODEL_PROGRESS, ModelProgress(p[0], p[1], p[2], p[3], p[4], p[5], self._last_event_ms)
+        yield ModelProgress(p[0], p[1], p[2], p[3], p[4], p[5], self._last_event_ms)
         self._progress = [0, 0.0, 0.0, 0, 0, 0]
+
+
+class RouteUserOutputs(ProcessFunction):
+    """Split the user stage's messages by type; Redis writes stay on the main output.
+
+    Every other message goes to the side output of its consumer.
+
+    Why a separate step: in thread mode PyFlink 2.2.1 does not route side outputs yielded from
+    ``KeyedBroadcastProcessFunction.on_timer`` (``fn_execution/datastream/embedded/operations.py``
+    skips ``process_func`` there), so the user stage yields plain messages and this chained
+    function tags them.
+    """
+
+    def process_element(self, message: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        tag = _ROUTES.get(type(message))
+        yield message if tag is None else (tag, message.summary_json if tag is CLOSED_SESSIONS else message)
+
+
+_ROUTES: dict[type, OutputTag] = {
+    ItemDelta: ITEM_DELTAS,
+    BanditFeedback: BANDIT_FEEDBACK,
+    PopularityHit: POPULARITY_HITS,
+    ModelProgress: MODEL_PROGRESS,
+    ClosedSession: CLOSED_SESSIONS,
+}
+
+
+def subtask_index(runtime_context: RuntimeContext) -> int:
+    """This subtask's index; in thread mode PyFlink 2.2.1 calls a Java method Flink 2 moved."""
+    try:
+        return int(runtime_context.get_index_of_this_subtask())
+    except AttributeError:
+        return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())
 
 
 def _session_payload(state: sessions.SessionState | None) -> dict[str, Any]:

@@ -20,6 +20,9 @@ def pulse_topics(settings: Settings) -> dict[str, dict[str, str]]:
         # A dead letter is the original record plus its reason: allow it to be larger than any event.
         settings.topic_dlq: {"max.message.bytes": str(2 * 1024 * 1024)},
         settings.topic_sessions: {},
+        # Not compacted: Flink's Python KafkaSink writes values without keys. Old snapshots are
+        # useless (a restored job warms from checkpointed broadcast state), so keep one hour.
+        settings.topic_item_params: {"retention.ms": str(3600 * 1000)},
     }
 
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     topic_items: str = "items"
     topic_dlq: str = "events.dlq"
     topic_sessions: str = "sessions"
+    topic_item_params: str = Field("items.params", description="Item-parameter snapshots the job shares with itself")
     partitions: int = Field(4, ge=1, description="Partitions of topics Pulse creates")
 
     # Redis keys.
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
     checkpoint_dir: Path | None = Field(None, description="Checkpoints; default <home>/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
-    python_execution_mode: Literal["process", "thread"] = "process"
+    python_execution_mode: Literal["process", "thread"] = "thread"
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
@@ -76,6 +77,32 @@ class Settings(BaseSettings):
     mf_seed: int = 0
     bandit_policy: Literal["ts", "ucb", "egreedy"] = "ts"
     bandit_scopes: str = Field("global,segment,user", description="Comma-separated bandit scopes")
+
+    # ---------------------------------------------------------------------------------------
+    # Serving (serving/, `pulse serve`). ADR: docs/adr/0004-serving.md.
+    # ---------------------------------------------------------------------------------------
+    serving_host: str = Field("127.0.0.1", description="Address the HTTP shim binds")
+    serving_port: int = Field(8080, ge=0, le=65535, description="Port the HTTP shim binds (0 = any free port)")
+    serving_workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    serving_api_keys: SecretStr | None = Field(
+        None, description="Comma-separated bearer API keys; unset = no authentication on /v1"
+    )
+    serving_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413")
+    serving_experiment_name: str = Field("bandit-v1", description="Experiment logged with every decision")
+    serving_experiment_salt: str = Field("pulse", description="Salt of the user-id hash that assigns variants")
+    serving_control_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of users whose decisions come from the uniform-random control"
+    )
+    serving_bandit_scope: Literal["global", "segment", "user"] = Field(
+        "global", description="Preferred bandit scope; falls back to less specific scopes without data"
+    )
+    serving_ts_draws: int = Field(1000, ge=1, le=100_000, description="Thompson-sampling Monte-Carlo draws")
+    serving_popularity_cache_ttl_s: float = Field(
+        0.0, ge=0.0, description="Serve in-process cached popularity this long when Redis is down; 0 = off"
+    )
+    serving_redis_timeout_s: float = Field(0.5, gt=0, description="Socket timeout of the shim's Redis reads")
+    serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
+    serving_kafka_timeout_s: float = Field(10.0, gt=0, description="How long a collected event may wait for its ack")
 
     def checkpoint_path(self) -> Path:
         """Where checkpoints go."""

@@ -14,14 +14,17 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from infra.local.kafka import KafkaBroker
-from infra.local.process import free_port
+from infra.local.process import ServiceError, free_port
 from infra.local.redis import RedisServer
 from pulse.settings import REPO_ROOT
+
+_Service = TypeVar("_Service", KafkaBroker, RedisServer)
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,9 @@ def _from_local_processes() -> Iterator[tuple[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="pulse-test-"))
     (home / "jars").symlink_to(jars_home / "jars", target_is_directory=True)
     (jars_home / "jars").mkdir(parents=True, exist_ok=True)
-    kafka = KafkaBroker(home, free_port(), free_port())
-    redis = RedisServer(home, free_port())
+    redis = _start_on_free_ports(lambda: RedisServer(home, free_port()), timeout_s=60)
+    kafka = _start_on_free_ports(lambda: KafkaBroker(home, free_port(), free_port()), timeout_s=120)
     try:
-        redis.start(timeout_s=60)
-        kafka.start(timeout_s=120)
         yield kafka.bootstrap, redis.url
     finally:
         kafka.process.stop()
@@ -73,6 +74,20 @@ def _from_local_processes() -> Iterator[tuple[str, str]]:
             print(f"test services' data and logs kept in {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _start_on_free_ports(make: Callable[[], _Service], timeout_s: float, attempts: int = 3) -> _Service:
+    """Start a service on ports free a moment ago; another process may take one first, so retry."""
+    for attempt in range(1, attempts + 1):
+        service = make()
+        try:
+            service.start(timeout_s=timeout_s)
+            return service
+        except ServiceError:
+            service.process.stop()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ class ManagedProcess:
     home: Path
     markers: Sequence[str]  # strings of which one is in the process's command line (and no other's)
     ports: Sequence[int]
+    # The process this object started, if any: until it has exec'ed, /proc shows the parent's
+    # command line, so for our own child the handle, not the markers, says whether it lives.
+    _child: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def pid_file(self) -> Path:
@@ -64,6 +67,8 @@ class ManagedProcess:
 
     def pid(self) -> int | None:
         """The pid of our live process, or None (a stale pid file is removed)."""
+        if self._child is not None and self._child.poll() is None:
+            return self._child.pid
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
@@ -96,6 +101,7 @@ class ManagedProcess:
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # its own group: `down` stops children too
             )
+        self._child = proc
         self.pid_file.write_text(str(proc.pid))
         log.info("started %s (pid %d), log %s", self.name, proc.pid, self.log_file)
         return proc.pid

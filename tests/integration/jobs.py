@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,6 +50,34 @@ def run_bounded_job(settings: Settings, *args: str, log: Path, timeout_s: float 
         proc.kill()
         raise AssertionError(f"job did not finish in {timeout_s}s:\n{tail(log)}") from None
     assert code == 0, f"job exited {code}:\n{tail(log)}"
+
+
+def run_job_until(
+    settings: Settings, done: Callable[[], bool], *args: str, log: Path, timeout_s: float = 300
+) -> None:
+    """Run the (unbounded) job until ``done()`` holds, then stop it; fail with its log tail on timeout."""
+    proc = start_job(settings, "--restore", "none", *args, log=log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if proc.poll() is not None:
+                raise AssertionError(f"job exited {proc.returncode} early:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {timeout_s}s:\n{tail(log)}")
+            time.sleep(1.0)
+    finally:
+        stop_job(proc)
+
+
+def stop_job(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal the job's whole process group and wait for it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def tail(log: Path, lines: int = 60) -> str:

@@ -1,0 +1,171 @@
+"""The app factory: ``create_app(settings) -> FastAPI``. ADR: docs/adr/0004-serving.md.
+
+The lifespan builds the Redis pool, the Kafka producer and the decision/recommendation services,
+and closes them at shutdown. Every error is an :class:`~serving.models.Error` body with a reason
+(request validation is 400, not FastAPI's 422); no response carries a stack trace.
+
+>>> app = create_app(Settings())
+>>> sorted(p for p in app.openapi()["paths"] if p.startswith("/v1"))[:2]
+['/v1/decisions', '/v1/events']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pulse.settings import Settings
+from schemas import DecodeError
+from serving.collector import Collector, CollectorUnavailableError
+from serving.decisions import Decider, DecisionError, DecisionPolicy
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.recommendations import PopularityCache, Recommender
+from serving.routes import Services, ops, v1
+from serving.security import ApiKeys, BodyLimitMiddleware, Unauthorized
+from serving.store import StoreCorruptError, StoreError, StoreUnavailableError
+
+__all__ = ["build_services", "create_app"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_REASONS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    """Redis store, Kafka collector, recommender and decider (no network I/O yet)."""
+    from serving.store import RedisStore
+
+    store = RedisStore.from_settings(settings)
+    ttl = settings.serving_popularity_cache_ttl_s
+    policy = DecisionPolicy(
+        bandit_policy=settings.bandit_policy, preferred_scope=settings.serving_bandit_scope,
+        experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
+        control_share=settings.serving_control_share, n_draws=settings.serving_ts_draws,
+    )
+    return Services(
+        settings=settings, store=store, recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None),
+        decider=Decider(store, policy), collector=Collector(settings), metrics=metrics,
+    )
+
+
+async def _refresh_popularity(recommender: Recommender, every_s: float) -> None:
+    """Keep the all-users popularity in the in-process cache (the degraded path when Redis is down)."""
+    while True:
+        try:
+            await recommender.refresh_cache()
+        except StoreError as exc:
+            log.debug("popularity cache refresh failed: %s", exc)
+        await asyncio.sleep(every_s)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The serving app over the Redis and Kafka that ``settings`` name."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_services(settings, metrics)
+        app.state.services = svc
+        ttl = settings.serving_popularity_cache_ttl_s
+        refresher = asyncio.create_task(_refresh_popularity(svc.recommender, ttl / 2)) if ttl > 0 else None
+        try:
+            yield
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+            left = await asyncio.to_thread(svc.collector.close)
+            if left:
+                log.warning("%d events/impressions were not delivered before shutdown", left)
+            await svc.store.close()
+
+    app = FastAPI(
+        title="Pulse serving", version="1", lifespan=lifespan,
+        description="Live recommendations, sessions and bandit decisions from Redis; event collection to Kafka.",
+    )
+    app.state.api_keys = ApiKeys.parse(settings.serving_api_keys)
+    app.include_router(v1)
+    app.include_router(ops)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app, metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def error(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        metrics.errors.labels(reason).inc()
+        return JSONResponse({"error": reason, "detail": detail}, status_code=status, headers=headers)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:5]]
+        return error(400, "invalid_request", "; ".join(parts))
+
+    async def on_decode(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DecodeError)
+        return error(400, exc.reason.value, exc.detail)
+
+    async def on_store(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StoreError)
+        status = 500 if isinstance(exc, StoreCorruptError) else 503
+        return error(status, exc.reason, str(exc))
+
+    async def on_kafka(_: Request, exc: Exception) -> JSONResponse:
+        return error(503, CollectorUnavailableError.reason, str(exc))
+
+    async def on_decision(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DecisionError)
+        return error(exc.status, exc.reason, str(exc))
+
+    async def on_unauthorized(_: Request, exc: Exception) -> JSONResponse:
+        return error(401, "unauthorized", "a valid bearer API key is required", {"WWW-Authenticate": "Bearer"})
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        reason = _HTTP_REASONS.get(exc.status_code, f"http_{exc.status_code}")
+        return error(exc.status_code, reason, str(exc.detail), dict(exc.headers or {}))
+
+    async def on_anything(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error(500, "internal", "internal error (logged)")
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(DecodeError, on_decode)
+    app.add_exception_handler(StoreError, on_store)
+    app.add_exception_handler(StoreUnavailableError, on_store)
+    app.add_exception_handler(CollectorUnavailableError, on_kafka)
+    app.add_exception_handler(DecisionError, on_decision)
+    app.add_exception_handler(Unauthorized, on_unauthorized)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_anything)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with request-validation errors documented as 400 :class:`Error` (what we send)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", {"description": "Bad Request", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app_from_env() -> FastAPI:
+    """``create_app(Settings())``: the factory uvicorn workers call (settings from ``PULSE_*``)."""
+    return create_app(Settings.model_validate({}))

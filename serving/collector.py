@@ -1,0 +1,132 @@
+"""Kafka side of the shim: validate events against the Avro contract and produce them (key = user id).
+
+One confluent ``Producer`` per app; a daemon thread polls it so delivery reports arrive without
+any request waiting on the broker. :meth:`Collector.send` awaits the report (the collector's 202
+and erasure need the ack); :meth:`Collector.send_nowait` only enqueues (impressions: the decision
+response never waits for the broker) and reports the outcome to a callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from pulse.settings import Settings
+from schemas import DecodeError, DecodeReason, Event, EventCodec, load_registry
+
+__all__ = ["Collector", "CollectorUnavailableError", "Delivered"]
+
+log = logging.getLogger(__name__)
+
+
+class CollectorUnavailableError(RuntimeError):
+    """Kafka did not take or acknowledge the event."""
+
+    reason = "kafka_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where the broker stored an event."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def _settle(future: asyncio.Future[Delivered], err: KafkaError | None, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(CollectorUnavailableError(f"broker did not acknowledge: {err.str()}"))
+    else:
+        future.set_result(Delivered(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
+
+
+class Collector:
+    """Validates and produces events to the events topic."""
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        self.topic = settings.topic_events
+        self.timeout_s = settings.serving_kafka_timeout_s
+        self.codec = EventCodec(load_registry(settings.schema_registry_url))
+        producer_config = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(settings.serving_kafka_timeout_s * 1000),
+            **config,
+        }
+        self._producer = Producer(settings.kafka_config(**producer_config))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="pulse-serving-kafka-poll", daemon=True)
+        self._thread.start()
+
+    def encode(self, event: Event) -> bytes:
+        """Encode with the codec and decode back, so the event passes the job's own checks; else DecodeError."""
+        try:
+            payload = self.codec.encode(event)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DecodeError(DecodeReason.INVALID_BODY, f"does not fit event.avsc: {exc}") from None
+        self.codec.decode(payload)
+        return payload
+
+    async def send(self, event: Event) -> Delivered:
+        """Validate, produce, and wait for the broker's acknowledgement."""
+        payload = self.encode(event)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, future, err, msg)
+
+        self._produce(event.user_id, payload, on_delivery)
+        try:
+            return await asyncio.wait_for(future, self.timeout_s + 1.0)
+        except TimeoutError:
+            raise CollectorUnavailableError(f"no delivery report within {self.timeout_s + 1.0:.0f}s") from None
+
+    def send_nowait(self, event: Event, on_outcome: Callable[[str], None]) -> None:
+        """Validate and enqueue; ``on_outcome`` gets ``delivered`` or ``failed`` (from the poll thread)."""
+        payload = self.encode(event)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                log.warning("impression %s not delivered: %s", event.event_id, err.str())
+            on_outcome("failed" if err is not None else "delivered")
+
+        self._produce(event.user_id, payload, on_delivery)
+
+    async def ping(self, timeout_s: float = 2.0) -> None:
+        """Broker metadata within ``timeout_s``, and the events topic exists."""
+        try:
+            metadata = await asyncio.to_thread(self._producer.list_topics, timeout=timeout_s)
+        except KafkaException as exc:
+            raise CollectorUnavailableError(f"no broker metadata: {exc}") from None
+        if self.topic not in metadata.topics:
+            raise CollectorUnavailableError(f"topic {self.topic!r} does not exist")
+
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Stop polling and flush; returns how many messages were still undelivered."""
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        return int(self._producer.flush(timeout_s))
+
+    def _produce(self, key: str, payload: bytes, on_delivery: Callable[[KafkaError | None, Message], None]) -> None:
+        try:
+            self._producer.produce(self.topic, value=payload, key=key.encode(), on_delivery=on_delivery)
+        except BufferError:
+            raise CollectorUnavailableError("the local producer queue is full") from None
+        except KafkaException as exc:
+            raise CollectorUnavailableError(f"produce failed: {exc}") from None
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)

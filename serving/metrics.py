@@ -1,0 +1,67 @@
+"""Prometheus metrics of the shim, in one registry per app, and the ASGI middleware timing requests.
+
+Fallback rate: ``rate(pulse_serving_recommendations_total{source="popularity"}[5m]) /
+rate(pulse_serving_recommendations_total[5m])``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Request latency, recommendation sources, decisions, impressions and errors by reason."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("pulse_serving_request_duration_seconds", "HTTP request latency",
+                                 ["method", "route", "status"], buckets=_BUCKETS, registry=r)
+        self.recommendations = Counter("pulse_serving_recommendations_total", "Recommendation responses by source",
+                                       ["source", "degraded"], registry=r)
+        self.decisions = Counter("pulse_serving_decisions_total", "Decisions by variant and policy",
+                                 ["variant", "policy"], registry=r)
+        self.impressions = Counter("pulse_serving_impressions_total", "Impression events by delivery outcome",
+                                   ["outcome"], registry=r)
+        self.events = Counter("pulse_serving_events_total", "Collected events by outcome", ["outcome"], registry=r)
+        self.errors = Counter("pulse_serving_errors_total", "Error responses by reason", ["reason"], registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Observes every HTTP request's latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.latency.labels(scope["method"], template, str(status[0])).observe(
+                time.perf_counter() - started)

@@ -1,0 +1,214 @@
+"""Request and response models of the serving API (what ``/openapi.json`` describes).
+
+Ids are opaque strings limited in length and charset (:data:`ID_PATTERN`) so they are safe in
+paths, logs and Redis keys.
+
+>>> DecisionRequest(user_id="u1", decision_point="home", arms=["a", "b"]).arms
+['a', 'b']
+>>> Error(error="redis_unavailable", detail="Redis did not answer").model_dump()
+{'error': 'redis_unavailable', 'detail': 'Redis did not answer'}
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints, field_validator
+
+from schemas.codec import Limits
+from schemas.events import EventType
+
+__all__ = [
+    "ID_PATTERN",
+    "MAX_ID_LENGTH",
+    "MAX_K",
+    "Accepted",
+    "DecisionIn",
+    "DecisionRequest",
+    "DecisionResponse",
+    "Erased",
+    "Error",
+    "EventIn",
+    "Explanation",
+    "Health",
+    "Id",
+    "Recommendations",
+    "RecommendedItem",
+    "Session",
+    "Source",
+]
+
+MAX_ID_LENGTH = 256
+MAX_K = 1000
+MAX_ARMS = 100
+MAX_CONTEXT_ENTRIES = 32
+MAX_CONTEXT_VALUE = 256
+MIN_EVENT_TIME_MS = Limits().min_event_time_ms
+#: Letters, digits and ``_ . : @ + = -``; no ``/`` (paths), braces or control characters.
+ID_PATTERN = r"^[A-Za-z0-9_.:@+=-]+$"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+ContextValue = Annotated[str, StringConstraints(max_length=MAX_CONTEXT_VALUE, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Context = Annotated[
+    dict[Id, ContextValue],
+    Field(max_length=MAX_CONTEXT_ENTRIES, json_schema_extra={
+        "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": ID_PATTERN},
+        "additionalProperties": False,
+    }),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Model):
+    """Every 4xx/5xx body: a machine-readable reason and one human line (never a stack trace)."""
+
+    error: str = Field(description="Machine-readable reason, e.g. redis_unavailable, invalid_request")
+    detail: str = Field(default="", description="What went wrong, for humans")
+
+
+class Source(StrEnum):
+    """Where recommendations came from."""
+
+    MODEL = "model"
+    POPULARITY = "popularity"
+
+
+class Explanation(_Model):
+    """The parts of a matrix-factorisation score; ``total`` is their sum."""
+
+    global_mean: float
+    user_bias: float
+    item_bias: float
+    dot: float = Field(description="Dot product of user and item factors")
+    total: float = Field(description="global_mean + user_bias + item_bias + dot")
+    item_params_version: int | None = Field(default=None, description="Updates the item parameters had seen")
+
+
+class RecommendedItem(_Model):
+    """One recommended item and its score."""
+
+    item_id: str
+    score: float
+    explanation: Explanation | None = Field(default=None, description="Only with explain=true and source=model")
+
+
+class Recommendations(_Model):
+    """A user's top-k, from the live model or, for cold users, from segment popularity."""
+
+    user_id: str
+    source: Source
+    model_version: str | None = Field(description="Model version that wrote the scores (None: nothing to serve)")
+    event_time_ms: int | None = Field(description="Event time of the newest event the scores reflect")
+    freshness_ms: int | None = Field(description="Now minus event_time_ms")
+    segment: str | None = Field(default=None, description="Popularity segment served (source=popularity)")
+    degraded: bool = Field(default=False, description="True when served from the in-process cache because Redis failed")
+    items: list[RecommendedItem]
+
+
+class Session(_Model):
+    """The user's live session as the job last wrote it."""
+
+    user_id: str
+    open: bool
+    session_id: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    n_events: int = 0
+    n_late: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
+    recent_items: list[str] = Field(default_factory=list)
+    categories: dict[str, int] = Field(default_factory=dict)
+    model_version: str
+    event_time_ms: int
+    freshness_ms: int
+
+
+class DecisionRequest(_Model):
+    """Ask the bandit which arm to show."""
+
+    user_id: Id
+    decision_point: Id = Field(description="Where the decision is shown (placement), logged with it")
+    arms: list[Id] | None = Field(
+        default=None, min_length=1, max_length=MAX_ARMS, description="Candidate arms (default: the known arms)",
+        json_schema_extra={"uniqueItems": True},
+    )
+    context: Context = Field(default_factory=dict, description="String context; `segment` selects a segment scope")
+
+    @field_validator("arms")
+    @classmethod
+    def _distinct(cls, arms: list[str] | None) -> list[str] | None:
+        if arms is not None and len(set(arms)) != len(arms):
+            raise ValueError("arms must be distinct")
+        return arms
+
+
+class DecisionResponse(_Model):
+    """The chosen arm, the probability the serving policy had of choosing it, and the assignment."""
+
+    request_id: str = Field(description="Send it back as context.request_id on the click that answers it")
+    arm: str
+    propensity: float = Field(gt=0.0, le=1.0)
+    policy: str = Field(description="ts (treatment) or uniform (control)")
+    experiment: str
+    variant: str = Field(description="treatment or control")
+    scope: str = Field(description="Bandit scope whose parameters were used, e.g. global, segment:men")
+    model_version: str | None = Field(default=None, description="Version of the bandit parameters (None: prior only)")
+
+
+class DecisionIn(_Model):
+    """The decision an impression event carries."""
+
+    request_id: Id
+    policy: Id
+    arm: Id
+    propensity: StrictFloat = Field(gt=0.0, le=1.0)
+
+
+class EventIn(_Model):
+    """One event for the HTTP collector; mirrors ``schemas/event.avsc``.
+
+    The job's checks that depend on the type or the clock answer 400 with their reason: item
+    events need ``item_id``, ratings a ``value``, impressions a ``decision``; event time at most
+    24 h in the future.
+    """
+
+    event_id: Id = Field(default_factory=lambda: uuid.uuid4().hex)
+    type: EventType
+    user_id: Id
+    item_id: Id | None = None
+    value: StrictFloat | None = Field(default=None, allow_inf_nan=False)
+    event_time_ms: StrictInt | None = Field(
+        default=None, ge=MIN_EVENT_TIME_MS, lt=2**63,
+        description="Milliseconds since the epoch, at most 24 h ahead of the server clock; default: now",
+    )
+    context: Context = Field(default_factory=dict)
+    decision: DecisionIn | None = None
+
+
+class Accepted(_Model):
+    """The broker acknowledged the event."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class Erased(_Model):
+    """Erasure done: the erase event is acknowledged and the user's keys deleted."""
+
+    user_id: str
+    event_id: str
+    keys_deleted: int
+
+
+class Health(_Model):
+    """Liveness/readiness and the checks behind it."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""Recommendations: the live top-k of a user, or the decayed popularity of a segment for cold users.
+
+Scores are the job's; this module only filters, truncates, explains and falls back. The
+explanation recomputes the score from the user's factors and the items' parameters as they are
+in Redis now: its parts sum to ``total``, which equals the stored score while neither moved since
+the scores were written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from online_models.popularity import ALL
+from schemas.redis_keys import Envelope
+from serving.models import Explanation, Recommendations, RecommendedItem, Source
+from serving.store import RedisStore, StoreUnavailableError
+
+__all__ = ["PopularityCache", "Recommender", "now_ms"]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class PopularityCache:
+    """The last popularity read per segment, served for ``ttl_s`` when Redis is down.
+
+    >>> cache = PopularityCache(ttl_s=60.0, clock=lambda: 0.0)
+    >>> cache.put("*", Envelope({"items": []}, 1, 2, "mf-v1"))
+    >>> cache.get("*").model_version, cache.get("men")
+    ('mf-v1', None)
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Envelope]] = {}
+
+    def put(self, segment: str, envelope: Envelope) -> None:
+        """Remember the newest popularity of ``segment``."""
+        self._entries[segment] = (self._clock(), envelope)
+
+    def get(self, segment: str) -> Envelope | None:
+        """The cached popularity of ``segment`` if younger than the ttl."""
+        entry = self._entries.get(segment)
+        if entry is None or self._clock() - entry[0] > self.ttl_s:
+            return None
+        return entry[1]
+
+
+def _segments(segment: str | None) -> list[str]:
+    return [segment, ALL] if segment and segment != ALL else [ALL]
+
+
+def _decayed(payload: dict[str, Any], at_ms: int) -> list[tuple[str, float]]:
+    """Popularity scores decayed from the time they were written to ``at_ms``."""
+    half_life = float(payload.get("half_life_ms") or 0)
+    written = payload.get("at_ms")
+    age = at_ms - int(written) if written is not None else 0
+    factor = 0.5 ** (age / half_life) if half_life > 0 and age > 0 else 1.0
+    return [(str(item), float(score) * factor) for item, score in payload.get("items", [])]
+
+
+class Recommender:
+    """Builds :class:`Recommendations` from the store (and the cache when Redis is down)."""
+
+    def __init__(
+        self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.clock_ms = clock_ms
+
+    async def recommend(
+        self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None
+    ) -> Recommendations:
+        """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``)."""
+        try:
+            recs, session = await self.store.user_view(user_id)
+        except StoreUnavailableError:
+            cached = self._cached(segment)
+            if cached is None:
+                raise
+            return self._popularity(user_id, k, cached[0], cached[1], set(), degraded=True)
+        seen: set[str] = set()
+        if exclude_seen and session is not None and session.payload.get("open"):
+            seen = {str(item) for item in session.payload.get("recent_items", [])}
+        if recs is not None and recs.payload.get("items"):
+            return await self._model(user_id, k, recs, seen, explain)
+        names = _segments(segment)
+        for name, envelope in zip(names, await self.store.popularity(names), strict=True):
+            if envelope is not None:
+                if self.cache is not None:
+                    self.cache.put(name, envelope)
+                return self._popularity(user_id, k, name, envelope, seen)
+        return Recommendations(user_id=user_id, source=Source.POPULARITY, model_version=None,
+                               event_time_ms=None, freshness_ms=None, segment=None, items=[])
+
+    async def refresh_cache(self, segments: Sequence[str] = (ALL,)) -> None:
+        """Read the popularity of ``segments`` into the cache (best effort, for the degraded path)."""
+        if self.cache is None:
+            return
+        for name, envelope in zip(segments, await self.store.popularity(segments), strict=True):
+            if envelope is not None:
+                self.cache.put(name, envelope)
+
+    def _cached(self, segment: str | None) -> tuple[str, Envelope] | None:
+        if self.cache is None:
+            return None
+        for name in _segments(segment):
+            envelope = self.cache.get(name)
+            if envelope is not None:
+                return name, envelope
+        return None
+
+    async def _model(
+        self, user_id: str, k: int, recs: Envelope, seen: set[str], explain: bool
+    ) -> Recommendations:
+        top = [(str(item), float(score)) for item, score in recs.payload["items"] if str(item) not in seen][:k]
+        explanations: list[Explanation | None] = [None] * len(top)
+        if explain and top:
+            factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])
+            mean = float(recs.payload.get("global_mean") or 0.0)
+            explanations = [_explain(mean, factors, item) for item in params]
+        now = self.clock_ms()
+        return Recommendations(
+            user_id=user_id, source=Source.MODEL, model_version=recs.model_version,
+            event_time_ms=recs.event_time_ms, freshness_ms=now - recs.event_time_ms,
+            items=[RecommendedItem(item_id=item, score=score, explanation=why)
+                   for (item, score), why in zip(top, explanations, strict=True)],
+        )
+
+    def _popularity(
+        self, user_id: str, k: int, segment: str, envelope: Envelope, seen: set[str], degraded: bool = False
+    ) -> Recommendations:
+        now = self.clock_ms()
+        items = [(item, score) for item, score in _decayed(envelope.payload, now) if item not in seen][:k]
+        return Recommendations(
+            user_id=user_id, source=Source.POPULARITY, model_version=envelope.model_version,
+            event_time_ms=envelope.event_time_ms, freshness_ms=now - envelope.event_time_ms,
+            segment=segment, degraded=degraded,
+            items=[RecommendedItem(item_id=item, score=score) for item, score in items],
+        )
+
+
+def _explain(global_mean: float, user: Envelope | None, item: Envelope | None) -> Explanation | None:
+    """The parts of one score, or ``None`` when the user's factors or the item's parameters are missing."""
+    if user is None or item is None:
+        return None
+    u, i = user.payload, item.payload
+    user_factors, item_factors = u.get("factors") or [], i.get("factors") or []
+    if len(user_factors) != len(item_factors):
+        return None
+    dot = math.fsum(float(a) * float(b) for a, b in zip(user_factors, item_factors, strict=True))
+    user_bias, item_bias = float(u.get("bias", 0.0)), float(i.get("bias", 0.0))
+    version = i.get("version")
+    return Explanation(
+        global_mean=global_mean, user_bias=user_bias, item_bias=item_bias, dot=dot,
+        total=global_mean + user_bias + item_bias + dot,
+        item_params_version=int(version) if isinstance(version, int) else None,
+    )

@@ -1,0 +1,167 @@
+"""The HTTP endpoints: ``/v1`` (API key when configured), ``/healthz``, ``/readyz``, ``/metrics``.
+
+Handlers only translate between HTTP and :class:`Services`; errors are exceptions that
+:mod:`serving.app` turns into :class:`~serving.models.Error` bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from pulse.settings import Settings
+from schemas.events import Event, EventType
+from serving.collector import Collector, CollectorUnavailableError
+from serving.decisions import Decider
+from serving.metrics import CONTENT_TYPE_LATEST, Metrics
+from serving.models import (
+    ID_PATTERN,
+    MAX_ID_LENGTH,
+    MAX_K,
+    Accepted,
+    DecisionRequest,
+    DecisionResponse,
+    Erased,
+    Error,
+    EventIn,
+    Health,
+    Recommendations,
+    Session,
+)
+from serving.recommendations import Recommender, now_ms
+from serving.security import require_api_key
+from serving.store import RedisStore, StoreError
+
+__all__ = ["Services", "ops", "v1"]
+
+
+@dataclass
+class Services:
+    """What the handlers use; built by the app's lifespan."""
+
+    settings: Settings
+    store: RedisStore
+    recommender: Recommender
+    decider: Decider
+    collector: Collector
+    metrics: Metrics
+
+
+def services(request: Request) -> Services:
+    """FastAPI dependency: the app's services."""
+    found: Services = request.app.state.services
+    return found
+
+
+def _json(model: BaseModel) -> Response:
+    """The model as JSON, skipping FastAPI's second validation of a response we built typed (hot paths)."""
+    return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Error} for code in codes}
+
+
+Svc = Annotated[Services, Depends(services)]
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=_errors(400, 401, 503))
+ops = APIRouter()
+
+
+@v1.get("/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"])
+async def recommendations(
+    svc: Svc,
+    user_id: UserId,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
+    exclude_seen: Annotated[bool, Query(description="Drop items of the user's live session")] = True,
+    explain: Annotated[bool, Query(description="Add the parts of each model score")] = False,
+    segment: Annotated[
+        str | None,
+        Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Segment of a cold user"),
+    ] = None,
+) -> Response:
+    """The user's live top-k; the decayed popularity of ``segment`` (else ``*``) for cold users."""
+    result = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment)
+    svc.metrics.recommendations.labels(result.source.value, str(result.degraded).lower()).inc()
+    return _json(result)
+
+
+@v1.get("/users/{user_id}/session", response_model=Session, responses=_errors(404), tags=["users"])
+async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
+    """The user's live session as the job last wrote it; 404 when the job has none."""
+    envelope = await svc.store.session(user_id)
+    if envelope is None:
+        return JSONResponse({"error": "not_found", "detail": "no session for this user"}, status_code=404)
+    payload: dict[str, Any] = envelope.payload
+    fields = {name: payload[name] for name in Session.model_fields if name in payload}
+    return Session(**{**fields, "open": bool(payload.get("open")), "user_id": user_id,
+                      "model_version": envelope.model_version, "event_time_ms": envelope.event_time_ms,
+                      "freshness_ms": now_ms() - envelope.event_time_ms})
+
+
+@v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"])
+async def decide(svc: Svc, body: DecisionRequest) -> Response:
+    """Choose an arm; the impression (with the propensity and the assignment) goes to Kafka in the background."""
+    response, impression = await svc.decider.decide(body, now_ms())
+    counter = svc.metrics.impressions
+    try:
+        svc.collector.send_nowait(impression, lambda outcome: counter.labels(outcome).inc())
+    except CollectorUnavailableError:
+        counter.labels("dropped").inc()  # the decision stands; the lost impression is counted
+    svc.metrics.decisions.labels(response.variant, response.policy).inc()
+    return _json(response)
+
+
+@v1.post("/events", status_code=202, response_model=Accepted, tags=["events"])
+async def collect(svc: Svc, body: EventIn) -> Accepted:
+    """Validate against ``event.avsc`` (and the job's checks); 202 once the broker acknowledged."""
+    event = Event.from_avro({**body.model_dump(), "type": body.type.value,
+                             "event_time_ms": now_ms() if body.event_time_ms is None else body.event_time_ms})
+    delivered = await svc.collector.send(event)
+    svc.metrics.events.labels("accepted").inc()
+    return Accepted(event_id=event.event_id, topic=delivered.topic, partition=delivered.partition,
+                    offset=delivered.offset)
+
+
+@v1.delete("/users/{user_id}", status_code=202, response_model=Erased, tags=["users"])
+async def erase(svc: Svc, user_id: UserId) -> Erased:
+    """Emit an erase event (acknowledged), then delete the user's keys and per-user bandit."""
+    event = Event(event_id=uuid.uuid4().hex, type=EventType.ERASE, user_id=user_id, event_time_ms=now_ms())
+    await svc.collector.send(event)
+    store = svc.store
+    keys = [*store.keys.user_keys(user_id), store.keys.bandit(svc.settings.bandit_policy, f"user:{user_id}")]
+    return Erased(user_id=user_id, event_id=event.event_id, keys_deleted=await store.delete(keys))
+
+
+@ops.get("/healthz", response_model=Health, tags=["ops"])
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@ops.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
+async def readyz(svc: Svc) -> Health | JSONResponse:
+    """Readiness: Redis answers PING and Kafka answers metadata with the events topic."""
+    results = await asyncio.gather(svc.store.ping(), svc.collector.ping(), return_exceptions=True)
+    checks = {name: "ok" if result is None else f"{getattr(result, 'reason', 'error')}: {result}"
+              for name, result in zip(("redis", "kafka"), results, strict=True)}
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, StoreError | CollectorUnavailableError):
+            raise result
+    if all(value == "ok" for value in checks.values()):
+        return Health(status="ready", checks=checks)
+    return JSONResponse(Health(status="unavailable", checks=checks).model_dump(), status_code=503)
+
+
+@ops.get("/metrics", include_in_schema=False)
+async def metrics(svc: Svc) -> Response:
+    """Prometheus text format."""
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,127 @@
+"""Redis reads of the serving shim: the keys the Flink job writes, as :class:`Envelope` values.
+
+One method = one round trip (a non-transactional pipeline when it reads several keys). Connection
+failures and timeouts become :class:`StoreUnavailableError`; a value that is not a Pulse envelope
+becomes :class:`StoreCorruptError`. Key scheme: :mod:`schemas.redis_keys` (ADR 0003).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pulse.settings import Settings
+from schemas.redis_keys import Envelope, RedisKeys
+
+__all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableError"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class StoreError(RuntimeError):
+    """A read failed; ``reason`` is machine-readable."""
+
+    reason = "redis_error"
+
+
+class StoreUnavailableError(StoreError):
+    """Redis did not answer (down, timeout, refused)."""
+
+    reason = "redis_unavailable"
+
+
+class StoreCorruptError(StoreError):
+    """A key holds something that is not a Pulse envelope."""
+
+    reason = "bad_value"
+
+
+def _envelope(key: str, fields: Any) -> Envelope | None:
+    try:
+        return Envelope.from_fields_or_none(fields)
+    except ValueError as exc:
+        raise StoreCorruptError(f"{key}: {exc}") from exc
+
+
+class RedisStore:
+    """Reads recommendations, sessions, factors, item parameters, bandits and popularity."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        """A store over a connection pool built from the settings (no I/O yet)."""
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.serving_redis_timeout_s,
+            socket_connect_timeout=settings.serving_redis_timeout_s,
+            max_connections=settings.serving_redis_max_connections,
+            **settings.redis_client_kwargs(),
+        )
+        return cls(client, RedisKeys(settings.redis_prefix))
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.client.aclose()
+
+    async def ping(self) -> None:
+        """One PING."""
+        await self._guard(self.client.ping)
+
+    async def read(self, keys: Sequence[str]) -> list[Envelope | None]:
+        """``HGETALL`` of every key in one pipeline; ``None`` for a missing key."""
+        if not keys:
+            return []
+
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+        replies = await self._guard(run)
+        return [_envelope(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
+        """The user's ranked scores and live session (one round trip)."""
+        recs, session = await self.read([self.keys.recs(user_id), self.keys.session(user_id)])
+        return recs, session
+
+    async def session(self, user_id: str) -> Envelope | None:
+        """The user's live session."""
+        return (await self.read([self.keys.session(user_id)]))[0]
+
+    async def popularity(self, segments: Sequence[str]) -> list[Envelope | None]:
+        """Popularity of each segment."""
+        return await self.read([self.keys.popularity(segment) for segment in segments])
+
+    async def explain_inputs(self, user_id: str, items: Sequence[str]) -> tuple[Envelope | None, list[Envelope | None]]:
+        """The user's factors and the parameters of ``items`` (one round trip)."""
+        values = await self.read([self.keys.factors(user_id), *(self.keys.item_params(item) for item in items)])
+        return values[0], values[1:]
+
+    async def bandits(self, policy: str, scope_keys: Sequence[str]) -> list[Envelope | None]:
+        """Arm tables of one policy in each scope."""
+        return await self.read([self.keys.bandit(policy, scope) for scope in scope_keys])
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """``DEL`` the keys; returns how many existed."""
+        return int(await self._guard(lambda: self.client.delete(*keys)))
+
+    async def _guard(self, action: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await action()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis did not answer ({type(exc).__name__})") from exc
+        except RedisError as exc:
+            raise StoreError(f"Redis error ({type(exc).__name__}: {exc})") from exc
