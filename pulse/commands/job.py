@@ -21,7 +21,9 @@ def run(
     restore: Annotated[
         str, typer.Option(help="'latest' (newest retained checkpoint, if any), 'none', or a checkpoint path")
     ] = "latest",
-    bounded: Annotated[bool, typer.Option(help="Stop at the offsets that are latest at start (backfills, tests)")] = False,
+    bounded: Annotated[
+        bool, typer.Option(help="Stop at the offsets that are latest at start (backfills, tests)")
+    ] = False,
 ) -> None:
     """Run the job on a local MiniCluster; resumes from the latest checkpoint unless told not to."""
     from flink_jobs.pipeline import latest_checkpoint

@@ -56,7 +56,8 @@ def run_job_until(
     settings: Settings, done: Callable[[], bool], *args: str, log: Path, timeout_s: float = 300
 ) -> None:
     """Run the (unbounded) job until ``done()`` holds, then stop it; fail with its log tail on timeout."""
-    proc = start_job(settings, "--restore", "none", *args, log=log)
+    restore = () if "--restore" in args else ("--restore", "none")
+    proc = start_job(settings, *restore, *args, log=log)
     try:
         deadline = time.monotonic() + timeout_s
         while not done():

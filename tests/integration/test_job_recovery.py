@@ -1,0 +1,69 @@
+"""Recovery: SIGKILL the job process mid-stream, restart it from the latest checkpoint -> exact counts."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import redis as redis_lib
+
+from flink_jobs.pipeline import latest_checkpoint
+from producers.producer import EventProducer
+from producers.sources import open_source
+from producers.topics import ensure_topics
+from pulse.settings import Settings
+from schemas.redis_keys import Envelope, RedisKeys
+from tests.integration.jobs import run_job_until, start_job, stop_job, tail
+
+N_EVENTS = 20_000
+LEARNABLE = {"view", "click", "add_to_cart", "purchase", "rating"}
+
+
+def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 2000})
+    ensure_topics(settings)
+    events = list(open_source("synthetic", seed=33, limit=N_EVENTS))
+    with EventProducer(settings) as producer:
+        for _ in producer.send_all(events):
+            pass
+    assert producer.report.produced == N_EVENTS
+    want: dict[str, Counter[str]] = defaultdict(Counter)
+    for event in events:
+        want[event.user_id][event.type.value] += 1
+    n_learnable = sum(1 for e in events if e.type.value in LEARNABLE)
+
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix)
+
+    def learned() -> int:
+        model = Envelope.from_fields_or_none(client.hgetall(keys.model("mf")))
+        return 0 if model is None else int(model.payload["events_learned"])
+
+    # 1. Run until a checkpoint is complete and part of the stream is processed, then SIGKILL.
+    log = tmp_path / "job.log"
+    first = start_job(settings, "--restore", "none", log=log)
+    deadline = time.monotonic() + 240
+    while not (latest_checkpoint(settings.checkpoint_path()) and learned() > 1000):
+        assert first.poll() is None, f"job exited early:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"no checkpoint or progress in time:\n{tail(log)}"
+        time.sleep(0.5)
+    stop_job(first, signal.SIGKILL)
+    killed_at = learned()
+    assert 0 < killed_at < n_learnable, "the kill must land mid-stream"
+    checkpoint = latest_checkpoint(settings.checkpoint_path())
+    assert checkpoint is not None
+
+    # 2. Restart: `pulse job run` resumes from the latest retained checkpoint by default.
+    def counts_exact() -> bool:
+        for user, counts in want.items():
+            stored = Envelope.from_fields_or_none(client.hgetall(keys.counts(user)))
+            if stored is None or stored.payload["counts"] != dict(counts):
+                return False
+        return True
+
+    run_job_until(settings, counts_exact, "--restore", str(checkpoint), log=tmp_path / "job-restored.log")
+    print(f"\nkilled after {killed_at} learned events; restored from {checkpoint.name}; "
+          f"{len(want)} users' counts exact")
+    assert "restoring from" in (tmp_path / "job-restored.log").read_text()
