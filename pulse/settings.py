@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
     serving_kafka_timeout_s: float = Field(10.0, gt=0, description="How long a collected event may wait for its ack")
 
+    def to_env(self) -> dict[str, str]:
+        """The ``PULSE_*`` environment that rebuilds these settings in another process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"PULSE_{name.upper()}"] = str(value)
+        return env
+
     def checkpoint_path(self) -> Path:
         """Where checkpoints go."""
         return self.checkpoint_dir or self.home / "checkpoints"

@@ -5,37 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from pulse.settings import REPO_ROOT, Settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The PULSE_* environment that rebuilds ``settings`` in another process."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"PULSE_{name.upper()}"] = str(value)
-    return env
 
 
 def job_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pulse", "job", "run", *args]
 
 
-def start_job(settings: Settings, *args: str, log: Path, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
+def start_job(
+    settings: Settings, *args: str, log: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[Any]:
     """Start the job in the background (own process group, so it can be SIGKILLed whole)."""
-    env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
     out = log.open("ab")
     return subprocess.Popen(job_command(*args), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
