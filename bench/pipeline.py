@@ -1,0 +1,538 @@
+"""Pipeline benchmark: sustained events/s and produce->Redis latency of the Flink job vs a plain loop.
+
+    .venv/bin/python bench/pipeline.py                      # 1000, 2500, 5000 ev/s + max rate, ~4-5 min
+    .venv/bin/python bench/pipeline.py --quick              # ~2 min smoke
+    .venv/bin/python bench/pipeline.py --repeats 3          # medians of 3 (all runs printed)
+    .venv/bin/python bench/pipeline.py --only job --job-env PULSE_PYTHON_EXECUTION_MODE=thread
+
+Two systems under test, each started as a black-box subprocess (own process group) with the
+same ``PULSE_*`` environment (fresh topics, Redis prefix, consumer group, job name and a tmp
+checkpoint dir per phase, uuid-named; restart attempts 0 so a failure ends the phase):
+
+* ``job``  -- ``python -m pulse job run --restore none`` (whatever execution mode / bundle /
+  refresh / flush the settings say; ``--job-env K=V`` overrides them);
+* ``loop`` -- ``bench/loop_baseline.py``: one confluent-kafka consumer + the same learners and
+  the same four per-user Redis keys through ``RedisWriter.write_batch``, one batch per poll.
+
+Design -- one long-running process per phase, rate points produced one after another into its
+one topic, each point with its own users: every user id of a point is prefixed with the point's
+tag (``r1000-u42``), so a point's Redis keys are its own and "done" is well defined per point.
+Starting one job per point would cost ~20-40 s of JVM/MiniCluster start-up per point and
+measure a cold job; instead start-up is measured once per phase (launch -> the counts key of one
+probe event is in Redis), then a short unreported warm-up point runs at the lowest rate, then
+the points run in order (the model and item table carry over, for both systems alike). The
+phases run one after the other (job, then loop, per repeat), never at the same time: they
+would share the same 2 cores.
+
+Per point: N synthetic events are generated up front, then sent with ``EventProducer.send``
+(framed Avro, the producer's own config: idempotent, linger.ms 20) with ``event_time_ms``
+rewritten to the wall clock just before each send, paced in steps of 5 ms (``send_all``'s pacer
+works in steps of 1,000 events, i.e. one 1,000-event burst per second at 1,000 ev/s, which is
+not a steady rate). The max-rate point sends as fast as the producer can (tens of thousands/s).
+When the producer has flushed, Redis is polled until every user's ``counts`` envelope shows
+that user's event count. Then, from the final envelopes:
+
+* latency of a user = ``wt - et`` of its counts key = write time of the snapshot holding the
+  user's latest event minus that event's produce time (same host clock). One sample per user
+  (~1-2k users per point), so p50/p99 are over users' *latest* events: the freshness of what
+  Redis shows when a user's stream stops -- it includes producer linger, Kafka, the system's
+  batching/coalescing (job: score_refresh_ms timer + redis_flush_ms; loop: its poll) and the
+  Redis round trip;
+* sustained events/s = N / (max ``wt`` over the point's users - first send), i.e. until the
+  last event is visible in Redis (no poll granularity). At a paced rate it is ~the rate when the
+  system keeps up and less when it falls behind; at max rate it is the throughput.
+
+CPU: utime+stime of the subprocess's whole process group over each point (ms per 1,000 events
+and % of one core), the busiest threads over the max-rate point (Linux thread names, i.e. the
+Flink task names, truncated to 15 characters), and the peak RSS (sum of VmHWM over the group).
+Uses ``PULSE_KAFKA_BOOTSTRAP`` / ``PULSE_REDIS_URL`` when set, else ``pulse up``'s local services.
+Topics and Redis keys it created are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import orjson
+import redis
+from confluent_kafka.admin import AdminClient
+
+from producers.producer import EventProducer
+from producers.sources import open_source
+from producers.topics import ensure_topics, pulse_topics
+from pulse.settings import REPO_ROOT, Settings
+from schemas import Event, EventType
+from schemas.redis_keys import RedisKeys
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def batched(items, n):  # itertools.batched is 3.12+
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+MODES = ("job", "loop")
+
+
+# -- processes: start, stop, CPU, RSS -------------------------------------------------------------
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of one process group (the subprocess was started in its own session)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def _stat_cpu(path: str) -> tuple[str, float]:
+    with open(path) as f:
+        text = f.read()
+    name = text[text.index("(") + 1: text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return name, (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def group_cpu_s(pgid: int) -> float:
+    total = 0.0
+    for pid in group_pids(pgid):
+        try:
+            total += _stat_cpu(f"/proc/{pid}/stat")[1]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def thread_cpu(pgid: int) -> dict[tuple[int, int], tuple[str, str, float]]:
+    """(pid, tid) -> (process name, thread name, cpu s) for every thread of the group."""
+    out = {}
+    for pid in group_pids(pgid):
+        try:
+            proc_name = _stat_cpu(f"/proc/{pid}/stat")[0]
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                name, cpu = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
+                out[(pid, int(tid))] = (proc_name, name, cpu)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def group_peak_rss_mb(pgid: int) -> float:
+    total_kb = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total_kb += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total_kb / 1024
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """TERM the subprocess's own process group (by its id), then KILL it if it lingers."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout_s)
+        except ProcessLookupError:
+            pass
+    for _ in range(50):  # children (the JVM) may outlive the leader briefly
+        if not group_pids(proc.pid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- measurement --------------------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Point:
+    mode: str
+    label: str  # "1000", "2500", "max", "warmup"
+    rate: float | None
+    events: int
+    users: int = 0
+    sustained: float = 0.0
+    p50: float = float("nan")
+    p99: float = float("nan")
+    send_rate: float = 0.0
+    cpu_ms_per_1k: float = 0.0
+    cpu_pct: float = 0.0
+    complete: bool = True
+    repeat: int = 0
+
+
+@dataclass
+class Phase:
+    mode: str
+    repeat: int
+    startup_s: float = float("nan")
+    peak_rss_mb: float = float("nan")
+    points: list[Point] = field(default_factory=list)
+    top_threads: list[str] = field(default_factory=list)
+    failed: str | None = None
+
+
+def make_events(tag: str, n: int, seed: int) -> list[Event]:
+    """``n`` synthetic events whose user ids carry ``tag`` (the point's own users)."""
+    return [dataclasses.replace(e, user_id=f"{tag}-{e.user_id}")
+            for e in itertools.islice(open_source("synthetic", seed=seed), n)
+            if e.type is not EventType.ERASE]
+
+
+def send_paced(producer: EventProducer, events: list[Event], rate: float | None) -> float:
+    """Send with wall-clock event times, ``rate`` per second in 5 ms steps (None: flat out); returns ev/s."""
+    step = max(1, int(rate / 200)) if rate else 1_000_000
+    started = time.monotonic()
+    for i, event in enumerate(events):
+        if rate and i % step == 0:
+            ahead = i / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.send(dataclasses.replace(event, event_time_ms=now_ms()))
+    producer.flush(120)
+    return len(events) / (time.monotonic() - started)
+
+
+def read_counts(r: redis.Redis, keys: RedisKeys, users: list[str]) -> list[tuple[int, int, int] | None]:
+    """(events, et, wt) of each user's counts envelope, None when missing."""
+    out: list[tuple[int, int, int] | None] = []
+    for chunk in batched(users, 2000):
+        pipe = r.pipeline(transaction=False)
+        for user in chunk:
+            pipe.hmget(keys.counts(user), "v", "et", "wt")
+        for v, et, wt in pipe.execute():
+            out.append(None if v is None else (orjson.loads(v)["events"], int(et), int(wt)))
+    return out
+
+
+def visible_events(ctx: Runner) -> int:
+    """Events of this phase (every point so far) that Redis shows in users' counts keys."""
+    users = list(ctx.expected)
+    return sum(min(g[0], ctx.expected[u]) for u, g in zip(users, read_counts(ctx.redis, ctx.keys, users), strict=True)
+               if g is not None)
+
+
+def measure_point(
+    ctx: Runner, proc: subprocess.Popen[bytes], producer: EventProducer, label: str, rate: float | None, n: int,
+) -> Point:
+    """Send one point, wait until Redis shows all of it (or the drain window closes), read the envelopes.
+
+    Paced points wait up to ``--drain-timeout-s`` after the last send; the max-rate point stops
+    measuring ``--max-window-s`` after its first send. A point that did not complete in time reports
+    throughput as the growth of *all* of the phase's visible events over the point (a backlog of an
+    earlier point counts as work done) and no latency (it would only say how long we waited).
+    """
+    tag = f"{label}{ctx.repeat}"
+    events = make_events(tag, n, seed=zlib.crc32(tag.encode()) & 0xFFFF)
+    expected = Counter(e.user_id for e in events)
+    users = list(expected)
+    point = Point(ctx.mode, label, rate, len(events), len(users), repeat=ctx.repeat)
+    visible0 = visible_events(ctx)
+    ctx.expected.update(expected)
+    cpu0 = group_cpu_s(proc.pid)
+    threads0 = thread_cpu(proc.pid) if label == "max" else {}
+    first_send = now_ms()
+    t0 = time.monotonic()
+    point.send_rate = send_paced(producer, events, rate)
+    deadline = t0 + ctx.args.max_window_s if rate is None else time.monotonic() + ctx.args.drain_timeout_s
+    pending = users
+    while pending:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{ctx.mode} exited with {proc.returncode}")
+        got = read_counts(ctx.redis, ctx.keys, pending)
+        pending = [u for u, g in zip(pending, got, strict=True) if g is None or g[0] < expected[u]]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            point.complete = False
+            break
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    cpu = group_cpu_s(proc.pid) - cpu0
+    if threads0:
+        threads1 = thread_cpu(proc.pid)
+        busy = sorted(((c - threads0.get(k, (0, 0, 0.0))[2], p, t) for k, (p, t, c) in threads1.items()),
+                      reverse=True)[:8]
+        ctx.phase.top_threads = [f"{p}/{t}: {100 * c / wall:.0f}%" for c, p, t in busy if c > 0.01 * wall]
+    point.cpu_ms_per_1k = 1e6 * cpu / max(1, len(events))
+    point.cpu_pct = 100 * cpu / wall
+    if not point.complete:
+        point.sustained = (visible_events(ctx) - visible0) / wall
+        point.cpu_ms_per_1k = 1e6 * cpu / max(1, visible_events(ctx) - visible0)
+        return point
+    final = [g for g in read_counts(ctx.redis, ctx.keys, users) if g is not None]
+    lat = sorted(wt - et for _, et, wt in final)
+    point.p50 = statistics.median(lat)
+    point.p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    point.sustained = len(events) / max(1e-3, (max(wt for _, _, wt in final) - first_send) / 1000)
+    return point
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    args: argparse.Namespace
+    base: Settings
+    run_id: str
+    mode: str = ""
+    repeat: int = 0
+    phase: Phase = field(default_factory=lambda: Phase("", 0))
+    redis: redis.Redis = field(init=False)
+    keys: RedisKeys = field(init=False)
+    expected: Counter[str] = field(default_factory=Counter)  # user -> events sent, this phase
+
+    def __post_init__(self) -> None:
+        self.redis = redis.Redis.from_url(self.base.redis_url, **self.base.redis_client_kwargs())
+
+    def run_phase(self, mode: str, repeat: int) -> Phase:
+        self.mode, self.repeat = mode, repeat
+        self.phase = phase = Phase(mode, repeat)
+        self.expected = Counter()
+        name = f"bench-pipeline-{self.run_id}-{mode}{repeat}"
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        topics = {f: f"{name}-{f.removeprefix('topic_')}" for f in Settings.model_fields if f.startswith("topic_")}
+        settings = self.base.model_copy(update={
+            **topics, "redis_prefix": name, "job_group_id": name, "job_name": name,
+            "checkpoint_dir": tmp / "checkpoints", "restart_attempts": 0,
+        })
+        self.keys = RedisKeys(settings.redis_prefix)
+        ensure_topics(settings)
+        overrides = {f"PULSE_{k.upper()}": str(getattr(settings, k)) for k in (
+            *topics, "redis_prefix", "job_group_id", "job_name", "checkpoint_dir", "restart_attempts", "home")}
+        env = {**os.environ, **overrides}  # everything else: the system's own defaults / the caller's PULSE_*
+        if mode == "job":
+            env.update(self.args.job_env)
+            cmd = [sys.executable, "-m", "pulse", "job", "run", "--restore", "none"]
+            cwd = self.args.job_repo
+        else:
+            cmd = [sys.executable, str(REPO_ROOT / "bench" / "loop_baseline.py"), *self.args.loop_args]
+            cwd = REPO_ROOT
+        log = tmp / f"{mode}.log"
+        where = f" in {cwd}" if cwd != REPO_ROOT else ""
+        print(f"\n== {mode} (repeat {repeat + 1}): {' '.join(cmd[1:])}{where}", flush=True)
+        if mode == "job":
+            print(f"   {effective_settings(cwd, env)}", flush=True)
+        started = time.monotonic()
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            with EventProducer(settings) as producer:
+                self._startup(proc, producer, started)
+                print(f"   start-up {phase.startup_s:5.1f} s (launch -> first probe key in Redis)", flush=True)
+                rates = [(str(int(r)), r, int(r * self.args.seconds)) for r in self.args.rates]
+                todo = [("warmup", rates[0][1], int(rates[0][1] * self.args.warmup_s)), *rates,
+                        ("max", None, self.args.max_events)]
+                behind = None
+                for label, rate, n in todo:
+                    if behind is not None and rate is not None:
+                        print(f"   {mode:<4} {label:>6}: skipped -- already fell behind at {behind}", flush=True)
+                        phase.points.append(Point(mode, label, rate, 0, complete=False, repeat=repeat))
+                        continue
+                    point = measure_point(self, proc, producer, label, rate, n)
+                    print(_point_line(point), flush=True)
+                    if label != "warmup":
+                        phase.points.append(point)
+                    if label != "warmup" and rate and (not point.complete or point.sustained < 0.9 * rate):
+                        behind = f"{label} ev/s"
+                    time.sleep(1.0)
+            phase.peak_rss_mb = group_peak_rss_mb(proc.pid)
+            print(f"   peak RSS {phase.peak_rss_mb:,.0f} MiB (sum over processes); busiest threads at max rate: "
+                  + ", ".join(phase.top_threads), flush=True)
+        except Exception as exc:  # noqa: BLE001 -- report, keep the other phases
+            phase.failed = f"{type(exc).__name__}: {exc}"
+            print(f"   FAILED: {phase.failed}\n--- {log} ---\n{tail(log)}", flush=True)
+        finally:
+            stop_group(proc)
+            self._cleanup(settings)
+            if phase.failed is None and not self.args.keep_logs:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                print(f"   logs kept in {tmp}")
+        return phase
+
+    def _startup(self, proc: subprocess.Popen[bytes], producer: EventProducer, started: float) -> None:
+        probe = next(iter(make_events(f"probe{self.repeat}", 1, seed=1)))
+        producer.send(dataclasses.replace(probe, event_time_ms=now_ms()))
+        producer.flush(30)
+        deadline = started + self.args.startup_timeout_s
+        while not self.redis.exists(self.keys.counts(probe.user_id)):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.mode} exited with {proc.returncode} during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no probe key after {self.args.startup_timeout_s:.0f} s")
+            time.sleep(0.1)
+        self.phase.startup_s = time.monotonic() - started
+
+    def _cleanup(self, settings: Settings) -> None:
+        try:
+            for chunk in batched(self.redis.scan_iter(match=self.keys.pattern(), count=5000), 5000):
+                self.redis.unlink(*chunk)
+            admin = AdminClient(settings.kafka_config())
+            for future in admin.delete_topics(list(pulse_topics(settings)), operation_timeout=30).values():
+                with contextlib.suppress(Exception):  # best effort
+                    future.result(timeout=30)
+        except Exception as exc:  # noqa: BLE001
+            print(f"   cleanup: {exc}")
+
+
+JOB_KNOBS = ("python_execution_mode", "bundle_size", "bundle_time_ms", "score_refresh_ms", "redis_flush_ms",
+             "checkpoint_interval_ms", "job_parallelism", "state_backend")
+
+
+def effective_settings(cwd: Path, env: dict[str, str]) -> str:
+    """The job's latency/throughput knobs as its own Settings resolve them in ``env``."""
+    code = ("import json; from pulse.settings import Settings; s = Settings(); "
+            f"print(json.dumps({{k: getattr(s, k, None) for k in {JOB_KNOBS!r}}}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def _fmt(x: float, spec: str = ",.0f") -> str:
+    return "-" if x != x else format(x, spec)
+
+
+def _point_line(p: Point) -> str:
+    flag = "" if p.complete else "  BEHIND: not drained in time (throughput = growth of visible events)"
+    target = f"{p.rate:,.0f}/s" if p.rate else "max"
+    return (f"   {p.mode:<4} {p.label:>6} ({target:>8}, {p.events:>7,} ev, {p.users:>5,} users, sent at "
+            f"{p.send_rate:>7,.0f}/s): sustained {p.sustained:>7,.0f} ev/s  p50 {_fmt(p.p50):>6} ms  "
+            f"p99 {_fmt(p.p99):>6} ms  cpu {p.cpu_ms_per_1k:>5,.0f} ms/1k ev ({p.cpu_pct:>3.0f}% of a core){flag}")
+
+
+def report(phases: list[Phase], args: argparse.Namespace) -> None:
+    labels = [str(int(r)) for r in args.rates] + ["max"]
+    med: dict[tuple[str, str], dict[str, float]] = {}
+    print(f"\n== summary: medians over {args.repeats} repeat(s); latency = produce -> counts key in Redis "
+          f"(wt - et of each user's latest event)")
+    print(f"{'mode':<5} {'rate':>6} {'sustained ev/s':>15} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/1k':>10} "
+          f"{'start-up s':>11} {'peak RSS MiB':>13}")
+    for mode in MODES:
+        ok = [ph for ph in phases if ph.mode == mode and ph.failed is None]
+        if not ok:
+            if any(ph.mode == mode for ph in phases):
+                print(f"{mode:<5} failed in every repeat")
+            continue
+        for label in labels:
+            pts = [p for ph in ok for p in ph.points if p.label == label and p.events]
+            first = label == labels[0]
+            startup = statistics.median(ph.startup_s for ph in ok) if first else float("nan")
+            rss = statistics.median(ph.peak_rss_mb for ph in ok) if first else float("nan")
+            if not pts:
+                print(f"{mode:<5} {label:>6} {'not sustained':>15}   (skipped: fell behind at a lower rate)")
+                continue
+            m = {k: statistics.median(getattr(p, k) for p in pts) for k in ("sustained", "p50", "p99", "cpu_ms_per_1k")}
+            med[(mode, label)] = m
+            note = ""
+            if not all(p.complete for p in pts):
+                note = " (fell behind: backlog not drained; no latency)"
+            elif label != "max" and m["sustained"] < 0.9 * float(label):
+                note = " (fell behind during the point, drained after)"
+            print(f"{mode:<5} {label:>6} {m['sustained']:>15,.0f} {_fmt(m['p50']):>8} {_fmt(m['p99']):>8} "
+                  f"{m['cpu_ms_per_1k']:>10,.0f} {_fmt(startup, '.1f'):>11} {_fmt(rss):>13}{note}")
+    if ("job", "max") in med and ("loop", "max") in med:
+        ratio = med[("job", "max")]["sustained"] / med[("loop", "max")]["sustained"]
+        verdict = "met" if ratio >= 1 else "NOT met"
+        print(f"\njob/loop throughput at max rate: {ratio:.2f}x   (target >= 1.0x: {verdict})")
+    top = str(int(max(args.rates)))
+    m = med.get(("job", top))
+    if m is None:
+        print(f"job at {top} ev/s: not sustained   (target p99 <= 100 ms at 5,000 ev/s: NOT met)")
+    else:
+        verdict = "met" if m["p99"] <= 100 and m["sustained"] >= 0.95 * float(top) else "NOT met"
+        print(f"job at {top} ev/s: p99 {_fmt(m['p99'])} ms, sustained {m['sustained']:,.0f} ev/s   "
+              f"(target p99 <= 100 ms at 5,000 ev/s: {verdict})")
+    load = os.getloadavg()
+    print(f"host: {os.cpu_count()} cores, load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          "(other work on the machine inflates both systems' figures)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000, 2500, 5000], help="paced input rates, ev/s")
+    parser.add_argument("--seconds", type=float, default=20, help="length of each paced point")
+    parser.add_argument("--max-events", type=int, default=60_000, help="events of the max-rate point")
+    parser.add_argument("--warmup-s", type=float, default=5, help="unreported warm-up point at the lowest rate")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", choices=MODES, help="run one system only")
+    parser.add_argument("--quick", action="store_true", help="~2 min smoke: 6 s points, 15k max-rate events")
+    parser.add_argument("--job-env", action="append", default=[], metavar="K=V",
+                        help="extra env for the job only, e.g. PULSE_PYTHON_EXECUTION_MODE=thread (repeatable)")
+    parser.add_argument("--job-repo", type=Path, default=REPO_ROOT,
+                        help="run the job from this checkout (e.g. `git archive HEAD | tar -x -C DIR`) while the "
+                             "working tree is mid-change; jars still come from PULSE_HOME")
+    parser.add_argument("--loop-args", default="", help="extra arguments for loop_baseline.py, e.g. '--profile x'")
+    parser.add_argument("--drain-timeout-s", type=float, default=30,
+                        help="how long a paced point may take to drain after its last send")
+    parser.add_argument("--max-window-s", type=float, default=40, help="measuring window of the max-rate point")
+    parser.add_argument("--startup-timeout-s", type=float, default=180)
+    parser.add_argument("--keep-logs", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        quick = {"seconds": 6, "max_events": 15_000, "warmup_s": 2, "drain_timeout_s": 15, "max_window_s": 20}
+        for name, value in quick.items():  # flags given explicitly win
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    args.job_env = dict(kv.split("=", 1) for kv in args.job_env)
+    args.loop_args = args.loop_args.split()
+
+    base = Settings()
+    if base.kafka_bootstrap == Settings.model_fields["kafka_bootstrap"].default:
+        from infra.local.services import LocalServices
+
+        LocalServices(base).up()  # idempotent: reuses running services
+    runner = Runner(args, base, uuid.uuid4().hex[:8])
+    modes = [args.only] if args.only else list(MODES)
+    started = time.monotonic()
+    phases = [runner.run_phase(mode, repeat) for repeat in range(args.repeats) for mode in modes]
+    report(phases, args)
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
