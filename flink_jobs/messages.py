@@ -25,6 +25,14 @@ class RedisWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisWrites:
+    """Several writes routed together (one message instead of one per key: each costs a Python call)."""
+
+    writes: tuple[RedisWrite, ...]
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
 class EraseUser:
     """Delete every Redis key of ``user_id`` (an erase event was processed)."""
 

@@ -147,7 +147,7 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         keys=RedisKeys(settings.redis_prefix),
         mf=mf_config(settings),
         bandit_policy=settings.bandit_policy,
-        refresh_ms=settings.score_refresh_ms,
+        refresh_ms=settings.shared_refresh_ms,
         model_version=settings.model_version,
     )
     items = (users.get_side_output(ITEM_DELTAS).key_by(lambda d: d.item_id, key_type=Types.STRING())
@@ -193,6 +193,12 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
 def make_job_environment(settings: Settings, restore_from: Path | None = None) -> StreamExecutionEnvironment:
     """The execution environment of the job as the settings describe it."""
     extra = {"execution.state-recovery.path": restore_from.as_uri()} if restore_from else {}
+    if settings.metrics_port:
+        # Flink's Prometheus reporter: every job metric (Python counters and gauges included) on
+        # http://<host>:<metrics_port>/metrics. The MiniCluster only finds the reporter jar on the
+        # JVM's classpath (run() puts it there); a standalone cluster loads it from plugins/.
+        extra["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        extra["metrics.reporter.prom.port"] = str(settings.metrics_port)
     return make_environment(
         jars=sorted(jar_dir(settings.home, "flink").glob("*.jar")),
         parallelism=settings.job_parallelism,
@@ -213,6 +219,20 @@ def run(settings: Settings, *, restore_from: Path | None = None, bounded: bool =
     flink_logs = settings.home / "logs" / "flink"
     flink_logs.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
+    if settings.metrics_port:
+        # The local MiniCluster ignores pyflink/plugins/; the reporter jar must be on the gateway
+        # JVM's classpath, which pyflink builds from HADOOP_CLASSPATH when it starts the JVM (below).
+        import pyflink
+
+        pyflink_home = Path(pyflink.__file__).parent
+        reporter_jars = [str(j) for folder in ("plugins", "opt")
+                         for j in sorted(pyflink_home.glob(f"{folder}/**/flink-metrics-prometheus-*.jar"))][:1]
+        if reporter_jars:
+            current = os.environ.get("HADOOP_CLASSPATH", "")
+            if reporter_jars[0] not in current.split(os.pathsep):
+                os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(p for p in (current, reporter_jars[0]) if p)
+        else:
+            log.warning("flink-metrics-prometheus jar not found under %s; no Prometheus metrics", pyflink_home)
     env = make_job_environment(settings, restore_from)
     build_pipeline(env, settings, bounded=bounded)
     log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,

@@ -17,14 +17,17 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from flink_jobs.messages import EraseUser, RedisWrite
+from flink_jobs.messages import EraseUser, RedisWrite, RedisWrites
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
 _FLUSH_AT = 2000  # pending keys that trigger a flush before the timer
 
 
-def shard_of(message: RedisWrite | EraseUser, shards: int) -> str:
+Message = RedisWrite | RedisWrites | EraseUser
+
+
+def shard_of(message: Message, shards: int) -> str:
     """The sink shard of a message: all keys of one user land on one shard, in order."""
     route = message.user_id if isinstance(message, EraseUser) else message.route
     return f"s{zlib.crc32(route.encode()) % shards}"
@@ -54,7 +57,7 @@ class RedisOutput(KeyedProcessFunction):
     def close(self) -> None:
         self.writer.close()
 
-    def process_element(self, message: RedisWrite | EraseUser, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, message: Message, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         size = self.size.value() or 0
         if size == 0:
             timers = ctx.timer_service()
@@ -62,12 +65,15 @@ class RedisOutput(KeyedProcessFunction):
             timers.register_event_time_timer(END_OF_TIME)
         if isinstance(message, EraseUser):
             self.erasures.put(message.user_id, message.event_time_ms)
+            size += 1
         else:
-            current = self.pending.get(message.key)
-            if current is None or current[0] <= message.event_time_ms:
-                self.pending.put(message.key, (message.event_time_ms, message.payload, message.route))
-        self.size.update(size + 1)
-        if size + 1 >= _FLUSH_AT:
+            for write in message.writes if isinstance(message, RedisWrites) else (message,):
+                current = self.pending.get(write.key)
+                if current is None or current[0] <= write.event_time_ms:
+                    self.pending.put(write.key, (write.event_time_ms, write.payload, write.route))
+                size += 1
+        self.size.update(size)
+        if size >= _FLUSH_AT:
             self._flush()
         return iter(())
 

@@ -8,6 +8,7 @@ of time fires when the final watermark arrives).
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Iterator
@@ -17,12 +18,12 @@ from typing import Any
 import numpy as np
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.messages import BanditFeedback, ItemDelta, ItemSnapshot, ModelProgress, PopularityHit, RedisWrite
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
-from online_models.popularity import DecayedPopularity
+from online_models.popularity import decay_factor, forward_weight
 from schemas.redis_keys import RedisKeys
 
 END_OF_TIME = 2**63 - 2  # fires on the final watermark (Long.MAX_VALUE) of a bounded input
@@ -119,19 +120,59 @@ class BanditArms(_CoalescedWrites):
         yield RedisWrite(redis_key, event_time_ms, payload, key)
 
 
-class SegmentPopularity(_CoalescedWrites):
-    """``keyBy(segment)``: exponentially decayed interaction counts; writes the top-n."""
+class SegmentPopularity(KeyedProcessFunction):
+    """``keyBy(segment)``: exponentially decayed interaction counts per item; writes the top-n.
 
-    def apply(self, key: str, value: Any, update: PopularityHit) -> Any:
-        popularity = value if value is not None else DecayedPopularity()
-        popularity.learn_one(update.item_id, update.event_time_ms, update.weight, [key])
-        return popularity
+    Counts live per item in ``MapState`` (forward decay against a per-segment landmark), so a
+    hit reads and writes one small entry instead of the whole table.
+    """
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
-        top = value.top_n(self.config.popularity_top_n, segment=key, at_ms=event_time_ms)
-        payload = {"segment": key, "items": [[item, score] for item, score in top], "at_ms": event_time_ms,
-                   "half_life_ms": value.half_life_ms}
-        yield RedisWrite(self.config.keys.popularity(key), event_time_ms, payload, key)
+    HALF_LIFE_MS = 24 * 3600 * 1000
+    RESCALE_HALF_LIVES = 64  # move the landmark before forward weights grow past float range
+
+    def __init__(self, config: SharedStageConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
+        self.landmark = runtime_context.get_state(ValueStateDescriptor("landmark", Types.LONG()))
+        self.latest = runtime_context.get_state(ValueStateDescriptor("latest", Types.LONG()))
+        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
+
+    def process_element(self, hit: PopularityHit, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        landmark = self.landmark.value()
+        if landmark is None or hit.event_time_ms - landmark > self.RESCALE_HALF_LIVES * self.HALF_LIFE_MS:
+            landmark = self._move_landmark(landmark, hit.event_time_ms)
+        added = forward_weight(hit.weight, hit.event_time_ms, landmark, self.HALF_LIFE_MS)
+        self.counts.put(hit.item_id, (self.counts.get(hit.item_id) or 0.0) + added)
+        self.latest.update(max(self.latest.value() or 0, hit.event_time_ms))
+        if not self.due.value():
+            self.due.update(True)
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(timers.current_processing_time() + self.config.refresh_ms)
+            timers.register_event_time_timer(END_OF_TIME)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.due.clear()
+        landmark, at_ms = self.landmark.value(), self.latest.value() or 0
+        if landmark is None:
+            return
+        decay = decay_factor(landmark, at_ms, self.HALF_LIFE_MS)
+        best = heapq.nlargest(self.config.popularity_top_n, self.counts.items(), key=lambda kv: (kv[1], kv[0]))
+        segment = ctx.get_current_key()
+        payload = {"segment": segment, "items": [[item, count * decay] for item, count in best],
+                   "at_ms": at_ms, "half_life_ms": self.HALF_LIFE_MS}
+        yield RedisWrite(self.config.keys.popularity(segment), at_ms, payload, segment)
+
+    def _move_landmark(self, old: int | None, new: int) -> int:
+        if old is not None:
+            factor = decay_factor(old, new, self.HALF_LIFE_MS)  # old frame -> new frame
+            for item, count in list(self.counts.items()):
+                self.counts.put(item, count * factor)
+        self.landmark.update(new)
+        return new
 
 
 class ModelMetadata(_CoalescedWrites):

@@ -33,6 +33,7 @@ from flink_jobs.messages import (
     ModelProgress,
     PopularityHit,
     RedisWrite,
+    RedisWrites,
 )
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
@@ -255,20 +256,23 @@ class UserState(KeyedBroadcastProcessFunction):
             for key in scopes:
                 yield BanditFeedback(key, arm, 0.0, expires)
 
-    def _snapshot(self, user_id: str, record: dict[str, Any]) -> Iterator[RedisWrite]:
-        """The user's keys in Redis: counts, live session, factors and top-k scores."""
+    def _snapshot(self, user_id: str, record: dict[str, Any]) -> Iterator[RedisWrites]:
+        """The user's keys in Redis (counts, live session, factors, top-k scores), as one message."""
         keys, t = self.config.keys, record["t"]
         counts = {"counts": record["counts"], "events": sum(record["counts"].values()), "learned": record["learned"]}
-        yield RedisWrite(keys.counts(user_id), t, counts, user_id)
         state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
-        yield RedisWrite(keys.session(user_id), t, _session_payload(state), user_id)
+        writes = [
+            RedisWrite(keys.counts(user_id), t, counts, user_id),
+            RedisWrite(keys.session(user_id), t, _session_payload(state), user_id),
+        ]
         if record["factors"]:
             user = UserParams.from_bytes(record["factors"])
-            yield RedisWrite(keys.factors(user_id), t, {"bias": user.bias, "factors": user.factors}, user_id)
             seen = [item for _, item in state.recent] if state else []
             top = self.items.top_k(user, self.glob, self.config.top_k, exclude=seen)
             recs = {"items": [[item, score] for item, score in top], "global_mean": self.glob.mean}
-            yield RedisWrite(keys.recs(user_id), t, recs, user_id)
+            writes.append(RedisWrite(keys.factors(user_id), t, {"bias": user.bias, "factors": user.factors}, user_id))
+            writes.append(RedisWrite(keys.recs(user_id), t, recs, user_id))
+        yield RedisWrites(tuple(writes), user_id)
 
     def _report(self) -> Iterator[Any]:
         p = self._progress
@@ -304,7 +308,7 @@ _ROUTES: dict[type, OutputTag] = {
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:
-    """This subtask's index; in thread mode PyFlink 2.2.1 calls a Java method Flink 2 moved."""
+    """Index of the running subtask; in thread mode PyFlink 2.2.1 calls a Java method Flink 2 moved."""
     try:
         return int(runtime_context.get_index_of_this_subtask())
     except AttributeError:

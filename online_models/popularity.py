@@ -28,7 +28,7 @@ import numpy as np
 from online_models.base import ContractCase, ItemId, Learner, StateHeader
 from schemas.events import Event, EventType
 
-__all__ = ["ALL", "DecayedPopularity", "InteractionWeights"]
+__all__ = ["ALL", "DecayedPopularity", "InteractionWeights", "decay_factor", "forward_weight"]
 
 #: The segment every event counts into.
 ALL = "*"
@@ -39,6 +39,24 @@ _CLOCK = struct.Struct("<?qq")  # has landmark, landmark_ms, latest_ms
 _LEN = struct.Struct("<H")
 _COUNT = struct.Struct("<I")
 _F64 = np.dtype("<f8")
+
+
+def forward_weight(weight: float, time_ms: int, landmark_ms: int, half_life_ms: int) -> float:
+    """``weight`` scaled up to the landmark's frame (forward decay): sums stay comparable.
+
+    >>> forward_weight(1.0, 2_000, 0, 1_000)
+    4.0
+    """
+    return float(weight * 2.0 ** ((time_ms - landmark_ms) / half_life_ms))
+
+
+def decay_factor(landmark_ms: int, at_ms: int, half_life_ms: int) -> float:
+    """What turns a forward-decayed sum into the decayed count at ``at_ms``.
+
+    >>> forward_weight(1.0, 2_000, 0, 1_000) * decay_factor(0, 3_000, 1_000)
+    0.5
+    """
+    return float(2.0 ** ((landmark_ms - at_ms) / half_life_ms))
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,7 @@ class DecayedPopularity(Learner):
         self._latest_ms = max(self._latest_ms, time_ms)
         if (time_ms - self._landmark_ms) > _RESCALE_HALF_LIVES * self.half_life_ms:
             self._move_landmark(time_ms)
-        scaled = weight * 2.0 ** ((time_ms - self._landmark_ms) / self.half_life_ms)
+        scaled = forward_weight(weight, time_ms, self._landmark_ms, self.half_life_ms)
         for segment in segments:
             counts = self._counts.setdefault(segment, {})
             counts[item] = counts.get(item, 0.0) + scaled
@@ -124,7 +142,7 @@ class DecayedPopularity(Learner):
         if self._landmark_ms is None:
             return 0.0
         at = self._latest_ms if at_ms is None else at_ms
-        return float(2.0 ** ((self._landmark_ms - at) / self.half_life_ms))
+        return decay_factor(self._landmark_ms, at, self.half_life_ms)
 
     def score(self, item: ItemId, segment: str = ALL, at_ms: int | None = None) -> float:
         """Decayed count of ``item`` in ``segment`` at ``at_ms`` (default: latest event time seen)."""

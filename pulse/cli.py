@@ -78,7 +78,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 # Commands live in pulse/commands/; importing them registers them on `app`.
-from pulse.commands import demo, eval_bandit, eval_mf, job, produce, serve, services  # noqa: E402, F401
+from pulse.commands import demo, eval_bandit, eval_mf, exporter, job, lag, produce, serve, services  # noqa: E402, F401
 
 eval_app.command("mf")(eval_mf.mf)
 eval_app.command("bandit")(eval_bandit.bandit)

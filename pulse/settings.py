@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     impression_ttl_ms: int = Field(30 * 60 * 1000, gt=0, description="How long an impression waits for its reward")
     top_k: int = Field(50, ge=1, le=1000, description="Recommendations kept per user")
     score_refresh_ms: int = Field(200, ge=1, description="A user's scores are rewritten at most this often")
+    shared_refresh_ms: int = Field(
+        1000, ge=1, description="Item parameters, bandits, popularity: written and shared at most this often"
+    )
     redis_flush_ms: int = Field(50, ge=1, description="Pending Redis writes are flushed this often")
     model_version: str = "mf-v1"
     mf_factors: int = Field(10, ge=1)
@@ -103,6 +106,17 @@ class Settings(BaseSettings):
     serving_redis_timeout_s: float = Field(0.5, gt=0, description="Socket timeout of the shim's Redis reads")
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
     serving_kafka_timeout_s: float = Field(10.0, gt=0, description="How long a collected event may wait for its ack")
+
+    # ---------------------------------------------------------------------------------------
+    # Operations (`pulse lag`, `pulse exporter`, the job's Prometheus reporter). README "Operating Pulse".
+    # ---------------------------------------------------------------------------------------
+    metrics_port: int = Field(
+        9249, ge=0, le=65535, description="Port of the job's Flink Prometheus reporter (/metrics); 0 = no reporter"
+    )
+    exporter_host: str = Field("127.0.0.1", description="Address `pulse exporter` binds")
+    exporter_port: int = Field(9250, ge=0, le=65535, description="Port `pulse exporter` serves /metrics on")
+    freshness_sample: int = Field(200, ge=1, description="Per-user score keys sampled for score freshness")
+    dlq_window_s: float = Field(60.0, gt=0, description="Window of the recent dead-letter count")
 
     def to_env(self) -> dict[str, str]:
         """The ``PULSE_*`` environment that rebuilds these settings in another process."""

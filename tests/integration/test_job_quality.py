@@ -39,11 +39,7 @@ def offline_rmse(path: Path) -> float:
     return float(json.loads(out.stdout)["pulse"]["rmse"])
 
 
-# Parallelism 1 is held to the issue's 0.5%. At parallelism 2 the issue asks 1%; measured
-# -2.4% (the job beats the sequential model; item parameters cross subtasks through the
-# snapshot loop), so this asserts the 5% that shows the distributed learner is sound and
-# prints the figure. The gap is recorded in the job issue's note.
-@pytest.mark.parametrize(("parallelism", "tolerance"), [(1, 0.005), (2, 0.05)])
+@pytest.mark.parametrize(("parallelism", "tolerance"), [(1, 0.005), (2, 0.01)])
 def test_running_rmse_matches_offline_evaluation(
     settings: Settings, tmp_path: Path, ratings_file: Path, parallelism: int, tolerance: float
 ) -> None:
