@@ -13,6 +13,8 @@ Definitions (README "Operating Pulse"):
 * **lag in seconds** = event time of the newest produced record (offset high-1) - event time of
   the newest consumed one (committed-1), never negative, 0 when nothing is pending. When
   nothing was consumed yet, the oldest pending record stands in for the newest consumed one.
+  A record that does not decode (a dead letter) has no event time: the nearest one that does,
+  within :data:`WINDOW` records, is used instead.
 * **score freshness** = now - ``et`` of per-user ``recs`` / ``counts`` keys found by ``SCAN``;
   the newest of the sample says whether scores are being written at all.
 * **dead letters**: committed records on the DLQ topic, in total and in the last window.
@@ -33,7 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
@@ -47,6 +49,7 @@ __all__ = [
     "LagProbe",
     "LagReport",
     "PartitionLag",
+    "ReadWindow",
     "Thresholds",
     "breaches",
     "freshness",
@@ -78,23 +81,40 @@ def lag_messages(committed: int | None, low: int, high: int) -> int:
     return max(high - _start(committed, low), 0)
 
 
-def offsets_to_read(committed: int | None, low: int, high: int) -> tuple[int | None, int | None]:
-    """Offsets whose event times give the lag in seconds: (newest consumed, newest produced).
+#: How many records around a boundary are read to find one that decodes (dead letters do not).
+WINDOW = 50
 
-    The newest consumed record is at ``committed - 1``; when there is none (no offset yet, or it
-    was deleted) the oldest pending record (``low``) stands in. ``None``: nothing to read.
+
+@dataclass(frozen=True, slots=True)
+class ReadWindow:
+    """Offsets ``[start, end)`` of one partition to read; the event time of the ``pick`` decodable record wins."""
+
+    start: int
+    end: int
+    pick: str  # "last" | "first"
+
+
+def offsets_to_read(committed: int | None, low: int, high: int) -> tuple[ReadWindow | None, ReadWindow | None]:
+    """Where the event times of the lag in seconds come from: (newest consumed, newest produced).
+
+    The newest consumed record is the last one that decodes before the committed offset; when
+    there is none (no offset yet, or it was deleted) the oldest pending record stands in. The
+    newest produced is the last one that decodes before the high watermark. Each is looked for
+    within :data:`WINDOW` records (a malformed record has no event time). ``None``: nothing pending.
 
     >>> offsets_to_read(committed=90, low=0, high=100)
-    (89, 99)
-    >>> offsets_to_read(committed=None, low=40, high=100)
-    (40, 99)
+    (ReadWindow(start=40, end=90, pick='last'), ReadWindow(start=50, end=100, pick='last'))
+    >>> offsets_to_read(committed=None, low=40, high=60)
+    (ReadWindow(start=40, end=60, pick='first'), ReadWindow(start=40, end=60, pick='last'))
     >>> offsets_to_read(committed=100, low=0, high=100)
     (None, None)
     """
     if lag_messages(committed, low, high) == 0:
         return None, None
-    consumed = committed - 1 if committed is not None and committed > low else low
-    return consumed, high - 1
+    produced = ReadWindow(max(low, high - WINDOW), high, "last")
+    if committed is not None and committed > low:
+        return ReadWindow(max(low, committed - WINDOW), committed, "last"), produced
+    return ReadWindow(low, min(low + WINDOW, high), "first"), produced
 
 
 def lag_seconds(newest_produced_ms: int | None, newest_consumed_ms: int | None, pending: int) -> float:
@@ -349,17 +369,22 @@ def _now_ms() -> int:
 
 
 def _event_time_ms(message: Message) -> int | None:
-    """The record's ``event_time_ms``; its Kafka timestamp when it does not decode (it is a dead letter)."""
+    """The record's ``event_time_ms``; ``None`` when it does not decode (a dead letter has no event time)."""
     from schemas import DecodeError, EventCodec
 
     global _CODEC
     if _CODEC is None:
         _CODEC = EventCodec()
     try:
-        return _CODEC.decode(message.value() or b"").event_time_ms
+        return int(_CODEC.decode(message.value() or b"").event_time_ms)
     except DecodeError:
-        kind, ts = message.timestamp()
-        return ts if kind and ts > 0 else None
+        return None
+
+
+def _where(message: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed message or event (-1 where the client has none)."""
+    partition, offset = message.partition(), message.offset()
+    return (-1 if partition is None else partition), (-1 if offset is None else offset)
 
 
 _CODEC: Any = None
@@ -392,7 +417,7 @@ class LagProbe:
         reader_group = f"pulse-lag-{uuid.uuid4().hex[:8]}"  # never commits, so it never exists on the broker
         self._reader = Consumer(settings.kafka_config(**{
             "group.id": reader_group, **common, "queued.max.messages.kbytes": 1024,
-            "isolation.level": "read_committed",
+            "isolation.level": "read_committed", "enable.partition.eof": True,
         }))
         self._dlq = Consumer(settings.kafka_config(**{
             "group.id": reader_group, **common, "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -448,7 +473,7 @@ class LagProbe:
         ids = self._partition_ids(self._group, topic)
         committed = {
             tp.partition: (tp.offset if tp.offset >= 0 else None)
-            for tp in self._group.committed([TopicPartition(topic, p) for p in ids], timeout=self.timeout_s)
+            for tp in self._committed([TopicPartition(topic, p) for p in ids])
         }
         marks = {p: self._group.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout_s, cached=False)
                  for p in ids}
@@ -459,29 +484,60 @@ class LagProbe:
             PartitionLag(p, committed[p], marks[p][0], marks[p][1], produced.get(p), consumed.get(p)) for p in ids
         )
 
-    def _read_event_times(self, topic: str, offsets: dict[int, int]) -> dict[int, int]:
-        """Event time of the first record at or after each wanted offset (one read per partition)."""
-        from confluent_kafka import TopicPartition
+    def _committed(self, partitions: list[Any]) -> list[Any]:
+        """The group's committed offsets, retrying transient broker errors within ``timeout_s``.
 
-        if not offsets:
+        Transient: a coordinator moving or, on a new cluster, ``__consumer_offsets`` still being created.
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
+        coordinator = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._WAIT_COORD, KafkaError._TIMED_OUT}
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return list(self._group.committed(partitions, timeout=self.timeout_s))
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                transient = error is not None and (error.retriable() or error.code() in coordinator)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _read_event_times(self, topic: str, windows: dict[int, ReadWindow]) -> dict[int, int]:
+        """Per partition, the event time of the first or last decodable record of its window."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        if not windows:
             return {}
-        tps = [TopicPartition(topic, p, o) for p, o in offsets.items()]
-        self._reader.assign(tps)
+        assignment = [TopicPartition(topic, p, w.start) for p, w in windows.items()]
+        self._reader.assign(assignment)
         found: dict[int, int] = {}
-        seen: set[int] = set()
+        done: set[int] = set()
         deadline = time.monotonic() + self.timeout_s
         try:
-            while len(seen) < len(offsets) and time.monotonic() < deadline:
-                for message in self._reader.consume(num_messages=len(offsets), timeout=0.2):
-                    p = message.partition()
-                    if message.error() is not None or p in seen or p not in offsets:
+            while len(done) < len(windows) and time.monotonic() < deadline:
+                for message in self._reader.consume(num_messages=WINDOW * len(windows), timeout=0.2):
+                    (p, offset), error = _where(message), message.error()
+                    window = windows.get(p)
+                    if window is None or p in done:
                         continue
-                    seen.add(p)
-                    self._reader.pause([TopicPartition(topic, p)])
-                    event_time = _event_time_ms(message)
-                    if event_time is not None:
-                        found[p] = event_time
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            done.add(p)
+                        continue
+                    if offset < window.end:
+                        event_time = _event_time_ms(message)
+                        if event_time is not None:
+                            found[p] = event_time
+                            if window.pick == "first":
+                                done.add(p)
+                    if offset >= window.end - 1:
+                        done.add(p)
+                    if p in done:
+                        self._reader.pause([TopicPartition(topic, p)])
         finally:
+            self._reader.resume(assignment)  # pausing outlives the assignment in librdkafka
             self._reader.unassign()
         return found
 
@@ -511,14 +567,15 @@ class LagProbe:
         deadline = time.monotonic() + self.timeout_s
         while pending and time.monotonic() < deadline:
             for message in self._dlq.consume(num_messages=500, timeout=0.2):
-                p = message.partition()
-                error = message.error()
+                (p, offset), error = _where(message), message.error()
+                if p not in state.positions:
+                    continue
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        state.positions[p] = max(state.positions[p], message.offset())
+                        state.positions[p] = max(state.positions[p], offset)
                         pending.discard(p)
                     continue
-                state.positions[p] = message.offset() + 1
+                state.positions[p] = offset + 1
                 state.total += 1
                 kind, ts = message.timestamp()
                 bisect.insort(state.timestamps, ts if kind and ts > 0 else _now_ms())
@@ -536,7 +593,7 @@ class LagProbe:
         ))
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hget(key, "et")
+            pipe.hget(cast(str, key), "et")  # redis-py takes bytes keys as they came from SCAN
         times = [int(et) for et in pipe.execute() if et is not None]
         return freshness(times, _now_ms())
 

@@ -22,7 +22,10 @@ def start_job(
     settings: Settings, *args: str, log: Path, extra_env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[Any]:
     """Start the job in the background (own process group, so it can be SIGKILLed whole)."""
-    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+    # A thread-mode Flink job run inside this process (test_flink_runtime) leaves
+    # PYFLINK_GATEWAY_DISABLED set here; a child that inherits it cannot start its own JVM.
+    inherited = {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
+    env = {**inherited, **settings.to_env(), **(extra_env or {})}
     out = log.open("ab")
     return subprocess.Popen(job_command(*args), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)

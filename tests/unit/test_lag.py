@@ -11,6 +11,7 @@ from pulse.lag import (
     DeadLetters,
     LagReport,
     PartitionLag,
+    ReadWindow,
     Thresholds,
     breaches,
     freshness,
@@ -37,10 +38,12 @@ def test_lag_messages(committed: int | None, low: int, high: int, want: int) -> 
     assert lag_messages(committed, low, high) == want
 
 
-def test_offsets_to_read_points_at_both_ends_of_the_pending_range() -> None:
-    assert offsets_to_read(7, 0, 10) == (6, 9)
-    assert offsets_to_read(None, 0, 10) == (0, 9)
-    assert offsets_to_read(2, 5, 10) == (5, 9)
+def test_offsets_to_read_looks_back_from_both_ends_of_the_pending_range() -> None:
+    assert offsets_to_read(7, 0, 10) == (ReadWindow(0, 7, "last"), ReadWindow(0, 10, "last"))
+    assert offsets_to_read(500, 0, 1000) == (ReadWindow(450, 500, "last"), ReadWindow(950, 1000, "last"))
+    # Never consumed, or the committed offset was deleted: the oldest pending record stands in.
+    assert offsets_to_read(None, 0, 10) == (ReadWindow(0, 10, "first"), ReadWindow(0, 10, "last"))
+    assert offsets_to_read(2, 5, 100) == (ReadWindow(5, 55, "first"), ReadWindow(50, 100, "last"))
     assert offsets_to_read(10, 0, 10) == (None, None)
 
 
