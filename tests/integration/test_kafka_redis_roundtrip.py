@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import redis as redis_lib
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from producers.producer import EventProducer
 from producers.sources import open_source
