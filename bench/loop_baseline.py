@@ -33,13 +33,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from confluent_kafka import Consumer, KafkaError
 
 from flink_jobs.redis_sink import BatchItem, RedisWriter
+from flink_jobs.user_state import session_payload  # the job's own payload shape
 from online_models import session as sessions
 from online_models.item_table import ItemTable
 from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
@@ -112,7 +112,7 @@ class Loop:
             return []
         keys, t, state = self.keys, user.t, user.session
         counts = {"counts": user.counts, "events": sum(user.counts.values()), "learned": user.learned}
-        out: list[BatchItem] = [(keys.counts(user_id), t, counts), (keys.session(user_id), t, _session_payload(state))]
+        out: list[BatchItem] = [(keys.counts(user_id), t, counts), (keys.session(user_id), t, session_payload(state))]
         if user.factors is not None:
             out.append((keys.factors(user_id), t, {"bias": user.factors.bias, "factors": user.factors.factors}))
             seen = [item for _, item in state.recent] if state else []
@@ -122,20 +122,6 @@ class Loop:
         return out
 
 
-def _session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
-    if state is None:
-        return {"open": False}
-    return {
-        "open": True,
-        "session_id": state.session_id,
-        "start_ms": state.start_ms,
-        "end_ms": state.end_ms,
-        "n_events": state.n_events,
-        "n_late": state.n_late,
-        "counts": dict(state.counts),
-        "recent_items": [item for _, item in state.recent],
-        "categories": dict(state.categories),
-    }
 
 
 def run(settings: Settings, max_batch: int, poll_timeout_s: float, stop: list[bool]) -> dict[str, float]:

@@ -45,6 +45,16 @@ class SharedStageConfig:
     model_version: str = "mf-v1"
 
 
+def schedule_write(due: Any, ctx: KeyedProcessFunction.Context, refresh_ms: int) -> None:
+    """Unless a write is already due for this key: one in ``refresh_ms``, and one at the end of input."""
+    if due.value():
+        return
+    due.update(True)
+    timers = ctx.timer_service()
+    timers.register_processing_time_timer(timers.current_processing_time() + refresh_ms)
+    timers.register_event_time_timer(END_OF_TIME)
+
+
 class _CoalescedWrites(KeyedProcessFunction):
     """Applies updates to one keyed value; writes it to Redis at most every ``refresh_ms``."""
 
@@ -59,11 +69,7 @@ class _CoalescedWrites(KeyedProcessFunction):
     def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         self.value.update(self.apply(ctx.get_current_key(), self.value.value(), update))
         self.latest.update(max(self.latest.value() or 0, update.event_time_ms))
-        if not self.due.value():
-            self.due.update(True)
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + self.config.refresh_ms)
-            timers.register_event_time_timer(END_OF_TIME)
+        schedule_write(self.due, ctx, self.config.refresh_ms)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
@@ -146,11 +152,7 @@ class SegmentPopularity(KeyedProcessFunction):
         added = forward_weight(hit.weight, hit.event_time_ms, landmark, self.HALF_LIFE_MS)
         self.counts.put(hit.item_id, (self.counts.get(hit.item_id) or 0.0) + added)
         self.latest.update(max(self.latest.value() or 0, hit.event_time_ms))
-        if not self.due.value():
-            self.due.update(True)
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + self.config.refresh_ms)
-            timers.register_event_time_timer(END_OF_TIME)
+        schedule_write(self.due, ctx, self.config.refresh_ms)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:

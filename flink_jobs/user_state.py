@@ -263,7 +263,7 @@ class UserState(KeyedBroadcastProcessFunction):
         state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
         writes = [
             RedisWrite(keys.counts(user_id), t, counts, user_id),
-            RedisWrite(keys.session(user_id), t, _session_payload(state), user_id),
+            RedisWrite(keys.session(user_id), t, session_payload(state), user_id),
         ]
         if record["factors"]:
             user = UserParams.from_bytes(record["factors"])
@@ -315,7 +315,8 @@ def subtask_index(runtime_context: RuntimeContext) -> int:
         return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())
 
 
-def _session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
+def session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
+    """The live session as the ``session`` Redis key holds it."""
     if state is None:
         return {"open": False}
     return {
