@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -42,9 +43,12 @@ def redis_url(endpoints: Endpoints) -> str:
     return endpoints.redis_url
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
-    """Settings pointing at the test services, with topic names unique to this test."""
+def isolated_settings(kafka_bootstrap: str, redis_url: str, **extra: Any) -> Settings:
+    """Settings whose topics, consumer groups and Redis prefix belong to one test alone.
+
+    Every name a job reads or writes must be unique: a shared item-snapshot topic would let one
+    test's job start from item parameters another test's job learned.
+    """
     suffix = uuid.uuid4().hex[:8]
     return Settings(
         kafka_bootstrap=kafka_bootstrap,
@@ -53,8 +57,18 @@ def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
         topic_items=f"items-{suffix}",
         topic_dlq=f"events.dlq-{suffix}",
         topic_sessions=f"sessions-{suffix}",
+        topic_item_params=f"items.params-{suffix}",
         redis_prefix=f"pulse-test-{suffix}",
+        job_group_id=f"pulse-job-{suffix}",
+        job_name=f"pulse-test-{suffix}",
+        **extra,
     )
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    """Settings pointing at the test services, with names unique to this test."""
+    return isolated_settings(kafka_bootstrap, redis_url)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from producers.topics import ensure_topics
 from pulse.lag import LagProbe
 from pulse.settings import REPO_ROOT, Settings
 from schemas.events import Event, EventType
+from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.unit.test_lag_observability import (
     load_dashboard,
@@ -133,17 +133,9 @@ def try_scrape(url: str) -> str | None:
 @pytest.fixture(scope="module")
 def scenario(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("lag")
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topic_events=f"events-{suffix}",
-        topic_items=f"items-{suffix}",
-        topic_dlq=f"events.dlq-{suffix}",
-        topic_sessions=f"sessions-{suffix}",
-        topic_item_params=f"items.params-{suffix}",
-        redis_prefix=f"pulse-test-{suffix}",
-        job_group_id=f"pulse-job-{suffix}",
+    settings = isolated_settings(
+        kafka_bootstrap,
+        redis_url,
         checkpoint_dir=tmp / "checkpoints",
         checkpoint_interval_ms=1000,
         metrics_port=free_port(),
