@@ -41,6 +41,23 @@ class EraseUser:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetScope:
+    """Forget the bandit state of ``scope_key`` and delete its Redis key (its user was erased)."""
+
+    scope_key: str
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteKeys:
+    """Delete ``keys``; pending writes routed by ``route`` up to ``event_time_ms`` are dropped first."""
+
+    keys: tuple[str, ...]
+    event_time_ms: int
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClosedSession:
     """A session closed: its summary as JSON, for the sessions topic."""
 

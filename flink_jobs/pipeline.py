@@ -190,10 +190,20 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=lambda p: p.stat().st_mtime) if done else None
 
 
-def make_job_environment(settings: Settings, restore_from: Path | None = None) -> StreamExecutionEnvironment:
-    """The execution environment of the job as the settings describe it."""
+def make_job_environment(
+    settings: Settings, restore_from: Path | None = None, *, jobmanager: str | None = None
+) -> StreamExecutionEnvironment:
+    """The execution environment of the job as the settings describe it.
+
+    ``jobmanager`` (``host:port`` of a cluster's REST API) makes it submit there instead of
+    running a MiniCluster in this process.
+    """
     extra = {"execution.state-recovery.path": restore_from.as_uri()} if restore_from else {}
-    if settings.metrics_port:
+    if jobmanager:
+        host, _, port = jobmanager.rpartition(":")
+        # A cluster's own config.yaml sets its metrics reporter; the job only says where to go.
+        extra |= {"execution.target": "remote", "rest.address": host or "127.0.0.1", "rest.port": port}
+    elif settings.metrics_port:
         # Flink's Prometheus reporter: every job metric (Python counters and gauges included) on
         # http://<host>:<metrics_port>/metrics. The MiniCluster only finds the reporter jar on the
         # JVM's classpath (run() puts it there); a standalone cluster loads it from plugins/.
@@ -238,3 +248,18 @@ def run(settings: Settings, *, restore_from: Path | None = None, bounded: bool =
     log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
              f", restored from {restore_from}" if restore_from else "")
     env.execute(settings.job_name)
+
+
+def submit(settings: Settings, jobmanager: str, *, restore_from: Path | None = None) -> str:
+    """Submit the job to the standalone cluster at ``jobmanager`` (REST ``host:port``); its job id.
+
+    The job is compiled here and runs on the cluster's TaskManagers, which must see the same
+    virtualenv and repository paths (``python.pythonpath``): true for ``pulse up --flink``.
+    """
+    env = make_job_environment(settings, restore_from, jobmanager=jobmanager)
+    build_pipeline(env, settings)
+    client = env.execute_async(settings.job_name)
+    job_id = str(client.get_job_id())
+    log.info("submitted %s to %s as %s (parallelism %d)%s", settings.job_name, jobmanager, job_id,
+             settings.job_parallelism, f", restored from {restore_from}" if restore_from else "")
+    return job_id

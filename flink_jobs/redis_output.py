@@ -17,14 +17,14 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from flink_jobs.messages import EraseUser, RedisWrite, RedisWrites
+from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
 _FLUSH_AT = 2000  # pending keys that trigger a flush before the timer
 
 
-Message = RedisWrite | RedisWrites | EraseUser
+Message = RedisWrite | RedisWrites | EraseUser | DeleteKeys
 
 
 def shard_of(message: Message, shards: int) -> str:
@@ -45,6 +45,10 @@ class RedisOutput(KeyedProcessFunction):
             MapStateDescriptor("pending", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
         self.erasures = runtime_context.get_map_state(MapStateDescriptor("erasures", Types.STRING(), Types.LONG()))
+        #: route -> (event time, keys) of DeleteKeys (an erased user's bandit).
+        self.deletions = runtime_context.get_map_state(
+            MapStateDescriptor("deletions", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
         self.size = runtime_context.get_state(ValueStateDescriptor("size", Types.INT()))
         metrics = runtime_context.get_metrics_group()
         self.written = metrics.counter("redis_keys_written")
@@ -66,6 +70,9 @@ class RedisOutput(KeyedProcessFunction):
         if isinstance(message, EraseUser):
             self.erasures.put(message.user_id, message.event_time_ms)
             size += 1
+        elif isinstance(message, DeleteKeys):
+            self.deletions.put(message.route, (message.event_time_ms, message.keys))
+            size += 1
         else:
             for write in message.writes if isinstance(message, RedisWrites) else (message,):
                 current = self.pending.get(write.key)
@@ -85,11 +92,13 @@ class RedisOutput(KeyedProcessFunction):
     def _flush(self) -> None:
         started = time.perf_counter()
         erased = dict(self.erasures.items())
+        deletions = dict(self.deletions.items())
+        cutoff = {**erased, **{route: event_time for route, (event_time, _) in deletions.items()}}
         batch = [
             (key, event_time, payload)
             for key, (event_time, payload, route) in self.pending.items()
             # A write made before the user's erasure must not bring the user back.
-            if not (route in erased and event_time <= erased[route])
+            if not (route in cutoff and event_time <= cutoff[route])
         ]
         if batch:
             result = self.writer.write_batch(batch)
@@ -98,8 +107,11 @@ class RedisOutput(KeyedProcessFunction):
         for user_id in erased:
             self.writer.delete_user(user_id)
             self.erased.inc()
+        for _, keys in deletions.values():
+            self.writer.delete_keys(keys)
         self.pending.clear()
         self.erasures.clear()
+        self.deletions.clear()
         self.size.clear()
         self.flush_seconds = time.perf_counter() - started
 

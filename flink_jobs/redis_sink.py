@@ -250,6 +250,12 @@ class RedisWriter:
         deleted = self._call("delete_user", lambda: self._require_client().delete(*keys))
         return int(cast(int, deleted))
 
+    def delete_keys(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` in one ``DEL``; returns how many existed."""
+        self.open()
+        deleted = self._call("delete_keys", lambda: self._require_client().delete(*keys))
+        return int(cast(int, deleted))
+
     # -- internals -----------------------------------------------------------------------------
 
     def _build_client(self) -> redis.Redis:

@@ -35,7 +35,7 @@ import site
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pyflink starts a JVM on first use; importing this module must stay cheap
     from pyflink.datastream import StreamExecutionEnvironment
@@ -191,13 +191,34 @@ def make_environment(
     config = Configuration()
     for key, value in options.items():
         config.set_string(key, value)
-    env = StreamExecutionEnvironment.get_execution_environment(config)
+    if options.get("execution.target") == "remote":
+        env = _remote_environment(options["rest.address"], int(options["rest.port"]), config, jar_urls)
+    else:
+        env = StreamExecutionEnvironment.get_execution_environment(config)
     if jar_urls:
         # add_jars also puts the jars on the client's context class loader, which the Python
         # wrappers of the connector (KafkaSource.builder(), ...) need before the job is built.
         env.add_jars(*jar_urls.split(";"))
     env.set_parallelism(parallelism)
     return env
+
+
+def _remote_environment(host: str, port: int, config: Any, jar_urls: str) -> StreamExecutionEnvironment:
+    """An environment that submits to the cluster whose REST API is ``host:port``.
+
+    ``get_execution_environment`` always builds a MiniCluster outside the ``flink`` CLI (it
+    ignores ``execution.target``); Java's ``createRemoteEnvironment`` ships the jars given.
+    """
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    paths = [url.removeprefix("file://") for url in jar_urls.split(";") if url]
+    j_jars = gateway.new_array(gateway.jvm.String, len(paths))
+    for i, path in enumerate(paths):
+        j_jars[i] = path
+    j_env_class = gateway.jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+    return StreamExecutionEnvironment(j_env_class.createRemoteEnvironment(host, port, config._j_configuration, j_jars))
 
 
 def kafka_source(

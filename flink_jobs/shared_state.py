@@ -20,7 +20,16 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from flink_jobs.messages import BanditFeedback, ItemDelta, ItemSnapshot, ModelProgress, PopularityHit, RedisWrite
+from flink_jobs.messages import (
+    BanditFeedback,
+    DeleteKeys,
+    ForgetScope,
+    ItemDelta,
+    ItemSnapshot,
+    ModelProgress,
+    PopularityHit,
+    RedisWrite,
+)
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import decay_factor, forward_weight
@@ -107,7 +116,15 @@ class ItemParamsOwner(_CoalescedWrites):
 
 
 class BanditArms(_CoalescedWrites):
-    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>)."""
+    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>); a user's is erased with the user."""
+
+    def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        if not isinstance(update, ForgetScope):
+            return super().process_element(update, ctx)
+        self.value.clear()  # a due write timer then finds nothing to write
+        self.latest.clear()
+        key = self.config.keys.bandit(self.config.bandit_policy, update.scope_key)
+        return iter([DeleteKeys((key,), update.event_time_ms, update.scope_key)])
 
     def apply(self, key: str, value: Any, update: BanditFeedback) -> Any:
         bandit = value if value is not None else make_bandit(self.config.bandit_policy)

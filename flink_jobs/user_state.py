@@ -28,6 +28,7 @@ from flink_jobs.messages import (
     BanditFeedback,
     ClosedSession,
     EraseUser,
+    ForgetScope,
     ItemDelta,
     ItemSnapshot,
     ModelProgress,
@@ -143,6 +144,8 @@ class UserState(KeyedBroadcastProcessFunction):
             self.user.clear()
             self.impressions.clear()
             yield EraseUser(event.user_id, event.event_time_ms)
+            if BanditScope.USER in self.config.scopes:  # the user's own bandit is the user's data too
+                yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
             return
         record = self.user.value() or {"counts": {}, "learned": 0, "session": None, "factors": None, "t": 0}
         record["counts"][event.type.value] = record["counts"].get(event.type.value, 0) + 1
@@ -301,6 +304,7 @@ class RouteUserOutputs(ProcessFunction):
 _ROUTES: dict[type, OutputTag] = {
     ItemDelta: ITEM_DELTAS,
     BanditFeedback: BANDIT_FEEDBACK,
+    ForgetScope: BANDIT_FEEDBACK,
     PopularityHit: POPULARITY_HITS,
     ModelProgress: MODEL_PROGRESS,
     ClosedSession: CLOSED_SESSIONS,

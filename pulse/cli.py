@@ -47,6 +47,8 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # one line per HTTP request (REST polling, readiness checks) is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides: dict[str, Any] = {
         "kafka_bootstrap": kafka_bootstrap,
         "redis_url": redis_url,

@@ -9,17 +9,29 @@ environment itself.
 ('events', 4)
 >>> "hunter2" in repr(s)
 False
+
+A password written into ``PULSE_REDIS_URL`` is moved into ``redis_password`` (a secret), so the
+URL that settings print, log and pass around never carries it:
+
+>>> s = Settings(redis_url="redis://:hunter2@redis:6379/0")
+>>> s.redis_url, s.redis_password, s.redis_password.get_secret_value()
+('redis://redis:6379/0', SecretStr('**********'), 'hunter2')
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConflictingPasswordsError(RuntimeError):
+    """``PULSE_REDIS_URL`` embeds a password that differs from ``PULSE_REDIS_PASSWORD``."""
 
 
 class Settings(BaseSettings):
@@ -63,6 +75,13 @@ class Settings(BaseSettings):
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
+    savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
+
+    # The local standalone cluster of `pulse up --flink` (infra/local/flink.py).
+    flink_rest_port: int = Field(8081, ge=1, le=65535, description="JobManager REST port (`--jobmanager`)")
+    flink_rpc_port: int = Field(6123, ge=1, le=65535, description="JobManager RPC port")
+    flink_taskmanagers: int = Field(2, ge=1, description="TaskManagers `pulse up --flink` starts")
+    flink_task_slots: int = Field(2, ge=1, description="Slots per TaskManager")
     watermark_out_of_orderness_ms: int = Field(5000, ge=0)
     source_idleness_ms: int = Field(10_000, ge=0, description="A partition idle this long stops holding watermarks")
     session_gap_ms: int = Field(30 * 60 * 1000, gt=0, description="Inactivity (event time) that closes a session")
@@ -87,6 +106,10 @@ class Settings(BaseSettings):
     serving_host: str = Field("127.0.0.1", description="Address the HTTP shim binds")
     serving_port: int = Field(8080, ge=0, le=65535, description="Port the HTTP shim binds (0 = any free port)")
     serving_workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    serving_http: Literal["httptools", "h11", "auto"] = Field(
+        "httptools", description="uvicorn HTTP parser (httptools: one write per response, see serving/server.py)"
+    )
+    serving_loop: Literal["uvloop", "asyncio", "auto"] = Field("uvloop", description="uvicorn event loop")
     serving_api_keys: SecretStr | None = Field(
         None, description="Comma-separated bearer API keys; unset = no authentication on /v1"
     )
@@ -118,6 +141,22 @@ class Settings(BaseSettings):
     freshness_sample: int = Field(200, ge=1, description="Per-user score keys sampled for score freshness")
     dlq_window_s: float = Field(60.0, gt=0, description="Window of the recent dead-letter count")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_url(cls, data: Any) -> Any:
+        """Move a password embedded in ``redis_url`` (``redis://[user]:pw@host``) into ``redis_password``."""
+        if not isinstance(data, dict) or not isinstance(data.get("redis_url"), str):
+            return data
+        url, password = split_redis_password(data["redis_url"])
+        if password is None:
+            return data
+        given = data.get("redis_password")
+        given_text = given.get_secret_value() if isinstance(given, SecretStr) else given
+        if given_text and given_text != password:
+            # Not a ValueError: pydantic would quote the input (with both passwords) in its message.
+            raise ConflictingPasswordsError("redis_url carries a password other than redis_password; give one")
+        return {**data, "redis_url": url, "redis_password": password}
+
     def to_env(self) -> dict[str, str]:
         """The ``PULSE_*`` environment that rebuilds these settings in another process."""
         env: dict[str, str] = {}
@@ -133,6 +172,10 @@ class Settings(BaseSettings):
         """Where checkpoints go."""
         return self.checkpoint_dir or self.home / "checkpoints"
 
+    def savepoint_path(self) -> Path:
+        """Where savepoints go."""
+        return self.savepoint_dir or self.home / "savepoints"
+
     def redis_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(settings.redis_url, **kwargs)``."""
         password = self.redis_password.get_secret_value() if self.redis_password else None
@@ -141,3 +184,24 @@ class Settings(BaseSettings):
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """A confluent-kafka client config for this cluster."""
         return {"bootstrap.servers": self.kafka_bootstrap, **extra}
+
+
+def split_redis_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password, and the password (``None`` when there is none).
+
+    >>> split_redis_password("rediss://app:p%40ss@cache:6380/1")
+    ('rediss://app@cache:6380/1', 'p@ss')
+    >>> split_redis_password("redis://127.0.0.1:6379/0")
+    ('redis://127.0.0.1:6379/0', None)
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)

@@ -79,6 +79,11 @@ class Limits:
 
 # Control characters make ids unprintable in logs and ambiguous as Redis key parts.
 _BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+#: A leading byte-order mark (U+FEFF, or U+FFFE: swapped) does not survive the job: PyFlink's
+#: embedded runtime (pemja) hands Java strings such as keyBy keys to Python with
+#: ``PyUnicode_DecodeUTF16``, which drops a leading BOM (and byte-swaps the rest after U+FFFE),
+#: so "\ufeffbob" would be written to bob's keys and "\ufffe" becomes "" and fails the job.
+_BOM_STARTS = ("\ufeff", "\ufffe")
 
 
 def _now_ms() -> int:
@@ -151,6 +156,8 @@ class _FramedCodec:
             raise DecodeError(DecodeReason.BAD_ID, f"{name} is {len(value)} chars > {self.limits.max_id_length}")
         if _BAD_ID_CHARS.search(value):
             raise DecodeError(DecodeReason.BAD_ID, f"{name} contains control characters: {value!r}")
+        if value.startswith(_BOM_STARTS):
+            raise DecodeError(DecodeReason.BAD_ID, f"{name} starts with a byte-order mark: {value!r}")
 
 
 class EventCodec(_FramedCodec):
@@ -183,6 +190,9 @@ class EventCodec(_FramedCodec):
         event_type = EventType(record["type"])
         if event_type in ITEM_EVENT_TYPES or record["item_id"] is not None:
             self._check_id("item_id", record["item_id"])
+        segment = (record["context"] or {}).get("segment")
+        if segment and segment.startswith(_BOM_STARTS):  # a keyBy key of the job (popularity)
+            raise DecodeError(DecodeReason.BAD_ID, f"context.segment starts with a byte-order mark: {segment!r}")
         value = record["value"]
         if value is not None and not math.isfinite(value):
             raise DecodeError(DecodeReason.BAD_VALUE, f"value is {value}")

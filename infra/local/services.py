@@ -1,9 +1,15 @@
-"""The local services behind ``pulse up|down|status``: Kafka and Redis (Flink joins with the job)."""
+"""The local services behind ``pulse up|down|status``: Kafka, Redis and, on request, a Flink cluster.
+
+Without ``--flink`` the job runs on its own embedded MiniCluster (``pulse job run``); with it,
+``pulse up --flink`` adds a standalone cluster (1 JobManager + N TaskManagers) that
+``pulse job submit`` sends the job to.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from infra.local.flink import ClusterShape, FlinkCluster
 from infra.local.kafka import KafkaBroker
 from infra.local.process import ManagedProcess
 from infra.local.redis import RedisServer
@@ -34,27 +40,40 @@ class LocalServices:
         self.kafka = KafkaBroker(settings.home, settings.kafka_port, settings.kafka_controller_port,
                                  settings.kafka_heap)
         self.redis = RedisServer(settings.home, settings.redis_port, password)
+        self.flink = FlinkCluster(settings.home, ClusterShape(
+            rest_port=settings.flink_rest_port, rpc_port=settings.flink_rpc_port,
+            taskmanagers=settings.flink_taskmanagers, slots_per_taskmanager=settings.flink_task_slots,
+            metrics_port=settings.metrics_port or 9249,
+        ))
 
-    def up(self) -> list[ServiceStatus]:
+    def up(self, *, flink: bool = False) -> list[ServiceStatus]:
         """Start what is not running (idempotent) and wait until each is healthy."""
         self.redis.start(self.settings.start_timeout_s)
         self.kafka.start(self.settings.start_timeout_s)
+        if flink:
+            self.flink.start(self.settings.start_timeout_s)
         return self.status()
 
     def down(self) -> list[str]:
-        """Stop every service of ours; the names of those that were running."""
-        stopped = []
+        """Stop every service of ours (the Flink cluster first); the names of those that were running."""
+        stopped = [p.name for p in self.flink.processes() if p.pid() is not None]
+        self.flink.stop()
         for name, process in (("kafka", self.kafka.process), ("redis", self.redis.process)):
             if process.stop():
                 stopped.append(name)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
-        """Service, address, pid and health of each service."""
-        return [
+        """Service, address, pid and health of each service (Flink's only while it runs)."""
+        statuses = [
             _status("kafka", self.kafka.bootstrap, self.kafka.process, self.kafka.healthy),
             _status("redis", self.redis.url, self.redis.process, self.redis.healthy),
         ]
+        if any(p.pid() is not None for p in self.flink.processes()):
+            statuses.append(_status("flink-jm", self.flink.address, self.flink.jobmanager, self.flink.healthy))
+            statuses += [_status(f"flink-tm{i}", "-", tm, lambda: True)
+                         for i, tm in enumerate(self.flink.taskmanagers, start=1)]
+        return statuses
 
 
 def _status(name: str, address: str, process: ManagedProcess, healthy: object) -> ServiceStatus:

@@ -1,4 +1,9 @@
-"""``pulse job run``: the Flink job on the embedded MiniCluster (the default)."""
+"""``pulse job run|submit|list|savepoint|cancel``: the Flink job, embedded or on a cluster.
+
+``run`` executes it on an embedded MiniCluster (the default, ``make demo``); ``submit`` sends it
+to a standalone cluster (``pulse up --flink`` starts one locally), whose jobs ``list``,
+``savepoint`` (optionally stopping the job) and ``cancel`` manage through the REST API.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Annotated
 import typer
 
 from producers.topics import ensure_topics
-from pulse.cli import app, fail, settings_of
+from pulse.cli import app, fail, print_json, settings_of
+from pulse.flink_rest import FlinkRest, FlinkRestError
+from pulse.settings import Settings
 
 job_app = typer.Typer(help="The PyFlink job: Kafka -> per-user state + learners -> Redis.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
@@ -26,21 +33,115 @@ def run(
     ] = False,
 ) -> None:
     """Run the job on a local MiniCluster; resumes from the latest checkpoint unless told not to."""
-    from flink_jobs.pipeline import latest_checkpoint
     from flink_jobs.pipeline import run as run_job
 
-    settings = settings_of(ctx)
-    if parallelism is not None:
-        settings = settings.model_copy(update={"job_parallelism": parallelism})
-    if restore == "latest":
-        restore_from = latest_checkpoint(settings.checkpoint_path())
-    elif restore == "none":
-        restore_from = None
-    else:
-        restore_from = Path(restore)
-        if not (restore_from / "_metadata").exists():
-            raise fail(f"{restore_from} is not a checkpoint or savepoint (no _metadata)")
+    settings = _with_parallelism(settings_of(ctx), parallelism)
+    restore_from = _restore_point(settings, restore)
     ensure_topics(settings)
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
     run_job(settings, restore_from=restore_from, bounded=bounded)
+
+
+JobManager = Annotated[
+    str | None,
+    typer.Option(help="REST host:port of the cluster's JobManager [default: 127.0.0.1:PULSE_FLINK_REST_PORT]"),
+]
+JobId = Annotated[str | None, typer.Option(help="Job id [default: the one running job named PULSE_JOB_NAME]")]
+
+
+@job_app.command("submit")
+def submit(
+    ctx: typer.Context,
+    jobmanager: JobManager = None,
+    parallelism: Annotated[int | None, typer.Option(help="Operator parallelism [env: PULSE_JOB_PARALLELISM]")] = None,
+    restore: Annotated[
+        str, typer.Option(help="'none', 'latest' (newest retained checkpoint) or a savepoint/checkpoint path")
+    ] = "none",
+) -> None:
+    """Submit the job to a standalone Flink cluster (detached); prints its job id."""
+    from flink_jobs.pipeline import submit as submit_job
+
+    settings = _with_parallelism(settings_of(ctx), parallelism)
+    address = _jobmanager(settings, jobmanager)
+    restore_from = _restore_point(settings, restore)
+    try:
+        FlinkRest(address).jobs()  # a clear error now rather than a JVM stack trace later
+    except FlinkRestError as exc:
+        raise fail(f"{exc} (start a local cluster with `pulse up --flink`)") from None
+    ensure_topics(settings)
+    job_id = submit_job(settings, address, restore_from=restore_from)
+    typer.echo(job_id)
+
+
+@job_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    jobmanager: JobManager = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Jobs on the cluster, newest first."""
+    try:
+        jobs = FlinkRest(_jobmanager(settings_of(ctx), jobmanager)).jobs()
+    except FlinkRestError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json([vars(j) for j in jobs])
+        return
+    for j in jobs:
+        typer.echo(f"{j.job_id}  {j.state:<10} {j.duration_s:>9.0f}s  {j.name}")
+
+
+@job_app.command("savepoint")
+def savepoint(
+    ctx: typer.Context,
+    jobmanager: JobManager = None,
+    job_id: JobId = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the job once the savepoint is taken")] = False,
+    target: Annotated[Path | None, typer.Option(help="Folder [default: <home>/savepoints]")] = None,
+) -> None:
+    """Take a savepoint (optionally stopping the job); prints its path, for `submit --restore`."""
+    settings = settings_of(ctx)
+    rest = FlinkRest(_jobmanager(settings, jobmanager))
+    try:
+        job = job_id or rest.running_job(settings.job_name)
+        path = rest.savepoint(job, (target or settings.savepoint_path()).resolve(), stop=stop)
+    except FlinkRestError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(str(path))
+
+
+@job_app.command("cancel")
+def cancel(ctx: typer.Context, jobmanager: JobManager = None, job_id: JobId = None) -> None:
+    """Cancel the job (its latest checkpoint is retained for `--restore latest`)."""
+    settings = settings_of(ctx)
+    rest = FlinkRest(_jobmanager(settings, jobmanager))
+    try:
+        job = job_id or rest.running_job(settings.job_name)
+        rest.cancel(job)
+        rest.wait_state(job, {"CANCELED"})
+    except FlinkRestError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"cancelled {job}")
+
+
+def _with_parallelism(settings: Settings, parallelism: int | None) -> Settings:
+    return settings if parallelism is None else settings.model_copy(update={"job_parallelism": parallelism})
+
+
+def _jobmanager(settings: Settings, given: str | None) -> str:
+    return given or f"127.0.0.1:{settings.flink_rest_port}"
+
+
+def _restore_point(settings: Settings, restore: str) -> Path | None:
+    """'latest' → newest retained checkpoint (or None), 'none' → None, else a path with _metadata."""
+    from flink_jobs.pipeline import latest_checkpoint
+
+    if restore == "latest":
+        return latest_checkpoint(settings.checkpoint_path())
+    if restore == "none":
+        return None
+    path = Path(restore).resolve()
+    if not (path / "_metadata").exists():
+        raise fail(f"{path} is not a checkpoint or savepoint (no _metadata)")
+    return path

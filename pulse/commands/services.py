@@ -13,18 +13,25 @@ from pulse.cli import app, fail, print_json, settings_of
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    flink: Annotated[
+        bool, typer.Option("--flink", help="Also start a standalone Flink cluster (1 JobManager + 2 TaskManagers)")
+    ] = False,
+) -> None:
     """Start local Kafka (KRaft) and Redis, wait until healthy, create Pulse's topics. Idempotent."""
     settings = settings_of(ctx)
     try:
-        statuses = LocalServices(settings).up()
+        statuses = LocalServices(settings).up(flink=flink)
     except ServiceError as exc:
         raise fail(str(exc)) from None
     created = ensure_topics(settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{settings.kafka_port}"}))
     for s in statuses:
-        typer.echo(f"{s.service:<6} {s.health:<9} {s.address:<28} pid {s.pid}")
+        typer.echo(f"{s.service:<9} {s.health:<9} {s.address:<28} pid {s.pid}")
     if created:
         typer.echo(f"created topics: {', '.join(created)}")
+    if flink:
+        typer.echo(f"submit the job with: pulse job submit --jobmanager 127.0.0.1:{settings.flink_rest_port}")
 
 
 @app.command()
@@ -44,8 +51,8 @@ def status(
     if as_json:
         print_json([s.as_dict() for s in statuses])
     else:
-        typer.echo(f"{'service':<8} {'address':<28} {'pid':>8}  health")
+        typer.echo(f"{'service':<9} {'address':<28} {'pid':>8}  health")
         for s in statuses:
-            typer.echo(f"{s.service:<8} {s.address:<28} {s.pid or '-':>8}  {s.health}")
+            typer.echo(f"{s.service:<9} {s.address:<28} {s.pid or '-':>8}  {s.health}")
     if any(s.health != "healthy" for s in statuses):
         raise typer.Exit(1)

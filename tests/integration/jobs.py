@@ -73,3 +73,15 @@ def stop_job(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) 
 
 def tail(log: Path, lines: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def pulse_job(settings: Settings, *args: str, log: Path, timeout_s: float = 180) -> str:
+    """Run ``pulse job ARGS`` (submit, savepoint, cancel...) to completion; its last stdout line."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
+    result = subprocess.run([sys.executable, "-m", "pulse", "job", *args], cwd=REPO_ROOT,
+                            env={**inherited, **settings.to_env()}, capture_output=True, text=True,
+                            timeout=timeout_s, check=False)
+    with log.open("a") as out:
+        out.write(f"$ pulse job {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+    assert result.returncode == 0, f"pulse job {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    return result.stdout.strip().splitlines()[-1]

@@ -63,6 +63,16 @@ def test_unicode_ids_round_trip(codec: EventCodec) -> None:
     assert codec.decode(codec.encode(event)) == event
 
 
+@pytest.mark.parametrize("bom", ["\ufeff", "\ufffe"], ids=["feff", "fffe"])
+def test_a_leading_byte_order_mark_is_a_bad_id(codec: EventCodec, bom: str) -> None:
+    # PyFlink hands keys back to Python via UTF-16 decoding, which drops a leading BOM.
+    for overrides in ({"user_id": f"{bom}u1"}, {"item_id": bom}, {"context": {"segment": f"{bom}s"}}):
+        with pytest.raises(DecodeError) as err:
+            codec.decode(codec.encode(make_event(1, **overrides)))
+        assert err.value.reason is DecodeReason.BAD_ID, overrides
+    assert codec.decode(codec.encode(make_event(1, user_id=f"u{bom}1"))).user_id == f"u{bom}1"  # not first: fine
+
+
 def test_items_round_trip() -> None:
     codec = ItemCodec()
     item = Item("i1", updated_ms=NOW_MS, category="shoes", attributes={"brand": "x"})
