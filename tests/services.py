@@ -63,8 +63,8 @@ def _from_local_processes() -> Iterator[tuple[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="pulse-test-"))
     (home / "jars").symlink_to(jars_home / "jars", target_is_directory=True)
     (jars_home / "jars").mkdir(parents=True, exist_ok=True)
-    redis = _start_on_free_ports(lambda: RedisServer(home, free_port()), timeout_s=60)
-    kafka = _start_on_free_ports(lambda: KafkaBroker(home, free_port(), free_port()), timeout_s=120)
+    redis = start_on_free_ports(lambda: RedisServer(home, free_port()), timeout_s=60)
+    kafka = start_on_free_ports(lambda: KafkaBroker(home, free_port(), free_port()), timeout_s=120)
     try:
         yield kafka.bootstrap, redis.url
     finally:
@@ -76,7 +76,7 @@ def _from_local_processes() -> Iterator[tuple[str, str]]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _start_on_free_ports(make: Callable[[], _Service], timeout_s: float, attempts: int = 3) -> _Service:
+def start_on_free_ports(make: Callable[[], _Service], timeout_s: float, attempts: int = 3) -> _Service:
     """Start a service on ports free a moment ago; another process may take one first, so retry."""
     for attempt in range(1, attempts + 1):
         service = make()
