@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make demo` and `make test` (README.md).
-.PHONY: setup demo test unit integration check lint typecheck bench clean down
+.PHONY: setup demo test unit integration soak check lint typecheck bench clean down
 
 VENV := .venv
 PULSE := $(VENV)/bin/pulse
@@ -22,6 +22,10 @@ unit: setup
 integration: setup
 	$(PYTEST) -m integration
 
+## The fault replay at soak size (200,000 events; ~15-20 min on 2 cores).
+soak: setup
+	PULSE_RELIABILITY_EVENTS=200000 PULSE_RELIABILITY_RATE=400 $(PYTEST) -s tests/reliability/test_faults.py
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -38,4 +42,4 @@ down:
 	$(PULSE) down
 
 clean: down
-	rm -rf .local/kafka .local/redis .local/logs .local/run
+	rm -rf .local/kafka .local/redis .local/flink .local/logs .local/run

@@ -54,7 +54,9 @@ ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BY
 
 
 _MAX_UNACKED = 256  # own item updates kept per item until the owner's snapshot includes them
-_REPORT_EVERY = 500  # learned events between ModelProgress reports (also sent on every refresh timer)
+_REPORT_EVERY = 500  # a user's learned events between ModelProgress reports (also sent on the user's timers)
+#: learned, squared error, absolute error, rewards matched, rewards unmatched, late events
+_NO_PROGRESS = (0, 0.0, 0.0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,10 @@ class UserState(KeyedBroadcastProcessFunction):
         self.items = ItemTable(self.config.mf)
         self.glob = GlobalParams()
         self.weights = InteractionWeights()
-        self._progress = [0, 0.0, 0.0, 0, 0, 0]  # learned, se, ae, matched, unmatched, late
+        # The current user's progress not yet reported to the model stage. It lives in the user's
+        # keyed state, so a restore rolls it back together with what it counts: model counters
+        # stay exact across failures (an operator-level tally would lose what it held).
+        self._progress: list[Any] = list(_NO_PROGRESS)
         self._last_event_ms = 0
         metrics = runtime_context.get_metrics_group()
         self.processed = {t: metrics.add_group("type", t.value).counter("events_processed") for t in EventType}
@@ -141,6 +146,9 @@ class UserState(KeyedBroadcastProcessFunction):
         self.processed[event.type].inc()
         self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
         if event.type is EventType.ERASE:
+            erased = self.user.value()
+            if erased is not None:
+                yield from self._report(erased)  # what the user's events taught the model stays counted
             self.user.clear()
             self.impressions.clear()
             yield EraseUser(event.user_id, event.event_time_ms)
@@ -148,6 +156,7 @@ class UserState(KeyedBroadcastProcessFunction):
                 yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
             return
         record = self.user.value() or {"counts": {}, "learned": 0, "session": None, "factors": None, "t": 0}
+        self._progress = record.setdefault("pending", list(_NO_PROGRESS))
         record["counts"][event.type.value] = record["counts"].get(event.type.value, 0) + 1
         record["t"] = max(record["t"], event.event_time_ms)
         yield from self._session(record, event, ctx)
@@ -225,24 +234,30 @@ class UserState(KeyedBroadcastProcessFunction):
         yield ItemDelta(event.item_id, d_bias, d_factors.astype("<f8").tobytes(), event.event_time_ms,
                         self.subtask, seq)
         if p[0] >= _REPORT_EVERY:
-            yield from self._report()
+            yield from self._report(record)
 
     # -- timers -----------------------------------------------------------------------------
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
         user_id = ctx.get_current_key()
         record = self.user.value()
+        if record is not None:
+            self._progress = record.setdefault("pending", list(_NO_PROGRESS))
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self.refresh_due.clear()
             if record is not None:
                 yield from self._snapshot(user_id, record)
-            yield from self._report()
+                yield from self._report(record)
+                self.user.update(record)
             return
         yield from self._expire_impressions(timestamp)
+        if record is None:
+            return
         # Event-time timers also fire on the final watermark of a bounded input, where
         # processing-time timers do not: report progress here too so none is left behind.
-        yield from self._report()
-        if record is None or not record["session"]:
+        yield from self._report(record)
+        self.user.update(record)
+        if not record["session"]:
             return
         state = sessions.SessionState.from_bytes(record["session"])
         state, outputs = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
@@ -277,12 +292,13 @@ class UserState(KeyedBroadcastProcessFunction):
             writes.append(RedisWrite(keys.recs(user_id), t, recs, user_id))
         yield RedisWrites(tuple(writes), user_id)
 
-    def _report(self) -> Iterator[Any]:
-        p = self._progress
-        if not any(p):
+    def _report(self, record: dict[str, Any]) -> Iterator[Any]:
+        """The user's unreported progress as one ModelProgress; reset in ``record`` (caller saves it)."""
+        p = record.get("pending")
+        if not p or not any(p):
             return
         yield ModelProgress(p[0], p[1], p[2], p[3], p[4], p[5], self._last_event_ms)
-        self._progress = [0, 0.0, 0.0, 0, 0, 0]
+        p[:] = _NO_PROGRESS
 
 
 class RouteUserOutputs(ProcessFunction):

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_up_status_up_down_leaves_nothing_behind(tmp_path: Path, service_env: di
     try:
         first = pulse(tmp_path, env, "up")
         assert first.returncode == 0, first.stderr
-        assert "kafka  healthy" in first.stdout and "redis  healthy" in first.stdout
+        assert healthy_services(first.stdout) >= {"kafka", "redis"}
 
         status = pulse(tmp_path, env, "status", "--json")
         assert status.returncode == 0, status.stderr
@@ -64,6 +65,37 @@ def test_up_status_up_down_leaves_nothing_behind(tmp_path: Path, service_env: di
     assert our_processes(tmp_path) == []
     stopped = pulse(tmp_path, env, "status")
     assert stopped.returncode == 1 and "stopped" in stopped.stdout
+
+
+def healthy_services(up_output: str) -> set[str]:
+    """Services `pulse up` reports healthy (lines "<service> healthy <address> pid N")."""
+    return {line.split()[0] for line in up_output.splitlines() if line.split()[1:2] == ["healthy"]}
+
+
+def test_up_flink_starts_a_cluster_that_takes_jobs_and_down_stops_it(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in service_env.items() if v} | {
+        "PULSE_FLINK_REST_PORT": str(free_port()), "PULSE_FLINK_RPC_PORT": str(free_port()),
+        "PULSE_METRICS_PORT": str(free_port()),
+    }
+    try:
+        up = pulse(tmp_path, env, "up", "--flink")
+        assert up.returncode == 0, up.stderr
+        assert healthy_services(up.stdout) == {"kafka", "redis", "flink-jm", "flink-tm1", "flink-tm2"}
+        overview = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{env['PULSE_FLINK_REST_PORT']}/overview", timeout=5).read())
+        assert (overview["taskmanagers"], overview["slots-total"]) == (2, 4)
+        listed = pulse(tmp_path, env, "job", "list", "--json")
+        assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    finally:
+        down = pulse(tmp_path, env, "down")
+    assert down.returncode == 0, down.stderr
+    assert {"flink-jobmanager", "flink-taskmanager-1", "flink-taskmanager-2"} <= set(
+        down.stdout.removeprefix("stopped: ").strip().split(", "))
+    assert our_processes(tmp_path) == []
+    gone = pulse(tmp_path, env, "job", "list")
+    assert gone.returncode == 1 and gone.stderr.count("error:") == 1, gone.stderr
 
 
 def test_a_taken_port_gives_one_line_naming_it(tmp_path: Path, service_env: dict[str, str]) -> None:
