@@ -206,12 +206,16 @@ def kill_taskmanager(cluster: FlinkCluster, rest: FlinkRest, job_id: str, settin
     pid = cluster.taskmanagers[index - 1].pid()
     assert pid is not None
     backlog = end_offsets(settings)
+    restarts = rest.restarts(job_id)
     killed = time.monotonic()
     os.killpg(pid, signal.SIGKILL)
     while cluster.taskmanagers[index - 1].pid() is not None:
         time.sleep(0.1)
     cluster.start_taskmanager(index)
-    taskmanager_of(cluster, job_id)  # the job runs again (on either TaskManager)
+    while rest.restarts(job_id) == restarts:  # Flink noticed the loss and restarted the job...
+        assert time.monotonic() - killed < 120, "the job did not restart after its TaskManager was killed"
+        time.sleep(0.1)
+    taskmanager_of(cluster, job_id)  # ...and every task of it runs again (on either TaskManager)
     running = time.monotonic() - killed
     recovered = wait_caught_up(settings, backlog, since=killed)
     return (f"SIGKILL TaskManager {index} (pid {pid}) -> job running again after {running:.1f} s, "
