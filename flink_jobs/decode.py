@@ -7,6 +7,7 @@ import time
 from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
+from flink_jobs.runtime import split_position
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, EventCodec, Limits, load_registry
 
 #: Dead letters (framed ``dlq.avsc`` records), typed as raw bytes for the Kafka sink.
@@ -14,7 +15,10 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
 
 class DecodeEvents(ProcessFunction):
-    """Decode each payload; bad ones go to :data:`DEAD_LETTERS` with the reason, counted by reason."""
+    """Decode each payload; bad ones go to :data:`DEAD_LETTERS` with the reason and source position.
+
+    Input: values read with ``kafka_source(..., with_position=True)`` (partition + offset first).
+    """
 
     def __init__(self, source_topic: str, schema_registry_url: str | None, limits: Limits) -> None:
         self.source_topic = source_topic
@@ -31,14 +35,14 @@ class DecodeEvents(ProcessFunction):
             reason: metrics.add_group("reason", reason.value).counter("dead_letters") for reason in DecodeReason
         }
 
-    def process_element(self, value: bytes, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
+    def process_element(self, positioned: bytes, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
+        partition, offset, value = split_position(positioned)
         try:
             event = self.events.decode(value)
         except DecodeError as err:
             self.rejected[err.reason].inc()
-            # Partition and offset are not visible to Python (value-only deserializer): None.
             yield DEAD_LETTERS, self.dead_letters.encode(
-                bytes(value), err.reason.value, err.detail, self.source_topic, None, None, time.time_ns() // 1_000_000
+                value, err.reason.value, err.detail, self.source_topic, partition, offset, time.time_ns() // 1_000_000
             )
             return
         self.decoded.inc()

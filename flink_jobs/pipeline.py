@@ -63,8 +63,9 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
 
 
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
-    """Raw framed-Avro values from the events topic (offsets live in checkpoints)."""
-    source = kafka_source(settings.kafka_bootstrap, settings.topic_events, settings.job_group_id, bounded=bounded)
+    """Raw framed-Avro values from the events topic, each after its partition and offset (for the DLQ)."""
+    source = kafka_source(settings.kafka_bootstrap, settings.topic_events, settings.job_group_id, bounded=bounded,
+                          with_position=True)
     # No watermarks here: from_source drops a Python TimestampAssigner (see with_event_time).
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events").uid("source-events")
 
@@ -76,7 +77,7 @@ def decode(raw: DataStream, settings: Settings) -> DataStream:
 
 
 def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
-    """Dead letters to the DLQ topic, exactly once (original bytes + reason)."""
+    """Dead letters to the DLQ topic, exactly once (original bytes, reason, source partition/offset)."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_dlq, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-dlq",
                       properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024)})

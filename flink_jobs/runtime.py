@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import site
+import struct
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -229,8 +230,13 @@ def kafka_source(
     bounded: bool = False,
     starting_offsets: Literal["committed-or-earliest", "earliest", "latest"] = "committed-or-earliest",
     properties: Mapping[str, str] | None = None,
+    with_position: bool = False,
 ) -> KafkaSource:
     """A source of raw record values (Python ``bytes``) from ``topic``.
+
+    ``with_position=True`` prefixes each value with its partition and offset
+    (:func:`split_position` takes them off again), through the Java deserializer in
+    ``pulse-flink-kafka.jar`` (``flink_jobs/java``): PyFlink itself only has value-only ones.
 
     Starts from ``group_id``'s committed offsets, or the earliest ones where the group has none
     (offsets are committed to Kafka on each completed checkpoint; on restore Flink's own
@@ -259,7 +265,6 @@ def kafka_source(
         .set_topics(*topics)
         .set_group_id(group_id)
         .set_starting_offsets(start)
-        .set_value_only_deserializer(ByteArraySchema())
         .set_properties(
             {
                 # Find partitions added to the topic while the job runs.
@@ -269,9 +274,29 @@ def kafka_source(
             }
         )
     )
+    if with_position:
+        from pyflink.java_gateway import get_gateway
+
+        builder._j_builder.setDeserializer(get_gateway().jvm.pulse.flink.PositionedValueDeserializer())
+    else:
+        builder = builder.set_value_only_deserializer(ByteArraySchema())
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     return builder.build()
+
+
+#: Bytes the positioned deserializer puts before a value: partition (int32) + offset (int64), big endian.
+POSITION_HEADER = struct.Struct(">iq")
+
+
+def split_position(positioned: bytes) -> tuple[int, int, bytes]:
+    """``(partition, offset, value)`` of a value read with ``with_position=True``.
+
+    >>> split_position(POSITION_HEADER.pack(3, 42) + b"payload")
+    (3, 42, b'payload')
+    """
+    partition, offset = POSITION_HEADER.unpack_from(positioned)
+    return partition, offset, bytes(positioned[POSITION_HEADER.size:])
 
 
 def kafka_sink(

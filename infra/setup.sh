@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Pulse needs on a fresh machine, idempotent and cached (stamps under .local/):
 #   a virtualenv with the pinned packages, redis-server (Debian package), and the Kafka and
-#   Flink jars resolved from Maven Central with mvn (infra/maven/pom.xml).
+#   Flink jars resolved from Maven Central with mvn (infra/maven/pom.xml), and the job's small
+#   Kafka deserializer jar compiled with javac from flink_jobs/java.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PULSE_PYTHON:-python3}
@@ -36,7 +37,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 command -v java >/dev/null 2>&1 || { echo "Java 17+ is needed (Kafka 4, Flink): apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+command -v javac >/dev/null 2>&1 || { echo "A JDK 17+ (javac) is needed to build the job's Kafka deserializer: apt-get install openjdk-17-jdk-headless" >&2; exit 1; }
 command -v mvn >/dev/null 2>&1 || { echo "Maven is needed to fetch jars: apt-get install maven" >&2; exit 1; }
-say "resolving Kafka and Flink jars (cached in .local/jars)"
+say "resolving Kafka and Flink jars, building pulse-flink-kafka.jar (cached in .local/jars)"
 .venv/bin/python -m infra.local.jars
 say "ready"

@@ -1,7 +1,9 @@
 """Jars Pulse runs on, resolved from Maven Central by ``mvn`` with ``infra/maven/pom.xml``.
 
-``kafka``: the broker's classpath; ``flink``: the shaded Kafka connector the job loads.
-A stamp file holding the pom's hash makes resolution run once per pom change.
+``kafka``: the broker's classpath; ``flink``: the shaded Kafka connector the job loads, plus
+``pulse-flink-kafka.jar`` compiled here with ``javac`` from ``flink_jobs/java`` (the Kafka record
+deserializer that tells the job each record's partition and offset).
+Stamp files holding the pom's / sources' hash make each step run once per change.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ log = logging.getLogger(__name__)
 
 POM = Path(__file__).resolve().parent.parent / "maven" / "pom.xml"
 PROFILES = ("kafka", "flink")
+JAVA_SOURCES = Path(__file__).resolve().parent.parent.parent / "flink_jobs" / "java"
+PULSE_JAR = "pulse-flink-kafka.jar"
 
 
 def jar_dir(home: Path, profile: str) -> Path:
@@ -61,7 +65,38 @@ def ensure_jars(home: Path, profile: str) -> list[Path]:
                 f"mvn could not resolve the {profile} jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
             )
         stamp.write_text(want)
+    if profile == "flink":
+        build_pulse_jar(target)
     return sorted(target.glob("*.jar"))
+
+
+def build_pulse_jar(target: Path) -> Path:
+    """Compile ``flink_jobs/java`` against the wheel's Flink and the connector into ``target``."""
+    import pyflink
+
+    sources = sorted(JAVA_SOURCES.rglob("*.java"))
+    jar = target / PULSE_JAR
+    stamp = target / ".pulse-java-sha256"
+    want = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    if jar.exists() and stamp.exists() and stamp.read_text() == want:
+        return jar
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar_tool is None:
+        raise ServiceError("a JDK (javac, jar) is needed to build the job's Kafka deserializer: "
+                           "apt-get install openjdk-17-jdk-headless")
+    flink_lib = Path(pyflink.__file__).resolve().parent / "lib"
+    classpath = f"{flink_lib}/*:{target}/*"
+    classes = target / ".classes"
+    shutil.rmtree(classes, ignore_errors=True)
+    log.info("compiling %s into %s", JAVA_SOURCES, jar)
+    for cmd in ([javac, "-nowarn", "--release", "11", "-cp", classpath, "-d", str(classes), *map(str, sources)],
+                [jar_tool, "cf", str(jar), "-C", str(classes), "."]):
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"`{' '.join(cmd[:2])} ...` failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    shutil.rmtree(classes, ignore_errors=True)
+    stamp.write_text(want)
+    return jar
 
 
 if __name__ == "__main__":

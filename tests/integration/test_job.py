@@ -46,6 +46,21 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float =
     return values
 
 
+def read_positions(settings: Settings, topic: str, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The values at ``(partition, offset)`` in ``topic`` (the whole topic is read once)."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"t-{uuid.uuid4().hex[:6]}",
+                                                 "auto.offset.reset": "earliest"}))
+    consumer.subscribe([topic])
+    found: dict[tuple[int, int], bytes] = {}
+    idle = 0
+    while len(found) < len(wanted) and idle < 10:
+        batch = [m for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
+        idle = 0 if batch else idle + 1
+        found |= {(m.partition(), m.offset()): m.value() for m in batch if (m.partition(), m.offset()) in wanted}
+    consumer.close()
+    return found
+
+
 def test_synthetic_stream_with_malformed_records(job_settings: Settings, tmp_path: Path) -> None:
     settings = job_settings
     ensure_topics(settings)
@@ -101,3 +116,8 @@ def test_synthetic_stream_with_malformed_records(job_settings: Settings, tmp_pat
     assert Counter(d["reason"] for d in dead) == expected_reasons
     assert sorted(d["original"] for d in dead) == sorted(bad_payloads)  # the original bytes, whole
     assert all(d["detail"] for d in dead)
+    # Each dead letter names where it came from: the events topic holds its bytes at that position.
+    at = {(d["source_partition"], d["source_offset"]): d["original"] for d in dead}
+    assert None not in {p for p, _ in at} and len(at) == N_BAD
+    found = read_positions(settings, settings.topic_events, set(at))
+    assert found == at
