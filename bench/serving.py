@@ -1,14 +1,24 @@
 """Load test of the serving shim: recommendations and decisions, next to redis-benchmark GET on the same Redis.
 
-The server runs as its own process (``python -m pulse serve``); this script is the load client: a
-small asyncio HTTP/1.1 keep-alive client (fixed concurrency, bounded in requests and seconds,
-optionally paced to a target rate, latency measured from the scheduled send time so a slow server
-cannot hide queueing). Redis: your own with --redis-url (keys under a unique prefix), else a
-private redis-server on a free port. Kafka (impressions of decisions) from PULSE_KAFKA_BOOTSTRAP;
-the decision response never waits for it.
+The server runs as its own process (``python -m pulse serve``, the settings' defaults: uvloop, httptools);
+this script is the load client, with two load generators:
+
+* paced (``--rate``, default 2,000 rps): a small asyncio HTTP/1.1 keep-alive client (uvloop when
+  installed), fixed concurrency, each connection sending on a fixed schedule; latency is measured
+  from the *scheduled* send time, so a slow server (or a slow client) cannot hide queueing;
+* unpaced at fixed concurrency: ``wrk`` (a C load generator: ``apt-get install wrk``) when it is
+  installed, else the same Python client, unpaced (the output says which). A Python client costs
+  a good part of a core itself, which on a small machine the server does not get.
+
+Both bounded in requests/seconds. Redis: your own with --redis-url (keys under a unique prefix),
+else a private redis-server on a free port. Kafka (impressions of decisions) from
+PULSE_KAFKA_BOOTSTRAP; the decision response never waits for it. Last line: redis-benchmark GET
+on the same Redis, same concurrency, in the same run. Server CPU is read from /proc (server and
+workers) around each scenario.
 
     .venv/bin/python bench/serving.py                       # paced at 2,000 rps, then unpaced
-    .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000
+    .venv/bin/python bench/serving.py --only recommendations --workers 2
+    .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000 --client python
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,10 +36,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import numpy as np
 import orjson
+
+try:
+    import uvloop
+except ImportError:  # the client still works, just costs more CPU
+    uvloop = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -91,33 +108,36 @@ def cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def server_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-m", "pulse", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 60 s")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
+    # stderr to a file, not a pipe nobody reads while the load runs: a full pipe would block the server's writes.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pulse", "serve"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not become healthy in 60 s")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def _connection(port: int, requests: list[bytes], count: int, start: float, interval: float,
-                      deadline: float, latencies: list[float], errors: list[int]) -> None:
+                      deadline: float, latencies: list[float], errors: list[int], lags: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for i in range(count):
@@ -128,6 +148,7 @@ async def _connection(port: int, requests: list[bytes], count: int, start: float
             if delay > 0:
                 await asyncio.sleep(delay)
             writer.write(requests[i % len(requests)])
+            lags.append(time.perf_counter() - scheduled)  # the client's own lateness (timers, its CPU)
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n")[1:]:
@@ -142,18 +163,59 @@ async def _connection(port: int, requests: list[bytes], count: int, start: float
 
 
 async def load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float,
-               max_s: float) -> tuple[float, list[float], list[int]]:
+               max_s: float) -> tuple[float, list[float], list[int], list[float]]:
     latencies: list[float] = []
     errors: list[int] = []
+    lags: list[float] = []
     per_conn = total // concurrency
     interval = concurrency / rate if rate else 0.0
     start = time.perf_counter() + 0.05
     deadline = start + max_s
     tasks = [_connection(port, requests[c::concurrency] or requests, per_conn, start + c * interval / concurrency,
-                         interval, deadline, latencies, errors) for c in range(concurrency)]
+                         interval, deadline, latencies, errors, lags) for c in range(concurrency)]
     began = time.perf_counter()
     await asyncio.gather(*tasks)
-    return time.perf_counter() - began, latencies, errors
+    return time.perf_counter() - began, latencies, errors, lags
+
+
+def run_load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float,
+             max_s: float) -> tuple[float, list[float], list[int], list[float]]:
+    """:func:`load` on a fresh event loop (uvloop when installed: a cheaper client leaves the server more CPU)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+        return runner.run(load(port, requests, total, concurrency, rate, max_s))
+
+
+def _lua_string(data: bytes) -> str:
+    return "[==[" + data.decode() + "]==]"
+
+
+def wrk(port: int, method: str, paths: list[str], bodies: list[bytes] | None, concurrency: int,
+        seconds: float, home: Path) -> tuple[float, int, float, float, int]:
+    """Unpaced load with wrk (one thread, ``concurrency`` connections): rps, n, p50 ms, p99 ms, non-2xx + errors."""
+    lines = ["local reqs = {}", "init = function(args)"]
+    for i, path in enumerate(paths):
+        headers = '{["Content-Type"] = "application/json"}' if bodies else "{}"
+        body = _lua_string(bodies[i]) if bodies else "nil"
+        lines.append(f'  reqs[{i + 1}] = wrk.format("{method}", {_lua_string(path.encode())}, {headers}, {body})')
+    lines += ["end", "local i = 0", "request = function()", "  i = i % #reqs + 1", "  return reqs[i]", "end"]
+    script = home / f"wrk-{method.lower()}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
+                          "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(pct: str) -> float:
+        found = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not found:
+            raise RuntimeError(f"no {pct}% latency in the wrk output:\n{out}")
+        return float(found.group(1)) * units[found.group(2)]
+
+    n = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = sum(int(m) for m in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    bad += sum(int(m) for m in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return rps, n, latency("50"), latency("99"), bad
 
 
 def http_requests(method: str, paths: list[str], bodies: list[bytes] | None) -> list[bytes]:
@@ -167,65 +229,115 @@ def http_requests(method: str, paths: list[str], bodies: list[bytes] | None) -> 
     return out
 
 
-def report(name: str, cpu_s: float, elapsed: float, latencies: list[float], errors: list[int]) -> str:
+def report(name: str, cpu_s: float, elapsed: float, latencies: list[float], errors: list[int],
+           lags: list[float]) -> str:
+    """Latency counts from the scheduled send time; ``lags`` (send time - scheduled) shows how much of it
+    is the client's own lateness (timer granularity ~1 ms, its CPU), printed for paced runs."""
     ms = np.array(latencies) * 1000
-    return (f"{name:<34} {len(ms) / elapsed:>9,.0f} rps   p50 {np.percentile(ms, 50):7.2f} ms   "
-            f"p99 {np.percentile(ms, 99):7.2f} ms   server CPU {cpu_s / len(ms) * 1e6:5.0f} us/req   "
-            f"n={len(ms):,} errors={len(errors)}")
+    text = line(name, len(ms) / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), cpu_s,
+                len(ms), len(errors))
+    if "paced" in name and "unpaced" not in name:
+        lag = np.array(lags) * 1000
+        text += f"   client send lag p50 {np.percentile(lag, 50):.2f} / p99 {np.percentile(lag, 99):.2f} ms"
+    return text
+
+
+def line(name: str, rps: float, p50: float, p99: float, cpu_s: float, n: int, errors: int) -> str:
+    return (f"{name:<44} {rps:>9,.0f} rps   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   "
+            f"server CPU {cpu_s / max(n, 1) * 1e6:5.0f} us/req   n={n:,} errors={errors}")
 
 
 def redis_benchmark(redis_url: str, requests: int, concurrency: int) -> str:
     if not shutil.which("redis-benchmark"):
         return "redis-benchmark GET: not installed (apt-get install redis-tools)"
-    host_port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    host, port = host_port.split(":")
-    out = subprocess.run(["redis-benchmark", "-h", host, "-p", port, "-t", "get", "-n", str(requests),
-                          "-c", str(concurrency), "--csv"], capture_output=True, text=True, check=True).stdout
-    row = next(line for line in out.splitlines() if line.startswith('"GET"'))
-    cells = [c.strip('"') for c in row.split(",")]
-    return (f"{'redis-benchmark GET (c=' + str(concurrency) + ')':<34} {float(cells[1]):>9,.0f} rps   "
-            f"p50 {float(cells[4]):6.2f} ms   p99 {float(cells[6]):6.2f} ms   n={requests:,}")
+    url = urlsplit(redis_url)
+    command = ["redis-benchmark", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379), "-t", "get",
+               "-n", str(requests), "-c", str(concurrency), "--csv"]
+    if url.password:
+        command += ["-a", unquote(url.password)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
+    header = [c.strip('"') for c in out[0].split(",")]
+    row = dict(zip(header, (c.strip('"') for c in next(r for r in out if r.startswith('"GET"')).split(",")),
+                   strict=True))
+    return (f"{'redis-benchmark GET (c=' + str(concurrency) + ')':<44} {float(row['rps']):>9,.0f} rps   "
+            f"p50 {float(row['p50_latency_ms']):7.2f} ms   p99 {float(row['p99_latency_ms']):7.2f} ms   "
+            f"n={requests:,}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url", default=None, help="Use this Redis (unique key prefix) instead of a private one")
-    parser.add_argument("--requests", type=int, default=20_000, help="Requests per scenario")
+    parser.add_argument("--requests", type=int, default=20_000, help="Requests per Python-client scenario")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=2000.0, help="Paced scenarios' target rps (0 = unpaced only)")
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="Bound per scenario")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="Bound per scenario (wrk: its duration)")
     parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=1, help="Server worker processes")
+    parser.add_argument("--workers", type=int, default=None, help="Server worker processes (default: the settings')")
+    parser.add_argument("--only", choices=["recommendations", "decisions"], default=None, help="One endpoint only")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
+                        help="Unpaced load generator (auto: wrk when installed)")
     args = parser.parse_args()
 
     settings = Settings()
+    workers = args.workers or settings.serving_workers
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
+    notes = []
+    if use_wrk and not shutil.which("wrk"):
+        parser.error("--client wrk: wrk is not installed (apt-get install wrk)")
+    if not use_wrk and args.client == "auto":
+        notes.append("wrk not installed (apt-get install wrk): unpaced runs use the Python client, whose own CPU "
+                     "use on this machine lowers the rps it can show")
+    if uvloop is None:
+        notes.append("uvloop not installed: the Python client runs on asyncio's default loop (more client CPU)")
     prefix = f"pulse-bench-{uuid.uuid4().hex[:8]}"
     topic = f"events-bench-{uuid.uuid4().hex[:8]}"
+    load_before = os.getloadavg()[0]
+    home = Path(tempfile.mkdtemp(prefix="pulse-bench-client-"))
     with redis_target(args.redis_url) as redis_url:
         seed(redis_url, prefix, args.users, 200)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic], timeout_s=10)
         port = free_port()
         env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix, "PULSE_TOPIC_EVENTS": topic,
-               "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(args.workers)}
+               "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(workers)}
         env.pop("PULSE_SERVING_API_KEYS", None)
-        recs = http_requests("GET", [f"/v1/users/u{i % args.users}/recommendations?k=10" for i in range(4096)], None)
+        rec_paths = [f"/v1/users/u{i % args.users}/recommendations?k=10" for i in range(4096)]
         bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
-        decisions = http_requests("POST", ["/v1/decisions"] * 4096, bodies)
+        endpoints = [("recommendations", "GET", rec_paths, None),
+                     ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
         lines = []
         with server_process(env, port) as proc:
-            for name, reqs in (("recommendations", recs), ("decisions", decisions)):
-                asyncio.run(load(port, reqs, 2000, args.concurrency, 0.0, 10.0))  # warm-up
-                scenarios = [(f"{name} @ {args.rate:,.0f} rps target", args.rate)] if args.rate else []
-                for label, rate in [*scenarios, (f"{name} unpaced (c={args.concurrency})", 0.0)]:
+            for name, method, paths, body in endpoints:
+                if args.only and name != args.only:
+                    continue
+                reqs = http_requests(method, paths, body)
+                run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
+                if args.rate:
                     cpu = cpu_seconds(proc.pid)
-                    result = asyncio.run(load(port, reqs, args.requests, args.concurrency, rate, args.max_seconds))
-                    lines.append(report(label, cpu_seconds(proc.pid) - cpu, *result))
+                    result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
+                    lines.append(report(f"{name} paced @ {args.rate:,.0f} rps (python, c={args.concurrency})",
+                                        cpu_seconds(proc.pid) - cpu, *result))
+                cpu = cpu_seconds(proc.pid)
+                if use_wrk:
+                    rps, n, p50, p99, bad = wrk(port, method, paths, body, args.concurrency, args.max_seconds / 2, home)
+                    lines.append(line(f"{name} unpaced (wrk, c={args.concurrency})", rps, p50, p99,
+                                      cpu_seconds(proc.pid) - cpu, n, bad))
+                else:
+                    result = run_load(port, reqs, args.requests, args.concurrency, 0.0, args.max_seconds)
+                    lines.append(report(f"{name} unpaced (python, c={args.concurrency})",
+                                        cpu_seconds(proc.pid) - cpu, *result))
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
-    print(f"serving bench: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), {args.workers} server "
-          f"worker(s), loopback, one client process, {args.users:,} users x top-50")
-    for line in lines:
-        print("  " + line)
+    shutil.rmtree(home, ignore_errors=True)
+    print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
+          f"after), {workers} server worker(s), loopback, load client in this process, "
+          f"{args.users:,} users x top-50")
+    if max(load_before, os.getloadavg()[0]) > 1.0:
+        notes.append("other processes were using the CPU (load average > 1): latency tails include their "
+                     "scheduling; compare runs at low load (and the redis-benchmark p99 of the same run)")
+    for note in notes:
+        print(f"  note: {note}")
+    for text in lines:
+        print("  " + text)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 Experiment assignment is a deterministic hash of ``salt:user_id``: a ``control_share`` of users
 get the uniform-random control (propensity ``1/K``), the others Thompson sampling.
 
+UCB (``ucb``) and epsilon-greedy (``egreedy``) restore the job's bandit from its arm table
+(:meth:`~online_models.bandits.mab.UCB.from_arm_table`: per-arm ``pulls, reward_sum``, the
+updates being the sum of the pulls, the hyperparameters from the payload) with ``seed`` = the
+request's seed, and pull once: its decision and exact propensity.
+
 Thompson sampling here is :class:`online_models.bandits.ThompsonSampling` restored from the arm
 table with ``seed`` = the request's seed and pulled once: the same Beta(prior + successes,
 prior + failures) draws from ``SeedSequence(seed, spawn_key=(0, 0))``, the arm that wins the
@@ -27,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from online_models.bandits.mab import UCB, EpsilonGreedy
 from schemas.events import Decision, Event, EventType
 from schemas.redis_keys import Envelope
 from serving.models import DecisionRequest, DecisionResponse
@@ -39,6 +45,11 @@ TREATMENT = "treatment"
 UNIFORM = "uniform"
 THOMPSON = "ts"
 _SCOPE_ORDER = ("user", "segment", "global")
+#: Policies decided by restoring the job's bandit from its arm table: class and hyperparameters.
+_ARM_TABLE_POLICIES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "ucb": (UCB, ("c",)),
+    "egreedy": (EpsilonGreedy, ("epsilon", "decay")),
+}
 
 
 class DecisionError(ValueError):
@@ -113,8 +124,8 @@ class Decider:
     async def decide(self, request: DecisionRequest, now_ms: int) -> tuple[DecisionResponse, Event]:
         """The decision and its impression event (``context`` carries the experiment assignment)."""
         p = self.policy
-        if p.bandit_policy != THOMPSON:
-            raise DecisionError("unsupported_policy", f"serving decides with ts only, not {p.bandit_policy!r}", 501)
+        if p.bandit_policy != THOMPSON and p.bandit_policy not in _ARM_TABLE_POLICIES:
+            raise DecisionError("unsupported_policy", f"serving cannot decide with {p.bandit_policy!r}", 501)
         scopes = _scope_keys(p.preferred_scope, request.user_id, request.context.get("segment"))
         scope, envelope = scopes[-1], None
         for key, found in zip(scopes, await self.store.bandits(p.bandit_policy, scopes), strict=True):
@@ -126,14 +137,18 @@ class Decider:
         if not arms:
             raise DecisionError("no_arms", f"no arms in the request and no bandit parameters in scope {scope!r}", 404)
         request_id = uuid.uuid4().hex
-        rng = rng_for(int(request_id, 16) % 2**64)
+        seed = int(request_id, 16) % 2**64
+        rng = rng_for(seed)
         variant = assign_variant(request.user_id, p.salt, p.control_share)
         if variant == CONTROL:
             index, propensity, policy = int(rng.integers(len(arms))), 1.0 / len(arms), UNIFORM
-        else:
+        elif p.bandit_policy == THOMPSON:
             stats = [table.get(arm, (0.0, 0.0)) for arm in arms]
             index, propensity = thompson_choice(stats, prior[0], prior[1], p.n_draws, rng)
             policy = THOMPSON
+        else:
+            decision = _restore(p.bandit_policy, envelope, table, seed).pull(arms)
+            index, propensity, policy = arms.index(decision.arm), decision.propensity, p.bandit_policy
         arm = arms[index]
         response = DecisionResponse(
             request_id=request_id, arm=arm, propensity=propensity, policy=policy, experiment=p.experiment,
@@ -148,8 +163,16 @@ class Decider:
         return response, event
 
 
+def _restore(policy: str, envelope: Envelope | None, table: dict[str, tuple[float, float]], seed: int) -> Any:
+    """The job's ``ucb``/``egreedy`` bandit from its arm table (``pulls, reward_sum`` per arm)."""
+    cls, names = _ARM_TABLE_POLICIES[policy]
+    hyper = (envelope.payload.get("hyperparameters") or {}) if envelope is not None else {}
+    kwargs = {name: float(hyper[name]) for name in names if name in hyper}
+    return cls.from_arm_table(table, n_updates=round(sum(pulls for pulls, _ in table.values())), seed=seed, **kwargs)
+
+
 def _arm_table(envelope: Envelope | None) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
-    """Per-arm (successes, failures) and the Beta prior of a bandit payload."""
+    """Per-arm statistics (ts: successes, failures; ucb/egreedy: pulls, reward_sum) and the ts Beta prior."""
     if envelope is None:
         return {}, (1.0, 1.0)
     payload: dict[str, Any] = envelope.payload

@@ -33,6 +33,25 @@ class Metrics:
                                    ["outcome"], registry=r)
         self.events = Counter("pulse_serving_events_total", "Collected events by outcome", ["outcome"], registry=r)
         self.errors = Counter("pulse_serving_errors_total", "Error responses by reason", ["reason"], registry=r)
+        # Label children, looked up once: ``labels()`` validates and locks on every call (hot path).
+        self._latency_children: dict[tuple[str, str, int], Any] = {}
+        self._recommendation_children: dict[tuple[str, bool], Any] = {}
+
+    def observe_latency(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request's latency."""
+        key = (method, route, status)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.latency.labels(method, route, str(status))
+        child.observe(seconds)
+
+    def recommendation(self, source: str, degraded: bool) -> None:
+        """Count one recommendations response."""
+        key = (source, degraded)
+        child = self._recommendation_children.get(key)
+        if child is None:
+            child = self._recommendation_children[key] = self.recommendations.labels(source, str(degraded).lower())
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -62,6 +81,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(scope["method"], template, str(status[0])).observe(
-                time.perf_counter() - started)
+            template = scope.get("pulse.route_template") or getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_latency(scope["method"], template, status[0], time.perf_counter() - started)

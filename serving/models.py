@@ -153,7 +153,7 @@ class DecisionResponse(_Model):
     request_id: str = Field(description="Send it back as context.request_id on the click that answers it")
     arm: str
     propensity: float = Field(gt=0.0, le=1.0)
-    policy: str = Field(description="ts (treatment) or uniform (control)")
+    policy: str = Field(description="The bandit policy, ts, ucb or egreedy (treatment), or uniform (control)")
     experiment: str
     variant: str = Field(description="treatment or control")
     scope: str = Field(description="Bandit scope whose parameters were used, e.g. global, segment:men")

@@ -1,6 +1,10 @@
 """Recommendations: the live top-k of a user, or the decayed popularity of a segment for cold users.
 
 Scores are the job's; this module only filters, truncates, explains and falls back. The
+response is built as plain data (:class:`RecommendationsBody`, exactly the fields of
+:class:`~serving.models.Recommendations`, which documents it) and serialised with orjson: the hot
+path skips constructing and re-validating a pydantic model per item
+(``tests/unit/serving/test_recommendations.py`` checks both give the same JSON). The
 explanation recomputes the score from the user's factors and the items' parameters as they are
 in Redis now: its parts sum to ``total``, which equals the stored score while neither moved since
 the scores were written.
@@ -11,14 +15,35 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
-from serving.models import Explanation, Recommendations, RecommendedItem, Source
+from serving.models import Explanation, Source
 from serving.store import RedisStore, StoreUnavailableError
 
-__all__ = ["PopularityCache", "Recommender", "now_ms"]
+__all__ = ["PopularityCache", "RecommendationsBody", "Recommender", "now_ms"]
+
+
+class ItemBody(TypedDict):
+    """One :class:`~serving.models.RecommendedItem` as plain data."""
+
+    item_id: str
+    score: float
+    explanation: dict[str, Any] | None
+
+
+class RecommendationsBody(TypedDict):
+    """A :class:`~serving.models.Recommendations` as plain data (same fields, same order)."""
+
+    user_id: str
+    source: str
+    model_version: str | None
+    event_time_ms: int | None
+    freshness_ms: int | None
+    segment: str | None
+    degraded: bool
+    items: list[ItemBody]
 
 
 def now_ms() -> int:
@@ -66,7 +91,7 @@ def _decayed(payload: dict[str, Any], at_ms: int) -> list[tuple[str, float]]:
 
 
 class Recommender:
-    """Builds :class:`Recommendations` from the store (and the cache when Redis is down)."""
+    """Builds :class:`RecommendationsBody` from the store (and the cache when Redis is down)."""
 
     def __init__(
         self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms
@@ -77,7 +102,7 @@ class Recommender:
 
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None
-    ) -> Recommendations:
+    ) -> RecommendationsBody:
         """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``)."""
         try:
             recs, session = await self.store.user_view(user_id)
@@ -97,8 +122,8 @@ class Recommender:
                 if self.cache is not None:
                     self.cache.put(name, envelope)
                 return self._popularity(user_id, k, name, envelope, seen)
-        return Recommendations(user_id=user_id, source=Source.POPULARITY, model_version=None,
-                               event_time_ms=None, freshness_ms=None, segment=None, items=[])
+        return {"user_id": user_id, "source": Source.POPULARITY.value, "model_version": None, "event_time_ms": None,
+                "freshness_ms": None, "segment": None, "degraded": False, "items": []}
 
     async def refresh_cache(self, segments: Sequence[str] = (ALL,)) -> None:
         """Read the popularity of ``segments`` into the cache (best effort, for the degraded path)."""
@@ -119,32 +144,50 @@ class Recommender:
 
     async def _model(
         self, user_id: str, k: int, recs: Envelope, seen: set[str], explain: bool
-    ) -> Recommendations:
-        top = [(str(item), float(score)) for item, score in recs.payload["items"] if str(item) not in seen][:k]
-        explanations: list[Explanation | None] = [None] * len(top)
+    ) -> RecommendationsBody:
+        top = _top(recs.payload["items"], seen, k)
+        explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])
             mean = float(recs.payload.get("global_mean") or 0.0)
-            explanations = [_explain(mean, factors, item) for item in params]
+            explanations = [None if why is None else why.model_dump()
+                            for why in (_explain(mean, factors, item) for item in params)]
         now = self.clock_ms()
-        return Recommendations(
-            user_id=user_id, source=Source.MODEL, model_version=recs.model_version,
-            event_time_ms=recs.event_time_ms, freshness_ms=now - recs.event_time_ms,
-            items=[RecommendedItem(item_id=item, score=score, explanation=why)
-                   for (item, score), why in zip(top, explanations, strict=True)],
-        )
+        return {
+            "user_id": user_id, "source": Source.MODEL.value, "model_version": recs.model_version,
+            "event_time_ms": recs.event_time_ms, "freshness_ms": now - recs.event_time_ms, "segment": None,
+            "degraded": False,
+            "items": [{"item_id": item, "score": score, "explanation": why}
+                      for (item, score), why in zip(top, explanations, strict=True)],
+        }
 
     def _popularity(
         self, user_id: str, k: int, segment: str, envelope: Envelope, seen: set[str], degraded: bool = False
-    ) -> Recommendations:
+    ) -> RecommendationsBody:
         now = self.clock_ms()
         items = [(item, score) for item, score in _decayed(envelope.payload, now) if item not in seen][:k]
-        return Recommendations(
-            user_id=user_id, source=Source.POPULARITY, model_version=envelope.model_version,
-            event_time_ms=envelope.event_time_ms, freshness_ms=now - envelope.event_time_ms,
-            segment=segment, degraded=degraded,
-            items=[RecommendedItem(item_id=item, score=score) for item, score in items],
-        )
+        return {
+            "user_id": user_id, "source": Source.POPULARITY.value, "model_version": envelope.model_version,
+            "event_time_ms": envelope.event_time_ms, "freshness_ms": now - envelope.event_time_ms,
+            "segment": segment, "degraded": degraded,
+            "items": [{"item_id": item, "score": score, "explanation": None} for item, score in items],
+        }
+
+
+def _top(items: list[Any], seen: set[str], k: int) -> list[tuple[str, float]]:
+    """The first ``k`` ranked ``(item, score)`` pairs not in ``seen`` (stops reading at ``k``).
+
+    >>> _top([["a", 3], ["b", 2], ["c", 1]], {"a"}, 1)
+    [('b', 2.0)]
+    """
+    top: list[tuple[str, float]] = []
+    for item, score in items:
+        name = str(item)
+        if name not in seen:
+            top.append((name, float(score)))
+            if len(top) >= k:
+                break
+    return top
 
 
 def _explain(global_mean: float, user: Envelope | None, item: Envelope | None) -> Explanation | None:

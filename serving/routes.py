@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -38,7 +39,7 @@ from serving.recommendations import Recommender, now_ms
 from serving.security import require_api_key
 from serving.store import RedisStore, StoreError
 
-__all__ = ["Services", "ops", "v1"]
+__all__ = ["Services", "ops", "recommendations_json", "v1"]
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Services:
     metrics: Metrics
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     """FastAPI dependency: the app's services."""
     found: Services = request.app.state.services
     return found
@@ -88,9 +89,17 @@ async def recommendations(
     ] = None,
 ) -> Response:
     """The user's live top-k; the decayed popularity of ``segment`` (else ``*``) for cold users."""
-    result = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment)
-    svc.metrics.recommendations.labels(result.source.value, str(result.degraded).lower()).inc()
-    return _json(result)
+    return Response(await recommendations_json(svc, user_id, k, exclude_seen, explain, segment),
+                    media_type="application/json")
+
+
+async def recommendations_json(
+    svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
+) -> bytes:
+    """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too)."""
+    body = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment)
+    svc.metrics.recommendation(body["source"], body["degraded"])
+    return orjson.dumps(body)
 
 
 @v1.get("/users/{user_id}/session", response_model=Session, responses=_errors(404), tags=["users"])

@@ -2,20 +2,70 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pulse.settings import Settings
 
-__all__ = ["run", "running"]
+__all__ = ["CoalescingHttpToolsProtocol", "run", "running"]
+
+
+class _CoalescingTransport:
+    """A transport whose writes of one event-loop step leave in one ``send``.
+
+    uvicorn writes a response's status line and headers, then its body, as two writes (two
+    syscalls, two TCP segments on a small response); this joins them. Everything else is the
+    wrapped transport's; ``close`` sends what is pending first.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol sending each response in one write (see :class:`_CoalescingTransport`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # noqa: D102
+        wrapped: Any = _CoalescingTransport(transport, self.loop)
+        super().connection_made(wrapped)
+
+
+def _http(settings: Settings) -> type[asyncio.Protocol] | str:
+    return CoalescingHttpToolsProtocol if settings.serving_http == "httptools" else settings.serving_http
 
 
 def _config(app: FastAPI | str, host: str, port: int, **extra: object) -> uvicorn.Config:
@@ -30,11 +80,12 @@ def run(settings: Settings) -> None:
         os.environ.update(_as_env(settings))
         uvicorn.run("serving.app:create_app_from_env", factory=True, host=settings.serving_host,
                     port=settings.serving_port, workers=settings.serving_workers, log_level="info",
-                    access_log=False)
+                    access_log=False, http=_http(settings), loop=settings.serving_loop)
         return
     from serving.app import create_app
 
-    uvicorn.Server(_config(create_app(settings), settings.serving_host, settings.serving_port)).run()
+    uvicorn.Server(_config(create_app(settings), settings.serving_host, settings.serving_port,
+                           http=_http(settings), loop=settings.serving_loop)).run()
 
 
 def _as_env(settings: Settings) -> dict[str, str]:
@@ -55,7 +106,7 @@ def running(app: FastAPI, host: str = "127.0.0.1", timeout_s: float = 30.0) -> I
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app, host, port))
+    server = uvicorn.Server(_config(app, host, port, http=CoalescingHttpToolsProtocol))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="pulse-serving", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -1,6 +1,8 @@
 """Redis reads of the serving shim: the keys the Flink job writes, as :class:`Envelope` values.
 
-One method = one round trip (a non-transactional pipeline when it reads several keys). Connection
+One method = one round trip (all its commands in one write, as a non-transactional pipeline). The
+reads go over :class:`~serving.redis_mux.MultiplexedRedis` (one pipelined connection shared by
+concurrent requests) unless the URL is TLS; deletes and PING use the redis-py pool. Connection
 failures and timeouts become :class:`StoreUnavailableError`; a value that is not a Pulse envelope
 becomes :class:`StoreCorruptError`. Key scheme: :mod:`schemas.redis_keys` (ADR 0003).
 """
@@ -13,11 +15,12 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pulse.settings import Settings
 from schemas.redis_keys import Envelope, RedisKeys
+from serving.redis_mux import MultiplexedRedis
 
 __all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableError"]
 
@@ -44,6 +47,17 @@ class StoreCorruptError(StoreError):
     reason = "bad_value"
 
 
+def _as_mapping(reply: Any) -> Any:
+    """An ``HGETALL`` reply as a mapping: RESP2 gives a flat ``[field, value, ...]`` list, RESP3 a dict.
+
+    >>> _as_mapping([b"v", b"1", b"et", b"2"]), _as_mapping([]), _as_mapping({b"v": b"1"})
+    ({b'v': b'1', b'et': b'2'}, {}, {b'v': b'1'})
+    """
+    if isinstance(reply, list):
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+    return reply
+
+
 def _envelope(key: str, fields: Any) -> Envelope | None:
     try:
         return Envelope.from_fields_or_none(fields)
@@ -54,9 +68,10 @@ def _envelope(key: str, fields: Any) -> Envelope | None:
 class RedisStore:
     """Reads recommendations, sessions, factors, item parameters, bandits and popularity."""
 
-    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, mux: MultiplexedRedis | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.mux = mux
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -68,10 +83,16 @@ class RedisStore:
             max_connections=settings.serving_redis_max_connections,
             **settings.redis_client_kwargs(),
         )
-        return cls(client, RedisKeys(settings.redis_prefix))
+        password = settings.redis_client_kwargs().get("password")
+        mux = MultiplexedRedis.from_url(settings.redis_url, password=password,
+                                        timeout_s=settings.serving_redis_timeout_s,
+                                        connect_timeout_s=settings.serving_redis_timeout_s)
+        return cls(client, RedisKeys(settings.redis_prefix), mux)
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the pool (and the multiplexed connection)."""
+        if self.mux is not None:
+            await self.mux.close()
         await self.client.aclose()
 
     async def ping(self) -> None:
@@ -83,14 +104,37 @@ class RedisStore:
         if not keys:
             return []
 
-        async def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            return list(await pipe.execute())
+        mux = self.mux
+        if mux is not None:
+            replies = await self._guard(lambda: mux.execute([("HGETALL", key) for key in keys]))
+        else:
+            replies = await self._guard(lambda: self._hgetall(keys))
+        return [_envelope(key, _as_mapping(reply)) for key, reply in zip(keys, replies, strict=True)]
 
-        replies = await self._guard(run)
-        return [_envelope(key, reply) for key, reply in zip(keys, replies, strict=True)]
+    async def _hgetall(self, keys: Sequence[str]) -> list[Any]:
+        """What ``pipeline(transaction=False)`` of ``HGETALL`` sends and reads, without its per-call machinery.
+
+        One connection from the pool, every command in one write, every reply read (so the
+        connection goes back clean even when one is an error reply, which is then raised). A
+        connection error or timeout disconnects the connection (redis-py's ``read_response`` does).
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands([("HGETALL", key) for key in keys]))
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in keys:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    error = error or exc
+                    replies.append(None)
+            if error is not None:
+                raise error
+            return replies
+        finally:
+            await pool.release(conn)
 
     async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
         """The user's ranked scores and live session (one round trip)."""

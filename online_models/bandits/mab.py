@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -63,6 +63,24 @@ class _ArmTableBandit(Bandit):
     def arm_table(self) -> dict[ArmId, tuple[float, float]]:
         """A copy of the per-arm statistics, named by :attr:`STAT_NAMES`."""
         return dict(self._stats)
+
+    @classmethod
+    def from_arm_table(
+        cls, table: Mapping[ArmId, tuple[float, float]], n_updates: int, seed: int = 0, **hyperparameters: Any
+    ) -> Self:
+        """A bandit with ``table`` (an :meth:`arm_table`), ``n_updates`` updates and no pull yet.
+
+        What serving restores from the arm table the job writes to Redis, to decide with ``seed``.
+
+        >>> ucb = UCB(c=0.5); ucb.update("a", 1.0); ucb.update("b", 0.0)
+        >>> again = UCB.from_arm_table(ucb.arm_table(), n_updates=2, c=0.5)
+        >>> again.upper_bounds(["a", "b"]) == ucb.upper_bounds(["a", "b"])
+        True
+        """
+        bandit = cls(seed=seed, **hyperparameters)
+        bandit._stats = {arm: (float(first), float(second)) for arm, (first, second) in table.items()}
+        bandit._updates = int(n_updates)
+        return bandit
 
     def _hyper(self) -> tuple[Any, ...]:
         raise NotImplementedError

@@ -1,0 +1,144 @@
+"""The hot path of ``GET /v1/users/{user_id}/recommendations`` without FastAPI's per-request machinery.
+
+FastAPI resolves dependencies and validates every query parameter through generic code on each
+request; for the recommendations read that was most of the CPU a request cost (bench/serving.py).
+:class:`RecommendationsFastPath` is an ASGI middleware that answers the *plain* form of that request
+itself: a ``GET`` of exactly ``/v1/users/<id>/recommendations`` whose id and query parameters are
+already in canonical form (``k`` digits within 1..MAX_K, booleans ``true``/``false``/``1``/``0``, a
+``segment`` of id characters, no duplicates, no percent-encoding, no other parameter) and, when API
+keys are on, one ``Authorization: Bearer <allowed key>`` header. It then calls the same
+:func:`serving.routes.recommendations_json` as the route, and answers errors with the app's own
+exception handlers. Anything else, valid or not, goes on to FastAPI unchanged, so the route (and
+its documented schema, its 400/401 bodies) stays the one definition of the endpoint.
+
+>>> parse_query(b"k=10&explain=true")
+(10, True, True, None)
+>>> parse_query(b""), parse_query(b"k=0"), parse_query(b"k=10&k=11"), parse_query(b"segment=a%2Fb")
+((10, True, False, None), None, None, None)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.models import MAX_ID_LENGTH, MAX_K
+from serving.security import ApiKeys
+
+__all__ = ["ROUTE_TEMPLATE_KEY", "RecommendationsFastPath", "parse_query"]
+
+PREFIX = "/v1/users/"
+SUFFIX = "/recommendations"
+TEMPLATE = "/v1/users/{user_id}/recommendations"
+#: Scope key naming the route template of a request answered without the router.
+ROUTE_TEMPLATE_KEY = "pulse.route_template"
+#: Ids without ``+`` and ``=`` (those read differently in a query string): the fast path's own subset.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@-]+")
+_PATH_ID = re.compile(r"[A-Za-z0-9_.:@+=-]+")
+_K = re.compile(rb"[1-9][0-9]{0,3}")
+_BOOLS = {b"true": True, b"false": False, b"1": True, b"0": False}
+
+
+def parse_query(query: bytes) -> tuple[int, bool, bool, str | None] | None:
+    """``(k, exclude_seen, explain, segment)`` of a canonical query string, else ``None`` (let FastAPI decide)."""
+    k, exclude_seen, explain, segment = 10, True, False, None
+    if not query:
+        return k, exclude_seen, explain, segment
+    seen: set[bytes] = set()
+    for part in query.split(b"&"):
+        name, eq, value = part.partition(b"=")
+        if not eq or not value or name in seen:
+            return None
+        seen.add(name)
+        if name == b"k":
+            if _K.fullmatch(value) is None or int(value) > MAX_K:
+                return None
+            k = int(value)
+        elif name == b"exclude_seen" or name == b"explain":
+            flag = _BOOLS.get(value)
+            if flag is None:
+                return None
+            if name == b"explain":
+                explain = flag
+            else:
+                exclude_seen = flag
+        elif name == b"segment":
+            if len(value) > MAX_ID_LENGTH:
+                return None
+            text = value.decode("ascii", "replace")
+            if _PLAIN_ID.fullmatch(text) is None:
+                return None
+            segment = text
+        else:
+            return None
+    return k, exclude_seen, explain, segment
+
+
+def _user_id(path: str) -> str | None:
+    if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
+        return None
+    user_id = path[len(PREFIX):-len(SUFFIX)]
+    if not 0 < len(user_id) <= MAX_ID_LENGTH or _PATH_ID.fullmatch(user_id) is None:
+        return None
+    return user_id
+
+
+def _authorized(keys: ApiKeys, headers: list[tuple[bytes, bytes]]) -> bool:
+    if not keys.enabled:
+        return True
+    found = [value for name, value in headers if name == b"authorization"]
+    if len(found) != 1 or not found[0].startswith(b"Bearer "):
+        return False
+    token = found[0][7:]
+    return bool(token) and b" " not in token and token.isascii() and keys.allows(token.decode("ascii"))
+
+
+class RecommendationsFastPath:
+    """Answers the plain recommendations GET directly; passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        user_id = _user_id(scope["path"])
+        parsed = parse_query(scope["query_string"]) if user_id is not None else None
+        app: Any = scope.get("app")
+        state: Any = getattr(app, "state", None)
+        svc = getattr(state, "services", None)
+        if user_id is None or parsed is None or svc is None or not _authorized(state.api_keys, scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        from serving.routes import recommendations_json
+
+        scope[ROUTE_TEMPLATE_KEY] = TEMPLATE  # MetricsMiddleware's route label (the router's route.path)
+        k, exclude_seen, explain, segment = parsed
+        try:
+            body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment)
+        except Exception as exc:
+            handler = _handler(app, exc)
+            if handler is None:
+                raise  # ServerErrorMiddleware: the 500 handler, as for the route
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+        # What Response(body, media_type="application/json") sends, without building one.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _handler(app: Any, exc: Exception) -> Any:
+    """The app's handler for ``exc`` as Starlette's ExceptionMiddleware picks it (``Exception`` excluded)."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
