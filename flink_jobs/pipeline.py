@@ -264,3 +264,18 @@ def submit(settings: Settings, jobmanager: str, *, restore_from: Path | None = N
     log.info("submitted %s to %s as %s (parallelism %d)%s", settings.job_name, jobmanager, job_id,
              settings.job_parallelism, f", restored from {restore_from}" if restore_from else "")
     return job_id
+
+
+def main() -> None:
+    """``python -m flink_jobs.pipeline``: the job, settings from ``PULSE_*`` only.
+
+    For ``flink run -pym flink_jobs.pipeline`` and container entry points; resumes from the latest
+    retained checkpoint. ``pulse job run`` is the same with flags.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    run(settings, restore_from=latest_checkpoint(settings.checkpoint_path()))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,14 +18,22 @@ def job_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pulse", "job", "run", *args]
 
 
+#: Set in this process by an in-process Flink run (test_flink_runtime): PYFLINK_GATEWAY_DISABLED
+#: stops a child from starting its own JVM; FLINK_LOG_DIR would send the child's Flink logs
+#: there instead of under its own home (where test_security looks for them).
+_NOT_INHERITED = ("PYFLINK_GATEWAY_DISABLED", "FLINK_LOG_DIR")
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment as a child job should inherit it."""
+    return {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+
+
 def start_job(
     settings: Settings, *args: str, log: Path, extra_env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[Any]:
     """Start the job in the background (own process group, so it can be SIGKILLed whole)."""
-    # A thread-mode Flink job run inside this process (test_flink_runtime) leaves
-    # PYFLINK_GATEWAY_DISABLED set here; a child that inherits it cannot start its own JVM.
-    inherited = {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
-    env = {**inherited, **settings.to_env(), **(extra_env or {})}
+    env = {**inherited_env(), **settings.to_env(), **(extra_env or {})}
     out = log.open("ab")
     return subprocess.Popen(job_command(*args), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -77,9 +85,8 @@ def tail(log: Path, lines: int = 60) -> str:
 
 def pulse_job(settings: Settings, *args: str, log: Path, timeout_s: float = 180) -> str:
     """Run ``pulse job ARGS`` (submit, savepoint, cancel...) to completion; its last stdout line."""
-    inherited = {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
     result = subprocess.run([sys.executable, "-m", "pulse", "job", *args], cwd=REPO_ROOT,
-                            env={**inherited, **settings.to_env()}, capture_output=True, text=True,
+                            env={**inherited_env(), **settings.to_env()}, capture_output=True, text=True,
                             timeout=timeout_s, check=False)
     with log.open("a") as out:
         out.write(f"$ pulse job {' '.join(args)}\n{result.stdout}{result.stderr}\n")
