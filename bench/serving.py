@@ -107,11 +107,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def server_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(env: dict[str, str], port: int, cpus: set[int] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     # stderr to a file, not a pipe nobody reads while the load runs: a full pipe would block the server's writes.
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-m", "pulse", "serve"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=log, start_new_session=True)
+                                stderr=log, start_new_session=True, preexec_fn=pin)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -276,7 +277,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["recommendations", "decisions"], default=None, help="One endpoint only")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="Unpaced load generator (auto: wrk when installed)")
+    parser.add_argument("--pin", action="store_true",
+                        help="Pin the server (and a private Redis) to CPU 1 and this load client to CPU 0, so the "
+                             "client's own scheduling does not land in the server's latency")
     args = parser.parse_args()
+    server_cpus = {1} if args.pin else None
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # the private Redis started below inherits this
 
     settings = Settings()
     workers = args.workers or settings.serving_workers
@@ -298,6 +305,8 @@ def main() -> None:
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic], timeout_s=10)
         port = free_port()
+        if args.pin:
+            os.sched_setaffinity(0, {0})
         env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix, "PULSE_TOPIC_EVENTS": topic,
                "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(workers)}
         env.pop("PULSE_SERVING_API_KEYS", None)
@@ -306,7 +315,7 @@ def main() -> None:
         endpoints = [("recommendations", "GET", rec_paths, None),
                      ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
         lines = []
-        with server_process(env, port) as proc:
+        with server_process(env, port, server_cpus) as proc:
             for name, method, paths, body in endpoints:
                 if args.only and name != args.only:
                     continue
@@ -329,7 +338,8 @@ def main() -> None:
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-          f"after), {workers} server worker(s), loopback, load client in this process, "
+          f"after), {workers} server worker(s), loopback, load client in this process"
+          f"{' (pinned: client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
           f"{args.users:,} users x top-50")
     if max(load_before, os.getloadavg()[0]) > 1.0:
         notes.append("other processes were using the CPU (load average > 1): latency tails include their "
