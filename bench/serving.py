@@ -3,9 +3,12 @@
 The server runs as its own process (``python -m pulse serve``, the settings' defaults: uvloop, httptools);
 this script is the load client, with two load generators:
 
-* paced (``--rate``, default 2,000 rps): a small asyncio HTTP/1.1 keep-alive client (uvloop when
-  installed), fixed concurrency, each connection sending on a fixed schedule; latency is measured
-  from the *scheduled* send time, so a slow server (or a slow client) cannot hide queueing;
+* paced (``--rate``, default 2,000 rps): fixed concurrency, each keep-alive connection sending on a
+  fixed schedule; latency is measured from the *scheduled* send time, so a slow server (or a slow
+  client) cannot hide queueing. The sender is ``bench/pacedload`` (Go, standard library only,
+  built with ``go build`` on first use) when ``go`` is installed, else the same method in asyncio
+  here (uvloop when installed), whose own scheduling lag on 2 cores (p99 ~1.2 ms) lands in the p99
+  (``--paced-client``); both print that lag;
 * unpaced at fixed concurrency: ``wrk`` (a C load generator: ``apt-get install wrk``) when it is
   installed, else the same Python client, unpaced (the output says which). A Python client costs
   a good part of a core itself, which on a small machine the server does not get.
@@ -17,6 +20,7 @@ on the same Redis, same concurrency, in the same run. Server CPU is read from /p
 workers) around each scenario.
 
     .venv/bin/python bench/serving.py                       # paced at 2,000 rps, then unpaced
+    .venv/bin/python bench/serving.py --only recommendations --pin   # client CPU 0, server CPU 1
     .venv/bin/python bench/serving.py --only recommendations --workers 2
     .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000 --client python
 """
@@ -186,6 +190,24 @@ def run_load(port: int, requests: list[bytes], total: int, concurrency: int, rat
         return runner.run(load(port, requests, total, concurrency, rate, max_s))
 
 
+PACED_LOAD_SOURCE = Path(__file__).resolve().parent / "pacedload"
+
+
+def go_paced_load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float, max_s: float,
+                  home: Path) -> tuple[float, list[float], list[int], list[float]]:
+    """The paced load of :func:`load`, sent by ``bench/pacedload`` (Go, built here with ``go build``)."""
+    binary = home / "pacedload"
+    if not binary.exists():
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PACED_LOAD_SOURCE, check=True,
+                       env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+    framed = b"".join(len(r).to_bytes(4, "big") + r for r in requests)
+    out = subprocess.run([str(binary), "-port", str(port), "-concurrency", str(concurrency), "-rate", str(rate),
+                          "-requests", str(total), "-max-seconds", str(max_s)],
+                         input=framed, capture_output=True, check=True, timeout=max_s + 60)
+    result = orjson.loads(out.stdout)
+    return result["elapsed_s"], result["latencies_s"] or [], result["errors"] or [], result["lags_s"] or []
+
+
 def _lua_string(data: bytes) -> str:
     return "[==[" + data.decode() + "]==]"
 
@@ -277,6 +299,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["recommendations", "decisions"], default=None, help="One endpoint only")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="Unpaced load generator (auto: wrk when installed)")
+    parser.add_argument("--paced-client", choices=["auto", "go", "python"], default="auto",
+                        help="Paced load generator (auto: bench/pacedload in Go when `go` is installed)")
     parser.add_argument("--pin", action="store_true",
                         help="Pin the server (and a private Redis) to CPU 1 and this load client to CPU 0, so the "
                              "client's own scheduling does not land in the server's latency")
@@ -286,9 +310,16 @@ def main() -> None:
         os.sched_setaffinity(0, {1})  # the private Redis started below inherits this
 
     settings = Settings()
+    notes: list[str] = []
     workers = args.workers or settings.serving_workers
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
-    notes = []
+    paced_client = args.paced_client
+    if paced_client == "auto":
+        paced_client = "go" if shutil.which("go") else "python"
+        if paced_client == "python":
+            notes.append("go not installed: paced runs use the Python client, whose own send lag adds to the p99")
+    elif paced_client == "go" and not shutil.which("go"):
+        parser.error("--paced-client go: go is not installed")
     if use_wrk and not shutil.which("wrk"):
         parser.error("--client wrk: wrk is not installed (apt-get install wrk)")
     if not use_wrk and args.client == "auto":
@@ -323,8 +354,12 @@ def main() -> None:
                 run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
                 if args.rate:
                     cpu = cpu_seconds(proc.pid)
-                    result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
-                    lines.append(report(f"{name} paced @ {args.rate:,.0f} rps (python, c={args.concurrency})",
+                    if paced_client == "go":
+                        result = go_paced_load(port, reqs, args.requests, args.concurrency, args.rate,
+                                               args.max_seconds, home)
+                    else:
+                        result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
+                    lines.append(report(f"{name} paced @ {args.rate:,.0f} rps ({paced_client}, c={args.concurrency})",
                                         cpu_seconds(proc.pid) - cpu, *result))
                 cpu = cpu_seconds(proc.pid)
                 if use_wrk:
@@ -338,8 +373,9 @@ def main() -> None:
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-          f"after), {workers} server worker(s), loopback, load client in this process"
-          f"{' (pinned: client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
+          f"after), {workers} server worker(s), loopback, paced load from "
+          f"{'bench/pacedload (Go, its own process)' if paced_client == 'go' else 'this process (Python)'}"
+          f"{' (pinned: load client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
           f"{args.users:,} users x top-50")
     if max(load_before, os.getloadavg()[0]) > 1.0:
         notes.append("other processes were using the CPU (load average > 1): latency tails include their "

@@ -1,0 +1,3 @@
+module pulse/bench/pacedload
+
+go 1.21
