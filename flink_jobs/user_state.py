@@ -59,6 +59,16 @@ _REPORT_EVERY = 500  # a user's learned events between ModelProgress reports (al
 _NO_PROGRESS = (0, 0.0, 0.0, 0, 0, 0)
 
 
+def _pending(record: dict[str, Any]) -> list[Any]:
+    """The user's progress not yet reported to the model stage.
+
+    It lives in the user's keyed state, so a restore rolls it back together with what it counts:
+    model counters stay exact across failures (an operator-level tally would lose what it held).
+    """
+    pending: list[Any] = record.setdefault("pending", list(_NO_PROGRESS))
+    return pending
+
+
 @dataclass(frozen=True)
 class UserStageConfig:
     """What the user stage needs from the settings (plain values: it is pickled into the job)."""
@@ -92,10 +102,6 @@ class UserState(KeyedBroadcastProcessFunction):
         self.items = ItemTable(self.config.mf)
         self.glob = GlobalParams()
         self.weights = InteractionWeights()
-        # The current user's progress not yet reported to the model stage. It lives in the user's
-        # keyed state, so a restore rolls it back together with what it counts: model counters
-        # stay exact across failures (an operator-level tally would lose what it held).
-        self._progress: list[Any] = list(_NO_PROGRESS)
         self._last_event_ms = 0
         metrics = runtime_context.get_metrics_group()
         self.processed = {t: metrics.add_group("type", t.value).counter("events_processed") for t in EventType}
@@ -156,11 +162,10 @@ class UserState(KeyedBroadcastProcessFunction):
                 yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
             return
         record = self.user.value() or {"counts": {}, "learned": 0, "session": None, "factors": None, "t": 0}
-        self._progress = record.setdefault("pending", list(_NO_PROGRESS))
         record["counts"][event.type.value] = record["counts"].get(event.type.value, 0) + 1
         record["t"] = max(record["t"], event.event_time_ms)
         yield from self._session(record, event, ctx)
-        yield from self._rewards(event, ctx)
+        yield from self._rewards(record, event, ctx)
         yield from self._learn(record, event)
         if event.item_id is not None and (weight := self.weights.weight(event.type)) > 0:
             segment = event.context.get("segment")
@@ -181,17 +186,19 @@ class UserState(KeyedBroadcastProcessFunction):
         if state is not None:
             deadline = sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms)
             ctx.timer_service().register_event_time_timer(deadline)
-        yield from self._session_outputs(outputs)
+        yield from self._session_outputs(record, outputs)
 
-    def _session_outputs(self, outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
+    def _session_outputs(self, record: dict[str, Any], outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
         for output in outputs:
             if isinstance(output, sessions.SessionSummary):
                 yield ClosedSession(orjson.dumps(_summary_payload(output)))
             else:
                 self.late.inc()
-                self._progress[5] += 1
+                _pending(record)[5] += 1
 
-    def _rewards(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+    def _rewards(
+        self, record: dict[str, Any], event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterator[Any]:
         if event.type is EventType.IMPRESSION and event.decision is not None:
             expires = event.event_time_ms + self.config.impression_ttl_ms
             scopes = [scope_key(scope, event) for scope in self.config.scopes]
@@ -201,10 +208,10 @@ class UserState(KeyedBroadcastProcessFunction):
             pending = self.impressions.get(request_id)
             if pending is None:  # unknown or expired impression: counted, never silently lost
                 self.unmatched.inc()
-                self._progress[4] += 1
+                _pending(record)[4] += 1
                 return
             self.impressions.remove(request_id)
-            self._progress[3] += 1
+            _pending(record)[3] += 1
             arm, scopes, _ = pending
             for key in scopes:
                 yield BanditFeedback(key, arm, 1.0, event.event_time_ms)
@@ -221,7 +228,7 @@ class UserState(KeyedBroadcastProcessFunction):
         self.items.put(event.item_id, new_item, self.items.version(event.item_id) + 1)
         record["factors"] = user.to_bytes()
         record["learned"] += 1
-        p = self._progress
+        p = _pending(record)
         p[0] += 1
         p[1] += error * error
         p[2] += abs(error)
@@ -241,8 +248,6 @@ class UserState(KeyedBroadcastProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
         user_id = ctx.get_current_key()
         record = self.user.value()
-        if record is not None:
-            self._progress = record.setdefault("pending", list(_NO_PROGRESS))
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self.refresh_due.clear()
             if record is not None:
@@ -263,8 +268,8 @@ class UserState(KeyedBroadcastProcessFunction):
         state, outputs = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
         if outputs:
             record["session"] = None
+            yield from self._session_outputs(record, outputs)
             self.user.update(record)
-            yield from self._session_outputs(outputs)
             yield from self._snapshot(user_id, record)
 
     def _expire_impressions(self, timestamp: int) -> Iterator[Any]:
