@@ -65,15 +65,21 @@ class ClosedSession:
 
 
 @dataclass(frozen=True, slots=True)
-class ItemDelta:
-    """An update the user side made to an item's parameters, for the item's owner to apply."""
+class ItemTouch:
+    """What one event did to an item, for the item's owner: its MF update and its popularity weight.
+
+    One message per event and item (an update and a popularity hit used to be separate messages,
+    and every message between operators is a crossing between the JVM and Python).
+    """
 
     item_id: str
-    d_bias: float
-    d_factors: bytes  # float64 little-endian
     event_time_ms: int
-    sender: int  # index of the user-side subtask that made the update
-    seq: int  # that subtask's running number of updates to this item
+    weight: float  # popularity weight of the event type (0: not counted)
+    segment: str | None  # the event's segment; the weight also counts in the "all" segment
+    d_bias: float = 0.0
+    d_factors: bytes | None = None  # float64 little-endian; None: the event was not learned from
+    sender: int = 0  # index of the user-side subtask that made the update
+    seq: int = 0  # that subtask's running number of updates to this item
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +93,13 @@ class BanditFeedback:
 
 
 @dataclass(frozen=True, slots=True)
-class PopularityHit:
-    """An interaction with ``item_id`` in ``segment``, weighted by event type."""
+class PopularityCount:
+    """An item's decayed count in ``segment`` as its owner holds it (replaces the previous one)."""
 
     segment: str
     item_id: str
-    weight: float
+    landmark_ms: int
+    count: float  # forward-decayed sum in the landmark's frame (online_models.popularity.DecayedCount)
     event_time_ms: int
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
 
 from flink_jobs.decode import DEAD_LETTERS, DecodeEvents
-from flink_jobs.redis_output import RedisOutput, shard_of
+from flink_jobs.redis_output import RedisOutput
 from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.routing import KEYED_MESSAGE, keyed_by_row_key
 from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
 from flink_jobs.shared_state import (
     ITEM_SNAPSHOTS,
+    POPULARITY_COUNTS,
     BanditArms,
     ItemParamsOwner,
     ModelMetadata,
@@ -30,10 +33,9 @@ from flink_jobs.shared_state import (
 from flink_jobs.user_state import (
     BANDIT_FEEDBACK,
     CLOSED_SESSIONS,
-    ITEM_DELTAS,
     ITEM_PARAMS,
+    ITEM_TOUCHES,
     MODEL_PROGRESS,
-    POPULARITY_HITS,
     RouteUserOutputs,
     UserStageConfig,
     UserState,
@@ -59,7 +61,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     write_closed_sessions(users, settings)
     shared = shared_state(users, settings)
     write_item_snapshots(shared[0], settings)
-    write_redis(users.union(*shared), settings)
+    write_redis(users.routed.union(*shared), settings)
 
 
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
@@ -112,7 +114,18 @@ def write_item_snapshots(items: DataStream, settings: Settings) -> None:
     items.get_side_output(ITEM_SNAPSHOTS).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
 
 
-def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> DataStream:
+@dataclass(frozen=True)
+class UserStage:
+    """The user stage's two operators; messages leave from both (see ``RouteUserOutputs``)."""
+
+    state: DataStream
+    routed: DataStream  # main output: Redis messages keyed by sink shard
+
+    def side_output(self, tag: OutputTag) -> DataStream:
+        return self.state.get_side_output(tag).union(self.routed.get_side_output(tag))
+
+
+def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> UserStage:
     """keyBy(user): session, counts, user factors, impression->reward join; emits Redis writes."""
     config = UserStageConfig(
         mf=mf_config(settings),
@@ -122,55 +135,63 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         impression_ttl_ms=settings.impression_ttl_ms,
         top_k=settings.top_k,
         score_refresh_ms=settings.score_refresh_ms,
+        redis_shards=redis_shards(settings),
     )
-    return (
+    state = (
         events.key_by(lambda e: e.user_id, key_type=Types.STRING())
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
         .process(UserState(config))
         .name("user-state")
         .uid("user-state")
-        .process(RouteUserOutputs())
-        .name("route-user-outputs")
-        .uid("route-user-outputs")
     )
+    routed = (state.process(RouteUserOutputs(config.redis_shards), output_type=KEYED_MESSAGE)
+              .name("route-user-outputs").uid("route-user-outputs"))
+    return UserStage(state, routed)
 
 
-def write_closed_sessions(users: DataStream, settings: Settings) -> None:
+def write_closed_sessions(users: UserStage, settings: Settings) -> None:
     """Closed-session summaries (JSON) to the sessions topic, exactly once."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_sessions, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-sessions")
-    users.get_side_output(CLOSED_SESSIONS).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
+    users.side_output(CLOSED_SESSIONS).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
 
 
-def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
-    """Item parameters, bandit arms, popularity and model metadata, each keyed by its owner."""
+def shared_state(users: UserStage, settings: Settings) -> list[DataStream]:
+    """Item parameters and counts, bandit arms, segment popularity and model metadata, each keyed by its owner."""
     config = SharedStageConfig(
         keys=RedisKeys(settings.redis_prefix),
         mf=mf_config(settings),
         bandit_policy=settings.bandit_policy,
         refresh_ms=settings.shared_refresh_ms,
+        popularity_refresh_ms=settings.popularity_refresh_ms,
         model_version=settings.model_version,
+        redis_shards=redis_shards(settings),
     )
-    items = (users.get_side_output(ITEM_DELTAS).key_by(lambda d: d.item_id, key_type=Types.STRING())
-             .process(ItemParamsOwner(config)).name("item-params").uid("item-params"))
-    bandits = (users.get_side_output(BANDIT_FEEDBACK).key_by(lambda f: f.scope_key, key_type=Types.STRING())
-               .process(BanditArms(config)).name("bandit-arms").uid("bandit-arms"))
-    popularity = (users.get_side_output(POPULARITY_HITS).key_by(lambda h: h.segment, key_type=Types.STRING())
-                  .process(SegmentPopularity(config)).name("popularity").uid("popularity"))
-    model = (users.get_side_output(MODEL_PROGRESS).key_by(lambda _: "mf", key_type=Types.STRING())
-             .process(ModelMetadata(config)).name("model-metadata").uid("model-metadata"))
+    # Each sender put the owner's key in front of its messages (flink_jobs/routing.py).
+    items = (keyed_by_row_key(users.side_output(ITEM_TOUCHES))
+             .process(ItemParamsOwner(config), output_type=KEYED_MESSAGE).name("item-params").uid("item-params"))
+    bandits = (keyed_by_row_key(users.side_output(BANDIT_FEEDBACK))
+               .process(BanditArms(config), output_type=KEYED_MESSAGE).name("bandit-arms").uid("bandit-arms"))
+    popularity = (keyed_by_row_key(items.get_side_output(POPULARITY_COUNTS))
+                  .process(SegmentPopularity(config), output_type=KEYED_MESSAGE).name("popularity").uid("popularity"))
+    model = (keyed_by_row_key(users.side_output(MODEL_PROGRESS))
+             .process(ModelMetadata(config), output_type=KEYED_MESSAGE).name("model-metadata").uid("model-metadata"))
     return [items, bandits, popularity, model]
 
 
 def write_redis(writes: DataStream, settings: Settings) -> None:
-    """Every Redis write, keyed by shard so each shard flushes one pipeline at a time."""
+    """Every Redis write, keyed by shard (by its sender) so each shard flushes one pipeline at a time."""
     writer = RedisWriter(
         RedisKeys(settings.redis_prefix), settings.model_version,
         url=settings.redis_url, password=settings.redis_password,
     )
-    shards = 4 * settings.job_parallelism
-    (writes.key_by(lambda m: shard_of(m, shards), key_type=Types.STRING())
+    (keyed_by_row_key(writes)
      .process(RedisOutput(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
+
+
+def redis_shards(settings: Settings) -> int:
+    """Keys of the Redis sink stage: a few per subtask, so flushes are spread over time."""
+    return 4 * settings.job_parallelism
 
 
 def mf_config(settings: Settings) -> MFConfig:

@@ -9,32 +9,30 @@ Writes to the same key coalesce (only the newest is sent).
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
 from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
-_FLUSH_AT = 2000  # pending keys that trigger a flush before the timer
+_FLUSH_AT = 1000  # parked messages that trigger a flush before the timer
 
 
 Message = RedisWrite | RedisWrites | EraseUser | DeleteKeys
 
 
-def shard_of(message: Message, shards: int) -> str:
-    """The sink shard of a message: all keys of one user land on one shard, in order."""
-    route = message.user_id if isinstance(message, EraseUser) else message.route
-    return f"s{zlib.crc32(route.encode()) % shards}"
-
-
 class RedisOutput(KeyedProcessFunction):
-    """``keyBy(shard)``: park writes and erasures; flush every ``flush_ms`` and when input ends."""
+    """``keyBy(shard)``: park messages; flush them every ``flush_ms`` and when the input ends.
+
+    A message is parked under its first key (one state write per message, not per key): a
+    newer message for the same keys replaces it, since each key has one writer upstream
+    (the user's or the owner's subtask), whose messages arrive in order.
+    """
 
     def __init__(self, writer: RedisWriter, flush_ms: int) -> None:
         self.writer = writer
@@ -42,14 +40,11 @@ class RedisOutput(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.pending = runtime_context.get_map_state(
-            MapStateDescriptor("pending", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            MapStateDescriptor("pending-messages", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
-        self.erasures = runtime_context.get_map_state(MapStateDescriptor("erasures", Types.STRING(), Types.LONG()))
-        #: route -> (event time, keys) of DeleteKeys (an erased user's bandit).
-        self.deletions = runtime_context.get_map_state(
-            MapStateDescriptor("deletions", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-        )
-        self.size = runtime_context.get_state(ValueStateDescriptor("size", Types.INT()))
+        #: Messages parked per shard since its last flush. In memory: after a restore it starts at 0,
+        #: which only means a flush timer is registered once more (the restored ones fire too).
+        self.parked: dict[str, int] = {}
         metrics = runtime_context.get_metrics_group()
         self.written = metrics.counter("redis_keys_written")
         self.stale = metrics.counter("redis_writes_stale")
@@ -62,56 +57,57 @@ class RedisOutput(KeyedProcessFunction):
         self.writer.close()
 
     def process_element(self, message: Message, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        size = self.size.value() or 0
-        if size == 0:
+        shard = ctx.get_current_key()
+        parked = self.parked.get(shard, 0)
+        if parked == 0:
             timers = ctx.timer_service()
             timers.register_processing_time_timer(timers.current_processing_time() + self.flush_ms)
             timers.register_event_time_timer(END_OF_TIME)
-        if isinstance(message, EraseUser):
-            self.erasures.put(message.user_id, message.event_time_ms)
-            size += 1
-        elif isinstance(message, DeleteKeys):
-            self.deletions.put(message.route, (message.event_time_ms, message.keys))
-            size += 1
-        else:
-            for write in message.writes if isinstance(message, RedisWrites) else (message,):
-                current = self.pending.get(write.key)
-                if current is None or current[0] <= write.event_time_ms:
-                    self.pending.put(write.key, (write.event_time_ms, write.payload, write.route))
-                size += 1
-        self.size.update(size)
-        if size >= _FLUSH_AT:
-            self._flush()
+        self.pending.put(_parking_key(message), message)
+        self.parked[shard] = parked + 1
+        if parked + 1 >= _FLUSH_AT:
+            self._flush(shard)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        if self.size.value():
-            self._flush()
+        self._flush(ctx.get_current_key())
         return iter(())
 
-    def _flush(self) -> None:
+    def _flush(self, shard: str) -> None:
         started = time.perf_counter()
-        erased = dict(self.erasures.items())
-        deletions = dict(self.deletions.items())
-        cutoff = {**erased, **{route: event_time for route, (event_time, _) in deletions.items()}}
+        messages = [message for _, message in self.pending.items()]
+        self.parked[shard] = 0
+        if not messages:
+            return
+        erased = {m.user_id: m.event_time_ms for m in messages if isinstance(m, EraseUser)}
+        deletions = [m for m in messages if isinstance(m, DeleteKeys)]
+        cutoff = {**erased, **{m.route: m.event_time_ms for m in deletions}}
+        # Deletions go first: a write in the batch is newer than the erasure (older ones are dropped below).
+        for user_id in erased:
+            self.writer.delete_user(user_id)
+            self.erased.inc()
+        for deletion in deletions:
+            self.writer.delete_keys(deletion.keys)
         batch = [
-            (key, event_time, payload)
-            for key, (event_time, payload, route) in self.pending.items()
+            (write.key, write.event_time_ms, write.payload)
+            for message in messages if isinstance(message, RedisWrite | RedisWrites)
+            for write in (message.writes if isinstance(message, RedisWrites) else (message,))
             # A write made before the user's erasure must not bring the user back.
-            if not (route in cutoff and event_time <= cutoff[route])
+            if not (write.route in cutoff and write.event_time_ms <= cutoff[write.route])
         ]
         if batch:
             result = self.writer.write_batch(batch)
             self.written.inc(result.written)
             self.stale.inc(result.skipped_stale)
-        for user_id in erased:
-            self.writer.delete_user(user_id)
-            self.erased.inc()
-        for _, keys in deletions.values():
-            self.writer.delete_keys(keys)
         self.pending.clear()
-        self.erasures.clear()
-        self.deletions.clear()
-        self.size.clear()
         self.flush_seconds = time.perf_counter() - started
 
+
+def _parking_key(message: Message) -> str:
+    """Where a message waits for the flush; a later message with the same key supersedes it."""
+    if isinstance(message, EraseUser):
+        return f"erase\0{message.user_id}"
+    if isinstance(message, DeleteKeys):
+        return f"delete\0{message.route}"
+    first = message.writes[0] if isinstance(message, RedisWrites) else message
+    return first.key

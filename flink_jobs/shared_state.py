@@ -4,6 +4,11 @@ Each is keyed by what owns the state (item id, bandit scope, segment, model name
 what the user stage sends, and writes its Redis key at most every ``refresh_ms`` (a
 processing-time timer), plus once more when the input ends (an event-time timer at the end
 of time fires when the final watermark arrives).
+
+Popularity is counted by the item owners (an item's decayed count per segment is item-owned
+state, fed by the same :class:`ItemTouch` as its parameters); at most every ``refresh_ms`` an
+owner sends the counts that changed to the segment's stage, which ranks them. Counting where
+the touch already goes saves a message per event and segment.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
@@ -24,21 +29,24 @@ from flink_jobs.messages import (
     BanditFeedback,
     DeleteKeys,
     ForgetScope,
-    ItemDelta,
     ItemSnapshot,
+    ItemTouch,
     ModelProgress,
-    PopularityHit,
+    PopularityCount,
     RedisWrite,
 )
+from flink_jobs.routing import KEYED_MESSAGE, to_redis
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
-from online_models.popularity import decay_factor, forward_weight
+from online_models.popularity import ALL, add_decayed, decayed_value
 from schemas.redis_keys import RedisKeys
 
 END_OF_TIME = 2**63 - 2  # fires on the final watermark (Long.MAX_VALUE) of a bounded input
 
 #: Item-parameter snapshots (bytes of :class:`ItemSnapshot`) for the user side's replicas.
 ITEM_SNAPSHOTS = OutputTag("item-snapshots", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+#: An item's changed popularity counts, for the stage of each segment.
+POPULARITY_COUNTS = OutputTag("popularity-counts", KEYED_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -49,69 +57,105 @@ class SharedStageConfig:
     mf: MFConfig
     bandit_policy: str
     refresh_ms: int
+    redis_shards: int
+    popularity_refresh_ms: int = 5000  # ranking a segment reads all its items: less often than the rest
     popularity_top_n: int = 100
+    popularity_half_life_ms: int = 24 * 3600 * 1000
     model_name: str = "mf"
     model_version: str = "mf-v1"
 
+    def redis_write(self, key: str, event_time_ms: int, payload: Any, route: str) -> Row:
+        """A write of ``key``, keyed for its Redis sink shard."""
+        return to_redis(RedisWrite(key, event_time_ms, payload, route), self.redis_shards)
 
-def schedule_write(due: Any, ctx: KeyedProcessFunction.Context, refresh_ms: int) -> None:
-    """Unless a write is already due for this key: one in ``refresh_ms``, and one at the end of input."""
-    if due.value():
+
+def schedule_write(entry: list[Any], ctx: KeyedProcessFunction.Context, refresh_ms: int) -> None:
+    """Unless a write is already due for this key: one in ``refresh_ms``, and one at the end of input.
+
+    ``entry`` is the key's ``[value, latest event time, write due]``, kept in one state.
+    """
+    if entry[2]:
         return
-    due.update(True)
+    entry[2] = True
     timers = ctx.timer_service()
     timers.register_processing_time_timer(timers.current_processing_time() + refresh_ms)
     timers.register_event_time_timer(END_OF_TIME)
 
 
 class _CoalescedWrites(KeyedProcessFunction):
-    """Applies updates to one keyed value; writes it to Redis at most every ``refresh_ms``."""
+    """Applies updates to one keyed value; writes it to Redis at most every ``refresh_ms``.
+
+    Value, latest event time and the write-due flag share one state: one read and one write
+    per update (each is a call into the JVM).
+    """
 
     def __init__(self, config: SharedStageConfig) -> None:
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.value = runtime_context.get_state(ValueStateDescriptor("value", Types.PICKLED_BYTE_ARRAY()))
-        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
-        self.latest = runtime_context.get_state(ValueStateDescriptor("latest", Types.LONG()))
+        self.entry = runtime_context.get_state(ValueStateDescriptor("entry", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        self.value.update(self.apply(ctx.get_current_key(), self.value.value(), update))
-        self.latest.update(max(self.latest.value() or 0, update.event_time_ms))
-        schedule_write(self.due, ctx, self.config.refresh_ms)
+        entry = self.entry.value() or [None, 0, False]
+        entry[0] = self.apply(ctx.get_current_key(), entry[0], update)
+        entry[1] = max(entry[1], update.event_time_ms)
+        schedule_write(entry, ctx, self.config.refresh_ms)
+        self.entry.update(entry)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        entry = self.entry.value()
+        if entry is None:
+            return
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.due.clear()
-        value = self.value.value()
-        if value is not None:
-            yield from self.writes(ctx.get_current_key(), value, self.latest.value() or 0)
+            entry[2] = False
+        yield from self.writes(ctx.get_current_key(), entry)
+        self.entry.update(entry)
 
     def apply(self, key: str, value: Any, update: Any) -> Any:
         raise NotImplementedError
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[Any]:
+    def writes(self, key: str, entry: list[Any]) -> Iterator[Any]:
+        """What to send for the key's ``entry`` (may change ``entry[0]``; it is saved after)."""
         raise NotImplementedError
 
 
 class ItemParamsOwner(_CoalescedWrites):
-    """``keyBy(item_id)``: the authoritative item bias + factors, with an update count (version)."""
+    """``keyBy(item_id)``: the item's bias + factors with an update count (version), and its popularity.
 
-    def apply(self, key: str, value: Any, update: ItemDelta) -> Any:
-        params_bytes, version, acks = value if value else (None, 0, {})
-        params = ItemParams.from_bytes(params_bytes) if params_bytes else initial_item(self.config.mf, key)
-        factors = params.factors + np.frombuffer(update.d_factors, dtype="<f8")
-        # The last update received from each sender: one channel per sender, so they arrive in order.
-        acks = {**acks, update.sender: update.seq}
-        return ItemParams(params.bias + update.d_bias, factors).to_bytes(), version + 1, acks
+    Popularity is the item's decayed count per segment (``online_models.popularity.add_decayed``).
+    """
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[Any]:
-        params_bytes, version, acks = value
-        params = ItemParams.from_bytes(params_bytes)
-        payload = {"bias": params.bias, "factors": params.factors, "version": version}
-        yield RedisWrite(self.config.keys.item_params(key), event_time_ms, payload, key)
-        snapshot = ItemSnapshot(key, version, time.time_ns() // 1_000_000, params_bytes, acks)
+    def apply(self, key: str, value: Any, touch: ItemTouch) -> Any:
+        item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
+        if touch.d_factors is not None:
+            params = ItemParams.from_bytes(item["params"]) if item["params"] else initial_item(self.config.mf, key)
+            factors = params.factors + np.frombuffer(touch.d_factors, dtype="<f8")
+            item["params"] = ItemParams(params.bias + touch.d_bias, factors).to_bytes()
+            item["version"] += 1
+            # The last update received from each sender: one channel per sender, so they arrive in order.
+            item["acks"][touch.sender] = touch.seq
+        if touch.weight > 0:
+            segments = (ALL, touch.segment) if touch.segment and touch.segment != ALL else (ALL,)
+            half_life = self.config.popularity_half_life_ms
+            for segment in segments:
+                item["popularity"][segment] = add_decayed(
+                    item["popularity"].get(segment), touch.weight, touch.event_time_ms, half_life)
+                item["changed"].add(segment)
+        return item
+
+    def writes(self, key: str, entry: list[Any]) -> Iterator[Any]:
+        item, event_time_ms = entry[0], entry[1]
+        for segment in sorted(item["changed"]):
+            landmark, count = item["popularity"][segment]
+            yield POPULARITY_COUNTS, Row(segment, PopularityCount(segment, key, landmark, count, event_time_ms))
+        item["changed"] = set()
+        if not item["params"]:
+            return
+        params = ItemParams.from_bytes(item["params"])
+        payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
+        yield self.config.redis_write(self.config.keys.item_params(key), event_time_ms, payload, key)
+        snapshot = ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, item["params"], item["acks"])
         yield ITEM_SNAPSHOTS, snapshot.to_bytes()
 
 
@@ -121,77 +165,68 @@ class BanditArms(_CoalescedWrites):
     def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         if not isinstance(update, ForgetScope):
             return super().process_element(update, ctx)
-        self.value.clear()  # a due write timer then finds nothing to write
-        self.latest.clear()
+        self.entry.clear()  # a due write timer then finds nothing to write
         key = self.config.keys.bandit(self.config.bandit_policy, update.scope_key)
-        return iter([DeleteKeys((key,), update.event_time_ms, update.scope_key)])
+        return iter([to_redis(DeleteKeys((key,), update.event_time_ms, update.scope_key), self.config.redis_shards)])
 
     def apply(self, key: str, value: Any, update: BanditFeedback) -> Any:
         bandit = value if value is not None else make_bandit(self.config.bandit_policy)
         bandit.update(update.arm, update.reward)
         return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+    def writes(self, key: str, entry: list[Any]) -> Iterator[Row]:
+        bandit = entry[0]
         payload = {
             "policy": self.config.bandit_policy,
             "scope": key,
-            "stat_names": list(value.STAT_NAMES),
-            "arms": {arm: list(stats) for arm, stats in value.arm_table().items()},
-            "hyperparameters": _bandit_hyper(value),
+            "stat_names": list(bandit.STAT_NAMES),
+            "arms": {arm: list(stats) for arm, stats in bandit.arm_table().items()},
+            "hyperparameters": _bandit_hyper(bandit),
         }
         redis_key = self.config.keys.bandit(self.config.bandit_policy, key)
-        yield RedisWrite(redis_key, event_time_ms, payload, key)
+        yield self.config.redis_write(redis_key, entry[1], payload, key)
 
 
 class SegmentPopularity(KeyedProcessFunction):
-    """``keyBy(segment)``: exponentially decayed interaction counts per item; writes the top-n.
+    """``keyBy(segment)``: the segment's items ranked by decayed count; writes the top-n.
 
-    Counts live per item in ``MapState`` (forward decay against a per-segment landmark), so a
-    hit reads and writes one small entry instead of the whole table.
+    The counts come from the item owners (one :class:`PopularityCount` per item and refresh,
+    replacing the item's previous one) and live per item in ``MapState``.
     """
-
-    HALF_LIFE_MS = 24 * 3600 * 1000
-    RESCALE_HALF_LIVES = 64  # move the landmark before forward weights grow past float range
 
     def __init__(self, config: SharedStageConfig) -> None:
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
-        self.landmark = runtime_context.get_state(ValueStateDescriptor("landmark", Types.LONG()))
-        self.latest = runtime_context.get_state(ValueStateDescriptor("latest", Types.LONG()))
-        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
+        self.counts = runtime_context.get_map_state(
+            MapStateDescriptor("item-counts", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
+        #: [latest event time, write due]
+        self.meta = runtime_context.get_state(ValueStateDescriptor("meta", Types.PICKLED_BYTE_ARRAY()))
 
-    def process_element(self, hit: PopularityHit, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        landmark = self.landmark.value()
-        if landmark is None or hit.event_time_ms - landmark > self.RESCALE_HALF_LIVES * self.HALF_LIFE_MS:
-            landmark = self._move_landmark(landmark, hit.event_time_ms)
-        added = forward_weight(hit.weight, hit.event_time_ms, landmark, self.HALF_LIFE_MS)
-        self.counts.put(hit.item_id, (self.counts.get(hit.item_id) or 0.0) + added)
-        self.latest.update(max(self.latest.value() or 0, hit.event_time_ms))
-        schedule_write(self.due, ctx, self.config.refresh_ms)
+    def process_element(self, count: PopularityCount, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        self.counts.put(count.item_id, (count.landmark_ms, count.count))
+        meta = self.meta.value() or [0, False]
+        if count.event_time_ms > meta[0] or not meta[1]:
+            entry = [None, max(meta[0], count.event_time_ms), meta[1]]
+            schedule_write(entry, ctx, self.config.popularity_refresh_ms)
+            self.meta.update(entry[1:])
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.due.clear()
-        landmark, at_ms = self.landmark.value(), self.latest.value() or 0
-        if landmark is None:
+        meta = self.meta.value()
+        if meta is None:
             return
-        decay = decay_factor(landmark, at_ms, self.HALF_LIFE_MS)
-        best = heapq.nlargest(self.config.popularity_top_n, self.counts.items(), key=lambda kv: (kv[1], kv[0]))
+        at_ms = meta[0]
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.meta.update([at_ms, False])
+        half_life = self.config.popularity_half_life_ms
+        decayed = ((item, decayed_value(count, at_ms, half_life)) for item, count in self.counts.items())
+        best = heapq.nlargest(self.config.popularity_top_n, decayed, key=lambda kv: (kv[1], kv[0]))
         segment = ctx.get_current_key()
-        payload = {"segment": segment, "items": [[item, count * decay] for item, count in best],
-                   "at_ms": at_ms, "half_life_ms": self.HALF_LIFE_MS}
-        yield RedisWrite(self.config.keys.popularity(segment), at_ms, payload, segment)
-
-    def _move_landmark(self, old: int | None, new: int) -> int:
-        if old is not None:
-            factor = decay_factor(old, new, self.HALF_LIFE_MS)  # old frame -> new frame
-            for item, count in list(self.counts.items()):
-                self.counts.put(item, count * factor)
-        self.landmark.update(new)
-        return new
+        payload = {"segment": segment, "items": [[item, count] for item, count in best],
+                   "at_ms": at_ms, "half_life_ms": half_life}
+        yield self.config.redis_write(self.config.keys.popularity(segment), at_ms, payload, segment)
 
 
 class ModelMetadata(_CoalescedWrites):
@@ -207,7 +242,8 @@ class ModelMetadata(_CoalescedWrites):
         totals["late"] += update.late_events
         return totals
 
-    def writes(self, key: str, value: Any, event_time_ms: int) -> Iterator[RedisWrite]:
+    def writes(self, key: str, entry: list[Any]) -> Iterator[Row]:
+        value, event_time_ms = entry[0], entry[1]
         n = value["learned"]
         payload = {
             "model": key,
@@ -220,7 +256,7 @@ class ModelMetadata(_CoalescedWrites):
             "late_events": value["late"],
             "n_factors": self.config.mf.n_factors,
         }
-        yield RedisWrite(self.config.keys.model(key), event_time_ms, payload, key)
+        yield self.config.redis_write(self.config.keys.model(key), event_time_ms, payload, key)
 
 
 def _bandit_hyper(bandit: Any) -> dict[str, float]:

@@ -4,7 +4,7 @@ A thin adapter: the session is ``online_models.session.step``, learning is
 ``online_models.mf.learn_step``; this operator only moves state in and out of Flink and routes
 what they return. Item-owned parameters are read from an :class:`ItemTable` replica; the update
 this subtask makes to an item is applied to the replica at once and sent to the item's owner
-(``shared_state.ItemParamsOwner``) as an :class:`ItemDelta`; the owner's snapshots come back on
+(``shared_state.ItemParamsOwner``) inside an :class:`ItemTouch`; the owner's snapshots come back on
 the broadcast input (through a compacted Kafka topic) and replace replica rows that are older,
 so each item's parameters reach every subtask at a bounded, measured staleness. Snapshots are
 also kept in broadcast state, which is checkpointed: a restored subtask warms its replica
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
@@ -29,25 +29,25 @@ from flink_jobs.messages import (
     ClosedSession,
     EraseUser,
     ForgetScope,
-    ItemDelta,
     ItemSnapshot,
+    ItemTouch,
     ModelProgress,
-    PopularityHit,
     RedisWrite,
     RedisWrites,
 )
+from flink_jobs.routing import KEYED_MESSAGE, to_redis
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
 from online_models.item_table import ItemTable
 from online_models.mf import GlobalParams, ItemParams, MFConfig, UserParams, initial_user, learn_step, predict
-from online_models.popularity import ALL, InteractionWeights
+from online_models.popularity import InteractionWeights
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
 
-ITEM_DELTAS = OutputTag("item-deltas")
-BANDIT_FEEDBACK = OutputTag("bandit-feedback")
-POPULARITY_HITS = OutputTag("popularity-hits")
-MODEL_PROGRESS = OutputTag("model-progress")
+ITEM_TOUCHES = OutputTag("item-touches", KEYED_MESSAGE)
+BANDIT_FEEDBACK = OutputTag("bandit-feedback", KEYED_MESSAGE)
+MODEL_PROGRESS = OutputTag("model-progress", KEYED_MESSAGE)
+MODEL_KEY = "mf"  # the one key of the model-metadata stage
 CLOSED_SESSIONS = OutputTag("closed-sessions", Types.PRIMITIVE_ARRAY(Types.BYTE()))
 #: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
 ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
@@ -57,6 +57,7 @@ _MAX_UNACKED = 256  # own item updates kept per item until the owner's snapshot 
 _REPORT_EVERY = 500  # a user's learned events between ModelProgress reports (also sent on the user's timers)
 #: learned, squared error, absolute error, rewards matched, rewards unmatched, late events
 _NO_PROGRESS = (0, 0.0, 0.0, 0, 0, 0)
+_COUNT_EVERY = 256  # events between flushes of the per-type counters (each inc is a call into the JVM)
 
 
 def _pending(record: dict[str, Any]) -> list[Any]:
@@ -80,6 +81,7 @@ class UserStageConfig:
     impression_ttl_ms: int
     top_k: int
     score_refresh_ms: int
+    redis_shards: int
 
 
 class UserState(KeyedBroadcastProcessFunction):
@@ -98,13 +100,13 @@ class UserState(KeyedBroadcastProcessFunction):
         self.impressions = runtime_context.get_map_state(
             MapStateDescriptor("impressions", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
-        self.refresh_due = runtime_context.get_state(ValueStateDescriptor("refresh-due", Types.BOOLEAN()))
         self.items = ItemTable(self.config.mf)
         self.glob = GlobalParams()
         self.weights = InteractionWeights()
         self._last_event_ms = 0
         metrics = runtime_context.get_metrics_group()
         self.processed = {t: metrics.add_group("type", t.value).counter("events_processed") for t in EventType}
+        self.uncounted: dict[EventType, int] = {}
         self.late = metrics.counter("late_events")
         self.unmatched = metrics.counter("rewards_unmatched")
         self.items_known = metrics.gauge("item_replica_size", lambda: len(self.items))
@@ -147,9 +149,15 @@ class UserState(KeyedBroadcastProcessFunction):
     # -- events -----------------------------------------------------------------------------
 
     def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+        # Side outputs leave from here directly; Redis-bound messages go through RouteUserOutputs,
+        # like everything on_timer yields (see there why).
+        for message in self._process(event, ctx):
+            yield message if isinstance(message, _TO_REDIS) else route(message, self.config.redis_shards)
+
+    def _process(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         if not self.warm:
             self._warm_replica(ctx)
-        self.processed[event.type].inc()
+        self._count(event.type)
         self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
         if event.type is EventType.ERASE:
             erased = self.user.value()
@@ -166,16 +174,28 @@ class UserState(KeyedBroadcastProcessFunction):
         record["t"] = max(record["t"], event.event_time_ms)
         yield from self._session(record, event, ctx)
         yield from self._rewards(record, event, ctx)
-        yield from self._learn(record, event)
-        if event.item_id is not None and (weight := self.weights.weight(event.type)) > 0:
-            segment = event.context.get("segment")
-            for name in (ALL, segment) if segment else (ALL,):
-                yield PopularityHit(name, event.item_id, weight, event.event_time_ms)
-        self.user.update(record)
-        if not self.refresh_due.value():
-            self.refresh_due.update(True)
+        if event.item_id is not None:
+            touch = self._touch(record, event)
+            if touch is not None:
+                yield touch
+            if _pending(record)[0] >= _REPORT_EVERY:
+                yield from self._report(record)
+        if not record.get("due"):  # in the record, not a state of its own: one state write per event
+            record["due"] = True
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.config.score_refresh_ms)
+        self.user.update(record)
+
+    def _count(self, kind: EventType) -> None:
+        """Count an event of ``kind``; the metric is updated every few hundred events and on timers."""
+        self.uncounted[kind] = self.uncounted.get(kind, 0) + 1
+        if sum(self.uncounted.values()) >= _COUNT_EVERY:
+            self._flush_counts()
+
+    def _flush_counts(self) -> None:
+        for kind, n in self.uncounted.items():
+            self.processed[kind].inc(n)
+        self.uncounted.clear()
 
     def _session(
         self, record: dict[str, Any], event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
@@ -183,10 +203,15 @@ class UserState(KeyedBroadcastProcessFunction):
         state = sessions.SessionState.from_bytes(record["session"]) if record["session"] else None
         state, outputs = sessions.step(state, event, gap_ms=self.config.session_gap_ms)
         record["session"] = None if state is None else state.to_bytes()
-        if state is not None:
-            deadline = sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms)
-            ctx.timer_service().register_event_time_timer(deadline)
+        if state is not None and not record.get("session_timer"):
+            # One timer at a time: when it fires early (the session went on), on_timer sets the next.
+            self._set_session_timer(record, state, ctx)
         yield from self._session_outputs(record, outputs)
+
+    def _set_session_timer(self, record: dict[str, Any], state: sessions.SessionState, ctx: Any) -> None:
+        deadline = sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms)
+        ctx.timer_service().register_event_time_timer(deadline)
+        record["session_timer"] = deadline
 
     def _session_outputs(self, record: dict[str, Any], outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
         for output in outputs:
@@ -216,10 +241,14 @@ class UserState(KeyedBroadcastProcessFunction):
             for key in scopes:
                 yield BanditFeedback(key, arm, 1.0, event.event_time_ms)
 
-    def _learn(self, record: dict[str, Any], event: Event) -> Iterator[Any]:
+    def _touch(self, record: dict[str, Any], event: Event) -> ItemTouch | None:
+        """Learn from ``event`` (when it has a target) and say what it did to the item, in one message."""
+        assert event.item_id is not None
+        weight = self.weights.weight(event.type)
+        segment = event.context.get("segment")
         target = self.config.mf.targets.target(event)
-        if target is None or event.item_id is None:
-            return
+        if target is None:
+            return ItemTouch(event.item_id, event.event_time_ms, weight, segment) if weight > 0 else None
         cfg = self.config.mf
         user = UserParams.from_bytes(record["factors"]) if record["factors"] else initial_user(cfg, event.user_id)
         item = self.items.get(event.item_id)
@@ -238,19 +267,18 @@ class UserState(KeyedBroadcastProcessFunction):
         pending.append((seq, d_bias, d_factors))
         if len(pending) > _MAX_UNACKED:  # no snapshots coming (e.g. a bounded run): keep memory bounded
             del pending[: len(pending) - _MAX_UNACKED]
-        yield ItemDelta(event.item_id, d_bias, d_factors.astype("<f8").tobytes(), event.event_time_ms,
-                        self.subtask, seq)
-        if p[0] >= _REPORT_EVERY:
-            yield from self._report(record)
+        return ItemTouch(event.item_id, event.event_time_ms, weight, segment, d_bias,
+                         d_factors.astype("<f8").tobytes(), self.subtask, seq)
 
     # -- timers -----------------------------------------------------------------------------
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
+        self._flush_counts()
         user_id = ctx.get_current_key()
         record = self.user.value()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.refresh_due.clear()
             if record is not None:
+                record["due"] = False
                 yield from self._snapshot(user_id, record)
                 yield from self._report(record)
                 self.user.update(record)
@@ -261,16 +289,18 @@ class UserState(KeyedBroadcastProcessFunction):
         # Event-time timers also fire on the final watermark of a bounded input, where
         # processing-time timers do not: report progress here too so none is left behind.
         yield from self._report(record)
+        if record.get("session_timer") == timestamp:
+            record["session_timer"] = None
+        if record["session"]:
+            state = sessions.SessionState.from_bytes(record["session"])
+            state, outputs = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
+            if outputs:
+                record["session"] = None
+                yield from self._session_outputs(record, outputs)
+                yield from self._snapshot(user_id, record)
+            elif not record.get("session_timer"):
+                self._set_session_timer(record, state, ctx)  # the session went on past this timer
         self.user.update(record)
-        if not record["session"]:
-            return
-        state = sessions.SessionState.from_bytes(record["session"])
-        state, outputs = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
-        if outputs:
-            record["session"] = None
-            yield from self._session_outputs(record, outputs)
-            self.user.update(record)
-            yield from self._snapshot(user_id, record)
 
     def _expire_impressions(self, timestamp: int) -> Iterator[Any]:
         expired = [(rid, value) for rid, value in self.impressions.items() if value[2] <= timestamp]
@@ -307,29 +337,35 @@ class UserState(KeyedBroadcastProcessFunction):
 
 
 class RouteUserOutputs(ProcessFunction):
-    """Split the user stage's messages by type; Redis writes stay on the main output.
-
-    Every other message goes to the side output of its consumer.
+    """Put each message of the user stage on its consumer's output, keyed for it (:func:`route`).
 
     Why a separate step: in thread mode PyFlink 2.2.1 does not route side outputs yielded from
     ``KeyedBroadcastProcessFunction.on_timer`` (``fn_execution/datastream/embedded/operations.py``
-    skips ``process_func`` there), so the user stage yields plain messages and this chained
-    function tags them.
+    skips ``process_func`` there), so the user stage yields plain messages from its timers (and
+    its Redis messages) and this chained function routes them.
     """
 
+    def __init__(self, redis_shards: int) -> None:
+        self.redis_shards = redis_shards
+
     def process_element(self, message: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        tag = _ROUTES.get(type(message))
-        yield message if tag is None else (tag, message.summary_json if tag is CLOSED_SESSIONS else message)
+        yield route(message, self.redis_shards)
 
 
-_ROUTES: dict[type, OutputTag] = {
-    ItemDelta: ITEM_DELTAS,
-    BanditFeedback: BANDIT_FEEDBACK,
-    ForgetScope: BANDIT_FEEDBACK,
-    PopularityHit: POPULARITY_HITS,
-    ModelProgress: MODEL_PROGRESS,
-    ClosedSession: CLOSED_SESSIONS,
-}
+_TO_REDIS = (RedisWrite, RedisWrites, EraseUser)
+
+
+def route(message: Any, redis_shards: int) -> Any:
+    """A user-stage message as its consumer takes it: ``(side output, keyed row or bytes)``, or a Redis row."""
+    if isinstance(message, ItemTouch):
+        return ITEM_TOUCHES, Row(message.item_id, message)
+    if isinstance(message, BanditFeedback | ForgetScope):
+        return BANDIT_FEEDBACK, Row(message.scope_key, message)
+    if isinstance(message, ModelProgress):
+        return MODEL_PROGRESS, Row(MODEL_KEY, message)
+    if isinstance(message, ClosedSession):
+        return CLOSED_SESSIONS, message.summary_json
+    return to_redis(message, redis_shards)
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:
@@ -374,5 +410,5 @@ def _summary_payload(summary: sessions.SessionSummary) -> dict[str, Any]:
 
 
 def unpack_factors(data: bytes) -> np.ndarray:
-    """Factors sent in an :class:`ItemDelta`."""
+    """Factors sent in an :class:`ItemTouch`."""
     return np.frombuffer(data, dtype="<f8")

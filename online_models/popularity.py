@@ -28,7 +28,17 @@ import numpy as np
 from online_models.base import ContractCase, ItemId, Learner, StateHeader
 from schemas.events import Event, EventType
 
-__all__ = ["ALL", "DecayedPopularity", "InteractionWeights", "decay_factor", "forward_weight"]
+__all__ = [
+    "ALL",
+    "DecayedCount",
+    "DecayedPopularity",
+    "InteractionWeights",
+    "add_decayed",
+    "decay_factor",
+    "decayed_value",
+    "epoch_landmark",
+    "forward_weight",
+]
 
 #: The segment every event counts into.
 ALL = "*"
@@ -57,6 +67,50 @@ def decay_factor(landmark_ms: int, at_ms: int, half_life_ms: int) -> float:
     0.5
     """
     return float(2.0 ** ((landmark_ms - at_ms) / half_life_ms))
+
+
+#: One item's count in one segment: (landmark ms, sum of forward-decayed weights in its frame).
+DecayedCount = tuple[int, float]
+
+
+def epoch_landmark(time_ms: int, half_life_ms: int) -> int:
+    """The landmark of the epoch (64 half-lives) holding ``time_ms``: forward weights stay in float range.
+
+    >>> epoch_landmark(130_000, 1_000), epoch_landmark(63_999, 1_000)
+    (128000, 0)
+    """
+    span = _RESCALE_HALF_LIVES * half_life_ms
+    return time_ms - time_ms % span
+
+
+def add_decayed(count: DecayedCount | None, weight: float, time_ms: int, half_life_ms: int) -> DecayedCount:
+    """``count`` after adding ``weight`` seen at ``time_ms``; moves to a later epoch's landmark when needed.
+
+    Counts kept this way need no shared landmark: whoever holds one can update it alone (the
+    job's item owners do), and two counts compare after :func:`decayed_value` at the same time.
+
+    >>> c = add_decayed(None, 1.0, 0, 1_000)
+    >>> c = add_decayed(c, 1.0, 1_000, 1_000)
+    >>> decayed_value(c, 1_000, 1_000)
+    1.5
+    >>> decayed_value(add_decayed(c, 1.0, 200_000, 1_000), 200_000, 1_000)
+    1.0
+    """
+    landmark = epoch_landmark(time_ms, half_life_ms)
+    total = 0.0
+    if count is not None:
+        held, total = count
+        if held >= landmark:  # same epoch, or an out-of-order weight from an earlier one
+            landmark = held
+        else:
+            total *= decay_factor(held, landmark, half_life_ms)  # old frame -> new frame
+    return landmark, total + forward_weight(weight, time_ms, landmark, half_life_ms)
+
+
+def decayed_value(count: DecayedCount, at_ms: int, half_life_ms: int) -> float:
+    """The decayed count at ``at_ms``."""
+    landmark, total = count
+    return total * decay_factor(landmark, at_ms, half_life_ms)
 
 
 @dataclass(frozen=True)

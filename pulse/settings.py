@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     shared_refresh_ms: int = Field(
         1000, ge=1, description="Item parameters, bandits, popularity: written and shared at most this often"
     )
+    popularity_refresh_ms: int = Field(
+        5000, ge=1, description="A segment's popular items are ranked and written at most this often"
+    )
     redis_flush_ms: int = Field(50, ge=1, description="Pending Redis writes are flushed this often")
     model_version: str = "mf-v1"
     mf_factors: int = Field(10, ge=1)
