@@ -9,38 +9,37 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from flink_jobs.decode import DEAD_LETTERS, DecodeEvents
 from flink_jobs.redis_output import RedisOutput
 from flink_jobs.redis_sink import RedisWriter
-from flink_jobs.routing import KEYED_MESSAGE, keyed_by_row_key
+from flink_jobs.routing import (
+    CLOSED_SESSION,
+    ITEM_SNAPSHOT,
+    MESSAGE,
+    TO_BANDITS,
+    TO_ITEMS,
+    TO_MODEL,
+    TO_POPULARITY,
+    TO_REDIS,
+    keyed_messages,
+    raw_bytes_of,
+)
 from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
 from flink_jobs.shared_state import (
-    ITEM_SNAPSHOTS,
-    POPULARITY_COUNTS,
     BanditArms,
     ItemParamsOwner,
     ModelMetadata,
     SegmentPopularity,
     SharedStageConfig,
 )
-from flink_jobs.user_state import (
-    BANDIT_FEEDBACK,
-    CLOSED_SESSIONS,
-    ITEM_PARAMS,
-    ITEM_TOUCHES,
-    MODEL_PROGRESS,
-    RouteUserOutputs,
-    UserStageConfig,
-    UserState,
-)
-from infra.local.jars import jar_dir
+from flink_jobs.user_state import ITEM_PARAMS, UserStageConfig, UserState
+from infra.local.jars import ensure_jars
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
 from pulse.settings import Settings
@@ -61,7 +60,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     write_closed_sessions(users, settings)
     shared = shared_state(users, settings)
     write_item_snapshots(shared[0], settings)
-    write_redis(users.routed.union(*shared), settings)
+    write_redis(users.union(*shared), settings)
 
 
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
@@ -111,22 +110,11 @@ def read_item_snapshots(env: StreamExecutionEnvironment, settings: Settings, bou
 def write_item_snapshots(items: DataStream, settings: Settings) -> None:
     """Snapshots are whole values keyed by item version: at-least-once is enough (replays are ignored)."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_item_params, exactly_once=False)
-    items.get_side_output(ITEM_SNAPSHOTS).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
+    raw_bytes_of(items, ITEM_SNAPSHOT).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
 
 
-@dataclass(frozen=True)
-class UserStage:
-    """The user stage's two operators; messages leave from both (see ``RouteUserOutputs``)."""
-
-    state: DataStream
-    routed: DataStream  # main output: Redis messages keyed by sink shard
-
-    def side_output(self, tag: OutputTag) -> DataStream:
-        return self.state.get_side_output(tag).union(self.routed.get_side_output(tag))
-
-
-def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> UserStage:
-    """keyBy(user): session, counts, user factors, impression->reward join; emits Redis writes."""
+def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> DataStream:
+    """keyBy(user): session, counts, user factors, impression->reward join; every output a message row."""
     config = UserStageConfig(
         mf=mf_config(settings),
         keys=RedisKeys(settings.redis_prefix),
@@ -137,26 +125,23 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         score_refresh_ms=settings.score_refresh_ms,
         redis_shards=redis_shards(settings),
     )
-    state = (
+    return (
         events.key_by(lambda e: e.user_id, key_type=Types.STRING())
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
-        .process(UserState(config))
+        .process(UserState(config), output_type=MESSAGE)
         .name("user-state")
         .uid("user-state")
     )
-    routed = (state.process(RouteUserOutputs(config.redis_shards), output_type=KEYED_MESSAGE)
-              .name("route-user-outputs").uid("route-user-outputs"))
-    return UserStage(state, routed)
 
 
-def write_closed_sessions(users: UserStage, settings: Settings) -> None:
+def write_closed_sessions(users: DataStream, settings: Settings) -> None:
     """Closed-session summaries (JSON) to the sessions topic, exactly once."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_sessions, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-sessions")
-    users.side_output(CLOSED_SESSIONS).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
+    raw_bytes_of(users, CLOSED_SESSION).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
 
 
-def shared_state(users: UserStage, settings: Settings) -> list[DataStream]:
+def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
     """Item parameters and counts, bandit arms, segment popularity and model metadata, each keyed by its owner."""
     config = SharedStageConfig(
         keys=RedisKeys(settings.redis_prefix),
@@ -167,25 +152,24 @@ def shared_state(users: UserStage, settings: Settings) -> list[DataStream]:
         model_version=settings.model_version,
         redis_shards=redis_shards(settings),
     )
-    # Each sender put the owner's key in front of its messages (flink_jobs/routing.py).
-    items = (keyed_by_row_key(users.side_output(ITEM_TOUCHES))
-             .process(ItemParamsOwner(config), output_type=KEYED_MESSAGE).name("item-params").uid("item-params"))
-    bandits = (keyed_by_row_key(users.side_output(BANDIT_FEEDBACK))
-               .process(BanditArms(config), output_type=KEYED_MESSAGE).name("bandit-arms").uid("bandit-arms"))
-    popularity = (keyed_by_row_key(items.get_side_output(POPULARITY_COUNTS))
-                  .process(SegmentPopularity(config), output_type=KEYED_MESSAGE).name("popularity").uid("popularity"))
-    model = (keyed_by_row_key(users.side_output(MODEL_PROGRESS))
-             .process(ModelMetadata(config), output_type=KEYED_MESSAGE).name("model-metadata").uid("model-metadata"))
+    items = (keyed_messages(users, TO_ITEMS)
+             .process(ItemParamsOwner(config), output_type=MESSAGE).name("item-params").uid("item-params"))
+    bandits = (keyed_messages(users, TO_BANDITS)
+               .process(BanditArms(config), output_type=MESSAGE).name("bandit-arms").uid("bandit-arms"))
+    popularity = (keyed_messages(items, TO_POPULARITY)
+                  .process(SegmentPopularity(config), output_type=MESSAGE).name("popularity").uid("popularity"))
+    model = (keyed_messages(users, TO_MODEL)
+             .process(ModelMetadata(config), output_type=MESSAGE).name("model-metadata").uid("model-metadata"))
     return [items, bandits, popularity, model]
 
 
-def write_redis(writes: DataStream, settings: Settings) -> None:
+def write_redis(messages: DataStream, settings: Settings) -> None:
     """Every Redis write, keyed by shard (by its sender) so each shard flushes one pipeline at a time."""
     writer = RedisWriter(
         RedisKeys(settings.redis_prefix), settings.model_version,
         url=settings.redis_url, password=settings.redis_password,
     )
-    (keyed_by_row_key(writes)
+    (keyed_messages(messages, TO_REDIS)
      .process(RedisOutput(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
 
 
@@ -232,7 +216,7 @@ def make_job_environment(
         extra["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
         extra["metrics.reporter.prom.port"] = str(settings.metrics_port)
     return make_environment(
-        jars=sorted(jar_dir(settings.home, "flink").glob("*.jar")),
+        jars=ensure_jars(settings.home, "flink"),  # also rebuilds the job's Java classes after a change
         parallelism=settings.job_parallelism,
         checkpoint_interval_ms=settings.checkpoint_interval_ms,
         checkpoint_dir=settings.checkpoint_path(),

@@ -1,11 +1,19 @@
-"""How messages find their keyed stage: each sender puts the key in front, Flink keys on it in Java.
+"""How messages find their stage: rows on each stage's main output, split and keyed in the JVM.
 
-PyFlink's ``key_by(python_function)`` adds a Python step before every keyed stage that calls the
-function and wraps each message as ``Row(key, message)``; on a side output it cannot be fused with
-the sender, so every message crossed from the JVM into Python and back once more just to be keyed.
-Here the sender builds that ``Row`` itself (it knows the key) and :func:`keyed_by_row_key` keys the
-stream on the Row's first field with PyFlink's own Java key selector, as ``key_by`` does after
-its Python step. The keyed stage receives the message alone, exactly as after ``key_by``.
+Every Python stage sends ``Row(key, message, kind, raw)`` on its main output; the JVM splits the
+stream by kind and keys each part on the Row's first field.
+
+Two PyFlink costs this avoids, both measured on the job (bench/README.md):
+
+* a side output is a call from Python into the JVM per record, made while holding the Python
+  interpreter's lock, which every Python operator of the TaskManager shares; main-output records
+  are handed over when the function returns;
+* ``key_by(python_function)`` adds a Python step before each keyed stage (one more crossing per
+  record) just to wrap the record as ``Row(key, record)``. Senders here know the key, so they build
+  that Row themselves, and PyFlink's own Java key selector keys on it as ``key_by`` would.
+
+A keyed stage receives the message alone, as after ``key_by``. The filter and the raw-bytes map
+are two small Java classes (``flink_jobs/java/pulse/flink``).
 """
 
 from __future__ import annotations
@@ -19,23 +27,58 @@ from pyflink.java_gateway import get_gateway
 
 from flink_jobs.messages import EraseUser
 
-#: ``Row(key, message)``: a message with the key of the stage it goes to.
-KEYED_MESSAGE = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+#: ``Row(key, message, kind, raw)``: a message for the stages of ``kind``, keyed by ``key`` there;
+#: ``raw`` carries bytes for a Kafka sink instead (closed sessions, item snapshots).
+MESSAGE = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+# Kinds of message, by consumer.
+TO_ITEMS = "item"
+TO_BANDITS = "bandit"
+TO_POPULARITY = "popularity"
+TO_MODEL = "model"
+TO_REDIS = "redis"
+CLOSED_SESSION = "closed-session"
+ITEM_SNAPSHOT = "item-snapshot"
 
 
-def keyed_by_row_key(stream: DataStream) -> KeyedStream:
-    """``stream`` of :data:`KEYED_MESSAGE` rows, keyed by their first field (in the JVM)."""
-    key_selector = get_gateway().jvm.KeyByKeySelector()
-    j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
+def message(kind: str, key: str, payload: Any) -> Row:
+    """A message for the stage of ``kind``, keyed by ``key`` there."""
+    return Row(key, payload, kind, b"")
 
 
-def shard_of(message: Any, shards: int) -> str:
+def raw_message(kind: str, data: bytes) -> Row:
+    """Bytes for the Kafka sink of ``kind``."""
+    return Row("", None, kind, data)
+
+
+def to_redis(payload: Any, shards: int) -> Row:
+    """A Redis-bound message (write, writes, erasure, deletion) keyed by its sink shard."""
+    return message(TO_REDIS, shard_of(payload, shards), payload)
+
+
+def shard_of(payload: Any, shards: int) -> str:
     """The Redis sink shard of a message: all keys of one user land on one shard, in order."""
-    route = message.user_id if isinstance(message, EraseUser) else message.route
+    route = payload.user_id if isinstance(payload, EraseUser) else payload.route
     return f"s{zlib.crc32(route.encode()) % shards}"
 
 
-def to_redis(message: Any, shards: int) -> Row:
-    """A Redis-bound message (write, writes, erasure, deletion) keyed by its sink shard."""
-    return Row(shard_of(message, shards), message)
+def messages_of(stream: DataStream, kind: str) -> DataStream:
+    """The :data:`MESSAGE` rows of ``kind`` in ``stream`` (filtered in the JVM)."""
+    return DataStream(stream._j_data_stream.filter(get_gateway().jvm.pulse.flink.MessageKind(kind)))
+
+
+def keyed_messages(stream: DataStream, kind: str) -> KeyedStream:
+    """The messages of ``kind`` in ``stream``, keyed by their first field (in the JVM)."""
+    key_selector = get_gateway().jvm.KeyByKeySelector()
+    j_keyed = messages_of(stream, kind)._j_data_stream.keyBy(
+        key_selector, Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
+
+
+def raw_bytes_of(stream: DataStream, kind: str) -> DataStream:
+    """The raw bytes of the messages of ``kind`` in ``stream``, for a Kafka sink."""
+    j_bytes = messages_of(stream, kind)._j_data_stream.map(
+        get_gateway().jvm.pulse.flink.RawBytes(), Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
+    )
+    return DataStream(j_bytes)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.messages import (
@@ -35,7 +35,7 @@ from flink_jobs.messages import (
     PopularityCount,
     RedisWrite,
 )
-from flink_jobs.routing import KEYED_MESSAGE, to_redis
+from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, message, raw_message, to_redis
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, add_decayed, decayed_value
@@ -43,10 +43,6 @@ from schemas.redis_keys import RedisKeys
 
 END_OF_TIME = 2**63 - 2  # fires on the final watermark (Long.MAX_VALUE) of a bounded input
 
-#: Item-parameter snapshots (bytes of :class:`ItemSnapshot`) for the user side's replicas.
-ITEM_SNAPSHOTS = OutputTag("item-snapshots", Types.PRIMITIVE_ARRAY(Types.BYTE()))
-#: An item's changed popularity counts, for the stage of each segment.
-POPULARITY_COUNTS = OutputTag("popularity-counts", KEYED_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -109,14 +105,17 @@ class _CoalescedWrites(KeyedProcessFunction):
             return
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             entry[2] = False
-        yield from self.writes(ctx.get_current_key(), entry)
+        yield from self.writes(ctx.get_current_key(), entry, final=timestamp >= END_OF_TIME)
         self.entry.update(entry)
 
     def apply(self, key: str, value: Any, update: Any) -> Any:
         raise NotImplementedError
 
-    def writes(self, key: str, entry: list[Any]) -> Iterator[Any]:
-        """What to send for the key's ``entry`` (may change ``entry[0]``; it is saved after)."""
+    def writes(self, key: str, entry: list[Any], final: bool) -> Iterator[Any]:
+        """What to send for the key's ``entry`` (may change ``entry[0]``; it is saved after).
+
+        ``final``: the input has ended (the end-of-time timer fired).
+        """
         raise NotImplementedError
 
 
@@ -144,19 +143,21 @@ class ItemParamsOwner(_CoalescedWrites):
                 item["changed"].add(segment)
         return item
 
-    def writes(self, key: str, entry: list[Any]) -> Iterator[Any]:
+    def writes(self, key: str, entry: list[Any], final: bool) -> Iterator[Any]:
         item, event_time_ms = entry[0], entry[1]
         for segment in sorted(item["changed"]):
             landmark, count = item["popularity"][segment]
-            yield POPULARITY_COUNTS, Row(segment, PopularityCount(segment, key, landmark, count, event_time_ms))
+            yield message(TO_POPULARITY, segment, PopularityCount(segment, key, landmark, count, event_time_ms))
         item["changed"] = set()
         if not item["params"]:
             return
         params = ItemParams.from_bytes(item["params"])
         payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
         yield self.config.redis_write(self.config.keys.item_params(key), event_time_ms, payload, key)
+        if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
+            return
         snapshot = ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, item["params"], item["acks"])
-        yield ITEM_SNAPSHOTS, snapshot.to_bytes()
+        yield raw_message(ITEM_SNAPSHOT, snapshot.to_bytes())  # for the user side's replicas
 
 
 class BanditArms(_CoalescedWrites):
@@ -174,7 +175,7 @@ class BanditArms(_CoalescedWrites):
         bandit.update(update.arm, update.reward)
         return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
 
-    def writes(self, key: str, entry: list[Any]) -> Iterator[Row]:
+    def writes(self, key: str, entry: list[Any], final: bool) -> Iterator[Row]:
         bandit = entry[0]
         payload = {
             "policy": self.config.bandit_policy,
@@ -242,7 +243,7 @@ class ModelMetadata(_CoalescedWrites):
         totals["late"] += update.late_events
         return totals
 
-    def writes(self, key: str, entry: list[Any]) -> Iterator[Row]:
+    def writes(self, key: str, entry: list[Any], final: bool) -> Iterator[Row]:
         value, event_time_ms = entry[0], entry[1]
         n = value["learned"]
         payload = {

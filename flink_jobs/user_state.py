@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.messages import (
@@ -35,7 +35,7 @@ from flink_jobs.messages import (
     RedisWrite,
     RedisWrites,
 )
-from flink_jobs.routing import KEYED_MESSAGE, to_redis
+from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, message, raw_message, to_redis
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
 from online_models.item_table import ItemTable
@@ -44,11 +44,7 @@ from online_models.popularity import InteractionWeights
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
 
-ITEM_TOUCHES = OutputTag("item-touches", KEYED_MESSAGE)
-BANDIT_FEEDBACK = OutputTag("bandit-feedback", KEYED_MESSAGE)
-MODEL_PROGRESS = OutputTag("model-progress", KEYED_MESSAGE)
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
-CLOSED_SESSIONS = OutputTag("closed-sessions", Types.PRIMITIVE_ARRAY(Types.BYTE()))
 #: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
 ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
@@ -149,10 +145,8 @@ class UserState(KeyedBroadcastProcessFunction):
     # -- events -----------------------------------------------------------------------------
 
     def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
-        # Side outputs leave from here directly; Redis-bound messages go through RouteUserOutputs,
-        # like everything on_timer yields (see there why).
-        for message in self._process(event, ctx):
-            yield message if isinstance(message, _TO_REDIS) else route(message, self.config.redis_shards)
+        for output in self._process(event, ctx):
+            yield route(output, self.config.redis_shards)
 
     def _process(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         if not self.warm:
@@ -273,6 +267,10 @@ class UserState(KeyedBroadcastProcessFunction):
     # -- timers -----------------------------------------------------------------------------
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
+        for output in self._on_timer(timestamp, ctx):
+            yield route(output, self.config.redis_shards)
+
+    def _on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
         self._flush_counts()
         user_id = ctx.get_current_key()
         record = self.user.value()
@@ -336,36 +334,17 @@ class UserState(KeyedBroadcastProcessFunction):
         p[:] = _NO_PROGRESS
 
 
-class RouteUserOutputs(ProcessFunction):
-    """Put each message of the user stage on its consumer's output, keyed for it (:func:`route`).
-
-    Why a separate step: in thread mode PyFlink 2.2.1 does not route side outputs yielded from
-    ``KeyedBroadcastProcessFunction.on_timer`` (``fn_execution/datastream/embedded/operations.py``
-    skips ``process_func`` there), so the user stage yields plain messages from its timers (and
-    its Redis messages) and this chained function routes them.
-    """
-
-    def __init__(self, redis_shards: int) -> None:
-        self.redis_shards = redis_shards
-
-    def process_element(self, message: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        yield route(message, self.redis_shards)
-
-
-_TO_REDIS = (RedisWrite, RedisWrites, EraseUser)
-
-
-def route(message: Any, redis_shards: int) -> Any:
-    """A user-stage message as its consumer takes it: ``(side output, keyed row or bytes)``, or a Redis row."""
-    if isinstance(message, ItemTouch):
-        return ITEM_TOUCHES, Row(message.item_id, message)
-    if isinstance(message, BanditFeedback | ForgetScope):
-        return BANDIT_FEEDBACK, Row(message.scope_key, message)
-    if isinstance(message, ModelProgress):
-        return MODEL_PROGRESS, Row(MODEL_KEY, message)
-    if isinstance(message, ClosedSession):
-        return CLOSED_SESSIONS, message.summary_json
-    return to_redis(message, redis_shards)
+def route(output: Any, redis_shards: int) -> Row:
+    """A message of the user stage as a row for its consumer (``flink_jobs/routing.py``)."""
+    if isinstance(output, ItemTouch):
+        return message(TO_ITEMS, output.item_id, output)
+    if isinstance(output, BanditFeedback | ForgetScope):
+        return message(TO_BANDITS, output.scope_key, output)
+    if isinstance(output, ModelProgress):
+        return message(TO_MODEL, MODEL_KEY, output)
+    if isinstance(output, ClosedSession):
+        return raw_message(CLOSED_SESSION, output.summary_json)
+    return to_redis(output, redis_shards)
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:
