@@ -11,6 +11,11 @@ checkpoint dir per phase, uuid-named; restart attempts 0 so a failure ends the p
 
 * ``job``  -- ``python -m pulse job run --restore none`` (whatever execution mode / bundle /
   refresh / flush the settings say; ``--job-env K=V`` overrides them);
+* ``cluster`` -- the same job on a local standalone cluster (``infra/local/flink.py``, what
+  ``pulse up --flink`` starts) of ``--cluster-taskmanagers`` TaskManagers (default 2), submitted
+  with ``pulse job submit --parallelism`` ``--cluster-parallelism`` (default 2). In thread mode
+  every Python operator of a JVM shares that JVM's one Python interpreter lock, so one JVM
+  (``job``) uses about one core for Python; two TaskManagers are two JVMs and can use both;
 * ``loop`` -- ``bench/loop_baseline.py``: one confluent-kafka consumer + the same learners and
   the same four per-user Redis keys through ``RedisWriter.write_batch``, one batch per poll.
 
@@ -21,7 +26,7 @@ Starting one job per point would cost ~20-40 s of JVM/MiniCluster start-up per p
 measure a cold job; instead start-up is measured once per phase (launch -> the counts key of one
 probe event is in Redis), then a short unreported warm-up point runs at the lowest rate, then
 the points run in order (the model and item table carry over, for both systems alike). The
-phases run one after the other (job, then loop, per repeat), never at the same time: they
+phases run one after the other (job, cluster, then loop, per repeat), never at the same time: they
 would share the same 2 cores.
 
 Per point: N synthetic events are generated up front, then sent with ``EventProducer.send``
@@ -66,6 +71,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +81,8 @@ import orjson
 import redis
 from confluent_kafka.admin import AdminClient
 
+from infra.local.flink import ClusterShape, FlinkCluster
+from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics, pulse_topics
@@ -89,7 +97,37 @@ def batched(items, n):  # itertools.batched is 3.12+
     it = iter(items)
     while chunk := list(itertools.islice(it, n)):
         yield chunk
-MODES = ("job", "loop")
+MODES = ("job", "cluster", "loop")
+
+
+@dataclass
+class System:
+    """A system under test: the process groups it runs in (CPU, RSS) and whether it still runs."""
+
+    groups: Callable[[], list[int]]
+    exit_code: Callable[[], int | None]  # None while it runs
+    stop: Callable[[], None]
+
+
+def popen_system(proc: subprocess.Popen[bytes]) -> System:
+    """One subprocess in its own process group."""
+    return System(lambda: [proc.pid], proc.poll, lambda: stop_group(proc))
+
+
+def cluster_system(cluster: FlinkCluster) -> System:
+    """The local standalone cluster: JobManager and TaskManagers, each in a process group of its own."""
+    def exit_code() -> int | None:
+        return None if all(p.pid() for p in cluster.processes()) else 1
+
+    return System(lambda: [pid for p in cluster.processes() if (pid := p.pid())], exit_code, lambda: cluster.stop())
+
+
+def systems_cpu_s(system: System) -> float:
+    return sum(group_cpu_s(g) for g in system.groups())
+
+
+def systems_thread_cpu(system: System) -> dict[tuple[int, int], tuple[str, str, float]]:
+    return {k: v for g in system.groups() for k, v in thread_cpu(g).items()}
 
 
 # -- processes: start, stop, CPU, RSS -------------------------------------------------------------
@@ -253,7 +291,7 @@ def visible_events(ctx: Runner) -> int:
 
 
 def measure_point(
-    ctx: Runner, proc: subprocess.Popen[bytes], producer: EventProducer, label: str, rate: float | None, n: int,
+    ctx: Runner, system: System, producer: EventProducer, label: str, rate: float | None, n: int,
 ) -> Point:
     """Send one point, wait until Redis shows all of it (or the drain window closes), read the envelopes.
 
@@ -269,16 +307,16 @@ def measure_point(
     point = Point(ctx.mode, label, rate, len(events), len(users), repeat=ctx.repeat)
     visible0 = visible_events(ctx)
     ctx.expected.update(expected)
-    cpu0 = group_cpu_s(proc.pid)
-    threads0 = thread_cpu(proc.pid) if label == "max" else {}
+    cpu0 = systems_cpu_s(system)
+    threads0 = systems_thread_cpu(system) if label == "max" else {}
     first_send = now_ms()
     t0 = time.monotonic()
     point.send_rate = send_paced(producer, events, rate)
     deadline = t0 + ctx.args.max_window_s if rate is None else time.monotonic() + ctx.args.drain_timeout_s
     pending = users
     while pending:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{ctx.mode} exited with {proc.returncode}")
+        if (code := system.exit_code()) is not None:
+            raise RuntimeError(f"{ctx.mode} exited with {code}")
         got = read_counts(ctx.redis, ctx.keys, pending)
         pending = [u for u, g in zip(pending, got, strict=True) if g is None or g[0] < expected[u]]
         if not pending:
@@ -288,9 +326,9 @@ def measure_point(
             break
         time.sleep(0.2)
     wall = time.monotonic() - t0
-    cpu = group_cpu_s(proc.pid) - cpu0
+    cpu = systems_cpu_s(system) - cpu0
     if threads0:
-        threads1 = thread_cpu(proc.pid)
+        threads1 = systems_thread_cpu(system)
         busy = sorted(((c - threads0.get(k, (0, 0, 0.0))[2], p, t) for k, (p, t, c) in threads1.items()),
                       reverse=True)[:8]
         ctx.phase.top_threads = [f"{p}/{t}: {100 * c / wall:.0f}%" for c, p, t in busy if c > 0.01 * wall]
@@ -346,21 +384,29 @@ class Runner:
             env.update(self.args.job_env)
             cmd = [sys.executable, "-m", "pulse", "job", "run", "--restore", "none"]
             cwd = self.args.job_repo
+        elif mode == "cluster":
+            env.update(self.args.job_env)
+            env["PULSE_JOB_PARALLELISM"] = str(self.args.cluster_parallelism)
+            cmd = [sys.executable, "-m", "pulse", "job", "submit", "--restore", "none", "--jobmanager"]
+            cwd = self.args.job_repo
         else:
             cmd = [sys.executable, str(REPO_ROOT / "bench" / "loop_baseline.py"), *self.args.loop_args]
             cwd = REPO_ROOT
         log = tmp / f"{mode}.log"
         where = f" in {cwd}" if cwd != REPO_ROOT else ""
         print(f"\n== {mode} (repeat {repeat + 1}): {' '.join(cmd[1:])}{where}", flush=True)
-        if mode == "job":
+        if mode != "loop":
             print(f"   {effective_settings(cwd, env)}", flush=True)
         started = time.monotonic()
-        with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        try:
+            system = self._launch(mode, cmd, cwd, env, tmp, log)
+        except Exception as exc:  # noqa: BLE001 -- report, keep the other phases
+            phase.failed = f"{type(exc).__name__}: {exc}"
+            print(f"   FAILED to start: {phase.failed}", flush=True)
+            return phase
         try:
             with EventProducer(settings) as producer:
-                self._startup(proc, producer, started)
+                self._startup(system, producer, started)
                 print(f"   start-up {phase.startup_s:5.1f} s (launch -> first probe key in Redis)", flush=True)
                 rates = [(str(int(r)), r, int(r * self.args.seconds)) for r in self.args.rates]
                 todo = [("warmup", rates[0][1], int(rates[0][1] * self.args.warmup_s)), *rates,
@@ -371,21 +417,21 @@ class Runner:
                         print(f"   {mode:<4} {label:>6}: skipped -- already fell behind at {behind}", flush=True)
                         phase.points.append(Point(mode, label, rate, 0, complete=False, repeat=repeat))
                         continue
-                    point = measure_point(self, proc, producer, label, rate, n)
+                    point = measure_point(self, system, producer, label, rate, n)
                     print(_point_line(point), flush=True)
                     if label != "warmup":
                         phase.points.append(point)
                     if label != "warmup" and rate and (not point.complete or point.sustained < 0.9 * rate):
                         behind = f"{label} ev/s"
                     time.sleep(1.0)
-            phase.peak_rss_mb = group_peak_rss_mb(proc.pid)
+            phase.peak_rss_mb = sum(group_peak_rss_mb(g) for g in system.groups())
             print(f"   peak RSS {phase.peak_rss_mb:,.0f} MiB (sum over processes); busiest threads at max rate: "
                   + ", ".join(phase.top_threads), flush=True)
         except Exception as exc:  # noqa: BLE001 -- report, keep the other phases
             phase.failed = f"{type(exc).__name__}: {exc}"
             print(f"   FAILED: {phase.failed}\n--- {log} ---\n{tail(log)}", flush=True)
         finally:
-            stop_group(proc)
+            system.stop()
             self._cleanup(settings)
             if phase.failed is None and not self.args.keep_logs:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -393,14 +439,38 @@ class Runner:
                 print(f"   logs kept in {tmp}")
         return phase
 
-    def _startup(self, proc: subprocess.Popen[bytes], producer: EventProducer, started: float) -> None:
+    def _launch(self, mode: str, cmd: list[str], cwd: Path, env: dict[str, str], tmp: Path, log: Path) -> System:
+        """Start the system; for ``cluster``, a local standalone cluster first, then submit the job to it."""
+        if mode != "cluster":
+            with log.open("ab") as out:
+                proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            return popen_system(proc)
+        shape = ClusterShape(rest_port=free_port(), rpc_port=free_port(), metrics_port=free_port(),
+                             taskmanagers=self.args.cluster_taskmanagers,
+                             slots_per_taskmanager=-(-self.args.cluster_parallelism // self.args.cluster_taskmanagers))
+        cluster = FlinkCluster(tmp / "cluster", shape)
+        system = cluster_system(cluster)
+        try:
+            cluster.start(timeout_s=self.args.startup_timeout_s)
+            with log.open("ab") as out:
+                subprocess.run([*cmd, cluster.address], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                               check=True, timeout=self.args.startup_timeout_s)
+        except BaseException:
+            system.stop()
+            raise
+        print(f"   cluster: {shape.taskmanagers} TaskManagers x {shape.slots_per_taskmanager} slots, "
+              f"parallelism {self.args.cluster_parallelism}, REST {cluster.address}", flush=True)
+        return system
+
+    def _startup(self, system: System, producer: EventProducer, started: float) -> None:
         probe = next(iter(make_events(f"probe{self.repeat}", 1, seed=1)))
         producer.send(dataclasses.replace(probe, event_time_ms=now_ms()))
         producer.flush(30)
         deadline = started + self.args.startup_timeout_s
         while not self.redis.exists(self.keys.counts(probe.user_id)):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{self.mode} exited with {proc.returncode} during start-up")
+            if (code := system.exit_code()) is not None:
+                raise RuntimeError(f"{self.mode} exited with {code} during start-up")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no probe key after {self.args.startup_timeout_s:.0f} s")
             time.sleep(0.1)
@@ -475,18 +545,21 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
                 note = " (fell behind during the point, drained after)"
             print(f"{mode:<5} {label:>6} {m['sustained']:>15,.0f} {_fmt(m['p50']):>8} {_fmt(m['p99']):>8} "
                   f"{m['cpu_ms_per_1k']:>10,.0f} {_fmt(startup, '.1f'):>11} {_fmt(rss):>13}{note}")
-    if ("job", "max") in med and ("loop", "max") in med:
-        ratio = med[("job", "max")]["sustained"] / med[("loop", "max")]["sustained"]
-        verdict = "met" if ratio >= 1 else "NOT met"
-        print(f"\njob/loop throughput at max rate: {ratio:.2f}x   (target >= 1.0x: {verdict})")
     top = str(int(max(args.rates)))
-    m = med.get(("job", top))
-    if m is None:
-        print(f"job at {top} ev/s: not sustained   (target p99 <= 100 ms at 5,000 ev/s: NOT met)")
-    else:
-        verdict = "met" if m["p99"] <= 100 and m["sustained"] >= 0.95 * float(top) else "NOT met"
-        print(f"job at {top} ev/s: p99 {_fmt(m['p99'])} ms, sustained {m['sustained']:,.0f} ev/s   "
-              f"(target p99 <= 100 ms at 5,000 ev/s: {verdict})")
+    for mode in ("job", "cluster"):
+        if (mode, "max") in med and ("loop", "max") in med:
+            ratio = med[(mode, "max")]["sustained"] / med[("loop", "max")]["sustained"]
+            verdict = "met" if ratio >= 1 else "NOT met"
+            print(f"\n{mode}/loop throughput at max rate: {ratio:.2f}x   (target >= 1.0x: {verdict})")
+        if not any(ph.mode == mode and ph.failed is None for ph in phases):
+            continue
+        m = med.get((mode, top))
+        if m is None:
+            print(f"{mode} at {top} ev/s: not sustained   (target p99 <= 100 ms at 5,000 ev/s: NOT met)")
+        else:
+            verdict = "met" if m["p99"] <= 100 and m["sustained"] >= 0.95 * float(top) else "NOT met"
+            print(f"{mode} at {top} ev/s: p99 {_fmt(m['p99'])} ms, sustained {m['sustained']:,.0f} ev/s   "
+                  f"(target p99 <= 100 ms at 5,000 ev/s: {verdict})")
     load = os.getloadavg()
     print(f"host: {os.cpu_count()} cores, load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           "(other work on the machine inflates both systems' figures)")
@@ -512,6 +585,9 @@ def main() -> None:
     parser.add_argument("--max-window-s", type=float, default=40, help="measuring window of the max-rate point")
     parser.add_argument("--startup-timeout-s", type=float, default=180)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--cluster-taskmanagers", type=int, default=2,
+                        help="cluster mode: TaskManagers (each its own JVM, so its own Python interpreter)")
+    parser.add_argument("--cluster-parallelism", type=int, default=2, help="cluster mode: job parallelism")
     args = parser.parse_args()
     if args.quick:
         quick = {"seconds": 6, "max_events": 15_000, "warmup_s": 2, "drain_timeout_s": 15, "max_window_s": 20}
