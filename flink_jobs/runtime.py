@@ -114,6 +114,9 @@ def runtime_options(
         "python.fn-execution.bundle.size": str(bundle_size),
         "python.fn-execution.bundle.time": str(bundle_time_ms),
         "state.backend.type": state_backend,
+        # Chained Java steps (message filters, key selectors) hand records on without a deep copy;
+        # the Python operators convert each record on arrival and keep nothing of it.
+        "pipeline.object-reuse": "true",
     }
     jar_urls = [_file_url(j) for j in jars]
     if jar_urls:

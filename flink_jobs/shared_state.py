@@ -93,7 +93,7 @@ class _CoalescedWrites(KeyedProcessFunction):
 
     def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         entry = self.entry.value() or [None, 0, False]
-        entry[0] = self.apply(ctx.get_current_key(), entry[0], update)
+        entry[0] = self.apply(entry[0], update)  # the key is in the update: no call into the JVM for it
         entry[1] = max(entry[1], update.event_time_ms)
         schedule_write(entry, ctx, self.config.refresh_ms)
         self.entry.update(entry)
@@ -108,7 +108,7 @@ class _CoalescedWrites(KeyedProcessFunction):
         yield from self.writes(ctx.get_current_key(), entry, final=timestamp >= END_OF_TIME)
         self.entry.update(entry)
 
-    def apply(self, key: str, value: Any, update: Any) -> Any:
+    def apply(self, value: Any, update: Any) -> Any:
         raise NotImplementedError
 
     def writes(self, key: str, entry: list[Any], final: bool) -> Iterator[Any]:
@@ -125,10 +125,11 @@ class ItemParamsOwner(_CoalescedWrites):
     Popularity is the item's decayed count per segment (``online_models.popularity.add_decayed``).
     """
 
-    def apply(self, key: str, value: Any, touch: ItemTouch) -> Any:
+    def apply(self, value: Any, touch: ItemTouch) -> Any:
         item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
         if touch.d_factors is not None:
-            params = ItemParams.from_bytes(item["params"]) if item["params"] else initial_item(self.config.mf, key)
+            params = (ItemParams.from_bytes(item["params"]) if item["params"]
+                      else initial_item(self.config.mf, touch.item_id))
             factors = params.factors + np.frombuffer(touch.d_factors, dtype="<f8")
             item["params"] = ItemParams(params.bias + touch.d_bias, factors).to_bytes()
             item["version"] += 1
@@ -170,7 +171,7 @@ class BanditArms(_CoalescedWrites):
         key = self.config.keys.bandit(self.config.bandit_policy, update.scope_key)
         return iter([to_redis(DeleteKeys((key,), update.event_time_ms, update.scope_key), self.config.redis_shards)])
 
-    def apply(self, key: str, value: Any, update: BanditFeedback) -> Any:
+    def apply(self, value: Any, update: BanditFeedback) -> Any:
         bandit = value if value is not None else make_bandit(self.config.bandit_policy)
         bandit.update(update.arm, update.reward)
         return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
@@ -233,7 +234,7 @@ class SegmentPopularity(KeyedProcessFunction):
 class ModelMetadata(_CoalescedWrites):
     """``keyBy(model name)``: events learned, running prequential RMSE/MAE, reward join counts."""
 
-    def apply(self, key: str, value: Any, update: ModelProgress) -> Any:
+    def apply(self, value: Any, update: ModelProgress) -> Any:
         totals = value or {"learned": 0, "se": 0.0, "ae": 0.0, "matched": 0, "unmatched": 0, "late": 0}
         totals["learned"] += update.learned
         totals["se"] += update.squared_error
