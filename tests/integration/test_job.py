@@ -11,6 +11,7 @@ import pytest
 import redis as redis_lib
 from confluent_kafka import Consumer
 
+from online_models.popularity import ALL, DecayedPopularity
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
@@ -110,6 +111,21 @@ def test_synthetic_stream_with_malformed_records(job_settings: Settings, tmp_pat
     assert model["events_learned"] == sum(
         1 for e in events if e.type.value in {"view", "click", "add_to_cart", "purchase", "rating"}
     )
+
+    # Popularity is counted by the item owners and ranked per segment: the same numbers as the
+    # sequential learner over the same events.
+    reference = DecayedPopularity()
+    for event in events:
+        reference.learn_event(event)
+    segments = [ALL, *sorted({e.context["segment"] for e in events if e.context.get("segment")})[:2]]
+    for segment in segments:
+        stored = Envelope.from_fields(client.hgetall(keys.popularity(segment))).payload
+        ranked = {item: count for item, count in stored["items"]}
+        assert len(ranked) == min(100, len(reference.top_n(10_000, segment=segment)))
+        for item, count in ranked.items():
+            assert count == pytest.approx(reference.score(item, segment, stored["at_ms"]), rel=1e-9), (segment, item)
+        best = [count for _, count in reference.top_n(len(ranked), segment=segment, at_ms=stored["at_ms"])]
+        assert sorted(ranked.values(), reverse=True) == pytest.approx(best, rel=1e-9), segment
 
     dead = [DeadLetterCodec().decode(v) for v in read_topic(settings, settings.topic_dlq, N_BAD)]
     assert len(dead) == N_BAD
