@@ -32,6 +32,9 @@ CLUSTER_DEFAULTS: dict[str, str] = {
     "taskmanager.rpc.port": "0",
     "taskmanager.data.port": "0",
     "blob.server.port": "0",
+    # Spread a job's slots over the TaskManagers: each is a JVM with its own Python interpreter
+    # lock, so parallelism 2 on two TaskManagers uses both cores (bench/README.md).
+    "taskmanager.load-balance.mode": "SLOTS",
     # A TaskManager killed by a test is declared dead quickly, so the job restarts on the others.
     "heartbeat.timeout": "15000",
     "heartbeat.interval": "3000",
