@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,6 @@ _MAX_UNACKED = 256  # own item updates kept per item until the owner's snapshot 
 _REPORT_EVERY = 500  # a user's learned events between ModelProgress reports (also sent on the user's timers)
 #: learned, squared error, absolute error, rewards matched, rewards unmatched, late events
 _NO_PROGRESS = (0, 0.0, 0.0, 0, 0, 0)
-_COUNT_EVERY = 256  # events between flushes of the per-type counters (each inc is a call into the JVM)
 
 
 def _pending(record: dict[str, Any]) -> list[Any]:
@@ -101,8 +101,10 @@ class UserState(KeyedBroadcastProcessFunction):
         self.weights = InteractionWeights()
         self._last_event_ms = 0
         metrics = runtime_context.get_metrics_group()
-        self.processed = {t: metrics.add_group("type", t.value).counter("events_processed") for t in EventType}
-        self.uncounted: dict[EventType, int] = {}
+        # Gauges over Python ints (see decode.py: a counter's inc is a call into the JVM per event).
+        self.processed = dict.fromkeys(EventType, 0)
+        for kind in EventType:
+            metrics.add_group("type", kind.value).gauge("events_processed", partial(self.processed.__getitem__, kind))
         self.late = metrics.counter("late_events")
         self.unmatched = metrics.counter("rewards_unmatched")
         self.items_known = metrics.gauge("item_replica_size", lambda: len(self.items))
@@ -151,7 +153,7 @@ class UserState(KeyedBroadcastProcessFunction):
     def _process(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         if not self.warm:
             self._warm_replica(ctx)
-        self._count(event.type)
+        self.processed[event.type] += 1
         self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
         if event.type is EventType.ERASE:
             erased = self.user.value()
@@ -179,17 +181,6 @@ class UserState(KeyedBroadcastProcessFunction):
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.config.score_refresh_ms)
         self.user.update(record)
-
-    def _count(self, kind: EventType) -> None:
-        """Count an event of ``kind``; the metric is updated every few hundred events and on timers."""
-        self.uncounted[kind] = self.uncounted.get(kind, 0) + 1
-        if sum(self.uncounted.values()) >= _COUNT_EVERY:
-            self._flush_counts()
-
-    def _flush_counts(self) -> None:
-        for kind, n in self.uncounted.items():
-            self.processed[kind].inc(n)
-        self.uncounted.clear()
 
     def _session(
         self, record: dict[str, Any], event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
@@ -271,7 +262,6 @@ class UserState(KeyedBroadcastProcessFunction):
             yield route(output, self.config.redis_shards)
 
     def _on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
-        self._flush_counts()
         user_id = ctx.get_current_key()
         record = self.user.value()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
