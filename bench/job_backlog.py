@@ -1,0 +1,228 @@
+"""The job over a backlog: events/s while it drains N events, and where its Python time goes.
+
+    .venv/bin/python bench/job_backlog.py                     # 30,000 events, MiniCluster (`pulse job run --bounded`)
+    .venv/bin/python bench/job_backlog.py --profile           # + py-spy profile of the job's embedded Python
+    .venv/bin/python bench/job_backlog.py --threads           # + CPU per JVM thread (Flink task names)
+    .venv/bin/python bench/job_backlog.py --cluster 2         # local standalone cluster: 2 TaskManagers, parallelism 2
+
+N synthetic events are produced into fresh topics first; then the job starts and drains them.
+Throughput = N / (last - first write time over the users' ``counts`` keys), so JVM start-up is
+left out; every user's count is checked against the input (a wrong count fails the run). The
+baseline printed beside it is the same backlog through ``bench/loop_baseline.py`` (the
+hand-written loop of ``bench/pipeline.py``), measured the same way in the same run.
+
+``--profile`` samples the job's JVM with py-spy (``--nonblocking``: it does not pause the job)
+and sorts the innermost Python frame of each sample into PyFlink's state calls, PyFlink's
+plumbing, Pulse's operators, the learners and the Redis client (the table in bench/README.md).
+Uses PULSE_KAFKA_BOOTSTRAP / PULSE_REDIS_URL when set, else ``pulse up``'s local services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from infra.local.flink import ClusterShape, FlinkCluster
+from infra.local.process import free_port
+from producers.producer import EventProducer
+from producers.sources import open_source
+from producers.topics import ensure_topics, pulse_topics
+from pulse.settings import REPO_ROOT, Settings
+from schemas.redis_keys import Envelope, RedisKeys
+
+#: Innermost-frame categories of a py-spy sample, first match wins.
+CATEGORIES = (
+    ("PyFlink keyed state (JNI + pickle)", ("state_impl.py",)),
+    ("PyFlink plumbing (conversion, timers, metrics, context)", ("pyflink/",)),
+    ("Redis client", ("redis/", "hiredis", "tenacity/")),
+    ("learners (online_models/, numpy)", ("online_models/", "numpy/")),
+    ("Pulse operators (flink_jobs/, schemas/)", ("flink_jobs/", "schemas/")),
+)
+
+
+def fresh_settings(base: Settings, tag: str, parallelism: int) -> Settings:
+    topics = {f: f"backlog-{tag}-{f.removeprefix('topic_')}" for f in Settings.model_fields if f.startswith("topic_")}
+    return base.model_copy(update={
+        **topics, "redis_prefix": f"backlog-{tag}", "job_group_id": f"backlog-{tag}", "job_name": f"backlog-{tag}",
+        "checkpoint_dir": Path(tempfile.gettempdir()) / f"backlog-{tag}", "restart_attempts": 0,
+        "job_parallelism": parallelism,
+    })
+
+
+def drained(settings: Settings, want: Counter[str], timeout_s: float) -> tuple[float, int]:
+    """Wait until every user's count is in Redis; (write-time span in s, users with a wrong count)."""
+    client, keys = redis.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs()), RedisKeys(
+        settings.redis_prefix)
+    users = list(want)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        envelopes = [Envelope.from_fields_or_none(client.hgetall(keys.counts(u))) for u in users]
+        wrong = sum(1 for u, e in zip(users, envelopes, strict=True) if e is None or e.payload["events"] != want[u])
+        if wrong == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    times = sorted(e.write_time_ms for e in envelopes if e is not None)
+    return (times[-1] - times[0]) / 1000 if len(times) > 1 else float("nan"), wrong
+
+
+def java_pid(pgids: list[int]) -> int:
+    for pgid in pgids:
+        found = subprocess.run(["pgrep", "-g", str(pgid), "java"], capture_output=True, text=True).stdout.split()
+        if found:
+            return int(found[0])
+    raise RuntimeError("no JVM found for the job")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        out[f"{tid} {text[text.index('(') + 1: text.rindex(')')]}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def observe(pid: int, args: argparse.Namespace, out_dir: Path) -> None:
+    """Profile and/or thread CPU of the running job for ``--sample-s`` seconds."""
+    before = thread_cpu(pid) if args.threads else {}
+    if args.profile:
+        raw = out_dir / "job.pyspy"
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        subprocess.run([spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "50", "--duration",
+                        str(int(args.sample_s)), "--format", "raw", "-o", str(raw)], capture_output=True, check=True)
+        print_profile(raw)
+    else:
+        time.sleep(args.sample_s)
+    if args.threads:
+        after = thread_cpu(pid)
+        busy = sorted(((after[t] - before.get(t, 0.0), t.split(" ", 1)[1]) for t in after), reverse=True)
+        print("busiest JVM threads (% of a core): "
+              + ", ".join(f"{name} {100 * cpu / args.sample_s:.0f}%" for cpu, name in busy[:8]))
+
+
+def print_profile(raw: Path) -> None:
+    by_category: Counter[str] = Counter()
+    by_frame: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if "(" in f]
+        if not frames:
+            continue
+        inner = frames[-1]
+        where = next((name for name, marks in CATEGORIES if any(m in inner for m in marks)), "other")
+        by_category[where] += int(n)
+        by_frame[inner.split(" (")[0]] += int(n)
+    total = sum(by_category.values())
+    print(f"py-spy: {total:,} samples with Python frames, by innermost frame")
+    for name, n in by_category.most_common():
+        print(f"  {100 * n / total:5.1f} %  {name}")
+    print("  top frames: " + ", ".join(f"{f} {100 * n / total:.1f}%" for f, n in by_frame.most_common(8)))
+
+
+def run_job(settings: Settings, args: argparse.Namespace, out_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Start the job; returns the `pulse job run --bounded` process (None on a cluster: the job runs there)."""
+    env = {**os.environ, **settings.to_env()}
+    log = (out_dir / "job.log").open("ab")
+    if not args.cluster:
+        return subprocess.Popen([sys.executable, "-m", "pulse", "job", "run", "--bounded", "--restore", "none"],
+                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    subprocess.run([sys.executable, "-m", "pulse", "job", "submit", "--restore", "none", "--jobmanager",
+                    args.cluster_address, "--parallelism", str(args.cluster)],
+                   cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return None
+
+
+def measure(mode: str, base: Settings, args: argparse.Namespace, cluster: FlinkCluster | None) -> float:
+    tag = uuid.uuid4().hex[:6]
+    settings = fresh_settings(base, tag, args.cluster or 1)
+    ensure_topics(settings)
+    events = list(open_source("synthetic", seed=args.seed, limit=args.events))
+    want = Counter(e.user_id for e in events)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"backlog-{mode}-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with EventProducer(settings) as producer:
+            for _ in producer.send_all(iter(events)):
+                pass
+        if mode == "loop":
+            proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "bench" / "loop_baseline.py")], cwd=REPO_ROOT,
+                                    env={**os.environ, **settings.to_env()}, stdout=(out_dir / "loop.log").open("ab"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        else:
+            proc = run_job(settings, args, out_dir)
+            if args.profile or args.threads:
+                time.sleep(args.observe_after_s)
+                pgids = [p.pid() or 0 for p in cluster.processes()] if cluster else [proc.pid] if proc else []
+                observe(java_pid(pgids), args, out_dir)
+        span, wrong = drained(settings, want, args.timeout_s)
+        rate = args.events / span
+        print(f"{mode:<5} {args.events:,} events, {len(want):,} users: {rate:>7,.0f} ev/s "
+              f"(write span {span:.1f} s){'' if wrong == 0 else f'  WRONG COUNTS for {wrong} users'}", flush=True)
+        if wrong:
+            raise SystemExit(f"{wrong} users have wrong counts; logs in {out_dir}")
+        return rate
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(30)
+        client = redis.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
+        for key in client.scan_iter(f"{settings.redis_prefix}:*", count=5000):
+            client.unlink(key)
+        AdminClient(settings.kafka_config()).delete_topics(list(pulse_topics(settings)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="py-spy profile of the job's Python")
+    parser.add_argument("--threads", action="store_true", help="CPU per JVM thread")
+    parser.add_argument("--sample-s", type=float, default=15, help="length of the profile / thread sample")
+    parser.add_argument("--observe-after-s", type=float, default=15, help="JVM start-up to skip before sampling")
+    parser.add_argument("--cluster", type=int, default=0, metavar="N",
+                        help="run on a local standalone cluster of N TaskManagers x 1 slot at parallelism N")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the loop baseline")
+    parser.add_argument("--timeout-s", type=float, default=600)
+    args = parser.parse_args()
+
+    base = Settings()
+    if base.kafka_bootstrap == Settings.model_fields["kafka_bootstrap"].default:
+        from infra.local.services import LocalServices
+
+        LocalServices(base).up()
+    cluster = None
+    if args.cluster:
+        home = Path(tempfile.mkdtemp(prefix="backlog-cluster-"))
+        cluster = FlinkCluster(home, ClusterShape(rest_port=free_port(), rpc_port=free_port(), metrics_port=free_port(),
+                                                  taskmanagers=args.cluster, slots_per_taskmanager=1))
+        cluster.start(timeout_s=180)
+        args.cluster_address = cluster.address
+    try:
+        job = measure("cluster" if cluster else "job", base, args, cluster)
+        if not args.no_baseline:
+            loop = measure("loop", base, args, None)
+            print(f"job/loop: {job / loop:.2f}x")
+    finally:
+        if cluster:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
