@@ -17,6 +17,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
+from flink_jobs.metrics import JvmGauge
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
@@ -49,8 +50,7 @@ class RedisOutput(KeyedProcessFunction):
         self.written = metrics.counter("redis_keys_written")
         self.stale = metrics.counter("redis_writes_stale")
         self.erased = metrics.counter("users_erased")
-        self.flush_seconds = 0.0
-        metrics.gauge("redis_last_flush_ms", lambda: int(self.flush_seconds * 1000))
+        self.last_flush_ms = JvmGauge(metrics.counter("redis_last_flush_ms"))
         self.writer.open()
 
     def close(self) -> None:
@@ -100,7 +100,7 @@ class RedisOutput(KeyedProcessFunction):
             self.written.inc(result.written)
             self.stale.inc(result.skipped_stale)
         self.pending.clear()
-        self.flush_seconds = time.perf_counter() - started
+        self.last_flush_ms.set(int((time.perf_counter() - started) * 1000))
 
 
 def _parking_key(message: Message) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from flink_jobs.messages import (
     RedisWrite,
     RedisWrites,
 )
+from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, message, raw_message, to_redis
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
@@ -101,19 +101,18 @@ class UserState(KeyedBroadcastProcessFunction):
         self.weights = InteractionWeights()
         self._last_event_ms = 0
         metrics = runtime_context.get_metrics_group()
-        # Gauges over Python ints (see decode.py: a counter's inc is a call into the JVM per event).
-        self.processed = dict.fromkeys(EventType, 0)
-        for kind in EventType:
-            metrics.add_group("type", kind.value).gauge("events_processed", partial(self.processed.__getitem__, kind))
+        # Batched: each inc is a call into the JVM; flushed on the user's timers too, so exact soon after.
+        self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
+                          for t in EventType}
         self.late = metrics.counter("late_events")
         self.unmatched = metrics.counter("rewards_unmatched")
-        self.items_known = metrics.gauge("item_replica_size", lambda: len(self.items))
+        self.items_known = JvmGauge(metrics.counter("item_replica_size"))
         self.staleness_ms = 0
         self.subtask = subtask_index(runtime_context)
         self.snapshot_versions: dict[str, int] = {}
         self.update_seq: dict[str, int] = {}
         self.unacked: dict[str, list[tuple[int, float, np.ndarray]]] = {}
-        metrics.gauge("item_params_staleness_ms", lambda: self.staleness_ms)
+        self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
         self.warm = False
 
     # -- item snapshots (broadcast input) ---------------------------------------------------
@@ -153,7 +152,7 @@ class UserState(KeyedBroadcastProcessFunction):
     def _process(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         if not self.warm:
             self._warm_replica(ctx)
-        self.processed[event.type] += 1
+        self.processed[event.type].add()
         self._last_event_ms = max(self._last_event_ms, event.event_time_ms)
         if event.type is EventType.ERASE:
             erased = self.user.value()
@@ -262,6 +261,10 @@ class UserState(KeyedBroadcastProcessFunction):
             yield route(output, self.config.redis_shards)
 
     def _on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
+        for count in self.processed.values():
+            count.flush()
+        self.items_known.set(len(self.items))
+        self.staleness.set(self.staleness_ms)
         user_id = ctx.get_current_key()
         record = self.user.value()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
