@@ -379,8 +379,3 @@ def _summary_payload(summary: sessions.SessionSummary) -> dict[str, Any]:
         "categories": dict(summary.categories),
         "closed_at_ms": time.time_ns() // 1_000_000,
     }
-
-
-def unpack_factors(data: bytes) -> np.ndarray:
-    """Factors sent in an :class:`ItemTouch`."""
-    return np.frombuffer(data, dtype="<f8")
