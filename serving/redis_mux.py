@@ -151,19 +151,23 @@ class MultiplexedRedis:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        futures = protocol.send(pack(commands), len(commands))
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                replies = [await future for future in futures]
-        except TimeoutError:
-            protocol.abort(RedisTimeoutError("Redis did not answer in time"))
-            raise RedisTimeoutError(f"no reply from Redis in {self.timeout_s} s") from None
+        replies = await self._replies(protocol, commands)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 if str(reply).startswith(_AUTH_ERRORS):  # as redis-py: a connection problem, not a data one
                     raise AuthenticationError(str(reply))
                 raise reply
         return replies
+
+    async def _replies(self, protocol: _Protocol, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` and wait for every reply; on a timeout the connection is dropped."""
+        futures = protocol.send(pack(commands), len(commands))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return [await future for future in futures]
+        except TimeoutError:
+            protocol.abort(RedisTimeoutError("Redis did not answer in time"))
+            raise RedisTimeoutError(f"no reply from Redis in {self.timeout_s} s") from None
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:  # one connection attempt at a time; every caller waits for it
@@ -192,12 +196,9 @@ class MultiplexedRedis:
         if self.db:
             hello.append(("SELECT", str(self.db)))
         if hello:
-            futures = protocol.send(pack(hello), len(hello))
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    replies = [await future for future in futures]
-            except TimeoutError:
-                protocol.abort(RedisTimeoutError("Redis did not answer in time"))
+                replies = await self._replies(protocol, hello)
+            except RedisTimeoutError:
                 raise RedisConnectionError("Redis did not answer AUTH/SELECT in time") from None
             for reply in replies:
                 if isinstance(reply, ResponseError):
