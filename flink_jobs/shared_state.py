@@ -203,25 +203,26 @@ class SegmentPopularity(KeyedProcessFunction):
         self.counts = runtime_context.get_map_state(
             MapStateDescriptor("item-counts", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
-        #: [latest event time, write due]
+        #: ``[unused, latest event time, write due]``: the shape ``schedule_write`` takes.
         self.meta = runtime_context.get_state(ValueStateDescriptor("meta", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, count: PopularityCount, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         self.counts.put(count.item_id, (count.landmark_ms, count.count))
-        meta = self.meta.value() or [0, False]
-        if count.event_time_ms > meta[0] or not meta[1]:
-            entry = [None, max(meta[0], count.event_time_ms), meta[1]]
-            schedule_write(entry, ctx, self.config.popularity_refresh_ms)
-            self.meta.update(entry[1:])
+        meta = self.meta.value() or [None, 0, False]
+        if count.event_time_ms > meta[1] or not meta[2]:  # else nothing to save: one state call less
+            meta[1] = max(meta[1], count.event_time_ms)
+            schedule_write(meta, ctx, self.config.popularity_refresh_ms)
+            self.meta.update(meta)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         meta = self.meta.value()
         if meta is None:
             return
-        at_ms = meta[0]
+        at_ms = meta[1]
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.meta.update([at_ms, False])
+            meta[2] = False
+            self.meta.update(meta)
         half_life = self.config.popularity_half_life_ms
         decayed = ((item, decayed_value(count, at_ms, half_life)) for item, count in self.counts.items())
         best = heapq.nlargest(self.config.popularity_top_n, decayed, key=lambda kv: (kv[1], kv[0]))
