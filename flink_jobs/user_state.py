@@ -113,6 +113,7 @@ class UserState(KeyedBroadcastProcessFunction):
         self.update_seq: dict[str, int] = {}
         self.unacked: dict[str, list[tuple[int, float, np.ndarray]]] = {}
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
+        self.gauges_set_at = 0.0
         self.warm = False
 
     # -- item snapshots (broadcast input) ---------------------------------------------------
@@ -263,8 +264,10 @@ class UserState(KeyedBroadcastProcessFunction):
     def _on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
         for count in self.processed.values():
             count.flush()
-        self.items_known.set(len(self.items))
-        self.staleness.set(self.staleness_ms)
+        if (now := time.monotonic()) - self.gauges_set_at >= 1.0:  # each set is a call into the JVM
+            self.gauges_set_at = now
+            self.items_known.set(len(self.items))
+            self.staleness.set(self.staleness_ms)
         user_id = ctx.get_current_key()
         record = self.user.value()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
