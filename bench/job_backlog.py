@@ -4,6 +4,7 @@
     .venv/bin/python bench/job_backlog.py --profile           # + py-spy profile of the job's embedded Python
     .venv/bin/python bench/job_backlog.py --threads           # + CPU per JVM thread (Flink task names)
     .venv/bin/python bench/job_backlog.py --cluster 2         # local standalone cluster: 2 TaskManagers, parallelism 2
+    .venv/bin/python bench/job_backlog.py --cluster 1 --busy --profile --gil   # which task waits, and on what
 
 N synthetic events are produced into fresh topics first; then the job starts and drains them.
 Throughput = N / (last - first write time over the users' ``counts`` keys), so JVM start-up is
@@ -13,22 +14,28 @@ hand-written loop of ``bench/pipeline.py``), measured the same way in the same r
 
 ``--profile`` samples the job's JVM with py-spy (``--nonblocking``: it does not pause the job)
 and sorts the innermost Python frame of each sample into PyFlink's state calls, PyFlink's
-plumbing, Pulse's operators, the learners and the Redis client (the table in bench/README.md).
+plumbing, Pulse's operators, the learners and the Redis client (the table in bench/README.md);
+with ``--gil`` only the samples of the thread holding the interpreter lock count, so the share
+of samples kept is how busy the lock is. ``--busy`` prints Flink's busy / back-pressured / idle
+time per task: the bottleneck task is the one near 1000 ms/s busy.
 Uses PULSE_KAFKA_BOOTSTRAP / PULSE_REDIS_URL when set, else ``pulse up``'s local services.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
@@ -79,11 +86,12 @@ def drained(settings: Settings, want: Counter[str], timeout_s: float) -> tuple[f
 
 
 def java_pid(pgids: list[int]) -> int:
+    """The first JVM among the process groups that runs the job's Python (a JobManager does not)."""
     for pgid in pgids:
-        found = subprocess.run(["pgrep", "-g", str(pgid), "java"], capture_output=True, text=True).stdout.split()
-        if found:
-            return int(found[0])
-    raise RuntimeError("no JVM found for the job")
+        for pid in subprocess.run(["pgrep", "-g", str(pgid), "java"], capture_output=True, text=True).stdout.split():
+            if "libpython" in Path(f"/proc/{pid}/maps").read_text():
+                return int(pid)
+    raise RuntimeError("no JVM running the job's Python found")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -106,7 +114,8 @@ def observe(pid: int, args: argparse.Namespace, out_dir: Path) -> None:
         raw = out_dir / "job.pyspy"
         spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
         subprocess.run([spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "50", "--duration",
-                        str(int(args.sample_s)), "--format", "raw", "-o", str(raw)], capture_output=True, check=True)
+                        str(int(args.sample_s)), "--format", "raw", "-o", str(raw), *(["--gil"] if args.gil else [])],
+                       capture_output=True, check=True)
         print_profile(raw)
     else:
         time.sleep(args.sample_s)
@@ -115,6 +124,40 @@ def observe(pid: int, args: argparse.Namespace, out_dir: Path) -> None:
         busy = sorted(((after[t] - before.get(t, 0.0), t.split(" ", 1)[1]) for t in after), reverse=True)
         print("busiest JVM threads (% of a core): "
               + ", ".join(f"{name} {100 * cpu / args.sample_s:.0f}%" for cpu, name in busy[:8]))
+
+
+def print_busy(rest_address: str) -> None:
+    """Per task: ms/s busy, back-pressured and idle, from the JobManager's REST API.
+
+    A task near 1000 ms/s busy is the bottleneck; in thread mode "busy" includes the time its
+    thread waits for the interpreter lock, which the thread's CPU (``--threads``) does not.
+    """
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"http://{rest_address}{path}", timeout=10) as response:
+            return json.load(response)
+
+    running = [job["id"] for job in get("/jobs")["jobs"] if job["status"] == "RUNNING"]
+    if not running:
+        print("busy: no running job")
+        return
+    names = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
+    vertices = get(f"/jobs/{running[0]}")["vertices"]
+
+    def metrics(vertex: dict[str, Any]) -> dict[str, float]:
+        wanted = ",".join(f"{i}.{name}" for i in range(vertex["parallelism"]) for name in names)
+        found = get(f"/jobs/{running[0]}/vertices/{vertex['id']}/metrics?get={wanted}")
+        return {m["id"]: float(m["value"]) for m in found if m.get("value") not in (None, "NaN")}
+
+    # The JobManager fetches task metrics when asked and answers from its cache: ask once, then read.
+    for vertex in vertices:
+        metrics(vertex)
+    time.sleep(3)
+    print(f"{'task':<44} {'busy':>6} {'backpr':>6} {'idle':>6}   (ms/s, mean over subtasks)")
+    for vertex in vertices:
+        values = metrics(vertex)
+        means = [sum(v for k, v in values.items() if k.endswith("." + name)) / vertex["parallelism"] for name in names]
+        print(f"{vertex['name'][:44]:<44} {means[0]:>6,.0f} {means[1]:>6,.0f} {means[2]:>6,.0f}")
 
 
 def print_profile(raw: Path) -> None:
@@ -167,10 +210,13 @@ def measure(mode: str, base: Settings, args: argparse.Namespace, cluster: FlinkC
                                     stderr=subprocess.STDOUT, start_new_session=True)
         else:
             proc = run_job(settings, args, out_dir)
-            if args.profile or args.threads:
+            if args.profile or args.threads or args.busy:
                 time.sleep(args.observe_after_s)
+            if args.profile or args.threads:
                 pgids = [p.pid() or 0 for p in cluster.processes()] if cluster else [proc.pid] if proc else []
                 observe(java_pid(pgids), args, out_dir)
+            if args.busy and cluster:
+                print_busy(cluster.address)
         span, wrong = drained(settings, want, args.timeout_s)
         rate = args.events / span
         print(f"{mode:<5} {args.events:,} events, {len(want):,} users: {rate:>7,.0f} ev/s "
@@ -193,7 +239,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="py-spy profile of the job's Python")
+    parser.add_argument("--gil", action="store_true",
+                        help="with --profile: only samples of the thread holding the interpreter lock "
+                             "(the serial Python work; leaves out threads blocked in socket reads)")
     parser.add_argument("--threads", action="store_true", help="CPU per JVM thread")
+    parser.add_argument("--busy", action="store_true",
+                        help="with --cluster: busy / back-pressured / idle ms/s per task (Flink REST metrics)")
     parser.add_argument("--sample-s", type=float, default=15, help="length of the profile / thread sample")
     parser.add_argument("--observe-after-s", type=float, default=15, help="JVM start-up to skip before sampling")
     parser.add_argument("--cluster", type=int, default=0, metavar="N",
@@ -201,6 +252,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the loop baseline")
     parser.add_argument("--timeout-s", type=float, default=600)
     args = parser.parse_args()
+    if args.busy and not args.cluster:
+        parser.error("--busy reads the JobManager's REST API: use it with --cluster N")
 
     base = Settings()
     if base.kafka_bootstrap == Settings.model_fields["kafka_bootstrap"].default:
