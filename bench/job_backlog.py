@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/job_backlog.py                     # 30,000 events, MiniCluster (`pulse job run --bounded`)
     .venv/bin/python bench/job_backlog.py --profile           # + py-spy profile of the job's embedded Python
-    .venv/bin/python bench/job_backlog.py --threads           # + CPU per JVM thread (Flink task names)
+    .venv/bin/python bench/job_backlog.py --threads           # + per JVM thread: on a core / waiting for one / asleep
     .venv/bin/python bench/job_backlog.py --cluster 2         # local standalone cluster: 2 TaskManagers, parallelism 2
     .venv/bin/python bench/job_backlog.py --cluster 1 --busy --profile --gil   # which task waits, and on what
 
@@ -34,6 +34,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,22 +95,61 @@ def java_pid(pgids: list[int]) -> int:
     raise RuntimeError("no JVM running the job's Python found")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+@dataclass(frozen=True)
+class ThreadTimes:
+    """Cumulative scheduler figures of one thread (``/proc/PID/task/TID/{schedstat,status}``)."""
+
+    name: str
+    on_cpu_s: float
+    runqueue_s: float  # runnable, waiting for a core
+    voluntary_switches: int  # went to sleep: blocked on a lock, a condition or I/O
+
+
+def thread_times(pid: int) -> dict[str, ThreadTimes]:
+    out: dict[str, ThreadTimes] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
+        task = Path(f"/proc/{pid}/task/{tid}")
         try:
-            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except FileNotFoundError:
+            on_cpu_ns, runqueue_ns, _ = (int(x) for x in (task / "schedstat").read_text().split())
+            status = (task / "status").read_text()
+            name = (task / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        fields = text[text.rindex(")") + 2:].split()
-        out[f"{tid} {text[text.index('(') + 1: text.rindex(')')]}"] = (int(fields[11]) + int(fields[12])) / tick
+        switches = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        out[tid] = ThreadTimes(name, on_cpu_ns / 1e9, runqueue_ns / 1e9, switches)
     return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def print_threads(before: dict[str, ThreadTimes], after: dict[str, ThreadTimes],
+                  machine: tuple[float, float], seconds: float) -> None:
+    """Per busiest JVM thread: share of wall time on a core, waiting for a core, and sleeps per second.
+
+    A thread that is neither on a core nor waiting for one is asleep; for a Python task thread
+    that is mostly waiting for the interpreter lock (many voluntary switches per second).
+    """
+    rows = sorted(((a.on_cpu_s - before[t].on_cpu_s, a.runqueue_s - before[t].runqueue_s,
+                    a.voluntary_switches - before[t].voluntary_switches, a.name)
+                   for t, a in after.items() if t in before), reverse=True)
+    busy, total = machine_busy()
+    print(f"machine: {100 * (busy - machine[0]) / (total - machine[1]):.0f} % of all cores busy")
+    print(f"{'JVM thread':<28} {'on cpu':>7} {'runq':>6} {'asleep':>7} {'sleeps/s':>9}")
+    for on_cpu, runqueue, switches, name in rows[:8]:
+        asleep = max(0.0, seconds - on_cpu - runqueue)
+        print(f"{name:<28} {100 * on_cpu / seconds:>6.0f}% {100 * runqueue / seconds:>5.0f}% "
+              f"{100 * asleep / seconds:>6.0f}% {switches / seconds:>9,.0f}")
 
 
 def observe(pid: int, args: argparse.Namespace, out_dir: Path) -> None:
     """Profile and/or thread CPU of the running job for ``--sample-s`` seconds."""
-    before = thread_cpu(pid) if args.threads else {}
+    before = thread_times(pid) if args.threads else {}
+    machine, started = machine_busy(), time.monotonic()
     if args.profile:
         raw = out_dir / "job.pyspy"
         spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
@@ -120,10 +160,7 @@ def observe(pid: int, args: argparse.Namespace, out_dir: Path) -> None:
     else:
         time.sleep(args.sample_s)
     if args.threads:
-        after = thread_cpu(pid)
-        busy = sorted(((after[t] - before.get(t, 0.0), t.split(" ", 1)[1]) for t in after), reverse=True)
-        print("busiest JVM threads (% of a core): "
-              + ", ".join(f"{name} {100 * cpu / args.sample_s:.0f}%" for cpu, name in busy[:8]))
+        print_threads(before, thread_times(pid), machine, time.monotonic() - started)
 
 
 def print_busy(rest_address: str) -> None:
@@ -242,7 +279,8 @@ def main() -> None:
     parser.add_argument("--gil", action="store_true",
                         help="with --profile: only samples of the thread holding the interpreter lock "
                              "(the serial Python work; leaves out threads blocked in socket reads)")
-    parser.add_argument("--threads", action="store_true", help="CPU per JVM thread")
+    parser.add_argument("--threads", action="store_true",
+                        help="per JVM thread: time on a core, waiting for a core, asleep; machine CPU")
     parser.add_argument("--busy", action="store_true",
                         help="with --cluster: busy / back-pressured / idle ms/s per task (Flink REST metrics)")
     parser.add_argument("--sample-s", type=float, default=15, help="length of the profile / thread sample")
