@@ -11,11 +11,11 @@ import logging
 import os
 from pathlib import Path
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.common import Duration, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
 
-from flink_jobs.decode import DEAD_LETTERS, DecodeEvents
+from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
 from flink_jobs.redis_output import RedisOutput
 from flink_jobs.redis_sink import RedisWriter
 from flink_jobs.routing import (
@@ -28,6 +28,7 @@ from flink_jobs.routing import (
     TO_POPULARITY,
     TO_REDIS,
     keyed_messages,
+    keyed_rows,
     raw_bytes_of,
 )
 from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
@@ -43,7 +44,7 @@ from infra.local.jars import ensure_jars
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
 from pulse.settings import Settings
-from schemas import DeadLetterCodec, Event, Limits
+from schemas import DeadLetterCodec, Limits
 from schemas.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,14 @@ def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bo
     """Raw framed-Avro values from the events topic, each after its partition and offset (for the DLQ)."""
     source = kafka_source(settings.kafka_bootstrap, settings.topic_events, settings.job_group_id, bounded=bounded,
                           with_position=True)
-    # No watermarks here: from_source drops a Python TimestampAssigner (see with_event_time).
+    # No watermarks here: they need the decoded event's time (with_event_time).
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events").uid("source-events")
 
 
 def decode(raw: DataStream, settings: Settings) -> DataStream:
-    """Bytes -> Event; anything else goes to the dead-letter side output."""
+    """Bytes -> ``(Row(user_id, Event), event time)``; anything else goes to the dead-letter side output."""
     decoder = DecodeEvents(settings.topic_events, settings.schema_registry_url, Limits())
-    return raw.process(decoder).name("decode").uid("decode")
+    return raw.process(decoder, output_type=DECODED).name("decode").uid("decode")
 
 
 def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
@@ -85,19 +86,26 @@ def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
     decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
 
 
-class _EventTime(TimestampAssigner):
-    def extract_timestamp(self, value: Event, record_timestamp: int) -> int:
-        return value.event_time_ms
-
-
 def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
-    """Event-time watermarks with bounded out-of-orderness; idle partitions do not hold them back."""
+    """Event-time watermarks with bounded out-of-orderness; idle partitions do not hold them back.
+
+    Decode puts each event's time beside it, so the time is read and the pair unwrapped in the JVM
+    (PyFlink's own classes for this): a Python ``TimestampAssigner`` would be one more Python step
+    per event, and so would ``key_by(python_function)`` after it. Out: ``Row(user_id, Event)``.
+    """
+    jvm = get_gateway().jvm
+    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
     strategy = (
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.watermark_out_of_orderness_ms))
-        .with_timestamp_assigner(_EventTime())
         .with_idleness(Duration.of_millis(settings.source_idleness_ms))
     )
-    return decoded.assign_timestamps_and_watermarks(strategy).name("event-time").uid("event-time")
+    j_timed = decoded._j_data_stream.assignTimestampsAndWatermarks(
+        strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    )
+    timed = DataStream(j_timed).name("event-time").uid("event-time")
+    j_events = timed._j_data_stream.map(eventtime.RemoveTimestampMapFunction(),
+                                        DECODED.get_field_types()[0].get_java_type_info())
+    return DataStream(j_events).name("event-time-unwrap").uid("event-time-unwrap")
 
 
 def read_item_snapshots(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
@@ -126,7 +134,7 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         redis_shards=redis_shards(settings),
     )
     return (
-        events.key_by(lambda e: e.user_id, key_type=Types.STRING())
+        keyed_rows(events)
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
         .process(UserState(config), output_type=MESSAGE)
         .name("user-state")

@@ -69,9 +69,16 @@ def messages_of(stream: DataStream, kind: str) -> DataStream:
 
 def keyed_messages(stream: DataStream, kind: str) -> KeyedStream:
     """The messages of ``kind`` in ``stream``, keyed by their first field (in the JVM)."""
-    key_selector = get_gateway().jvm.KeyByKeySelector()
-    j_keyed = messages_of(stream, kind)._j_data_stream.keyBy(
-        key_selector, Types.ROW([Types.STRING()]).get_java_type_info()
+    return keyed_rows(messages_of(stream, kind))
+
+
+def keyed_rows(stream: DataStream) -> KeyedStream:
+    """Rows ``(key, pickled value, ...)`` keyed by their first field in the JVM, as ``key_by`` would.
+
+    PyFlink's own ``KeyByKeySelector`` keys on field 0; a keyed Python stage then receives field 1.
+    """
+    j_keyed = stream._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
     return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
 
