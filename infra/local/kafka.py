@@ -124,7 +124,13 @@ class KafkaBroker:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what random-uuid prints)."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what random-uuid prints).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with ``-``: the storage tool would read
+    it as an option and fail (``--cluster-id: expected one argument``), one format in 64.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
