@@ -5,9 +5,10 @@ stream by kind and keys each part on the Row's first field.
 
 Two PyFlink costs this avoids, both measured on the job (bench/README.md):
 
-* a side output is a call from Python into the JVM per record, made while holding the Python
-  interpreter's lock, which every Python operator of the TaskManager shares; main-output records
-  are handed over when the function returns;
+* a side output is a call from Python into the JVM per record, and PEMJA gives up the Python
+  interpreter's lock (which every Python operator of the TaskManager shares) around each such
+  call, so the stage must wait to take it back; main-output records are handed over when the
+  function returns;
 * ``key_by(python_function)`` adds a Python step before each keyed stage (one more crossing per
   record) just to wrap the record as ``Row(key, record)``. Senders here know the key, so they build
   that Row themselves, and PyFlink's own Java key selector keys on it as ``key_by`` would.

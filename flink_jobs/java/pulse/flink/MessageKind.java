@@ -6,8 +6,8 @@ import org.apache.flink.types.Row;
 /**
  * Keeps the message rows of one kind. A Pulse stage sends every message on its main output as
  * {@code Row(key, message, kind, raw)} (flink_jobs/routing.py) and each consumer takes its kind
- * here, in the JVM: a PyFlink side output costs a call from Python into the JVM per record, made
- * while holding the Python interpreter's lock.
+ * here, in the JVM: a PyFlink side output costs a call from Python into the JVM per record, around
+ * which the stage gives up the Python interpreter's lock and must wait to take it back.
  */
 public final class MessageKind implements FilterFunction<Row> {
     private static final long serialVersionUID = 1L;
