@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import redis
 from confluent_kafka.admin import AdminClient
 
+from config import REPO_ROOT, Settings
 from infra.local.flink import ClusterShape, FlinkCluster
 from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics, pulse_topics
-from pulse.settings import REPO_ROOT, Settings
 from schemas.redis_keys import Envelope, RedisKeys
 
 #: Innermost-frame categories of a py-spy sample, first match wins.

@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from confluent_kafka import Consumer, KafkaError
 
+from config import Settings
 from flink_jobs.redis_sink import BatchItem, RedisWriter
 from flink_jobs.user_state import session_payload  # the job's own payload shape
 from online_models import session as sessions
 from online_models.item_table import ItemTable
 from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
-from pulse.settings import Settings
 from schemas import DecodeError, Event, EventCodec, EventType, Limits, load_registry
 from schemas.redis_keys import RedisKeys
 

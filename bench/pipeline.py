@@ -81,12 +81,12 @@ import orjson
 import redis
 from confluent_kafka.admin import AdminClient
 
+from config import REPO_ROOT, Settings
 from infra.local.flink import ClusterShape, FlinkCluster
 from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics, pulse_topics
-from pulse.settings import REPO_ROOT, Settings
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
 
@@ -494,7 +494,7 @@ JOB_KNOBS = ("python_execution_mode", "bundle_size", "bundle_time_ms", "score_re
 
 def effective_settings(cwd: Path, env: dict[str, str]) -> str:
     """The job's latency/throughput knobs as its own Settings resolve them in ``env``."""
-    code = ("import json; from pulse.settings import Settings; s = Settings(); "
+    code = ("import json; from config import Settings; s = Settings(); "
             f"print(json.dumps({{k: getattr(s, k, None) for k in {JOB_KNOBS!r}}}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     return done.stdout.strip() or done.stderr.strip().splitlines()[-1]

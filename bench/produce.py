@@ -20,11 +20,11 @@ import uuid
 
 from confluent_kafka import Producer
 
+from config import Settings
 from infra.local.services import LocalServices
 from producers.producer import DEFAULT_PRODUCER_CONFIG, EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import EventCodec
 
 

@@ -36,7 +36,7 @@ BOOTSTRAP = os.environ.get("PULSE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 def _settings(topic: str) -> Any:
-    from pulse.settings import Settings
+    from config import Settings
 
     return Settings(kafka_bootstrap=BOOTSTRAP, topic_events=topic)
 

@@ -15,6 +15,7 @@ from pyflink.common import Duration, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
+from config import Settings
 from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
 from flink_jobs.redis_output import RedisOutput
 from flink_jobs.redis_sink import RedisWriter
@@ -43,7 +44,6 @@ from flink_jobs.user_state import ITEM_PARAMS, UserStageConfig, UserState
 from infra.local.jars import ensure_jars
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
-from pulse.settings import Settings
 from schemas import DeadLetterCodec, Limits
 from schemas.redis_keys import RedisKeys
 
@@ -126,7 +126,7 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
     config = UserStageConfig(
         mf=mf_config(settings),
         keys=RedisKeys(settings.redis_prefix),
-        scopes=tuple(BanditScope(s.strip()) for s in settings.bandit_scopes.split(",") if s.strip()),
+        scopes=tuple(BanditScope(scope) for scope in settings.bandit_scopes),
         session_gap_ms=settings.session_gap_ms,
         impression_ttl_ms=settings.impression_ttl_ms,
         top_k=settings.top_k,

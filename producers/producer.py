@@ -1,6 +1,6 @@
 """The producer library: framed-Avro events to Kafka, keyed by user, with delivery accounting.
 
->>> from pulse.settings import Settings
+>>> from config import Settings
 >>> DeliveryReport(produced=3, failed=0).ok
 True
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from pulse.settings import Settings
+from config import Settings
 from schemas import Event, EventCodec, load_registry
 
 log = logging.getLogger(__name__)

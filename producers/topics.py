@@ -7,7 +7,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pulse.settings import Settings
+from config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
-    from pulse.settings import Settings
+    from config import Settings
 
 __all__ = [
     "METRIC_NAMES",

@@ -24,7 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pulse.settings import Settings
+from config import Settings
 from schemas import DecodeError
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider, DecisionError, DecisionPolicy

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pulse.settings import Settings
+from config import Settings
 from schemas import DecodeError, DecodeReason, Event, EventCodec, load_registry
 
 __all__ = ["Collector", "CollectorUnavailableError", "Delivered"]

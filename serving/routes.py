@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from pulse.settings import Settings
+from config import Settings
 from schemas.events import Event, EventType
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from pulse.settings import Settings
+from config import Settings
 
 __all__ = ["CoalescingHttpToolsProtocol", "run", "running"]
 

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pulse.settings import Settings
+from config import Settings
 from schemas.redis_keys import Envelope, RedisKeys
 from serving.redis_mux import MultiplexedRedis
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from pulse.settings import REPO_ROOT, Settings
+from config import REPO_ROOT, Settings
 from tests.services import Endpoints, service_endpoints
 
 SHARED_DATA = Path(os.environ.get("PULSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

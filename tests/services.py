@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from config import REPO_ROOT
 from infra.local.kafka import KafkaBroker
 from infra.local.process import ServiceError, free_port
 from infra.local.redis import RedisServer
-from pulse.settings import REPO_ROOT
 
 _Service = TypeVar("_Service", KafkaBroker, RedisServer)
 

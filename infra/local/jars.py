@@ -102,7 +102,7 @@ def build_pulse_jar(target: Path) -> Path:
 if __name__ == "__main__":
     import sys
 
-    from pulse.settings import Settings
+    from config import Settings
 
     home = Settings().home
     for name in PROFILES:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from config import Settings
 from infra.local.flink import ClusterShape, FlinkCluster
 from infra.local.kafka import KafkaBroker
 from infra.local.process import ManagedProcess
 from infra.local.redis import RedisServer
-from pulse.settings import Settings
 
 
 @dataclass(frozen=True)

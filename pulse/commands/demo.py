@@ -17,13 +17,13 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from config import REPO_ROOT, Settings
 from infra.local.process import ServiceError
 from infra.local.services import LocalServices
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.cli import app, fail, settings_of
-from pulse.settings import REPO_ROOT, Settings
+from pulse.app import app, fail, settings_of
 from schemas.redis_keys import Envelope, RedisKeys
 
 

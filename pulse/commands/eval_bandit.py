@@ -19,6 +19,7 @@ from tqdm import tqdm
 from online_models.bandits import BanditScope, make_bandit
 from online_models.off_policy import Estimate, OffPolicyReport, evaluate_policy, logged_rows
 from producers.sources.obd import read_obd
+from pulse.app import eval_app, fail, print_json
 
 POLICY_NAMES = {
     "ts": "Thompson sampling (Beta-Bernoulli)",
@@ -68,6 +69,7 @@ def _estimate_line(name: str, estimate: Estimate) -> str:
     )
 
 
+@eval_app.command("bandit")
 def bandit(
     data: Annotated[str, typer.Option(help="Logged data, obd:PATH to an Open Bandit Dataset CSV")],
     policy: Annotated[PolicyName, typer.Option(help="Policy to evaluate")] = PolicyName.TS,
@@ -90,8 +92,6 @@ def bandit(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
 ) -> None:
     """Estimate a bandit's CTR off-policy (IPW, SNIPS, DR with 95% intervals) from a logged dataset."""
-    from pulse.cli import fail, print_json  # here: pulse.cli imports this module
-
     hyper = _hyperparameters(
         policy,
         n_draws=n_draws,

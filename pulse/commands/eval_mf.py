@@ -28,6 +28,7 @@ from online_models.evaluation import (
     rating_triples,
 )
 from online_models.mf import MFConfig, OwnerSplitMF
+from pulse.app import eval_app
 
 Learn = Callable[[str, str, float], None]
 Predict = Callable[[str, str], float]
@@ -91,6 +92,7 @@ def _learn_only_us(
     return best
 
 
+@eval_app.command("mf")
 def mf(
     data: Annotated[str, typer.Option(help="Ratings: movielens:PATH (u.data, ratings.dat or ratings.csv)")],
     factors: Annotated[int, typer.Option(help="Latent factors per user and item")] = 10,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pulse.cli import app, settings_of
+from pulse.app import app, settings_of
 from pulse.lag import LagProbe, metric_families
 
 log = logging.getLogger(__name__)

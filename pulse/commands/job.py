@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
+from config import Settings
 from producers.topics import ensure_topics
-from pulse.cli import app, fail, print_json, settings_of
+from pulse.app import app, fail, print_json, settings_of
 from pulse.flink_rest import FlinkRest, FlinkRestError
-from pulse.settings import Settings
 
 job_app = typer.Typer(help="The PyFlink job: Kafka -> per-user state + learners -> Redis.", no_args_is_help=True)
 app.add_typer(job_app, name="job")

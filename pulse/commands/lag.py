@@ -14,7 +14,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from pulse.cli import app, fail, print_json, settings_of
+from pulse.app import app, fail, print_json, settings_of
 from pulse.lag import LagProbe, LagReport, Thresholds, breaches
 
 EXIT_BREACH = 1

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from producers.producer import EventProducer
 from producers.sources import SOURCE_HELP, open_source
 from producers.topics import ensure_topics
-from pulse.cli import app, fail, settings_of
+from pulse.app import app, fail, settings_of
 
 
 @app.command()

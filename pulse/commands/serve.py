@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pulse.cli import app, settings_of
+from pulse.app import app, settings_of
 
 
 @app.command()

@@ -9,7 +9,7 @@ import typer
 from infra.local.process import ServiceError
 from infra.local.services import LocalServices
 from producers.topics import ensure_topics
-from pulse.cli import app, fail, print_json, settings_of
+from pulse.app import app, fail, print_json, settings_of
 
 
 @app.command()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pulse.settings import REPO_ROOT, Settings
+from config import REPO_ROOT, Settings
 
 
 def job_command(*args: str) -> list[str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from config import REPO_ROOT
 from infra.local.process import free_port
-from pulse.settings import REPO_ROOT
 
 
 def pulse(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

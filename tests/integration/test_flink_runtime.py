@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
+from config import Settings
 from flink_jobs import count_job
 from flink_jobs.runtime import KAFKA_CONNECTOR_JAR, kafka_sink, kafka_source, make_environment
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 
 N_EVENTS = 5_000
 

@@ -11,11 +11,11 @@ import pytest
 import redis as redis_lib
 from confluent_kafka import Consumer
 
+from config import Settings
 from online_models.popularity import ALL, DecayedPopularity
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import DeadLetterCodec, EventCodec
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.integration.jobs import run_bounded_job

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from config import REPO_ROOT, Settings
 from producers.producer import EventProducer
 from producers.sources.movielens import read_movielens
 from producers.topics import ensure_topics
-from pulse.settings import REPO_ROOT, Settings
 from schemas import Decision, Event, EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.integration.jobs import run_job_until

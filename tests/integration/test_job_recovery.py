@@ -9,11 +9,11 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from config import Settings
 from flink_jobs.pipeline import latest_checkpoint
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.integration.jobs import run_job_until, start_job, stop_job, tail
 

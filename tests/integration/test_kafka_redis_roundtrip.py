@@ -7,10 +7,10 @@ import uuid
 import redis as redis_lib
 from confluent_kafka import Consumer
 
+from config import Settings
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import EventCodec
 
 N_EVENTS = 10_000

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import REPO_ROOT, Settings
 from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.topics import ensure_topics
 from pulse.lag import LagProbe
-from pulse.settings import REPO_ROOT, Settings
 from schemas.events import Event, EventType
 from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail

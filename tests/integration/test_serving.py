@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Consumer
 from pydantic import SecretStr
 
+from config import Settings
 from flink_jobs.redis_sink import RedisWriter
 from infra.local.process import free_port
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import Event, EventCodec, EventType
 from schemas.redis_keys import RedisKeys
 from serving import create_app

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from config import Settings
 from flink_jobs.redis_sink import RedisWriter
 from online_models.bandits import make_bandit
 from online_models.bandits.mab import UCB, EpsilonGreedy
-from pulse.settings import Settings
 from schemas.redis_keys import RedisKeys
 from serving import create_app
 from serving.server import running

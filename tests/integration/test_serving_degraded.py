@@ -9,11 +9,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from config import Settings
 from flink_jobs.redis_sink import RedisWriter
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas.redis_keys import RedisKeys
 from serving import create_app
 from serving.server import running

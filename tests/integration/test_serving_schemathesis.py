@@ -17,9 +17,9 @@ from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from config import Settings
 from flink_jobs.redis_sink import RedisWriter
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas.redis_keys import RedisKeys
 from serving import create_app
 from serving.server import running

@@ -45,11 +45,11 @@ import redis as redis_lib
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import Settings
 from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, Event, EventCodec, EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.conftest import isolated_settings

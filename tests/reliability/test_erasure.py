@@ -26,9 +26,9 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from config import Settings
 from producers.producer import EventProducer
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas import Decision, Event, EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from serving import create_app

@@ -32,6 +32,7 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from config import REPO_ROOT, Settings
 from infra.local.flink import FlinkCluster
 from infra.local.kafka import KafkaBroker
 from infra.local.process import ServiceError, free_port
@@ -41,7 +42,6 @@ from producers.sources import open_source
 from producers.topics import ensure_topics
 from pulse.flink_rest import FlinkRest
 from pulse.lag import LagProbe
-from pulse.settings import REPO_ROOT, Settings
 from schemas import DecodeReason, Event, EventCodec
 from schemas.redis_keys import Envelope, RedisKeys
 from serving import create_app

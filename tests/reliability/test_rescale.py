@@ -18,11 +18,11 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from config import Settings
 from infra.local.flink import FlinkCluster
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import Settings
 from schemas.events import Decision, Event, EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.conftest import isolated_settings

@@ -25,12 +25,12 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from config import REPO_ROOT, Settings
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
-from pulse.settings import REPO_ROOT, Settings
 from schemas.redis_keys import RedisKeys
 from tests.conftest import isolated_settings
 from tests.integration import jobs

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from pulse.settings import REPO_ROOT, Settings
+from config import REPO_ROOT, Settings
 
 INFRA = REPO_ROOT / "infra"
 COMPOSE = "infra/docker-compose.yml"
@@ -293,7 +293,7 @@ def env_name_problems(b: Bundle) -> list[str]:
     for path, text in b.texts.items():
         for name in sorted(set(re.findall(r"\bPULSE_[A-Z0-9_]+\b", text))):
             if name not in SETTING_ENV_NAMES:
-                problems.append(f"{path}: {name} is not a setting of pulse/settings.py")
+                problems.append(f"{path}: {name} is not a setting of config/settings.py")
     return problems
 
 

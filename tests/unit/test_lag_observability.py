@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from config import REPO_ROOT
 from pulse.lag import METRIC_NAMES
-from pulse.settings import REPO_ROOT
 
 INFRA = REPO_ROOT / "infra" / "observability"
 _METRIC = re.compile(r"\b(?:pulse|flink)_[A-Za-z0-9_:]+\b")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from pulse.settings import Settings
+from config import Settings
 from schemas.redis_keys import Envelope
 from serving import create_app
 from serving.fastpath import parse_query

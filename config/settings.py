@@ -9,6 +9,8 @@ environment itself.
 ('events', 4)
 >>> "hunter2" in repr(s)
 False
+>>> Settings(bandit_scopes="global, user").bandit_scopes
+('global', 'user')
 
 A password written into ``PULSE_REDIS_URL`` is moved into ``redis_password`` (a secret), so the
 URL that settings print, log and pass around never carries it:
@@ -21,13 +23,16 @@ URL that settings print, log and pass around never carries it:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where a bandit keeps separate arm statistics (``online_models.bandits.BanditScope`` has the same values).
+BanditScopeName = Literal["global", "segment", "user"]
 
 
 class ConflictingPasswordsError(RuntimeError):
@@ -101,7 +106,9 @@ class Settings(BaseSettings):
     mf_l2: float = Field(0.0, ge=0)
     mf_seed: int = 0
     bandit_policy: Literal["ts", "ucb", "egreedy"] = "ts"
-    bandit_scopes: str = Field("global,segment,user", description="Comma-separated bandit scopes")
+    bandit_scopes: Annotated[tuple[BanditScopeName, ...], NoDecode] = Field(
+        ("global", "segment", "user"), description="Bandit scopes the job learns (env: comma-separated)"
+    )
 
     # ---------------------------------------------------------------------------------------
     # Serving (serving/, `pulse serve`). ADR: docs/adr/0004-serving.md.
@@ -160,6 +167,14 @@ class Settings(BaseSettings):
             raise ConflictingPasswordsError("redis_url carries a password other than redis_password; give one")
         return {**data, "redis_url": url, "redis_password": password}
 
+    @field_validator("bandit_scopes", mode="before")
+    @classmethod
+    def _scopes_from_text(cls, value: Any) -> Any:
+        """``PULSE_BANDIT_SCOPES=global,segment`` and the flag's text read as a tuple."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     def to_env(self) -> dict[str, str]:
         """The ``PULSE_*`` environment that rebuilds these settings in another process."""
         env: dict[str, str] = {}
@@ -168,6 +183,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
             env[f"PULSE_{name.upper()}"] = str(value)
         return env
 

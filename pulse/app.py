@@ -1,0 +1,86 @@
+"""The Typer app every command registers on, the global flags, and helpers the commands share.
+
+Global flags build one :class:`Settings`; commands receive it. Nothing here imports a command:
+``pulse/cli.py`` imports the commands, and each command imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from config import Settings
+
+app = typer.Typer(
+    help="Pulse: real-time personalization. Kafka events -> PyFlink + River learners -> live scores in Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+eval_app = typer.Typer(help="Offline evaluation of the learners (no services needed).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _env_help(field: str) -> str:
+    info = Settings.model_fields[field]
+    return f"{info.description or field.replace('_', ' ')}"
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(envvar="PULSE_KAFKA_BOOTSTRAP", help=_env_help("kafka_bootstrap"))
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(envvar="PULSE_REDIS_URL", help=_env_help("redis_url"))] = None,
+    home: Annotated[Path | None, typer.Option(envvar="PULSE_HOME", help=_env_help("home"))] = None,
+    kafka_port: Annotated[int | None, typer.Option(envvar="PULSE_KAFKA_PORT", help="Port of the local broker")] = None,
+    redis_port: Annotated[int | None, typer.Option(envvar="PULSE_REDIS_PORT", help="Port of the local Redis")] = None,
+    partitions: Annotated[
+        int | None, typer.Option(envvar="PULSE_PARTITIONS", help=_env_help("partitions"))
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging")] = False,
+) -> None:
+    """Other settings come from PULSE_* environment variables (see config/settings.py)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:  # one line per HTTP request (REST polling, readiness checks) is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    overrides: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "redis_url": redis_url,
+        "home": home,
+        "kafka_port": kafka_port,
+        "redis_port": redis_port,
+        "partitions": partitions,
+    }
+    ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the callback built."""
+    settings = ctx.obj
+    if not isinstance(settings, Settings):  # pragma: no cover - typer always runs the callback
+        raise RuntimeError("settings missing")
+    return settings
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, for ``--json`` outputs."""
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line on stderr and return the Exit to raise."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+__all__ = ["app", "eval_app", "fail", "print_json", "settings_of"]
