@@ -25,7 +25,15 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import NDArray
 
-from online_models.mf import GlobalParams, ItemParams, MFConfig, UserParams, initial_item, score_items, top_k_rows
+from online_models.mf_params import (
+    GlobalParams,
+    ItemParams,
+    MFConfig,
+    UserParams,
+    initial_item,
+    score_items,
+    top_k_rows,
+)
 from schemas.events import ItemId
 
 __all__ = ["ItemTable"]
@@ -72,18 +80,18 @@ class ItemTable:
         self._versions[row] = version
         return True
 
-    def scores(self, user: UserParams, glob: GlobalParams) -> NDArray[np.float64]:
+    def scores(self, user: UserParams, global_params: GlobalParams) -> NDArray[np.float64]:
         """Predicted target of ``user`` for every item, in row order: one matrix-vector product."""
         n = len(self._items)
-        return score_items(user, self._biases[:n], self._factors[:n], glob)
+        return score_items(user, self._biases[:n], self._factors[:n], global_params)
 
     def top_k(
-        self, user: UserParams, glob: GlobalParams, k: int, exclude: Iterable[ItemId] = ()
+        self, user: UserParams, global_params: GlobalParams, k: int, exclude: Iterable[ItemId] = ()
     ) -> list[tuple[ItemId, float]]:
         """The ``k`` best items for ``user``, best first, without ``exclude``."""
         if not self._items:
             return []
-        scores = self.scores(user, glob)
+        scores = self.scores(user, global_params)
         skip = [self._rows[item] for item in exclude if item in self._rows]
         return [(self._items[row], float(scores[row])) for row in top_k_rows(scores, k, skip)]
 
