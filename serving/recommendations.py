@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
@@ -46,6 +46,13 @@ class RecommendationsBody(TypedDict):
     items: list[ItemBody]
 
 
+class _CacheEntry(NamedTuple):
+    """A cached popularity read and the monotonic time it was stored."""
+
+    stored_at: float
+    envelope: Envelope
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds."""
     return time.time_ns() // 1_000_000
@@ -63,18 +70,18 @@ class PopularityCache:
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
-        self._entries: dict[str, tuple[float, Envelope]] = {}
+        self._entries: dict[str, _CacheEntry] = {}
 
     def put(self, segment: str, envelope: Envelope) -> None:
         """Remember the newest popularity of ``segment``."""
-        self._entries[segment] = (self._clock(), envelope)
+        self._entries[segment] = _CacheEntry(self._clock(), envelope)
 
     def get(self, segment: str) -> Envelope | None:
         """The cached popularity of ``segment`` if younger than the ttl."""
         entry = self._entries.get(segment)
-        if entry is None or self._clock() - entry[0] > self.ttl_s:
+        if entry is None or self._clock() - entry.stored_at > self.ttl_s:
             return None
-        return entry[1]
+        return entry.envelope
 
 
 def _segments(segment: str | None) -> list[str]:
@@ -110,7 +117,8 @@ class Recommender:
             cached = self._cached(segment)
             if cached is None:
                 raise
-            return self._popularity(user_id, k, cached[0], cached[1], set(), degraded=True)
+            cached_segment, cached_envelope = cached
+            return self._popularity(user_id, k, cached_segment, cached_envelope, set(), degraded=True)
         seen: set[str] = set()
         if exclude_seen and session is not None and session.payload.get("open"):
             seen = {str(item) for item in session.payload.get("recent_items", [])}
