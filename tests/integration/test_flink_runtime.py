@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
+from bench import count_job
 from config import Settings
-from flink_jobs import count_job
 from flink_jobs.runtime import KAFKA_CONNECTOR_JAR, kafka_sink, kafka_source, make_environment
 from producers.producer import EventProducer
 from producers.sources import open_source

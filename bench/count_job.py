@@ -1,7 +1,7 @@
 """The smallest real Pulse pipeline: Kafka bytes -> EventCodec.decode -> keyBy(user) -> count in ValueState.
 
 Used by the runtime smoke test (tests/integration/test_flink_runtime.py) and by the execution-mode
-benchmark (flink_jobs/bench_runtime.py); it is the shape of the full job without the learners.
+benchmark (bench/flink_runtime.py); it is the shape of the full job without the learners.
 
 Output rows are ``(user_id, count_so_far, event_time_ms)``, one per valid input event, typed as a
 Flink tuple (no pickling between operators). Undecodable records are counted (metric

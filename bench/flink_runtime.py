@@ -4,7 +4,7 @@ Prints figures; asserts nothing about speed. Two parts, each configuration in a 
 (its own JVM and MiniCluster):
 
 * ``throughput`` — N synthetic events are produced once to a fresh topic (4 partitions); then the
-  keyed decode+count job (flink_jobs/count_job.py) reads them with a *bounded* KafkaSource into a
+  keyed decode+count job (bench/count_job.py) reads them with a *bounded* KafkaSource into a
   discarding sink. records/s = N / the job's net runtime (JobExecutionResult; includes task
   deployment and Python worker start, ~1-3 s) and N / wall time of ``execute()``.
 * ``latency`` — an unbounded job (execute_async) in process mode with a given bundle size/time;
@@ -12,8 +12,8 @@ Prints figures; asserts nothing about speed. Two parts, each configuration in a 
   rate, the job writes ``user,count,event_time_ms`` to an output topic (at-least-once,
   linger.ms=0), a separate consumer process reports end-to-end latency percentiles.
 
-    .venv/bin/python -m flink_jobs.bench_runtime throughput [--events 100000] [--parallelism 1 2]
-    .venv/bin/python -m flink_jobs.bench_runtime latency [--rate 500] [--seconds 20]
+    .venv/bin/python bench/flink_runtime.py throughput [--events 100000] [--parallelism 1 2]
+    .venv/bin/python bench/flink_runtime.py latency [--rate 500] [--seconds 20]
 
 Uses PULSE_KAFKA_BOOTSTRAP (default 127.0.0.1:9092, the broker `pulse up` starts).
 Set FLINK_LOG_DIR to keep the gateway log out of the venv (default here: a temp dir).
@@ -30,7 +30,11 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
+
+SCRIPT = str(Path(__file__).resolve())  # the child processes run this same file
+sys.path.insert(0, str(Path(SCRIPT).parent.parent))  # run as a script from anywhere
 
 BOOTSTRAP = os.environ.get("PULSE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
@@ -60,7 +64,7 @@ def _produce(topic: str, n: int) -> None:
 def _sub(*args: str, capture: bool = True) -> dict[str, Any]:
     env = {**os.environ, "FLINK_LOG_DIR": os.environ.get("FLINK_LOG_DIR", tempfile.mkdtemp(prefix="flink-log-"))}
     result = subprocess.run(
-        [sys.executable, "-m", "flink_jobs.bench_runtime", *args],
+        [sys.executable, SCRIPT, *args],
         capture_output=capture,
         text=True,
         env=env,
@@ -79,7 +83,7 @@ def run_throughput_once(topic: str, n: int, mode: str, parallelism: int, bundle_
     """One bounded run of the count job into a discarding sink; prints a JSON line of figures."""
     from pyflink.datastream.connectors.base import Sink
 
-    from flink_jobs import count_job
+    from bench import count_job
     from flink_jobs.runtime import kafka_source, make_environment
 
     env = make_environment(
@@ -207,7 +211,7 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
     """One unbounded job (execute_async) + paced producer + latency consumer; prints a JSON line."""
     from pyflink.common import Types
 
-    from flink_jobs import count_job
+    from bench import count_job
     from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
 
     suffix = uuid.uuid4().hex[:8]
@@ -230,8 +234,7 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
     consumer = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "flink_jobs.bench_runtime",
+            SCRIPT,
             "_consume",
             topic_out,
             str(n),
@@ -243,7 +246,7 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
     )
     time.sleep(3)  # let the job's tasks start before events flow
     producer = subprocess.run(
-        [sys.executable, "-m", "flink_jobs.bench_runtime", "_produce_paced", topic_in, str(rate), str(seconds)],
+        [sys.executable, SCRIPT, "_produce_paced", topic_in, str(rate), str(seconds)],
         capture_output=True,
         text=True,
         check=True,
