@@ -45,6 +45,14 @@ def _settings(topic: str) -> Any:
     return Settings(kafka_bootstrap=BOOTSTRAP, topic_events=topic)
 
 
+def _jars() -> tuple[Any, ...]:
+    """The Kafka connector (and the job's own jar), resolved where `pulse job run` finds them."""
+    from config import Settings
+    from infra.local.jars import ensure_jars
+
+    return tuple(ensure_jars(Settings().home, "flink"))
+
+
 def _create_topics(*names: str) -> None:
     from producers.topics import ensure_topics
 
@@ -84,16 +92,17 @@ def run_throughput_once(topic: str, n: int, mode: str, parallelism: int, bundle_
     from pyflink.datastream.connectors.base import Sink
 
     from bench import count_job
-    from flink_jobs.runtime import kafka_source, make_environment
+    from flink_jobs.runtime import RuntimeOptions, kafka_source, make_environment
 
-    env = make_environment(
+    env = make_environment(RuntimeOptions(
+        jars=_jars(),
         parallelism=parallelism,
         execution_mode=mode,  # type: ignore[arg-type]
         checkpoint_interval_ms=None,
         bundle_size=bundle_size,
         bundle_time_ms=bundle_time_ms,
         restart_attempts=0,
-    )
+    ))
     source = kafka_source(BOOTSTRAP, topic, f"bench-{uuid.uuid4().hex[:8]}", bounded=True)
     count_job.build(env, source).sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
     started = time.perf_counter()
@@ -212,19 +221,20 @@ def latency_once(mode: str, bundle_size: int, bundle_time_ms: int, rate: float, 
     from pyflink.common import Types
 
     from bench import count_job
-    from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
+    from flink_jobs.runtime import RuntimeOptions, kafka_sink, kafka_source, make_environment
 
     suffix = uuid.uuid4().hex[:8]
     topic_in, topic_out = f"lat-in-{suffix}", f"lat-out-{suffix}"
     _create_topics(topic_in, topic_out)
-    env = make_environment(
+    env = make_environment(RuntimeOptions(
+        jars=_jars(),
         parallelism=1,
         execution_mode=mode,  # type: ignore[arg-type]
         checkpoint_interval_ms=None,
         bundle_size=bundle_size,
         bundle_time_ms=bundle_time_ms,
         restart_attempts=0,
-    )
+    ))
     counts = count_job.build(env, kafka_source(BOOTSTRAP, topic_in, f"lat-{suffix}", starting_offsets="earliest"))
     counts.map(lambda r: f"{r[0]},{r[1]},{r[2]}".encode(), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())).sink_to(
         kafka_sink(BOOTSTRAP, topic_out, exactly_once=False, properties={"linger.ms": "0"})

@@ -1,15 +1,11 @@
 """The Pulse job: Kafka -> decode (DLQ) -> event time -> per-user state + learners -> shared state -> Redis.
 
-``build_pipeline(env, settings)`` wires the graph and nothing else, so tests and the CLI can
-run it on any environment; ``run(settings)`` builds the environment and executes it.
+``build_pipeline(env, settings)`` wires the graph and nothing else (one function per stage), so
+it can be built on any environment; ``flink_jobs.launch`` makes the environment and runs it.
 Every operator has a stable ``uid`` so savepoints survive changes to the graph around it.
 """
 
 from __future__ import annotations
-
-import logging
-import os
-from pathlib import Path
 
 from pyflink.common import Duration, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -32,7 +28,7 @@ from flink_jobs.routing import (
     keyed_rows,
     raw_bytes_of,
 )
-from flink_jobs.runtime import kafka_sink, kafka_source, make_environment
+from flink_jobs.runtime import kafka_sink, kafka_source
 from flink_jobs.shared_state import (
     BanditArms,
     ItemParamsOwner,
@@ -41,13 +37,10 @@ from flink_jobs.shared_state import (
     SharedStageConfig,
 )
 from flink_jobs.user_state import ITEM_PARAMS, UserStageConfig, UserState
-from infra.local.jars import ensure_jars
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
 from schemas import DeadLetterCodec, Limits
 from schemas.redis_keys import RedisKeys
-
-log = logging.getLogger(__name__)
 
 
 def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bounded: bool = False) -> None:
@@ -196,99 +189,3 @@ def mf_config(settings: Settings) -> MFConfig:
         l2_latent=settings.mf_l2,
         seed=settings.mf_seed,
     )
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``checkpoint_dir``."""
-    done = [meta.parent for meta in checkpoint_dir.glob("*/chk-*/_metadata")]
-    return max(done, key=lambda p: p.stat().st_mtime) if done else None
-
-
-def make_job_environment(
-    settings: Settings, restore_from: Path | None = None, *, jobmanager: str | None = None
-) -> StreamExecutionEnvironment:
-    """The execution environment of the job as the settings describe it.
-
-    ``jobmanager`` (``host:port`` of a cluster's REST API) makes it submit there instead of
-    running a MiniCluster in this process.
-    """
-    extra = {"execution.state-recovery.path": restore_from.as_uri()} if restore_from else {}
-    if jobmanager:
-        host, _, port = jobmanager.rpartition(":")
-        # A cluster's own config.yaml sets its metrics reporter; the job only says where to go.
-        extra |= {"execution.target": "remote", "rest.address": host or "127.0.0.1", "rest.port": port}
-    elif settings.metrics_port:
-        # Flink's Prometheus reporter: every job metric (Python counters and gauges included) on
-        # http://<host>:<metrics_port>/metrics. The MiniCluster only finds the reporter jar on the
-        # JVM's classpath (run() puts it there); a standalone cluster loads it from plugins/.
-        extra["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-        extra["metrics.reporter.prom.port"] = str(settings.metrics_port)
-    return make_environment(
-        jars=ensure_jars(settings.home, "flink"),  # also rebuilds the job's Java classes after a change
-        parallelism=settings.job_parallelism,
-        checkpoint_interval_ms=settings.checkpoint_interval_ms,
-        checkpoint_dir=settings.checkpoint_path(),
-        state_backend=settings.state_backend,
-        execution_mode=settings.python_execution_mode,
-        bundle_size=settings.bundle_size,
-        bundle_time_ms=settings.bundle_time_ms,
-        restart_attempts=settings.restart_attempts,
-        extra=extra,
-    )
-
-
-def run(settings: Settings, *, restore_from: Path | None = None, bounded: bool = False) -> None:
-    """Build and execute the job (blocks until it ends or is cancelled)."""
-    # Flink writes its own logs (task failures, restarts) here instead of inside the virtualenv.
-    flink_logs = settings.home / "logs" / "flink"
-    flink_logs.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
-    if settings.metrics_port:
-        # The local MiniCluster ignores pyflink/plugins/; the reporter jar must be on the gateway
-        # JVM's classpath, which pyflink builds from HADOOP_CLASSPATH when it starts the JVM (below).
-        import pyflink
-
-        pyflink_home = Path(pyflink.__file__).parent
-        reporter_jars = [str(j) for folder in ("plugins", "opt")
-                         for j in sorted(pyflink_home.glob(f"{folder}/**/flink-metrics-prometheus-*.jar"))][:1]
-        if reporter_jars:
-            current = os.environ.get("HADOOP_CLASSPATH", "")
-            if reporter_jars[0] not in current.split(os.pathsep):
-                os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(p for p in (current, reporter_jars[0]) if p)
-        else:
-            log.warning("flink-metrics-prometheus jar not found under %s; no Prometheus metrics", pyflink_home)
-    env = make_job_environment(settings, restore_from)
-    build_pipeline(env, settings, bounded=bounded)
-    log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
-             f", restored from {restore_from}" if restore_from else "")
-    env.execute(settings.job_name)
-
-
-def submit(settings: Settings, jobmanager: str, *, restore_from: Path | None = None) -> str:
-    """Submit the job to the standalone cluster at ``jobmanager`` (REST ``host:port``); its job id.
-
-    The job is compiled here and runs on the cluster's TaskManagers, which must see the same
-    virtualenv and repository paths (``python.pythonpath``): true for ``pulse up --flink``.
-    """
-    env = make_job_environment(settings, restore_from, jobmanager=jobmanager)
-    build_pipeline(env, settings)
-    client = env.execute_async(settings.job_name)
-    job_id = str(client.get_job_id())
-    log.info("submitted %s to %s as %s (parallelism %d)%s", settings.job_name, jobmanager, job_id,
-             settings.job_parallelism, f", restored from {restore_from}" if restore_from else "")
-    return job_id
-
-
-def main() -> None:
-    """``python -m flink_jobs.pipeline``: the job, settings from ``PULSE_*`` only.
-
-    For ``flink run -pym flink_jobs.pipeline`` and container entry points; resumes from the latest
-    retained checkpoint. ``pulse job run`` is the same with flags.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    run(settings, restore_from=latest_checkpoint(settings.checkpoint_path()))
-
-
-if __name__ == "__main__":
-    main()

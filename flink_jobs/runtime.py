@@ -3,7 +3,9 @@
 Checked against apache-flink 2.2.1 with ``flink-sql-connector-kafka-5.0.0-2.2.jar`` on Java 17
 (docs/adr/0002-flink-execution-mode.md has the measurements behind the defaults).
 
-* :func:`make_environment` — a ``StreamExecutionEnvironment`` with the connector jar loaded,
+* :class:`RuntimeOptions` — how the job runs (jars, parallelism, checkpoints, state backend,
+  restarts, Python execution mode and bundles), one frozen value checked when built.
+* :func:`make_environment` — a ``StreamExecutionEnvironment`` with the given jars loaded,
   ``python.executable`` set to this interpreter, exactly-once checkpointing, a state backend,
   a fixed-delay restart strategy and the Python execution mode / bundle settings. Everything is
   passed in a :class:`~pyflink.common.Configuration` to ``get_execution_environment`` so the
@@ -17,12 +19,12 @@ Pitfall: ``env.from_source(source, watermark_strategy, name)`` silently drops a 
 ``TimestampAssigner``. Pass ``WatermarkStrategy.no_watermarks()`` there and call
 ``assign_timestamps_and_watermarks`` on the resulting stream.
 
->>> options = runtime_options(parallelism=2, execution_mode="thread", checkpoint_interval_ms=None)
->>> options["python.execution-mode"], options["parallelism.default"]
+>>> config = runtime_options(RuntimeOptions(parallelism=2, execution_mode="thread", checkpoint_interval_ms=None))
+>>> config["python.execution-mode"], config["parallelism.default"]
 ('thread', '2')
->>> "execution.checkpointing.interval" in options
+>>> "execution.checkpointing.interval" in config
 False
->>> runtime_options(state_backend="memory")
+>>> RuntimeOptions(state_backend="memory")
 Traceback (most recent call last):
 ...
 ValueError: state_backend must be 'hashmap' or 'rocksdb', not 'memory'
@@ -34,7 +36,8 @@ import os
 import site
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,15 +47,13 @@ if TYPE_CHECKING:  # pyflink starts a JVM on first use; importing this module mu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: The shaded connector (the thin ``flink-connector-kafka`` jar does not work from Python).
-KAFKA_CONNECTOR_JAR = REPO_ROOT / ".local" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
-
 #: Kafka brokers refuse transactions longer than ``transaction.max.timeout.ms`` (15 min by default);
 #: Flink's KafkaSink asks for 1 h unless told otherwise, and then every transaction fails.
 DEFAULT_TRANSACTION_TIMEOUT_MS = 10 * 60 * 1000
 
 StateBackend = Literal["hashmap", "rocksdb"]
 ExecutionMode = Literal["thread", "process"]
+StartingOffsets = Literal["committed-or-earliest", "earliest", "latest"]
 
 
 def _file_url(path: str | Path) -> str:
@@ -75,92 +76,107 @@ def worker_python_path() -> str:
     return os.pathsep.join(dict.fromkeys(paths))
 
 
-def runtime_options(
-    *,
-    parallelism: int = 1,
-    checkpoint_interval_ms: int | None = 10_000,
-    checkpoint_dir: str | Path | None = None,
-    state_backend: StateBackend = "hashmap",
-    execution_mode: ExecutionMode = "process",
-    bundle_size: int = 1000,
-    bundle_time_ms: int = 1000,
-    restart_attempts: int = 3,
-    restart_delay_ms: int = 5_000,
-    python_executable: str | None = None,
-    jars: Iterable[str | Path] = (),
-    rest_port: int | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """How a job runs, as one value: built once (``flink_jobs.launch`` builds it from ``Settings``).
+
+    Checked when built. ``checkpoint_interval_ms=None`` disables checkpointing;
+    ``restart_attempts=0`` means no restart; ``jars`` are the caller's (paths or URLs), none by
+    default: the Kafka connector is resolved outside the job (``infra.local.jars``).
+    """
+
+    jars: tuple[str | Path, ...] = ()
+    parallelism: int = 1
+    checkpoint_interval_ms: int | None = 10_000
+    checkpoint_dir: str | Path | None = None
+    state_backend: StateBackend = "hashmap"
+    execution_mode: ExecutionMode = "process"
+    bundle_size: int = 1000
+    bundle_time_ms: int = 1000
+    restart_attempts: int = 3
+    restart_delay_ms: int = 5_000
+    python_executable: str | None = None
+    rest_port: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state_backend not in ("hashmap", "rocksdb"):
+            raise ValueError(f"state_backend must be 'hashmap' or 'rocksdb', not {self.state_backend!r}")
+        if self.execution_mode not in ("thread", "process"):
+            raise ValueError(f"execution_mode must be 'thread' or 'process', not {self.execution_mode!r}")
+        if self.parallelism < 1 or self.bundle_size < 1 or self.bundle_time_ms < 1:
+            raise ValueError("parallelism, bundle_size and bundle_time_ms must be >= 1")
+        object.__setattr__(self, "jars", tuple(self.jars))  # any iterable in, a tuple kept
+
+
+def runtime_options(options: RuntimeOptions) -> dict[str, str]:
     """The Flink configuration (key -> string value) :func:`make_environment` applies.
 
     Pure (no JVM): handy for logging, tests and for writing a cluster's ``config.yaml``.
-    ``checkpoint_interval_ms=None`` disables checkpointing; ``restart_attempts=0`` means no restart.
     """
-    if state_backend not in ("hashmap", "rocksdb"):
-        raise ValueError(f"state_backend must be 'hashmap' or 'rocksdb', not {state_backend!r}")
-    if execution_mode not in ("thread", "process"):
-        raise ValueError(f"execution_mode must be 'thread' or 'process', not {execution_mode!r}")
-    if parallelism < 1 or bundle_size < 1 or bundle_time_ms < 1:
-        raise ValueError("parallelism, bundle_size and bundle_time_ms must be >= 1")
-    python = python_executable or sys.executable
-    options: dict[str, str] = {
-        "parallelism.default": str(parallelism),
+    config = _python_config(options)
+    config["state.backend.type"] = options.state_backend
+    # Chained Java steps (message filters, key selectors) hand records on without a deep copy;
+    # the Python operators convert each record on arrival and keep nothing of it.
+    config["pipeline.object-reuse"] = "true"
+    jar_urls = [_file_url(j) for j in options.jars]
+    if jar_urls:
+        config["pipeline.jars"] = ";".join(jar_urls)
+    config |= _checkpoint_config(options)
+    config |= _restart_config(options)
+    if options.rest_port is not None:
+        # The local MiniCluster binds its REST endpoint to a random port unless told otherwise.
+        config["rest.port"] = str(options.rest_port)
+        config["rest.bind-port"] = str(options.rest_port)
+    config.update(options.extra)
+    return config
+
+
+def _python_config(options: RuntimeOptions) -> dict[str, str]:
+    """Parallelism, and where and how the job's Python code runs."""
+    python = options.python_executable or sys.executable
+    return {
+        "parallelism.default": str(options.parallelism),
         # The venv's interpreter, so Python workers (process mode, a cluster's TaskManagers) import
         # pyflink and Pulse's packages; python.client.executable compiles the job on submission.
         "python.executable": python,
         "python.client.executable": python,
         "python.pythonpath": worker_python_path(),
-        "python.execution-mode": execution_mode,
-        "python.fn-execution.bundle.size": str(bundle_size),
-        "python.fn-execution.bundle.time": str(bundle_time_ms),
-        "state.backend.type": state_backend,
-        # Chained Java steps (message filters, key selectors) hand records on without a deep copy;
-        # the Python operators convert each record on arrival and keep nothing of it.
-        "pipeline.object-reuse": "true",
+        "python.execution-mode": options.execution_mode,
+        "python.fn-execution.bundle.size": str(options.bundle_size),
+        "python.fn-execution.bundle.time": str(options.bundle_time_ms),
     }
-    jar_urls = [_file_url(j) for j in jars]
-    if jar_urls:
-        options["pipeline.jars"] = ";".join(jar_urls)
-    if checkpoint_interval_ms is not None:
-        options["execution.checkpointing.interval"] = f"{checkpoint_interval_ms} ms"
-        options["execution.checkpointing.mode"] = "EXACTLY_ONCE"
-        options["execution.checkpointing.min-pause"] = f"{min(checkpoint_interval_ms // 2, 5000)} ms"
+
+
+def _checkpoint_config(options: RuntimeOptions) -> dict[str, str]:
+    """Exactly-once checkpoints, retained on cancel so a job can be restored from them."""
+    config: dict[str, str] = {}
+    interval = options.checkpoint_interval_ms
+    if interval is not None:
+        config["execution.checkpointing.interval"] = f"{interval} ms"
+        config["execution.checkpointing.mode"] = "EXACTLY_ONCE"
+        config["execution.checkpointing.min-pause"] = f"{min(interval // 2, 5000)} ms"
         # Keep the last checkpoint when the job is cancelled, so it can be restored from.
-        options["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
-    if checkpoint_dir is not None:
-        options["execution.checkpointing.dir"] = _file_url(checkpoint_dir)
-    if state_backend == "rocksdb":
-        options["execution.checkpointing.incremental"] = "true"
-    if restart_attempts > 0:
-        options["restart-strategy.type"] = "fixed-delay"
-        options["restart-strategy.fixed-delay.attempts"] = str(restart_attempts)
-        options["restart-strategy.fixed-delay.delay"] = f"{restart_delay_ms} ms"
-    else:
-        options["restart-strategy.type"] = "none"
-    if rest_port is not None:
-        # The local MiniCluster binds its REST endpoint to a random port unless told otherwise.
-        options["rest.port"] = str(rest_port)
-        options["rest.bind-port"] = str(rest_port)
-    options.update(extra or {})
-    return options
+        config["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
+    if options.checkpoint_dir is not None:
+        config["execution.checkpointing.dir"] = _file_url(options.checkpoint_dir)
+    if options.state_backend == "rocksdb":
+        config["execution.checkpointing.incremental"] = "true"
+    return config
 
 
-def make_environment(
-    *,
-    jars: Iterable[str | Path] = (KAFKA_CONNECTOR_JAR,),
-    parallelism: int = 1,
-    checkpoint_interval_ms: int | None = 10_000,
-    checkpoint_dir: str | Path | None = None,
-    state_backend: StateBackend = "hashmap",
-    execution_mode: ExecutionMode = "process",
-    bundle_size: int = 1000,
-    bundle_time_ms: int = 1000,
-    restart_attempts: int = 3,
-    restart_delay_ms: int = 5_000,
-    python_executable: str | None = None,
-    rest_port: int | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> StreamExecutionEnvironment:
+def _restart_config(options: RuntimeOptions) -> dict[str, str]:
+    """A fixed-delay restart strategy, or none."""
+    if options.restart_attempts <= 0:
+        return {"restart-strategy.type": "none"}
+    return {
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(options.restart_attempts),
+        "restart-strategy.fixed-delay.delay": f"{options.restart_delay_ms} ms",
+    }
+
+
+def make_environment(options: RuntimeOptions) -> StreamExecutionEnvironment:
     """A ``StreamExecutionEnvironment`` configured the way Pulse runs (see :func:`runtime_options`).
 
     Without a cluster to submit to, this is a local MiniCluster inside this process's JVM
@@ -170,40 +186,25 @@ def make_environment(
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
-    jars = list(jars)
-    missing = [str(j) for j in jars if "://" not in str(j) and not Path(j).is_file()]
+    missing = [str(j) for j in options.jars if "://" not in str(j) and not Path(j).is_file()]
     if missing:
         raise FileNotFoundError(
             f"Flink jars not found: {missing}; resolve them with `python -m infra.local.jars` (needs mvn)"
         )
-    options = runtime_options(
-        parallelism=parallelism,
-        checkpoint_interval_ms=checkpoint_interval_ms,
-        checkpoint_dir=checkpoint_dir,
-        state_backend=state_backend,
-        execution_mode=execution_mode,
-        bundle_size=bundle_size,
-        bundle_time_ms=bundle_time_ms,
-        restart_attempts=restart_attempts,
-        restart_delay_ms=restart_delay_ms,
-        python_executable=python_executable,
-        rest_port=rest_port,
-        jars=jars,
-        extra=extra,
-    )
-    jar_urls = options.pop("pipeline.jars", "")
+    flink = runtime_options(options)
+    jar_urls = flink.pop("pipeline.jars", "")
     config = Configuration()
-    for key, value in options.items():
+    for key, value in flink.items():
         config.set_string(key, value)
-    if options.get("execution.target") == "remote":
-        env = _remote_environment(options["rest.address"], int(options["rest.port"]), config, jar_urls)
+    if flink.get("execution.target") == "remote":
+        env = _remote_environment(flink["rest.address"], int(flink["rest.port"]), config, jar_urls)
     else:
         env = StreamExecutionEnvironment.get_execution_environment(config)
     if jar_urls:
         # add_jars also puts the jars on the client's context class loader, which the Python
         # wrappers of the connector (KafkaSource.builder(), ...) need before the job is built.
         env.add_jars(*jar_urls.split(";"))
-    env.set_parallelism(parallelism)
+    env.set_parallelism(options.parallelism)
     return env
 
 
@@ -231,7 +232,7 @@ def kafka_source(
     group_id: str,
     *,
     bounded: bool = False,
-    starting_offsets: Literal["committed-or-earliest", "earliest", "latest"] = "committed-or-earliest",
+    starting_offsets: StartingOffsets = "committed-or-earliest",
     properties: Mapping[str, str] | None = None,
     with_position: bool = False,
 ) -> KafkaSource:
@@ -247,20 +248,9 @@ def kafka_source(
     job starts (tests, backfills, benchmarks).
     """
     from pyflink.common.serialization import ByteArraySchema
-    from pyflink.datastream.connectors.kafka import (
-        KafkaOffsetResetStrategy,
-        KafkaOffsetsInitializer,
-        KafkaSource,
-    )
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 
-    if starting_offsets == "committed-or-earliest":
-        start = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
-    elif starting_offsets == "earliest":
-        start = KafkaOffsetsInitializer.earliest()
-    elif starting_offsets == "latest":
-        start = KafkaOffsetsInitializer.latest()
-    else:
-        raise ValueError(f"unknown starting_offsets {starting_offsets!r}")
+    start = _starting_offsets(starting_offsets)
     topics = [topic] if isinstance(topic, str) else list(topic)
     builder = (
         KafkaSource.builder()
@@ -286,6 +276,19 @@ def kafka_source(
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     return builder.build()
+
+
+def _starting_offsets(name: StartingOffsets) -> Any:
+    """The ``KafkaOffsetsInitializer`` a source starts from."""
+    from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer
+
+    if name == "committed-or-earliest":
+        return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    if name == "earliest":
+        return KafkaOffsetsInitializer.earliest()
+    if name == "latest":
+        return KafkaOffsetsInitializer.latest()
+    raise ValueError(f"unknown starting_offsets {name!r}")
 
 
 #: Bytes the positioned deserializer puts before a value: partition (int32) + offset (int64), big endian.

@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from config import Settings
+from infra.local.jars import ensure_jars
+from infra.local.process import ServiceError
 from producers.topics import ensure_topics
 from pulse.app import app, fail, print_json, settings_of
 from pulse.flink_rest import FlinkRest, FlinkRestError
@@ -33,14 +35,14 @@ def run(
     ] = False,
 ) -> None:
     """Run the job on a local MiniCluster; resumes from the latest checkpoint unless told not to."""
-    from flink_jobs.pipeline import run as run_job
+    from flink_jobs.launch import run as run_job
 
     settings = _with_parallelism(settings_of(ctx), parallelism)
     restore_from = _restore_point(settings, restore)
     ensure_topics(settings)
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
-    run_job(settings, restore_from=restore_from, bounded=bounded)
+    run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
 
 
 JobManager = Annotated[
@@ -60,7 +62,7 @@ def submit(
     ] = "none",
 ) -> None:
     """Submit the job to a standalone Flink cluster (detached); prints its job id."""
-    from flink_jobs.pipeline import submit as submit_job
+    from flink_jobs.launch import submit as submit_job
 
     settings = _with_parallelism(settings_of(ctx), parallelism)
     address = _jobmanager(settings, jobmanager)
@@ -70,7 +72,7 @@ def submit(
     except FlinkRestError as exc:
         raise fail(f"{exc} (start a local cluster with `pulse up --flink`)") from None
     ensure_topics(settings)
-    job_id = submit_job(settings, address, restore_from=restore_from)
+    job_id = submit_job(settings, address, jars=_job_jars(settings), restore_from=restore_from)
     typer.echo(job_id)
 
 
@@ -129,13 +131,21 @@ def _with_parallelism(settings: Settings, parallelism: int | None) -> Settings:
     return settings if parallelism is None else settings.model_copy(update={"job_parallelism": parallelism})
 
 
+def _job_jars(settings: Settings) -> list[Path]:
+    """The job's jars, resolved with Maven once per change; also rebuilds its Java classes after a change."""
+    try:
+        return ensure_jars(settings.home, "flink")
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+
+
 def _jobmanager(settings: Settings, given: str | None) -> str:
     return given or f"127.0.0.1:{settings.flink_rest_port}"
 
 
 def _restore_point(settings: Settings, restore: str) -> Path | None:
     """'latest' → newest retained checkpoint (or None), 'none' → None, else a path with _metadata."""
-    from flink_jobs.pipeline import latest_checkpoint
+    from flink_jobs.launch import latest_checkpoint
 
     if restore == "latest":
         return latest_checkpoint(settings.checkpoint_path())

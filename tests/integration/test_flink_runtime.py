@@ -18,13 +18,17 @@ import pytest
 from confluent_kafka import Consumer
 
 from bench import count_job
-from config import Settings
-from flink_jobs.runtime import KAFKA_CONNECTOR_JAR, kafka_sink, kafka_source, make_environment
+from config import REPO_ROOT, Settings
+from flink_jobs.runtime import RuntimeOptions, kafka_sink, kafka_source, make_environment
+from infra.local.jars import jar_dir
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 
 N_EVENTS = 5_000
+
+#: The shaded Kafka connector where `infra/setup.sh` puts it (the only jar the count job needs).
+KAFKA_CONNECTOR_JAR = jar_dir(REPO_ROOT / ".local", "flink") / "flink-sql-connector-kafka-5.0.0-2.2.jar"
 
 pytestmark = pytest.mark.skipif(
     not KAFKA_CONNECTOR_JAR.is_file(),
@@ -87,13 +91,14 @@ def test_keyed_count_job_counts_every_event_once(
     ensure_topics(settings, [settings.topic_events, out_topic])
     expected = _produce(settings)
 
-    env = make_environment(
+    env = make_environment(RuntimeOptions(
+        jars=(KAFKA_CONNECTOR_JAR,),
         parallelism=1,
         execution_mode=execution_mode,  # type: ignore[arg-type]
         checkpoint_interval_ms=1_000,  # the exactly-once sink commits on checkpoints
         checkpoint_dir=tmp_path / "checkpoints",
         restart_attempts=0,  # a failure here should fail the test, not be retried
-    )
+    ))
     counts = count_job.build(
         env, kafka_source(kafka_bootstrap, settings.topic_events, f"flink-test-{suffix}", bounded=True)
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis as redis_lib
 
 from config import Settings
-from flink_jobs.pipeline import latest_checkpoint
+from flink_jobs.launch import latest_checkpoint
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics

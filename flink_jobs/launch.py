@@ -1,0 +1,154 @@
+"""Launching the job: the environment the settings describe, run here or submitted to a cluster.
+
+Kept apart from ``pipeline.py`` (the graph only), so the graph can be built on any environment.
+The caller hands in the jars: ``pulse job run|submit`` resolve them with ``infra.local.jars``
+(which also rebuilds the job's Java classes after a change); the job itself never imports infra.
+``python -m flink_jobs.launch`` takes the jars already in ``<home>/jars/flink``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyflink.datastream import StreamExecutionEnvironment
+
+from config import Settings
+from flink_jobs.pipeline import build_pipeline
+from flink_jobs.runtime import RuntimeOptions, make_environment
+
+log = logging.getLogger(__name__)
+
+#: Where ``infra.local.jars`` puts the job's jars, under ``Settings.home`` (its ``jar_dir(home, "flink")``).
+JAR_DIR = Path("jars") / "flink"
+
+
+def installed_jars(settings: Settings) -> list[Path]:
+    """The jars already in ``<home>/jars/flink``; a clear error when there are none."""
+    folder = settings.home / JAR_DIR
+    jars = sorted(folder.glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(
+            f"no Flink jars in {folder}: resolve them with `bash infra/setup.sh` "
+            "(or `pulse job run`, which resolves them before it starts the job)"
+        )
+    return jars
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``checkpoint_dir``."""
+    done = [meta.parent for meta in checkpoint_dir.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: p.stat().st_mtime) if done else None
+
+
+def job_options(
+    settings: Settings, jars: Sequence[Path | str], restore_from: Path | None = None, *, jobmanager: str | None = None
+) -> RuntimeOptions:
+    """How the job runs, from the settings.
+
+    ``jobmanager`` (``host:port`` of a cluster's REST API) makes it submit there instead of
+    running a MiniCluster in this process.
+    """
+    extra = {"execution.state-recovery.path": restore_from.as_uri()} if restore_from else {}
+    if jobmanager:
+        host, _, port = jobmanager.rpartition(":")
+        # A cluster's own config.yaml sets its metrics reporter; the job only says where to go.
+        extra |= {"execution.target": "remote", "rest.address": host or "127.0.0.1", "rest.port": port}
+    elif settings.metrics_port:
+        # Flink's Prometheus reporter: every job metric (Python counters and gauges included) on
+        # http://<host>:<metrics_port>/metrics. The MiniCluster only finds the reporter jar on the
+        # JVM's classpath (run() puts it there); a standalone cluster loads it from plugins/.
+        extra["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        extra["metrics.reporter.prom.port"] = str(settings.metrics_port)
+    return RuntimeOptions(
+        jars=tuple(jars),
+        parallelism=settings.job_parallelism,
+        checkpoint_interval_ms=settings.checkpoint_interval_ms,
+        checkpoint_dir=settings.checkpoint_path(),
+        state_backend=settings.state_backend,
+        execution_mode=settings.python_execution_mode,
+        bundle_size=settings.bundle_size,
+        bundle_time_ms=settings.bundle_time_ms,
+        restart_attempts=settings.restart_attempts,
+        extra=extra,
+    )
+
+
+def make_job_environment(
+    settings: Settings, jars: Sequence[Path | str], restore_from: Path | None = None, *, jobmanager: str | None = None
+) -> StreamExecutionEnvironment:
+    """The execution environment of the job as the settings describe it (see :func:`job_options`)."""
+    return make_environment(job_options(settings, jars, restore_from, jobmanager=jobmanager))
+
+
+def run(
+    settings: Settings, *, jars: Sequence[Path | str], restore_from: Path | None = None, bounded: bool = False
+) -> None:
+    """Build and execute the job on a MiniCluster in this process (blocks until it ends or is cancelled)."""
+    # Flink writes its own logs (task failures, restarts) here instead of inside the virtualenv.
+    flink_logs = settings.home / "logs" / "flink"
+    flink_logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
+    if settings.metrics_port:
+        _put_prometheus_reporter_on_classpath()
+    env = make_job_environment(settings, jars, restore_from)
+    build_pipeline(env, settings, bounded=bounded)
+    log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
+             f", restored from {restore_from}" if restore_from else "")
+    env.execute(settings.job_name)
+
+
+def _put_prometheus_reporter_on_classpath() -> None:
+    """The local MiniCluster ignores pyflink/plugins/: the reporter jar must be on the gateway JVM's classpath.
+
+    PyFlink builds that classpath from ``HADOOP_CLASSPATH`` when it starts the JVM (after this).
+    """
+    import pyflink
+
+    pyflink_home = Path(pyflink.__file__).parent
+    reporter_jars = [str(j) for folder in ("plugins", "opt")
+                     for j in sorted(pyflink_home.glob(f"{folder}/**/flink-metrics-prometheus-*.jar"))][:1]
+    if not reporter_jars:
+        log.warning("flink-metrics-prometheus jar not found under %s; no Prometheus metrics", pyflink_home)
+        return
+    current = os.environ.get("HADOOP_CLASSPATH", "")
+    if reporter_jars[0] not in current.split(os.pathsep):
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(p for p in (current, reporter_jars[0]) if p)
+
+
+def submit(
+    settings: Settings, jobmanager: str, *, jars: Sequence[Path | str], restore_from: Path | None = None
+) -> str:
+    """Submit the job to the standalone cluster at ``jobmanager`` (REST ``host:port``); its job id.
+
+    The job is compiled here and runs on the cluster's TaskManagers, which must see the same
+    virtualenv and repository paths (``python.pythonpath``): true for ``pulse up --flink``.
+    """
+    env = make_job_environment(settings, jars, restore_from, jobmanager=jobmanager)
+    build_pipeline(env, settings)
+    client = env.execute_async(settings.job_name)
+    job_id = str(client.get_job_id())
+    log.info("submitted %s to %s as %s (parallelism %d)%s", settings.job_name, jobmanager, job_id,
+             settings.job_parallelism, f", restored from {restore_from}" if restore_from else "")
+    return job_id
+
+
+def main() -> None:
+    """``python -m flink_jobs.launch``: the job, settings from ``PULSE_*`` only, jars from ``<home>/jars/flink``.
+
+    For ``flink run -pym flink_jobs.launch`` and container entry points; resumes from the latest
+    retained checkpoint. ``pulse job run`` is the same with flags (and resolves the jars first).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    try:
+        jars = installed_jars(settings)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    run(settings, jars=jars, restore_from=latest_checkpoint(settings.checkpoint_path()))
+
+
+if __name__ == "__main__":
+    main()
