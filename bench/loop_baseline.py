@@ -10,7 +10,7 @@ Same input, same learners, same Redis output as the job's per-user stage, with n
   (predict, learn, put the item back with version + 1) -- what ``flink_jobs/user_state.py`` does;
 * per poll: the keys ``user_state._snapshot`` writes for every user the batch touched
   (``counts``, ``session``, ``factors``, ``recs`` = top-k of the item table without the
-  session's recent items), through ``flink_jobs.redis_sink.RedisWriter.write_batch`` --
+  session's recent items), through ``flink_jobs.redis_writer.RedisWriter.write_batch`` --
   one pipeline per poll.
 
 Not done here (the job does it): DLQ and closed-session sinks, impression->reward join,
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from confluent_kafka import Consumer, KafkaError
 
 from config import Settings
-from flink_jobs.redis_sink import BatchItem, RedisWriter
+from flink_jobs.redis_writer import BatchItem, RedisWriter
 from flink_jobs.user_state import session_payload  # the job's own payload shape
 from online_models import session as sessions
 from online_models.item_table import ItemTable

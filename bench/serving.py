@@ -54,7 +54,7 @@ except ImportError:  # the client still works, just costs more CPU
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Settings
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics

@@ -18,7 +18,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
 from flink_jobs.metrics import JvmGauge
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
 _FLUSH_AT = 1000  # parked messages that trigger a flush before the timer

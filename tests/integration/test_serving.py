@@ -13,7 +13,7 @@ from confluent_kafka import Consumer
 from pydantic import SecretStr
 
 from config import Settings
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from infra.local.process import free_port
 from producers.topics import ensure_topics
 from schemas import Event, EventCodec, EventType

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from config import Settings
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from online_models.bandits import make_bandit
 from online_models.bandits.mab import UCB, EpsilonGreedy
 from schemas.redis_keys import RedisKeys

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from config import Settings
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from config import Settings
-from flink_jobs.redis_sink import RedisWriter
+from flink_jobs.redis_writer import RedisWriter
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
 from serving import create_app

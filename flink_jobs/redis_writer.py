@@ -1,4 +1,4 @@
-"""The one Redis sink of the Flink job: pipelined, replay-safe, event-time guarded writes of envelopes.
+"""The Redis writer of the job's sink (``redis_sink.py``): pipelined, replay-safe, event-time guarded writes.
 
 Every value is written by a small Lua script that sets the envelope hash (``v``, ``et``, ``wt``,
 ``mv``; see :mod:`schemas.redis_keys`) only when the stored ``et`` is absent or not newer than the
@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar, cast
+from typing import Any, NamedTuple, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -60,8 +60,21 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: ``(key, event_time_ms, payload)``: one value to write; the payload is anything orjson encodes.
-BatchItem = tuple[str, int, Any]
+
+class BatchItem(NamedTuple):
+    """One value to write; the payload is anything orjson encodes (a plain 3-tuple is accepted too)."""
+
+    key: str
+    event_time_ms: int
+    payload: Any
+
+
+class _Prepared(NamedTuple):
+    """A :class:`BatchItem` encoded: the key and the envelope's hash fields."""
+
+    key: str
+    fields: dict[str, bytes]
+
 
 #: KEYS[1] = key; ARGV = event time ms, orjson value, write time ms, model version.
 #: Returns 1 when written, 0 when the stored event time is newer (stale write skipped).
@@ -216,7 +229,7 @@ class RedisWriter:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def write_batch(self, items: Sequence[BatchItem]) -> FlushResult:
+    def write_batch(self, items: Sequence[BatchItem | tuple[str, int, Any]]) -> FlushResult:
         """Write every ``(key, event_time_ms, payload)`` in one pipeline; stale ones are skipped.
 
         A key whose stored event time is newer keeps its value (counted in ``skipped_stale``);
@@ -277,7 +290,7 @@ class RedisWriter:
         if sha != _SCRIPT_SHA:
             raise RedisSinkError(f"Redis returned sha {sha!r} for the write script, expected {_SCRIPT_SHA}")
 
-    def _prepare(self, items: Sequence[BatchItem]) -> list[tuple[str, dict[str, bytes]]]:
+    def _prepare(self, items: Sequence[BatchItem | tuple[str, int, Any]]) -> list[_Prepared]:
         write_time = self._clock_ms()
         prepared = []
         for key, event_time_ms, payload in items:
@@ -285,10 +298,10 @@ class RedisWriter:
                 fields = Envelope(payload, event_time_ms, write_time, self.model_version).to_fields()
             except TypeError as exc:
                 raise TypeError(f"cannot write {key!r}: {exc}") from exc
-            prepared.append((key, fields))
+            prepared.append(_Prepared(key, fields))
         return prepared
 
-    def _send(self, prepared: list[tuple[str, dict[str, bytes]]]) -> list[int]:
+    def _send(self, prepared: list[_Prepared]) -> list[int]:
         """One pipeline of EVALSHA; the ones answered NOSCRIPT are sent again after reloading the script."""
         client = self._require_client()
         outcomes = [0] * len(prepared)
@@ -296,8 +309,8 @@ class RedisWriter:
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
             for i in pending:
-                key, fields = prepared[i]
-                args: list[Any] = [key, *(fields[name] for name in _ARGV_FIELDS)]
+                item = prepared[i]
+                args: list[Any] = [item.key, *(item.fields[name] for name in _ARGV_FIELDS)]
                 pipe.evalsha(_SCRIPT_SHA, 1, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
@@ -307,7 +320,7 @@ class RedisWriter:
                 elif _transient(reply):
                     raise reply  # e.g. LOADING after a restart: let the retry policy wait
                 elif isinstance(reply, BaseException):
-                    raise RedisSinkError(f"writing {prepared[i][0]!r} failed: {reply}") from reply
+                    raise RedisSinkError(f"writing {prepared[i].key!r} failed: {reply}") from reply
                 else:
                     outcomes[i] = int(reply)
             if not missing:

@@ -1,4 +1,4 @@
-"""The Redis sink against a real Redis (tests/services.py), and a password-protected one of our own."""
+"""The Redis writer against a real Redis (tests/services.py), and a password-protected one of our own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 import redis as redis_lib
 
-from flink_jobs.redis_sink import GUARDED_WRITE_LUA, RedisSinkError, RedisUnavailableError, RedisWriter, RetryPolicy
+from flink_jobs.redis_writer import GUARDED_WRITE_LUA, RedisSinkError, RedisUnavailableError, RedisWriter, RetryPolicy
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from schemas.redis_keys import Envelope, RedisKeys
@@ -60,7 +60,7 @@ def read(client: redis_lib.Redis, key: str) -> Envelope | None:
 def test_a_thousand_keys_land_in_one_flush_and_read_back(
     redis_url: str, keys: RedisKeys, redis_client: redis_lib.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="flink_jobs.redis_sink")
+    caplog.set_level(logging.DEBUG, logger="flink_jobs.redis_writer")
     writer = RedisWriter(keys, "mf-7", client_factory=lambda: CountingRedis.from_url(redis_url))
     writer.open()
     CountingRedis.pipelines = 0
@@ -75,7 +75,7 @@ def test_a_thousand_keys_land_in_one_flush_and_read_back(
 
     assert (result.written, result.skipped_stale, result.keys) == (1_000, 0, 1_000)
     assert CountingRedis.pipelines == 1
-    flushes = [r for r in caplog.records if r.name == "flink_jobs.redis_sink" and r.levelno == logging.DEBUG]
+    flushes = [r for r in caplog.records if r.name == "flink_jobs.redis_writer" and r.levelno == logging.DEBUG]
     assert len(flushes) == 1 and "1000 keys" in flushes[0].getMessage() and " ms" in flushes[0].getMessage()
     for key, event_time, payload in batch:
         env = read(redis_client, key)
@@ -121,7 +121,7 @@ def test_equal_event_time_overwrites_so_replays_are_harmless(
 def test_script_is_loaded_again_after_script_flush(
     writer: RedisWriter, keys: RedisKeys, redis_client: redis_lib.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="flink_jobs.redis_sink")
+    caplog.set_level(logging.INFO, logger="flink_jobs.redis_writer")
     writer.write_batch([(keys.counts("u1"), 1, {"view": 1})])
     redis_client.script_flush()
     assert redis_client.script_exists(writer_sha()) == [False]
