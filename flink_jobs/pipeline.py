@@ -13,7 +13,7 @@ from pyflink.java_gateway import get_gateway
 
 from config import Settings
 from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
-from flink_jobs.redis_output import RedisOutput
+from flink_jobs.redis_sink import RedisOutput
 from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import (
     CLOSED_SESSION,

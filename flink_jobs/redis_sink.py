@@ -3,7 +3,7 @@
 Parking pending writes in Flink state (instead of a Python list) is what makes the sink
 exactly-once in effect: a checkpoint holds every write it has not flushed yet, a restored job
 flushes them again, and the event-time guard of :class:`RedisWriter` makes the repeat harmless.
-Writes to the same key coalesce (only the newest is sent).
+Writes to the same key coalesce (only the newest is sent). The writer itself: ``redis_writer.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
 from flink_jobs.metrics import JvmGauge
-from flink_jobs.redis_writer import RedisWriter
+from flink_jobs.redis_writer import BatchItem, RedisWriter
 from flink_jobs.shared_state import END_OF_TIME
 
 _FLUSH_AT = 1000  # parked messages that trigger a flush before the timer
@@ -89,7 +89,7 @@ class RedisOutput(KeyedProcessFunction):
         for deletion in deletions:
             self.writer.delete_keys(deletion.keys)
         batch = [
-            (write.key, write.event_time_ms, write.payload)
+            BatchItem(write.key, write.event_time_ms, write.payload)
             for message in messages if isinstance(message, RedisWrite | RedisWrites)
             for write in (message.writes if isinstance(message, RedisWrites) else (message,))
             # A write made before the user's erasure must not bring the user back.
