@@ -1,0 +1,180 @@
+"""What the shared stages do with their state, as pure steps (``flink_jobs/shared_state.py`` is the adapter).
+
+Each shared stage keeps one value per key (an item's parameters and popularity, a scope's
+bandit, the model's totals) together with the latest event time and whether a write is due
+(:class:`Coalesced`). ``apply(value, update) -> value`` folds in what the user stage sent;
+``writes(key, entry, final) -> messages`` says what the key's refresh timer sends (Redis writes,
+popularity counts, item snapshots); the adapter routes them.
+
+>>> from flink_jobs.messages import ModelProgress
+>>> from schemas.redis_keys import RedisKeys
+>>> model = ModelTotals(model_version="mf-v1", n_factors=10, keys=RedisKeys("pulse"))
+>>> totals = model.apply(None, ModelProgress(4, 1.0, 2.0, 1, 0, 0, 99))
+>>> [write.payload["rmse"] for write in model.writes("mf", Coalesced(totals, 99, True), final=False)]
+[0.5]
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flink_jobs.messages import BanditFeedback, ItemSnapshot, ItemTouch, ModelProgress, PopularityCount, RedisWrite
+from online_models.bandits import make_bandit
+from online_models.mf import ItemParams, MFConfig, initial_item
+from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
+from schemas.redis_keys import RedisKeys
+
+
+@dataclass
+class Coalesced:
+    """A shared key's state: its value, the latest event time applied, and whether a write is due.
+
+    In keyed state it is the list ``[value, latest event time, write due]`` (one state read and
+    one write per update).
+    """
+
+    value: Any = None
+    event_time_ms: int = 0
+    due: bool = False
+
+    @classmethod
+    def from_state(cls, state: list[Any] | None) -> Coalesced:
+        """From keyed state (``None``: nothing yet)."""
+        return cls() if state is None else cls(*state)
+
+    def to_state(self) -> list[Any]:
+        """The list keyed state holds."""
+        return [self.value, self.event_time_ms, self.due]
+
+
+@dataclass(frozen=True)
+class ItemOwner:
+    """``keyBy(item_id)``: the item's bias + factors with an update count (version), and its popularity.
+
+    Popularity is the item's decayed count per segment (``online_models.popularity.add_decayed``).
+    """
+
+    mf: MFConfig
+    keys: RedisKeys
+    popularity_half_life_ms: int
+
+    def apply(self, value: dict[str, Any] | None, touch: ItemTouch) -> dict[str, Any]:
+        item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
+        if touch.d_factors is not None:
+            params = ItemParams.from_bytes(item["params"]) if item["params"] else initial_item(self.mf, touch.item_id)
+            factors = params.factors + np.frombuffer(touch.d_factors, dtype="<f8")
+            item["params"] = ItemParams(params.bias + touch.d_bias, factors).to_bytes()
+            item["version"] += 1
+            # The last update received from each sender: one channel per sender, so they arrive in order.
+            item["acks"][touch.sender] = touch.seq
+        if touch.weight > 0:
+            segments = (ALL, touch.segment) if touch.segment and touch.segment != ALL else (ALL,)
+            for segment in segments:
+                item["popularity"][segment] = add_decayed(
+                    item["popularity"].get(segment), touch.weight, touch.event_time_ms, self.popularity_half_life_ms)
+                item["changed"].add(segment)
+        return item
+
+    def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[Any]:
+        """Changed popularity counts, the item's Redis key and (unless ``final``) a snapshot for the replicas.
+
+        Resets the item's changed segments (the caller saves ``entry``).
+        """
+        item, event_time_ms = entry.value, entry.event_time_ms
+        for segment in sorted(item["changed"]):
+            landmark, count = item["popularity"][segment]
+            yield PopularityCount(segment, key, landmark, count, event_time_ms)
+        item["changed"] = set()
+        if not item["params"]:
+            return
+        params = ItemParams.from_bytes(item["params"])
+        payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
+        yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
+        if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
+            return
+        yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, item["params"], item["acks"])
+
+
+@dataclass(frozen=True)
+class BanditArms:
+    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>)."""
+
+    policy: str
+    keys: RedisKeys
+
+    def apply(self, value: Any, update: BanditFeedback) -> Any:
+        bandit = value if value is not None else make_bandit(self.policy)
+        bandit.update(update.arm, update.reward)
+        return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
+
+    def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
+        bandit = entry.value
+        payload = {
+            "policy": self.policy,
+            "scope": key,
+            "stat_names": list(bandit.STAT_NAMES),
+            "arms": {arm: list(stats) for arm, stats in bandit.arm_table().items()},
+            "hyperparameters": bandit_hyperparameters(bandit),
+        }
+        yield RedisWrite(self.keys.bandit(self.policy, key), entry.event_time_ms, payload, key)
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    """``keyBy(model name)``: events learned, running prequential RMSE/MAE, reward join counts."""
+
+    model_version: str
+    n_factors: int
+    keys: RedisKeys
+
+    def apply(self, value: dict[str, Any] | None, update: ModelProgress) -> dict[str, Any]:
+        totals = value or {"learned": 0, "se": 0.0, "ae": 0.0, "matched": 0, "unmatched": 0, "late": 0}
+        totals["learned"] += update.learned
+        totals["se"] += update.squared_error
+        totals["ae"] += update.absolute_error
+        totals["matched"] += update.rewards_matched
+        totals["unmatched"] += update.rewards_unmatched
+        totals["late"] += update.late_events
+        return totals
+
+    def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
+        totals, n = entry.value, entry.value["learned"]
+        payload = {
+            "model": key,
+            "model_version": self.model_version,
+            "events_learned": n,
+            "rmse": math.sqrt(totals["se"] / n) if n else None,
+            "mae": totals["ae"] / n if n else None,
+            "rewards_matched": totals["matched"],
+            "rewards_unmatched": totals["unmatched"],
+            "late_events": totals["late"],
+            "n_factors": self.n_factors,
+        }
+        yield RedisWrite(self.keys.model(key), entry.event_time_ms, payload, key)
+
+
+def segment_ranking(
+    segment: str, counts: Iterable[tuple[str, DecayedCount]], at_ms: int, *, top_n: int, half_life_ms: int
+) -> dict[str, Any]:
+    """A segment's ``top_n`` items by decayed count as of ``at_ms``, as its popularity key holds them.
+
+    >>> segment_ranking("*", [("a", (0, 1.0)), ("b", (0, 3.0)), ("c", (0, 3.0))], 0, top_n=2, half_life_ms=1000)
+    {'segment': '*', 'items': [['c', 3.0], ['b', 3.0]], 'at_ms': 0, 'half_life_ms': 1000}
+    """
+    decayed = ((item, decayed_value(count, at_ms, half_life_ms)) for item, count in counts)
+    best = heapq.nlargest(top_n, decayed, key=lambda kv: (kv[1], kv[0]))
+    return {"segment": segment, "items": [[item, count] for item, count in best],
+            "at_ms": at_ms, "half_life_ms": half_life_ms}
+
+
+def bandit_hyperparameters(bandit: Any) -> dict[str, float]:
+    """The bandit's hyperparameters the arm key shows serving."""
+    names = ("prior_alpha", "prior_beta", "c", "epsilon", "decay")
+    return {name: float(getattr(bandit, name)) for name in names if hasattr(bandit, name)}

@@ -1,0 +1,371 @@
+"""What the user stage does with one user's state, as pure steps: state and event in, state and outputs out.
+
+No Flink here (``flink_jobs/user_state.py`` is the adapter: it reads and writes keyed state,
+registers the timers these steps ask for, counts metrics and routes the messages). Three steps:
+
+* :meth:`UserSteps.on_event` — an event of the user: counts, session, impression->reward join,
+  the MF learning step (prequential error first), or the user's erasure;
+* :meth:`UserSteps.on_refresh` — the user's score refresh (a processing-time timer): the user's
+  Redis keys as one message, and the user's unreported model progress;
+* :meth:`UserSteps.on_event_timer` — event time passed a deadline: expired impressions (reward 0)
+  and a session that closed.
+
+Each step is ``(record, input) -> (record, outputs)`` (``None``: no state for the user); it may
+change the record it is given in place. Timers to set and metric effects are outputs too
+(:class:`EventTimer`, :class:`RefreshTimer`, :class:`LateEvent`, :class:`RewardUnmatched`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from flink_jobs.item_replica import ItemReplica
+from flink_jobs.messages import (
+    BanditFeedback,
+    ClosedSession,
+    EraseUser,
+    ForgetScope,
+    ItemTouch,
+    ModelProgress,
+    RedisWrite,
+    RedisWrites,
+)
+from online_models import session as sessions
+from online_models.bandits import BanditScope, scope_key
+from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
+from online_models.popularity import InteractionWeights
+from schemas import Event, EventType
+from schemas.redis_keys import RedisKeys
+
+#: A user's learned events between ModelProgress reports (also sent on the user's timers).
+REPORT_EVERY = 500
+
+
+@dataclass(frozen=True)
+class UserStageConfig:
+    """What the user stage needs from the settings (plain values: it is pickled into the job)."""
+
+    mf: MFConfig
+    keys: RedisKeys
+    scopes: tuple[BanditScope, ...]
+    session_gap_ms: int
+    impression_ttl_ms: int
+    top_k: int
+    score_refresh_ms: int
+    redis_shards: int
+
+
+@dataclass
+class Progress:
+    """The user's progress not yet reported to the model stage.
+
+    It lives in the user's keyed state, so a restore rolls it back together with what it counts:
+    model counters stay exact across failures (an operator-level tally would lose what it held).
+    In state it is the list ``[learned, squared error, absolute error, matched, unmatched, late]``.
+    """
+
+    learned: int = 0
+    squared_error: float = 0.0
+    absolute_error: float = 0.0
+    rewards_matched: int = 0
+    rewards_unmatched: int = 0
+    late_events: int = 0
+
+    def any(self) -> bool:
+        """Anything to report."""
+        return any(self.as_list())
+
+    def as_list(self) -> list[Any]:
+        """The state's shape (ADR 0005)."""
+        return [self.learned, self.squared_error, self.absolute_error,
+                self.rewards_matched, self.rewards_unmatched, self.late_events]
+
+
+@dataclass
+class UserRecord:
+    """One user's state (ADR 0005): one pickled dict of primitives in keyed state.
+
+    >>> record = UserRecord.from_state({"counts": {"view": 2}, "learned": 1, "session": None,
+    ...                                 "factors": None, "t": 5, "pending": [1, 0.25, 0.5, 0, 0, 0]})
+    >>> record.progress.squared_error, record.due, record.session_timer
+    (0.25, False, None)
+    >>> UserRecord.from_state(record.to_state()) == record
+    True
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    learned: int = 0
+    session: bytes | None = None  # online_models.session.SessionState.to_bytes()
+    factors: bytes | None = None  # online_models.mf.UserParams.to_bytes()
+    t: int = 0  # latest event time seen
+    progress: Progress = field(default_factory=Progress)
+    due: bool = False  # a score refresh is scheduled
+    session_timer: int | None = None  # the session's pending deadline timer
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> UserRecord:
+        """From keyed state (records written before ``pending``/``due``/``session_timer`` existed load too)."""
+        return cls(state["counts"], state["learned"], state["session"], state["factors"], state["t"],
+                   Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"))
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict keyed state holds (the same keys and value types as ever)."""
+        return {"counts": self.counts, "learned": self.learned, "session": self.session, "factors": self.factors,
+                "t": self.t, "pending": self.progress.as_list(), "due": self.due,
+                "session_timer": self.session_timer}
+
+    def session_state(self) -> sessions.SessionState | None:
+        """The open session, if any."""
+        return sessions.SessionState.from_bytes(self.session) if self.session else None
+
+
+class PendingImpression(NamedTuple):
+    """An impression waiting for its click (in state: the tuple ``(arm, scope keys, expires)``)."""
+
+    arm: str
+    scopes: list[str]
+    expires_ms: int
+
+
+class Impressions(Protocol):
+    """The user's pending impressions by request id: Flink ``MapState`` in the job, a dict in tests."""
+
+    def get(self, request_id: str) -> tuple[str, list[str], int] | None: ...
+    def __setitem__(self, request_id: str, value: tuple[str, list[str], int]) -> None: ...
+    def __delitem__(self, request_id: str) -> None: ...
+    def items(self) -> Iterable[tuple[str, tuple[str, list[str], int]]]: ...
+    def clear(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EventTimer:
+    """Set an event-time timer for the user at ``at_ms``."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class RefreshTimer:
+    """Set the user's score-refresh timer (processing time, ``score_refresh_ms`` from now)."""
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    """An event arrived too late for its session (counted in ``late_events``)."""
+
+
+@dataclass(frozen=True)
+class RewardUnmatched:
+    """A click named an impression that is unknown or expired (counted in ``rewards_unmatched``)."""
+
+
+class UserSteps:
+    """The user stage's logic for one subtask: its item replica, global MF parameters and the steps."""
+
+    def __init__(self, config: UserStageConfig, subtask: int) -> None:
+        self.config = config
+        self.replica = ItemReplica(config.mf, subtask)
+        self.global_params = GlobalParams()
+        self.weights = InteractionWeights()
+        self.last_event_ms = 0
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_event(
+        self, record: UserRecord | None, event: Event, impressions: Impressions
+    ) -> tuple[UserRecord | None, list[Any]]:
+        """Apply ``event`` to the user's ``record`` (``None``: a new user); the record and what to send.
+
+        An erasure empties ``impressions`` and returns no record: the user's state is cleared.
+        """
+        self.last_event_ms = max(self.last_event_ms, event.event_time_ms)
+        if event.type is EventType.ERASE:
+            return None, list(self._erase(record, event, impressions))
+        record = record or UserRecord()
+        record.counts[event.type.value] = record.counts.get(event.type.value, 0) + 1
+        record.t = max(record.t, event.event_time_ms)
+        outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
+        if event.item_id is not None:
+            touch = self._touch(record, event)
+            if touch is not None:
+                outputs.append(touch)
+            if record.progress.learned >= REPORT_EVERY:
+                outputs.extend(self.report(record))
+        if not record.due:  # in the record, not a state of its own: one state write per event
+            record.due = True
+            outputs.append(RefreshTimer())
+        return record, outputs
+
+    def _erase(self, record: UserRecord | None, event: Event, impressions: Impressions) -> Iterator[Any]:
+        if record is not None:
+            yield from self.report(record)  # what the user's events taught the model stays counted
+        impressions.clear()
+        yield EraseUser(event.user_id, event.event_time_ms)
+        if BanditScope.USER in self.config.scopes:  # the user's own bandit is the user's data too
+            yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
+
+    def _session(self, record: UserRecord, event: Event) -> Iterator[Any]:
+        state, outputs = sessions.step(record.session_state(), event, gap_ms=self.config.session_gap_ms)
+        record.session = None if state is None else state.to_bytes()
+        if state is not None and not record.session_timer:
+            # One timer at a time: when it fires early (the session went on), on_event_timer sets the next.
+            yield self._session_timer(record, state)
+        yield from self._session_outputs(record, outputs)
+
+    def _session_timer(self, record: UserRecord, state: sessions.SessionState) -> EventTimer:
+        record.session_timer = sessions.deadline_ms(state, gap_ms=self.config.session_gap_ms)
+        return EventTimer(record.session_timer)
+
+    def _session_outputs(self, record: UserRecord, outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
+        for output in outputs:
+            if isinstance(output, sessions.SessionSummary):
+                yield ClosedSession(orjson.dumps(summary_payload(output)))
+            else:
+                record.progress.late_events += 1
+                yield LateEvent()
+
+    def _rewards(self, record: UserRecord, event: Event, impressions: Impressions) -> Iterator[Any]:
+        if event.type is EventType.IMPRESSION and event.decision is not None:
+            expires = event.event_time_ms + self.config.impression_ttl_ms
+            scopes = [scope_key(scope, event) for scope in self.config.scopes]
+            impressions[event.decision.request_id] = (event.decision.arm, scopes, expires)
+            yield EventTimer(expires)
+        elif event.type is EventType.CLICK and (request_id := event.context.get("request_id")):
+            stored = impressions.get(request_id)
+            if stored is None:  # unknown or expired impression: counted, never silently lost
+                record.progress.rewards_unmatched += 1
+                yield RewardUnmatched()
+                return
+            del impressions[request_id]
+            record.progress.rewards_matched += 1
+            pending = PendingImpression(*stored)
+            for key in pending.scopes:
+                yield BanditFeedback(key, pending.arm, 1.0, event.event_time_ms)
+
+    def _touch(self, record: UserRecord, event: Event) -> ItemTouch | None:
+        """Learn from ``event`` (when it has a target) and say what it did to the item, in one message."""
+        assert event.item_id is not None
+        weight = self.weights.weight(event.type)
+        segment = event.context.get("segment")
+        target = self.config.mf.targets.target(event)
+        if target is None:
+            return ItemTouch(event.item_id, event.event_time_ms, weight, segment) if weight > 0 else None
+        cfg = self.config.mf
+        user = UserParams.from_bytes(record.factors) if record.factors else initial_user(cfg, event.user_id)
+        item = self.replica.items.get(event.item_id)
+        error = predict(user, item, self.global_params) - target  # prequential: predict, then learn
+        user, new_item, self.global_params = learn_step(user, item, self.global_params, target, cfg)
+        update = self.replica.learned(event.item_id, item, new_item)
+        record.factors = user.to_bytes()
+        record.learned += 1
+        record.progress.learned += 1
+        record.progress.squared_error += error * error
+        record.progress.absolute_error += abs(error)
+        return ItemTouch(event.item_id, event.event_time_ms, weight, segment, update.d_bias,
+                         update.d_factors.astype("<f8").tobytes(), self.replica.subtask, update.seq)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def on_refresh(self, user_id: str, record: UserRecord) -> tuple[UserRecord, list[Any]]:
+        """The score refresh fired: the user's Redis keys and unreported progress."""
+        record.due = False
+        return record, [self.snapshot(user_id, record), *self.report(record)]
+
+    def on_event_timer(
+        self, user_id: str, record: UserRecord | None, timestamp: int, impressions: Impressions
+    ) -> tuple[UserRecord | None, list[Any]]:
+        """Event time reached ``timestamp``: expire impressions, close the session when it is over."""
+        outputs: list[Any] = list(self._expire_impressions(timestamp, impressions))
+        if record is None:
+            return None, outputs
+        # Event-time timers also fire on the final watermark of a bounded input, where
+        # processing-time timers do not: report progress here too so none is left behind.
+        outputs.extend(self.report(record))
+        if record.session_timer == timestamp:
+            record.session_timer = None
+        state = record.session_state()
+        if state is None:
+            return record, outputs
+        state, closed = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
+        if closed:
+            record.session = None
+            outputs.extend(self._session_outputs(record, closed))
+            outputs.append(self.snapshot(user_id, record))
+        elif not record.session_timer:
+            outputs.append(self._session_timer(record, state))  # the session went on past this timer
+        return record, outputs
+
+    def _expire_impressions(self, timestamp: int, impressions: Impressions) -> Iterator[BanditFeedback]:
+        expired = [(rid, PendingImpression(*value)) for rid, value in impressions.items() if value[2] <= timestamp]
+        for request_id, pending in expired:
+            del impressions[request_id]
+            for key in pending.scopes:
+                yield BanditFeedback(key, pending.arm, 0.0, pending.expires_ms)
+
+    # -- what the user's state says outside ---------------------------------------------------
+
+    def snapshot(self, user_id: str, record: UserRecord) -> RedisWrites:
+        """The user's keys in Redis (counts, live session, factors, top-k scores), as one message."""
+        keys, t = self.config.keys, record.t
+        counts = {"counts": record.counts, "events": sum(record.counts.values()), "learned": record.learned}
+        state = record.session_state()
+        writes = [
+            RedisWrite(keys.counts(user_id), t, counts, user_id),
+            RedisWrite(keys.session(user_id), t, session_payload(state), user_id),
+        ]
+        if record.factors:
+            user = UserParams.from_bytes(record.factors)
+            seen = [item for _, item in state.recent] if state else []
+            top = self.replica.items.top_k(user, self.global_params, self.config.top_k, exclude=seen)
+            recs = {"items": [[item, score] for item, score in top], "global_mean": self.global_params.mean}
+            writes.append(RedisWrite(keys.factors(user_id), t, {"bias": user.bias, "factors": user.factors}, user_id))
+            writes.append(RedisWrite(keys.recs(user_id), t, recs, user_id))
+        return RedisWrites(tuple(writes), user_id)
+
+    def report(self, record: UserRecord) -> Iterator[ModelProgress]:
+        """The user's unreported progress as one ModelProgress; reset in ``record`` (the caller saves it)."""
+        p = record.progress
+        if not p.any():
+            return
+        yield ModelProgress(p.learned, p.squared_error, p.absolute_error, p.rewards_matched,
+                            p.rewards_unmatched, p.late_events, self.last_event_ms)
+        record.progress = Progress()
+
+
+def session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
+    """The live session as the ``session`` Redis key holds it."""
+    if state is None:
+        return {"open": False}
+    return {
+        "open": True,
+        "session_id": state.session_id,
+        "start_ms": state.start_ms,
+        "end_ms": state.end_ms,
+        "n_events": state.n_events,
+        "n_late": state.n_late,
+        "counts": dict(state.counts),
+        "recent_items": [item for _, item in state.recent],
+        "categories": dict(state.categories),
+    }
+
+
+def summary_payload(summary: sessions.SessionSummary) -> dict[str, Any]:
+    """A closed session as the ``sessions`` topic carries it."""
+    return {
+        "user_id": summary.user_id,
+        "session_id": summary.session_id,
+        "start_ms": summary.start_ms,
+        "end_ms": summary.end_ms,
+        "dwell_ms": summary.dwell_ms,
+        "n_events": summary.n_events,
+        "n_late": summary.n_late,
+        "counts": dict(summary.counts),
+        "recent_items": list(summary.recent_items),
+        "categories": dict(summary.categories),
+        "closed_at_ms": time.time_ns() // 1_000_000,
+    }

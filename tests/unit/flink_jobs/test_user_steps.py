@@ -1,0 +1,226 @@
+"""The user stage's logic without Flink: acknowledgements, out-of-order snapshots, the unacked trim,
+erasure, session close, the impression->reward join and progress reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flink_jobs.item_replica import MAX_UNACKED, ItemReplica
+from flink_jobs.messages import (
+    BanditFeedback,
+    ClosedSession,
+    EraseUser,
+    ForgetScope,
+    ItemSnapshot,
+    ItemTouch,
+    ModelProgress,
+    RedisWrites,
+)
+from flink_jobs.user_steps import (
+    REPORT_EVERY,
+    EventTimer,
+    LateEvent,
+    RefreshTimer,
+    RewardUnmatched,
+    UserRecord,
+    UserStageConfig,
+    UserSteps,
+)
+from online_models.bandits import BanditScope
+from online_models.mf import ItemParams, MFConfig
+from schemas import Decision, Event, EventType
+from schemas.redis_keys import RedisKeys
+
+MINUTE = 60_000
+GAP = 30 * MINUTE
+
+
+def config(**overrides: object) -> UserStageConfig:
+    values: dict[str, object] = {
+        "mf": MFConfig(n_factors=4),
+        "keys": RedisKeys("t"),
+        "scopes": (BanditScope.GLOBAL, BanditScope.USER),
+        "session_gap_ms": GAP,
+        "impression_ttl_ms": 10 * MINUTE,
+        "top_k": 5,
+        "score_refresh_ms": 200,
+        "redis_shards": 2,
+    }
+    values.update(overrides)
+    return UserStageConfig(**values)  # type: ignore[arg-type]
+
+
+def event(n: int, kind: EventType = EventType.VIEW, t: int | None = None, user: str = "u1", **kw: object) -> Event:
+    return Event(f"e{n}", kind, user, n * 1000 if t is None else t, **kw)  # type: ignore[arg-type]
+
+
+def of_type(outputs: list[object], kind: type) -> list:
+    return [o for o in outputs if isinstance(o, kind)]
+
+
+def snapshot(item: str, version: int, bias: float, acks: dict[int, int]) -> ItemSnapshot:
+    return ItemSnapshot(item, version, 0, ItemParams(bias, np.zeros(4)).to_bytes(), acks)
+
+
+# -- the item replica -----------------------------------------------------------------------
+
+
+def replica_with_updates(n: int) -> ItemReplica:
+    replica = ItemReplica(MFConfig(n_factors=4), subtask=1)
+    for _ in range(n):
+        old = replica.items.get("i1")
+        replica.learned("i1", old, ItemParams(old.bias + 1.0, old.factors + 1.0))
+    return replica
+
+
+def test_a_snapshot_adds_back_only_the_updates_it_does_not_acknowledge() -> None:
+    replica = replica_with_updates(3)  # seq 1, 2, 3: each +1 on the bias
+    assert replica.take(snapshot("i1", 5, 10.0, acks={1: 2, 0: 7}))  # includes seq 1-2 of subtask 1
+    assert replica.items.get("i1").bias == pytest.approx(11.0)  # + seq 3 only
+    assert [u.seq for u in replica.unacked["i1"]] == [3]
+    assert replica.take(snapshot("i1", 6, 20.0, acks={1: 3}))  # now seq 3 is in too
+    assert replica.items.get("i1").bias == pytest.approx(20.0)
+    assert replica.unacked["i1"] == []
+
+
+def test_another_subtasks_acks_do_not_count_as_ours() -> None:
+    replica = replica_with_updates(2)
+    replica.take(snapshot("i1", 1, 0.0, acks={0: 2}))
+    assert replica.items.get("i1").bias == pytest.approx(2.0)
+
+
+def test_an_older_snapshot_arriving_late_is_ignored() -> None:
+    replica = replica_with_updates(0)
+    assert replica.take(snapshot("i1", 7, 3.0, acks={}))
+    assert not replica.take(snapshot("i1", 6, -1.0, acks={}))  # overtaken on another partition
+    assert not replica.take(snapshot("i1", 7, -1.0, acks={}))
+    assert replica.items.get("i1").bias == pytest.approx(3.0)
+    assert replica.snapshot_versions["i1"] == 7
+
+
+def test_unacked_updates_are_trimmed_to_the_bound() -> None:
+    replica = replica_with_updates(MAX_UNACKED + 10)
+    pending = replica.unacked["i1"]
+    assert len(pending) == MAX_UNACKED
+    assert [pending[0].seq, pending[-1].seq] == [11, MAX_UNACKED + 10]  # the oldest went
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def test_a_rating_is_learned_and_touches_its_item() -> None:
+    steps = UserSteps(config(), subtask=3)
+    record, outputs = steps.on_event(None, event(1, EventType.RATING, item_id="i1", value=4.0), {})
+    assert record is not None
+    assert record.counts == {"rating": 1} and record.learned == 1 and record.factors is not None
+    assert record.progress.learned == 1 and record.progress.squared_error > 0
+    (touch,) = of_type(outputs, ItemTouch)
+    assert (touch.item_id, touch.sender, touch.seq) == ("i1", 3, 1) and touch.d_factors is not None
+    assert of_type(outputs, RefreshTimer) == [RefreshTimer()]
+    assert of_type(outputs, EventTimer) == [EventTimer(1000 + GAP)]  # the session's deadline
+    _, again = steps.on_event(record, event(2, EventType.RATING, item_id="i1", value=4.0), {})
+    assert of_type(again, RefreshTimer) == [] and of_type(again, EventTimer) == []  # one timer each at a time
+
+
+def test_progress_is_reported_every_report_every_events() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record: UserRecord | None = None
+    reports: list[ModelProgress] = []
+    for n in range(REPORT_EVERY):
+        record, outputs = steps.on_event(record, event(n, EventType.RATING, item_id=f"i{n % 7}", value=3.0), {})
+        reports += of_type(outputs, ModelProgress)
+    assert [r.learned for r in reports] == [REPORT_EVERY]
+    assert record is not None and not record.progress.any()
+
+
+def test_erase_reports_progress_forgets_impressions_and_the_users_bandit() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record, _ = steps.on_event(None, event(1, EventType.RATING, item_id="i1", value=5.0), {})
+    impressions = {"r1": ("a", ["global"], 999)}
+    record, outputs = steps.on_event(record, event(2, EventType.ERASE), impressions)
+    assert record is None and impressions == {}
+    assert [type(o) for o in outputs] == [ModelProgress, EraseUser, ForgetScope]
+    assert outputs[0].learned == 1  # what the user taught the model stays counted
+    assert outputs[2].scope_key == "user:u1"
+
+
+def test_erase_of_an_unknown_user_without_user_scope() -> None:
+    steps = UserSteps(config(scopes=(BanditScope.GLOBAL,)), subtask=0)
+    record, outputs = steps.on_event(None, event(1, EventType.ERASE), {})
+    assert record is None and outputs == [EraseUser("u1", 1000)]
+
+
+def test_a_click_is_joined_to_its_impression_once() -> None:
+    steps = UserSteps(config(), subtask=0)
+    impressions: dict = {}
+    shown = event(1, EventType.IMPRESSION, item_id="i1", decision=Decision("r1", "ts", "arm-a", 0.5))
+    record, outputs = steps.on_event(None, shown, impressions)
+    assert impressions == {"r1": ("arm-a", ["global", "user:u1"], 1000 + 10 * MINUTE)}
+    assert EventTimer(1000 + 10 * MINUTE) in outputs
+    click = event(2, EventType.CLICK, item_id="i1", context={"request_id": "r1"})
+    record, outputs = steps.on_event(record, click, impressions)
+    assert of_type(outputs, BanditFeedback) == [
+        BanditFeedback("global", "arm-a", 1.0, 2000), BanditFeedback("user:u1", "arm-a", 1.0, 2000)]
+    assert impressions == {}
+    record, outputs = steps.on_event(record, event(3, EventType.CLICK, item_id="i1", context={"request_id": "r1"}),
+                                     impressions)
+    assert of_type(outputs, RewardUnmatched) == [RewardUnmatched()] and of_type(outputs, BanditFeedback) == []
+    assert record is not None and (record.progress.rewards_matched, record.progress.rewards_unmatched) == (1, 1)
+
+
+def test_an_impression_expires_with_reward_zero() -> None:
+    steps = UserSteps(config(scopes=(BanditScope.GLOBAL,)), subtask=0)
+    impressions: dict = {}
+    shown = event(1, EventType.IMPRESSION, item_id="i1", decision=Decision("r1", "ts", "arm-a", 0.5))
+    record, _ = steps.on_event(None, shown, impressions)
+    expires = 1000 + 10 * MINUTE
+    record, outputs = steps.on_event_timer("u1", record, expires, impressions)
+    assert of_type(outputs, BanditFeedback) == [BanditFeedback("global", "arm-a", 0.0, expires)]
+    assert impressions == {}
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def test_the_session_closes_on_its_timer_and_the_users_keys_are_rewritten() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record, _ = steps.on_event(None, event(1, t=0, item_id="i1", context={"category": "books"}), {})
+    record, _ = steps.on_event(record, event(2, t=MINUTE, item_id="i2"), {})
+    assert record is not None and record.session_timer == GAP  # set once, on the first event
+    record, outputs = steps.on_event_timer("u1", record, GAP, {})  # fires early: the session went on
+    assert of_type(outputs, ClosedSession) == [] and of_type(outputs, EventTimer) == [EventTimer(MINUTE + GAP)]
+    record, outputs = steps.on_event_timer("u1", record, MINUTE + GAP, {})
+    (closed,) = of_type(outputs, ClosedSession)
+    assert b'"n_events":2' in closed.summary_json and b'"dwell_ms":60000' in closed.summary_json
+    assert record is not None and record.session is None and record.session_timer is None
+    (writes,) = of_type(outputs, RedisWrites)
+    assert {"open": False} in [w.payload for w in writes.writes]
+
+
+def test_a_late_event_is_counted_not_lost() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record, _ = steps.on_event(None, event(1, t=10 * MINUTE, item_id="i1"), {})
+    record, outputs = steps.on_event(record, event(2, t=0, item_id="i2"), {})  # 10 min behind: too late
+    assert of_type(outputs, LateEvent) == [LateEvent()]
+    assert record is not None and record.progress.late_events == 1
+
+
+def test_refresh_writes_the_users_keys_and_reports() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record, _ = steps.on_event(None, event(1, EventType.RATING, item_id="i1", value=4.0), {})
+    assert record is not None and record.due
+    record, outputs = steps.on_refresh("u1", record)
+    assert not record.due
+    (writes,) = of_type(outputs, RedisWrites)
+    keys = RedisKeys("t")
+    expected = [keys.counts("u1"), keys.session("u1"), keys.factors("u1"), keys.recs("u1")]
+    assert [w.key for w in writes.writes] == expected
+    assert [type(o) for o in outputs] == [RedisWrites, ModelProgress]
+
+
+def test_a_record_round_trips_through_the_state_dict_and_old_records_load() -> None:
+    old = {"counts": {"view": 1}, "learned": 0, "session": None, "factors": None, "t": 7}  # before pending/due
+    record = UserRecord.from_state(old)
+    assert record == UserRecord(counts={"view": 1}, t=7)
+    assert UserRecord.from_state(record.to_state()) == record
