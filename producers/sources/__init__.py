@@ -21,14 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from producers.sources.jsonl import read_jsonl, write_jsonl
-from producers.sources.movielens import read_movielens
-from producers.sources.synthetic import (
-    EventMix,
-    SyntheticConfig,
-    synthetic_events,
-    synthetic_ratings,
-    write_movielens,
-)
+from producers.sources.movielens import read_movielens, write_movielens
+from producers.sources.synthetic import synthetic_events, synthetic_ratings
+from producers.sources.synthetic_config import EventMix, SyntheticConfig
 from schemas.events import Event
 
 __all__ = [
