@@ -287,7 +287,7 @@ def redis_benchmark(redis_url: str, requests: int, concurrency: int) -> str:
             f"n={requests:,}")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url", default=None, help="Use this Redis (unique key prefix) instead of a private one")
     parser.add_argument("--requests", type=int, default=20_000, help="Requests per Python-client scenario")
@@ -304,14 +304,11 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="Pin the server (and a private Redis) to CPU 1 and this load client to CPU 0, so the "
                              "client's own scheduling does not land in the server's latency")
-    args = parser.parse_args()
-    server_cpus = {1} if args.pin else None
-    if args.pin:
-        os.sched_setaffinity(0, {1})  # the private Redis started below inherits this
+    return parser
 
-    settings = Settings()
-    notes: list[str] = []
-    workers = args.workers or settings.serving_workers
+
+def _load_clients(args: argparse.Namespace, parser: argparse.ArgumentParser, notes: list[str]) -> tuple[bool, str]:
+    """Whether unpaced runs use wrk, and which client paces the paced runs ("go" or "python")."""
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     paced_client = args.paced_client
     if paced_client == "auto":
@@ -325,6 +322,73 @@ def main() -> None:
     if not use_wrk and args.client == "auto":
         notes.append("wrk not installed (apt-get install wrk): unpaced runs use the Python client, whose own CPU "
                      "use on this machine lowers the rps it can show")
+    return use_wrk, paced_client
+
+
+def _endpoints(users: int) -> list[tuple[str, str, list[str], list[bytes] | None]]:
+    rec_paths = [f"/v1/users/u{i % users}/recommendations?k=10" for i in range(4096)]
+    bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
+    return [("recommendations", "GET", rec_paths, None),
+            ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
+
+
+def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: bool, paced_client: str,
+                       home: Path) -> list[str]:
+    """Paced, then unpaced load on each endpoint of the running server; one report line per run."""
+    lines = []
+    for name, method, paths, body in _endpoints(args.users):
+        if args.only and name != args.only:
+            continue
+        reqs = http_requests(method, paths, body)
+        run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
+        if args.rate:
+            cpu = cpu_seconds(pid)
+            if paced_client == "go":
+                result = go_paced_load(port, reqs, args.requests, args.concurrency, args.rate,
+                                       args.max_seconds, home)
+            else:
+                result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
+            lines.append(report(f"{name} paced @ {args.rate:,.0f} rps ({paced_client}, c={args.concurrency})",
+                                cpu_seconds(pid) - cpu, *result))
+        cpu = cpu_seconds(pid)
+        if use_wrk:
+            rps, n, p50, p99, bad = wrk(port, method, paths, body, args.concurrency, args.max_seconds / 2, home)
+            lines.append(line(f"{name} unpaced (wrk, c={args.concurrency})", rps, p50, p99,
+                              cpu_seconds(pid) - cpu, n, bad))
+        else:
+            result = run_load(port, reqs, args.requests, args.concurrency, 0.0, args.max_seconds)
+            lines.append(report(f"{name} unpaced (python, c={args.concurrency})",
+                                cpu_seconds(pid) - cpu, *result))
+    return lines
+
+
+def _print_summary(args: argparse.Namespace, workers: int, paced_client: str, load_before: float,
+                   notes: list[str], lines: list[str]) -> None:
+    print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
+          f"after), {workers} server worker(s), loopback, paced load from "
+          f"{'bench/pacedload (Go, its own process)' if paced_client == 'go' else 'this process (Python)'}"
+          f"{' (pinned: load client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
+          f"{args.users:,} users x top-50")
+    if max(load_before, os.getloadavg()[0]) > 1.0:
+        notes.append("other processes were using the CPU (load average > 1): latency tails include their "
+                     "scheduling; compare runs at low load (and the redis-benchmark p99 of the same run)")
+    for note in notes:
+        print(f"  note: {note}")
+    for text in lines:
+        print("  " + text)
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    server_cpus = {1} if args.pin else None
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # the private Redis started below inherits this
+
+    settings = Settings()
+    notes: list[str] = []
+    workers = args.workers or settings.serving_workers
+    use_wrk, paced_client = _load_clients(args, parser, notes)
     if uvloop is None:
         notes.append("uvloop not installed: the Python client runs on asyncio's default loop (more client CPU)")
     prefix = f"pulse-bench-{uuid.uuid4().hex[:8]}"
@@ -341,50 +405,11 @@ def main() -> None:
         env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix, "PULSE_TOPIC_EVENTS": topic,
                "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(workers)}
         env.pop("PULSE_SERVING_API_KEYS", None)
-        rec_paths = [f"/v1/users/u{i % args.users}/recommendations?k=10" for i in range(4096)]
-        bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
-        endpoints = [("recommendations", "GET", rec_paths, None),
-                     ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
-        lines = []
         with server_process(env, port, server_cpus) as proc:
-            for name, method, paths, body in endpoints:
-                if args.only and name != args.only:
-                    continue
-                reqs = http_requests(method, paths, body)
-                run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
-                if args.rate:
-                    cpu = cpu_seconds(proc.pid)
-                    if paced_client == "go":
-                        result = go_paced_load(port, reqs, args.requests, args.concurrency, args.rate,
-                                               args.max_seconds, home)
-                    else:
-                        result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
-                    lines.append(report(f"{name} paced @ {args.rate:,.0f} rps ({paced_client}, c={args.concurrency})",
-                                        cpu_seconds(proc.pid) - cpu, *result))
-                cpu = cpu_seconds(proc.pid)
-                if use_wrk:
-                    rps, n, p50, p99, bad = wrk(port, method, paths, body, args.concurrency, args.max_seconds / 2, home)
-                    lines.append(line(f"{name} unpaced (wrk, c={args.concurrency})", rps, p50, p99,
-                                      cpu_seconds(proc.pid) - cpu, n, bad))
-                else:
-                    result = run_load(port, reqs, args.requests, args.concurrency, 0.0, args.max_seconds)
-                    lines.append(report(f"{name} unpaced (python, c={args.concurrency})",
-                                        cpu_seconds(proc.pid) - cpu, *result))
+            lines = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
-    print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-          f"after), {workers} server worker(s), loopback, paced load from "
-          f"{'bench/pacedload (Go, its own process)' if paced_client == 'go' else 'this process (Python)'}"
-          f"{' (pinned: load client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
-          f"{args.users:,} users x top-50")
-    if max(load_before, os.getloadavg()[0]) > 1.0:
-        notes.append("other processes were using the CPU (load average > 1): latency tails include their "
-                     "scheduling; compare runs at low load (and the redis-benchmark p99 of the same run)")
-    for note in notes:
-        print(f"  note: {note}")
-    for text in lines:
-        print("  " + text)
-
+    _print_summary(args, workers, paced_client, load_before, notes, lines)
 
 if __name__ == "__main__":
     main()
