@@ -1,7 +1,7 @@
 """``pulse lag``: how far behind the job is (consumer lag, score freshness, dead letters); a probe.
 
 Exit codes: 0 healthy (or no threshold given), 1 a ``--max-*`` threshold is exceeded, 2 Kafka or
-Redis could not be read. Definitions: ``pulse/lag.py`` and README "Operating Pulse".
+Redis could not be read. Definitions: ``pulse/lag/`` and README "Operating Pulse".
 """
 
 from __future__ import annotations

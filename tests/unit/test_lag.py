@@ -1,4 +1,4 @@
-"""The pure part of pulse/lag.py: lag arithmetic, freshness, thresholds, JSON and metric shapes."""
+"""The pure part of pulse/lag/ (measure, prometheus): lag arithmetic, freshness, thresholds, JSON, metrics."""
 
 from __future__ import annotations
 
