@@ -122,6 +122,20 @@ def bandit(
         print_json(_as_json(data, policy, scope, seed, hyper, n_arms, report))
         return
     logged_by = rows[0].impression.decision.policy if rows[0].impression.decision else "?"
+    _print_report(data, logged_by, policy, scope, seed, hyper, n_arms, report)
+
+
+def _print_report(
+    data: str,
+    logged_by: str,
+    policy: PolicyName,
+    scope: BanditScope,
+    seed: int,
+    hyper: dict[str, Any],
+    n_arms: int,
+    report: OffPolicyReport,
+) -> None:
+    """The text output: the log, the logged policy's CTR, the policy's estimates."""
     typer.echo(f"data: {data} ({report.n:,} decisions logged by {logged_by!r}, {n_arms} arms)")
     typer.echo(f"logged policy CTR: {report.logged_clicks:,.0f} clicks / {report.n:,} = {report.logged_ctr:.2%}")
     settings = ", ".join(f"{k}={v}" for k, v in hyper.items() if k != "features" or policy is PolicyName.LINUCB)
