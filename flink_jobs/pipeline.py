@@ -13,7 +13,7 @@ from pyflink.java_gateway import get_gateway
 
 from config import Settings
 from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
-from flink_jobs.redis_sink import RedisOutput
+from flink_jobs.redis_sink import RedisSink
 from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import (
     CLOSED_SESSION,
@@ -171,7 +171,7 @@ def write_redis(messages: DataStream, settings: Settings) -> None:
         url=settings.redis_url, password=settings.redis_password,
     )
     (keyed_messages(messages, TO_REDIS)
-     .process(RedisOutput(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
+     .process(RedisSink(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
 
 
 def redis_shards(settings: Settings) -> int:

@@ -27,7 +27,7 @@ _FLUSH_AT = 1000  # parked messages that trigger a flush before the timer
 Message = RedisWrite | RedisWrites | EraseUser | DeleteKeys
 
 
-class RedisOutput(KeyedProcessFunction):
+class RedisSink(KeyedProcessFunction):
     """``keyBy(shard)``: park messages; flush them every ``flush_ms`` and when the input ends.
 
     A message is parked under its first key (one state write per message, not per key): a

@@ -381,7 +381,7 @@ def test_the_job_entry_point_is_pulse_job_run(bundle: Bundle) -> None:
     for args in (compose_args[compose_args.index("-pym"):], deployment["spec"]["job"]["args"]):
         assert args[:4] == ["-pym", "pulse", "job", "run"], args
     assert "org.apache.flink.client.python.PythonDriver" in (compose_args[2], deployment["spec"]["job"]["entryClass"])
-    # The connector lands where flink_jobs.pipeline looks for it: <PULSE_HOME>/jars/flink.
+    # The connector lands where flink_jobs.launch looks for it: <PULSE_HOME>/jars/flink.
     from infra.local.jars import jar_dir
 
     home = re.search(r"PULSE_HOME=(\S+)", bundle.texts[DOCKERFILE]).group(1)  # type: ignore[union-attr]
