@@ -51,7 +51,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     policy = DecisionPolicy(
         bandit_policy=settings.bandit_policy, preferred_scope=settings.serving_bandit_scope,
         experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
-        control_share=settings.serving_control_share, n_draws=settings.serving_ts_draws,
+        control_share=settings.serving_control_share,
     )
     return Services(
         settings=settings, store=store, recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None),

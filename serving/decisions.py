@@ -1,19 +1,21 @@
 """Bandit decisions at request time, from the arm tables the job keeps in Redis.
 
 Experiment assignment is a deterministic hash of ``salt:user_id``: a ``control_share`` of users
-get the uniform-random control (propensity ``1/K``), the others Thompson sampling.
+get the uniform-random control (propensity ``1/K``), the others the deployment's bandit policy
+(``ts``, ``ucb`` or ``egreedy``).
 
-UCB (``ucb``) and epsilon-greedy (``egreedy``) restore the job's bandit from its arm table
-(:meth:`~online_models.bandits.mab.UCB.from_arm_table`: per-arm ``pulls, reward_sum``, the
-updates being the sum of the pulls, the hyperparameters from the payload) with ``seed`` = the
-request's seed, and pull once: its decision and exact propensity.
+No per-request Monte Carlo: the policy's arm distribution (the probability of choosing each
+candidate arm) is computed once per arm-table content and cached
+(:class:`~serving.arm_distributions.ArmDistributionCache`): Thompson sampling's exact Beta win
+probabilities, UCB's and epsilon-greedy's closed forms. The request's seed
+(``int(request_id, 16) mod 2**64``) then chooses: ``ts`` and the control by inverse CDF of
+:func:`~online_models.bandits.distribution.uniform_from_seed`, ``ucb``/``egreedy`` exactly as the
+job's bandit restored from the table with that seed pulls. The logged propensity is the cached
+probability of the chosen arm, so it is exactly the probability the choice had, and a decision is
+recomputed from its request id and the arm table (``Decider.decide(..., request_id=...)``).
 
-Thompson sampling here is :class:`online_models.bandits.ThompsonSampling` restored from the arm
-table with ``seed`` = the request's seed and pulled once: the same Beta(prior + successes,
-prior + failures) draws from ``SeedSequence(seed, spawn_key=(0, 0))``, the arm that wins the
-first draw, and as propensity its (tie-group averaged) share of ``n_draws`` draws.
-``tests/unit/serving/test_decisions.py`` checks the two agree. The request id fixes the seed,
-so a logged decision can be recomputed from the request id and the arm table.
+:func:`thompson_choice` is the learner's own per-request Monte-Carlo pull (``ThompsonSampling``
+restored and pulled once, propensity a share of ``n_draws`` draws); decisions no longer use it.
 
 >>> assign_variant("u1", "salt", 0.0), assign_variant("u1", "salt", 1.0)
 ('treatment', 'control')
@@ -32,9 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from online_models.bandits.distribution import uniform_from_seed
 from online_models.bandits.mab import UCB, EpsilonGreedy
 from schemas.events import Decision, Event, EventType
 from schemas.redis_keys import Envelope
+from serving.arm_distributions import ArmDistributionCache, rng_for
 from serving.models import DecisionRequest, DecisionResponse
 from serving.store import RedisStore
 
@@ -45,10 +49,11 @@ TREATMENT = "treatment"
 UNIFORM = "uniform"
 THOMPSON = "ts"
 _SCOPE_ORDER = ("user", "segment", "global")
-#: Policies decided by restoring the job's bandit from its arm table: class and hyperparameters.
-_ARM_TABLE_POLICIES: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "ucb": (UCB, ("c",)),
-    "egreedy": (EpsilonGreedy, ("epsilon", "decay")),
+#: Hyperparameters each policy's arm distribution depends on, with the learner's defaults.
+_HYPERPARAMETERS: dict[str, dict[str, float]] = {
+    THOMPSON: {"prior_alpha": 1.0, "prior_beta": 1.0},
+    "ucb": {"c": UCB().c},
+    "egreedy": {"epsilon": EpsilonGreedy().epsilon, "decay": EpsilonGreedy().decay},
 }
 
 
@@ -66,11 +71,6 @@ def assign_variant(user_id: str, salt: str, control_share: float) -> str:
     digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2.0**64
     return CONTROL if bucket < control_share else TREATMENT
-
-
-def rng_for(seed: int) -> np.random.Generator:
-    """The generator a fresh ``online_models`` bandit with ``seed`` uses for its first pull."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
 
 
 def thompson_choice(
@@ -98,7 +98,8 @@ class DecisionPolicy:
     experiment: str = "bandit-v1"
     salt: str = "pulse"
     control_share: float = 0.1
-    n_draws: int = 1000
+    #: Arm distributions kept (one per policy, candidate arms and their statistics).
+    cache_entries: int = 4096
 
 
 def _scope_keys(preferred: str, user_id: str, segment: str | None) -> list[str]:
@@ -120,11 +121,17 @@ class Decider:
     def __init__(self, store: RedisStore, policy: DecisionPolicy) -> None:
         self.store = store
         self.policy = policy
+        self.distributions = ArmDistributionCache(policy.cache_entries)
 
-    async def decide(self, request: DecisionRequest, now_ms: int) -> tuple[DecisionResponse, Event]:
-        """The decision and its impression event (``context`` carries the experiment assignment)."""
+    async def decide(
+        self, request: DecisionRequest, now_ms: int, request_id: str | None = None
+    ) -> tuple[DecisionResponse, Event]:
+        """The decision and its impression event (``context`` carries the experiment assignment).
+
+        ``request_id`` (32 hex digits) replays a logged decision: same arm table, same arm and propensity.
+        """
         p = self.policy
-        if p.bandit_policy != THOMPSON and p.bandit_policy not in _ARM_TABLE_POLICIES:
+        if p.bandit_policy not in _HYPERPARAMETERS:
             raise DecisionError("unsupported_policy", f"serving cannot decide with {p.bandit_policy!r}", 501)
         scopes = _scope_keys(p.preferred_scope, request.user_id, request.context.get("segment"))
         scope, envelope = scopes[-1], None
@@ -132,23 +139,21 @@ class Decider:
             if found is not None:
                 scope, envelope = key, found
                 break
-        table, prior = _arm_table(envelope)
-        arms = list(request.arms) if request.arms else sorted(table)
+        table, hyper = _arm_table(envelope, p.bandit_policy)
+        arms = tuple(request.arms) if request.arms else tuple(sorted(table))
         if not arms:
             raise DecisionError("no_arms", f"no arms in the request and no bandit parameters in scope {scope!r}", 404)
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         seed = int(request_id, 16) % 2**64
-        rng = rng_for(seed)
         variant = assign_variant(request.user_id, p.salt, p.control_share)
         if variant == CONTROL:
-            index, propensity, policy = int(rng.integers(len(arms))), 1.0 / len(arms), UNIFORM
-        elif p.bandit_policy == THOMPSON:
-            stats = [table.get(arm, (0.0, 0.0)) for arm in arms]
-            index, propensity = thompson_choice(stats, prior[0], prior[1], p.n_draws, rng)
-            policy = THOMPSON
+            index = min(int(uniform_from_seed(seed) * len(arms)), len(arms) - 1)
+            propensity, policy = 1.0 / len(arms), UNIFORM
         else:
-            decision = _restore(p.bandit_policy, envelope, table, seed).pull(arms)
-            index, propensity, policy = arms.index(decision.arm), decision.propensity, p.bandit_policy
+            stats = tuple(table.get(arm, (0.0, 0.0)) for arm in arms)
+            n_updates = sum(pulls for pulls, _ in table.values()) if p.bandit_policy != THOMPSON else 0.0
+            distribution = self.distributions.get(p.bandit_policy, arms, stats, hyper, n_updates)
+            (index, propensity), policy = distribution.choose(seed), p.bandit_policy
         arm = arms[index]
         response = DecisionResponse(
             request_id=request_id, arm=arm, propensity=propensity, policy=policy, experiment=p.experiment,
@@ -163,20 +168,13 @@ class Decider:
         return response, event
 
 
-def _restore(policy: str, envelope: Envelope | None, table: dict[str, tuple[float, float]], seed: int) -> Any:
-    """The job's ``ucb``/``egreedy`` bandit from its arm table (``pulls, reward_sum`` per arm)."""
-    cls, names = _ARM_TABLE_POLICIES[policy]
-    hyper = (envelope.payload.get("hyperparameters") or {}) if envelope is not None else {}
-    kwargs = {name: float(hyper[name]) for name in names if name in hyper}
-    return cls.from_arm_table(table, n_updates=round(sum(pulls for pulls, _ in table.values())), seed=seed, **kwargs)
-
-
-def _arm_table(envelope: Envelope | None) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
-    """Per-arm statistics (ts: successes, failures; ucb/egreedy: pulls, reward_sum) and the ts Beta prior."""
+def _arm_table(envelope: Envelope | None, policy: str) -> tuple[dict[str, tuple[float, float]], tuple[float, ...]]:
+    """Per-arm statistics (ts: successes, failures; ucb/egreedy: pulls, reward_sum) and the policy's hyperparameters."""
+    defaults = _HYPERPARAMETERS[policy]
     if envelope is None:
-        return {}, (1.0, 1.0)
+        return {}, tuple(defaults.values())
     payload: dict[str, Any] = envelope.payload
-    hyper = payload.get("hyperparameters") or {}
-    prior = (float(hyper.get("prior_alpha", 1.0)), float(hyper.get("prior_beta", 1.0)))
+    given = payload.get("hyperparameters") or {}
+    hyper = tuple(float(given.get(name, default)) for name, default in defaults.items())
     arms = {str(arm): (float(pair[0]), float(pair[1])) for arm, pair in (payload.get("arms") or {}).items()}
-    return arms, prior
+    return arms, hyper

@@ -39,6 +39,7 @@ from online_models.bandits.base import (
     unpack_arm,
     unpack_count,
 )
+from online_models.bandits.distribution import beta_win_probabilities, epsilon_greedy_draw
 from online_models.base import ArmId, ContractCase, Learner, StateHeader
 from schemas.events import Event, EventType
 
@@ -155,6 +156,8 @@ class ThompsonSampling(_ArmTableBandit):
     ('a', 1.0)
     >>> ts.arm_probabilities(["a", "b"])
     {'a': 1.0, 'b': 0.0}
+    >>> {arm: round(p, 9) for arm, p in ts.win_probabilities(["a", "b"]).items()}   # exact: b wins 1.9e-12
+    {'a': 1.0, 'b': 0.0}
     """
 
     STAT_NAMES = ("successes", "failures")
@@ -181,6 +184,10 @@ class ThompsonSampling(_ArmTableBandit):
         """Monte-Carlo share of ``n_draws`` posterior draws won by each arm."""
         _, probs = self._simulate(arms, self._probability_rng())
         return dict(zip(arms, probs.tolist(), strict=True))
+
+    def win_probabilities(self, arms: Sequence[ArmId]) -> dict[ArmId, float]:
+        """The exact probability that ``pull`` chooses each arm (quadrature, no Monte Carlo)."""
+        return dict(zip(arms, beta_win_probabilities([self.posterior(arm) for arm in arms]), strict=True))
 
     def _choose(self, arms: Sequence[ArmId], context: Context | None, rng: np.random.Generator) -> BanditDecision:
         winners, probs = self._simulate(arms, rng)
@@ -324,11 +331,8 @@ class EpsilonGreedy(_ArmTableBandit):
         return {arm: (1.0 - eps) / len(best) * (arm in best) + eps / len(arms) for arm in arms}
 
     def _choose(self, arms: Sequence[ArmId], context: Context | None, rng: np.random.Generator) -> BanditDecision:
-        if rng.random() < self.current_epsilon:
-            arm = arms[int(rng.integers(len(arms)))]
-        else:
-            best = tied_argmax(self.means(arms))
-            arm = best[int(rng.integers(len(best)))]
+        best = [arms.index(arm) for arm in tied_argmax(self.means(arms))]
+        arm = arms[epsilon_greedy_draw(len(arms), best, self.current_epsilon, rng)]
         return BanditDecision(arm=arm, propensity=self.arm_probabilities(arms)[arm])
 
     def _learn(self, arm: ArmId, reward: float, context: Context | None) -> None:
