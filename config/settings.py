@@ -22,6 +22,7 @@ URL that settings print, log and pass around never carries it:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -30,6 +31,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where every Kafka client's own (librdkafka) log lines go, instead of straight to stderr: a
+#: client of a stopped broker logs each failed reconnect, and those lines belong in logging.
+KAFKA_CLIENT_LOG = logging.getLogger("pulse.kafka")
 
 #: Where a bandit keeps separate arm statistics (``online_models.bandits.BanditScope`` has the same values).
 BanditScopeName = Literal["global", "segment", "user"]
@@ -80,6 +85,12 @@ class Settings(BaseSettings):
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
+    job_batch_max_events: int = Field(
+        1000, ge=1, description="Events handed to the user stage in one Python call at most (docs/adr/0007)"
+    )
+    job_batch_max_ms: int = Field(
+        20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
+    )
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
 
     # The local standalone cluster of `pulse up --flink` (infra/local/flink.py).
@@ -202,8 +213,13 @@ class Settings(BaseSettings):
         return {"password": password} if password else {}
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """A confluent-kafka client config for this cluster."""
-        return {"bootstrap.servers": self.kafka_bootstrap, **extra}
+        """A confluent-kafka client config for this cluster; the client logs to ``pulse.kafka``.
+
+        >>> config = Settings().kafka_config(**{"group.id": "g"})
+        >>> config["bootstrap.servers"], config["group.id"], config["logger"].name
+        ('127.0.0.1:9092', 'g', 'pulse.kafka')
+        """
+        return {"bootstrap.servers": self.kafka_bootstrap, "logger": KAFKA_CLIENT_LOG, **extra}
 
 
 def split_redis_password(url: str) -> tuple[str, str | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,6 +54,10 @@ def main(
     )
     if not verbose:  # one line per HTTP request (REST polling, readiness checks) is noise
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # A Kafka client retries an unreachable broker every second or so, logging each attempt.
+        kafka_log = logging.getLogger("pulse.kafka")
+        if not any(isinstance(f, RepeatFilter) for f in kafka_log.filters):
+            kafka_log.addFilter(RepeatFilter())
     overrides: dict[str, Any] = {
         "kafka_bootstrap": kafka_bootstrap,
         "redis_url": redis_url,
@@ -62,6 +67,31 @@ def main(
         "partitions": partitions,
     }
     ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class RepeatFilter(logging.Filter):
+    """Let a message through once per ``every_s`` seconds (its text up to any "(after N ms" timing suffix).
+
+    >>> f, record = RepeatFilter(every_s=60), logging.makeLogRecord({"msg": "Connect failed (after 0ms in CONNECT)"})
+    >>> f.filter(record), f.filter(logging.makeLogRecord({"msg": "Connect failed (after 5ms in CONNECT)"}))
+    (True, False)
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when this message was not let through in the last ``every_s`` seconds."""
+        key = record.getMessage().split(" (after ", 1)[0]
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
 
 
 def settings_of(ctx: typer.Context) -> Settings:

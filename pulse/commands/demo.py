@@ -1,67 +1,91 @@
-"""``pulse demo``: local services up, the job running, a steady synthetic stream, and a live view."""
+"""``pulse demo``: local services up, the job running, a steady synthetic stream, and a live view.
+
+The job runs in the background as ``<home>/run/demo-job.pid`` (``pulse/demo_job.py``): Ctrl-C,
+SIGTERM and SIGHUP stop it with the demo, and ``pulse down`` stops it when the demo could not (a
+demo killed with SIGKILL).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import signal
 import threading
 import time
 from collections import deque
-from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import redis as redis_lib
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 
-from config import REPO_ROOT, Settings
-from infra.local.process import ServiceError
+from config import Settings
+from infra.local.process import ManagedProcess, ServiceError
 from infra.local.services import LocalServices
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from pulse.app import app, fail, settings_of
+from pulse.demo_job import start_demo_job, stop_demo_job
+from pulse.demo_view import DemoCounters, learned_events, summary, users_table
+from pulse.reach import require
 from schemas.redis_keys import Envelope, RedisKeys
+
+#: Signals that end the demo like Ctrl-C does (SIGTERM: `timeout`, process managers; SIGHUP: a closed terminal).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @app.command()
 def demo(
     ctx: typer.Context,
     rate: Annotated[float, typer.Option(help="Synthetic events per second")] = 1000.0,
-    seconds: Annotated[float, typer.Option(help="How long to run (0 = until Ctrl-C)")] = 0.0,
+    seconds: Annotated[float, typer.Option(help="How long to run (0 = until Ctrl-C, SIGTERM or SIGHUP)")] = 0.0,
 ) -> None:
     """Start services and the job, stream synthetic events, and watch scores change in Redis."""
-    settings = settings_of(ctx)
-    try:
-        LocalServices(settings).up()
-    except ServiceError as exc:
-        raise fail(str(exc)) from None
-    ensure_topics(settings)
-    log = settings.home / "logs" / "demo-job.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    job = subprocess.Popen(  # the job as `pulse job run` runs it, resuming from its last checkpoint
-        [sys.executable, "-m", "pulse", "job", "run"], cwd=REPO_ROOT, env={**os.environ, **settings.to_env()},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    typer.echo(f"job started (pid {job.pid}), log {log}; producing {rate:.0f} events/s")
+    settings = _start_services(settings_of(ctx))
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     stop = threading.Event()
-    recent_users: deque[str] = deque(maxlen=200)
-    sent = [0]
-    producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
-    producer.start()
+    producer: threading.Thread | None = None
+    job: ManagedProcess | None = None
     try:
-        _watch(settings, seconds, job, recent_users, sent, log)
+        learned_at_start = learned_events(_model(_redis(settings), RedisKeys(settings.redis_prefix)))
+        job = start_demo_job(settings)
+        typer.echo(f"job started (pid {job.pid()}), log {job.log_file}; producing {rate:.0f} events/s")
+        recent_users: deque[str] = deque(maxlen=200)
+        sent = [0]
+        producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
+        producer.start()
+        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start))
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         stop.set()
-        producer.join(timeout=10)
-        os.killpg(job.pid, 15)
-        job.wait(timeout=60)
+        if producer is not None:
+            producer.join(timeout=10)
+        if job is not None:
+            stop_demo_job(job)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     typer.echo("demo stopped; the job's state is in its checkpoints; `pulse down` stops the services")
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _start_services(settings: Settings) -> Settings:
+    """Start the local services; the settings the demo uses (their addresses), with the topics created."""
+    services = LocalServices(settings)
+    try:
+        services.up()
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+    local = settings.model_copy(update={"kafka_bootstrap": services.kafka.bootstrap, "redis_url": services.redis.url})
+    require(local, kafka=True, redis=True)
+    ensure_topics(local)
+    return local
 
 
 def _produce(settings: Settings, rate: float, stop: threading.Event, users: deque[str], sent: list[int]) -> None:
@@ -80,47 +104,26 @@ def _produce(settings: Settings, rate: float, stop: threading.Event, users: dequ
             pass
 
 
+def _redis(settings: Settings) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
+
+
+def _model(client: redis_lib.Redis, keys: RedisKeys) -> Envelope | None:
+    return Envelope.from_fields_or_none(client.hgetall(keys.model("mf")))
+
+
 def _watch(
-    settings: Settings, seconds: float, job: subprocess.Popen[bytes], users: deque[str], sent: list[int], log: Path
+    settings: Settings, seconds: float, job: ManagedProcess, users: deque[str], sent: list[int],
+    counters: DemoCounters,
 ) -> None:
-    client = redis_lib.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
+    client = _redis(settings)
     keys = RedisKeys(settings.redis_prefix)
     started = time.monotonic()
-    previous = (started, 0)
-    rate = 0.0
     with Live(refresh_per_second=2) as live:
         while not seconds or time.monotonic() - started < seconds:
-            if job.poll() is not None:
-                raise fail(f"the job exited with {job.returncode}; see {log}")
-            model = Envelope.from_fields_or_none(client.hgetall(keys.model("mf")))
-            learned = int(model.payload["events_learned"]) if model else 0
-            now = time.monotonic()
-            if now - previous[0] >= 2:
-                rate, previous = (learned - previous[1]) / (now - previous[0]), (now, learned)
-            live.update(Group(_summary(sent[0], learned, rate, model), _users(client, keys, list(users)[-5:])))
+            if job.pid() is None:
+                raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")
+            model = _model(client, keys)
+            counters.update(time.monotonic(), produced=sent[0], learned=learned_events(model))
+            live.update(Group(summary(counters, model), users_table(client, keys, list(users)[-5:])))
             time.sleep(0.5)
-
-
-def _summary(sent: int, learned: int, rate: float, model: Envelope | None) -> Table:
-    table = Table(title="Pulse demo", show_header=False)
-    table.add_row("events produced", f"{sent:,}")
-    table.add_row("events learned by the job", f"{learned:,}  ({rate:,.0f}/s)")
-    rmse = model.payload.get("rmse") if model else None
-    table.add_row("running RMSE (prequential)", f"{rmse:.3f}" if rmse else "-")
-    if model:
-        table.add_row("score freshness", f"{time.time() * 1000 - model.event_time_ms:,.0f} ms")
-    return table
-
-
-def _users(client: redis_lib.Redis, keys: RedisKeys, users: list[str]) -> Table:
-    table = Table(title="a few users, live")
-    for column in ("user", "session events", "top-3 items (score)", "freshness"):
-        table.add_column(column)
-    for user in dict.fromkeys(reversed(users)):
-        session = Envelope.from_fields_or_none(client.hgetall(keys.session(user)))
-        recs = Envelope.from_fields_or_none(client.hgetall(keys.recs(user)))
-        top = ", ".join(f"{item} ({score:.2f})" for item, score in recs.payload["items"][:3]) if recs else "-"
-        n = session.payload.get("n_events", "-") if session else "-"
-        fresh = f"{time.time() * 1000 - recs.event_time_ms:,.0f} ms" if recs else "-"
-        table.add_row(user, str(n), top, fresh)
-    return table

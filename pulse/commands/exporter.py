@@ -18,6 +18,7 @@ import typer
 
 from pulse.app import app, settings_of
 from pulse.lag import LagProbe, metric_families
+from pulse.reach import require
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def exporter(
     from prometheus_client import CollectorRegistry, start_http_server
 
     settings = settings_of(ctx)
+    require(settings, kafka=True, redis=True)  # at start-up only: later a failed scrape is pulse_exporter_up 0
     host = host or settings.exporter_host
     port = settings.exporter_port if port is None else port
     stop = threading.Event()

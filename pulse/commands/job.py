@@ -18,6 +18,7 @@ from infra.local.process import ServiceError
 from producers.topics import ensure_topics
 from pulse.app import app, fail, print_json, settings_of
 from pulse.flink_rest import FlinkRest, FlinkRestError
+from pulse.reach import require
 
 job_app = typer.Typer(help="The PyFlink job: Kafka -> per-user state + learners -> Redis.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
@@ -39,6 +40,7 @@ def run(
 
     settings = _with_parallelism(settings_of(ctx), parallelism)
     restore_from = _restore_point(settings, restore)
+    require(settings, kafka=True, redis=True)  # before Flink starts: one line, not a JVM stack trace
     ensure_topics(settings)
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
@@ -67,6 +69,7 @@ def submit(
     settings = _with_parallelism(settings_of(ctx), parallelism)
     address = _jobmanager(settings, jobmanager)
     restore_from = _restore_point(settings, restore)
+    require(settings, kafka=True, redis=True)
     try:
         FlinkRest(address).jobs()  # a clear error now rather than a JVM stack trace later
     except FlinkRestError as exc:

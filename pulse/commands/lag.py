@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pulse.app import app, fail, print_json, settings_of
 from pulse.lag import LagProbe, LagReport, Thresholds, breaches
+from pulse.reach import require
 
 EXIT_BREACH = 1
 EXIT_UNREADABLE = 2
@@ -74,6 +75,7 @@ def lag(
     settings = settings_of(ctx)
     limits = Thresholds(max_lag_seconds, max_lag_messages, max_freshness_ms)
     problems: list[str] = []
+    require(settings, kafka=True, redis=True, code=EXIT_UNREADABLE)
     try:
         with LagProbe(settings) as probe:
             if not watch:

@@ -12,6 +12,7 @@ from producers.producer import EventProducer
 from producers.sources import SOURCE_HELP, open_source
 from producers.topics import ensure_topics
 from pulse.app import app, fail, settings_of
+from pulse.reach import require
 
 
 @app.command()
@@ -30,6 +31,7 @@ def produce(
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc), code=2) from None
     target = topic or settings.topic_events
+    require(settings, kafka=True)
     ensure_topics(settings, [target])
     with EventProducer(settings, topic=target) as producer, tqdm(
         total=limit, unit="ev", desc=f"-> {target}", disable=None

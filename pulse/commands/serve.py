@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from pulse.app import app, settings_of
+from pulse.reach import kafka_problem, redis_problem, warn
 
 
 @app.command()
@@ -24,7 +25,11 @@ def serve(
     settings = settings_of(ctx)
     overrides = {"serving_host": host, "serving_port": port, "serving_workers": workers}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    if create_topics:
+    # Serving starts without Kafka or Redis (/readyz reports them); one line each says which is missing.
+    later = "; serving starts anyway and /readyz reports it"
+    kafka_ok = warn(kafka_problem(settings), later)
+    warn(redis_problem(settings), later)
+    if kafka_ok and create_topics:
         try:
             ensure_topics(settings, [settings.topic_events], timeout_s=10.0)
         except Exception as exc:  # noqa: BLE001 - serving still starts; /readyz reports Kafka

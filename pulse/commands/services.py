@@ -10,6 +10,7 @@ from infra.local.process import ServiceError
 from infra.local.services import LocalServices
 from producers.topics import ensure_topics
 from pulse.app import app, fail, print_json, settings_of
+from pulse.demo_job import NAME, demo_job, stop_demo_job
 
 
 @app.command()
@@ -36,8 +37,10 @@ def up(
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop every local service Pulse started (no process is left behind)."""
-    stopped = LocalServices(settings_of(ctx)).down()
+    """Stop every local service Pulse started, and the job of `pulse demo` (no process is left behind)."""
+    settings = settings_of(ctx)
+    stopped = [NAME] if stop_demo_job(demo_job(settings)) else []  # first: it reads Kafka and writes Redis
+    stopped += LocalServices(settings).down()
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

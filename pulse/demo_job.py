@@ -1,0 +1,87 @@
+"""The job ``pulse demo`` runs in the background: a local process with a pid file that ``pulse down`` stops.
+
+It is ``python -m pulse --home <home> job run`` in its own process group (the job's JVM is in the
+same group). Its pid is kept in ``<home>/run/demo-job.pid`` and its output goes to
+``<home>/logs/demo-job.log``, as for the local services (``infra/local/process.py``); the command
+line carries the home, so a recycled pid is never signalled. Stopping it signals the whole group
+and waits until no process of the group is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from config import REPO_ROOT, Settings
+from infra.local.process import ManagedProcess
+
+NAME = "demo-job"
+
+
+def job_argv(home: Path) -> list[str]:
+    """The command line of the demo's job: the job as ``pulse job run`` runs it, resuming from its checkpoint."""
+    return [sys.executable, "-m", "pulse", "--home", str(home), "job", "run"]
+
+
+def demo_job(settings: Settings) -> ManagedProcess:
+    """The demo's job as a managed process of ``settings.home`` (running or not)."""
+    marker = " ".join(job_argv(settings.home)[1:])  # "-m pulse --home <home> job run"
+    return ManagedProcess(NAME, settings.home, markers=[marker], ports=())
+
+
+def start_demo_job(settings: Settings) -> ManagedProcess:
+    """Start the job in the background (or find the one already running) with ``settings``' environment."""
+    job = demo_job(settings)
+    job.start(job_argv(settings.home), env=settings.to_env(), cwd=REPO_ROOT)
+    return job
+
+
+def stop_demo_job(job: ManagedProcess, timeout_s: float = 60.0) -> bool:
+    """SIGTERM the job's process group, SIGKILL it after ``timeout_s``; wait for the whole group. True if it ran."""
+    pid = job.pid()
+    if pid is None:
+        return False
+    job.stop(timeout_s=timeout_s)  # waits for the group leader (the Python process)
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pid):  # and for the rest of the group (the JVM)
+        if time.monotonic() > deadline:
+            _kill_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10.0
+        time.sleep(0.1)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(_pgid_of(pid) == pgid for pid in _live_pids())
+
+
+def _live_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _pgid_of(pid: int) -> int | None:
+    """The process group of a live (not zombie) process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return None
+    state, pgid = fields[0], int(fields[2])
+    return None if state == "Z" else pgid
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+__all__ = ["NAME", "demo_job", "job_argv", "start_demo_job", "stop_demo_job"]

@@ -1,0 +1,134 @@
+"""`pulse demo` stops its job on SIGTERM and SIGHUP, and `pulse down` stops the job of a killed demo.
+
+The demo runs as a user runs it (`python -m pulse demo`) on a private home and free ports; it
+starts its own Kafka and Redis there. "Running" means the job has learned events this run (the
+model's count in Redis grows). Afterwards no process of ours may be left: none whose command line
+carries the home, none in the job's process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from config import REPO_ROOT
+from infra.local.process import free_port
+from schemas.redis_keys import Envelope, RedisKeys
+from tests.integration.test_cli_services import our_processes, pulse
+
+START_TIMEOUT_S = 300
+SERVICES = ("kafka.Kafka", "redis-server")  # the local services' processes (the demo leaves them up)
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("demo-home")
+    (home / "jars").symlink_to(REPO_ROOT / ".local" / "jars", target_is_directory=True)
+    env = {
+        "PULSE_HOME": str(home),
+        "PULSE_KAFKA_PORT": str(free_port()),
+        "PULSE_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PULSE_REDIS_PORT": str(free_port()),
+        "PULSE_METRICS_PORT": "0",  # no Prometheus reporter: its port may be taken by another run
+        "PULSE_CHECKPOINT_INTERVAL_MS": "2000",
+    }
+    try:
+        yield home, env
+    finally:
+        down = pulse(home, env, "down")
+        assert down.returncode == 0, down.stderr
+        assert our_processes(home) == []
+
+
+def learned(env: dict[str, str]) -> int:
+    client = redis_lib.Redis.from_url(f"redis://127.0.0.1:{env['PULSE_REDIS_PORT']}/0", socket_timeout=2)
+    try:
+        model = Envelope.from_fields_or_none(client.hgetall(RedisKeys("pulse").model("mf")))
+    except redis_lib.ConnectionError:
+        return -1  # the demo has not started Redis yet
+    finally:
+        client.close()
+    return int(model.payload["events_learned"]) if model else 0
+
+
+def start_demo(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `pulse demo`; return it and the pid of its job once the job learns events."""
+    before = max(learned(env), 0)
+    log = (home / "demo-output.log").open("ab")
+    demo = subprocess.Popen([sys.executable, "-m", "pulse", "demo", "--rate", "200"], cwd=REPO_ROOT,
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while learned(env) <= before:
+        assert demo.poll() is None, f"the demo exited {demo.returncode}:\n{tail(home)}"
+        assert time.monotonic() < deadline, f"the job learned nothing in {START_TIMEOUT_S}s:\n{tail(home)}"
+        time.sleep(1)
+    job_pid = int((home / "run" / "demo-job.pid").read_text())
+    assert group_members(job_pid), "the job's process group is empty"
+    return demo, job_pid
+
+
+def tail(home: Path) -> str:
+    logs = [home / "demo-output.log", home / "logs" / "demo-job.log"]
+    return "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-20:])
+                     for p in logs if p.exists())
+
+
+def group_members(pgid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines()
+            if line.split(None, 1)[0] == str(pgid) and not line.split()[1].startswith("Z")]
+
+
+def job_processes(home: Path, job_pid: int) -> list[str]:
+    """Processes of the job: in its group, or carrying the home and not one of the local services."""
+    carrying = [line for line in our_processes(home) if not any(s in line for s in SERVICES)]
+    return carrying + group_members(job_pid)
+
+
+def wait_gone(home: Path, job_pid: int, timeout_s: float = 90) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while (left := job_processes(home, job_pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_to_the_demo_stops_its_job(demo_env: tuple[Path, dict[str, str]], sig: signal.Signals) -> None:
+    home, env = demo_env
+    demo, job_pid = start_demo(home, env)
+    print(f"\njob running (pid {job_pid}): {len(job_processes(home, job_pid))} processes; sending {sig.name}")
+    demo.send_signal(sig)
+    try:
+        code = demo.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(demo.pid, signal.SIGKILL)
+        raise AssertionError(f"the demo did not exit after {sig.name}:\n{tail(home)}") from None
+    left = wait_gone(home, job_pid)
+    assert left == [], f"left after {sig.name}: {left}"
+    assert code == 0, tail(home)
+    assert "demo stopped" in (home / "demo-output.log").read_text()
+    assert not (home / "run" / "demo-job.pid").exists()
+    print(f"demo exited {code}; no process of the job is left")
+
+
+def test_down_stops_the_job_of_a_killed_demo(demo_env: tuple[Path, dict[str, str]]) -> None:
+    home, env = demo_env
+    demo, job_pid = start_demo(home, env)
+    os.killpg(demo.pid, signal.SIGKILL)  # no chance to clean up
+    demo.wait(timeout=30)
+    time.sleep(2)
+    assert job_processes(home, job_pid), "the job must outlive a SIGKILLed demo (its own process group)"
+    down = pulse(home, env, "down")
+    assert down.returncode == 0, down.stderr
+    assert "demo-job" in down.stdout and "kafka" in down.stdout and "redis" in down.stdout, down.stdout
+    assert wait_gone(home, job_pid, timeout_s=10) == []
+    assert our_processes(home) == []
+    print(f"\n{down.stdout.strip()}; no process of ours is left")
