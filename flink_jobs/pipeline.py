@@ -7,11 +7,14 @@ Every operator has a stable ``uid`` so savepoints survive changes to the graph a
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyflink.common import Duration, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
 from config import Settings
+from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events
 from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
 from flink_jobs.redis_sink import RedisSink
 from flink_jobs.redis_writer import RedisWriter
@@ -48,7 +51,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     raw = read_events(env, settings, bounded)
     decoded = decode(raw, settings)
     write_dead_letters(decoded, settings)
-    events = with_event_time(decoded, settings)
+    events = with_event_time(unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events"), settings)
     item_snapshots = read_item_snapshots(env, settings, bounded)
     users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
@@ -67,8 +70,10 @@ def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bo
 
 def decode(raw: DataStream, settings: Settings) -> DataStream:
     """Bytes -> ``(Row(user_id, Event), event time)``; anything else goes to the dead-letter side output."""
+    batches = raw_batches(raw, max_records=settings.job_batch_max_events, max_delay_ms=settings.job_batch_max_ms,
+                          uid="decode-batches")
     decoder = DecodeEvents(settings.topic_events, settings.schema_registry_url, Limits())
-    return raw.process(decoder, output_type=DECODED).name("decode").uid("decode")
+    return batches.process(decoder, output_type=PACKED).name("decode").uid("decode")
 
 
 def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
@@ -126,13 +131,17 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         score_refresh_ms=settings.score_refresh_ms,
         redis_shards=redis_shards(settings),
     )
-    return (
-        keyed_rows(events)
+    batches = batched(keyed_rows(events), max_records=settings.job_batch_max_events,
+                      max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
+                      uid="user-batches")
+    packed = (
+        batches
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
-        .process(UserState(config), output_type=MESSAGE)
+        .process(UserState(config), output_type=PACKED)
         .name("user-state")
         .uid("user-state")
     )
+    return unpacked(packed).name("user-messages").uid("user-messages")
 
 
 def write_closed_sessions(users: DataStream, settings: Settings) -> None:
@@ -153,14 +162,11 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         model_version=settings.model_version,
         redis_shards=redis_shards(settings),
     )
-    items = (keyed_messages(users, TO_ITEMS)
-             .process(ItemParamsOwner(config), output_type=MESSAGE).name("item-params").uid("item-params"))
-    bandits = (keyed_messages(users, TO_BANDITS)
-               .process(BanditArms(config), output_type=MESSAGE).name("bandit-arms").uid("bandit-arms"))
+    items = _batched_stage(users, TO_ITEMS, ItemParamsOwner(config), "item-params", settings)
+    bandits = _batched_stage(users, TO_BANDITS, BanditArms(config), "bandit-arms", settings)
     popularity = (keyed_messages(items, TO_POPULARITY)
                   .process(SegmentPopularity(config), output_type=MESSAGE).name("popularity").uid("popularity"))
-    model = (keyed_messages(users, TO_MODEL)
-             .process(ModelMetadata(config), output_type=MESSAGE).name("model-metadata").uid("model-metadata"))
+    model = _batched_stage(users, TO_MODEL, ModelMetadata(config), "model-metadata", settings)
     return [items, bandits, popularity, model]
 
 
@@ -170,8 +176,18 @@ def write_redis(messages: DataStream, settings: Settings) -> None:
         RedisKeys(settings.redis_prefix), settings.model_version,
         url=settings.redis_url, password=settings.redis_password,
     )
-    (keyed_messages(messages, TO_REDIS)
-     .process(RedisSink(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis"))
+    batches = batched(keyed_messages(messages, TO_REDIS), max_records=settings.job_batch_max_events,
+                      max_delay_ms=settings.job_batch_max_ms, tick_ms=settings.redis_flush_ms, uid="redis-batches")
+    batches.process(RedisSink(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis")
+
+
+def _batched_stage(messages: DataStream, kind: str, stage: Any, uid: str, settings: Settings) -> DataStream:
+    """The messages of ``kind`` through ``stage`` one micro-batch per call; its messages as rows again."""
+    batches = batched(keyed_messages(messages, kind), max_records=settings.job_batch_max_events,
+                      max_delay_ms=settings.job_batch_max_ms, tick_ms=settings.job_batch_max_ms * 5,
+                      uid=f"{uid}-batches")
+    packed = batches.process(stage, output_type=PACKED).name(uid).uid(uid)
+    return unpacked(packed).name(f"{uid}-messages").uid(f"{uid}-messages")
 
 
 def redis_shards(settings: Settings) -> int:

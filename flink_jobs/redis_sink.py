@@ -1,13 +1,14 @@
-"""Stage: the Redis sink. Writes are keyed by shard, parked in keyed state, flushed in one pipeline.
+"""Stage: the Redis sink. Writes are keyed by shard, batched, flushed in one pipeline.
 
-Parking pending writes in Flink state (instead of a Python list) is what makes the sink
-exactly-once in effect: a checkpoint holds every write it has not flushed yet, a restored job
-flushes them again, and the event-time guard of :class:`RedisWriter` makes the repeat harmless.
-Writes to the same key coalesce (only the newest is sent). The writer itself: ``redis_writer.py``.
+Flushing everything before each checkpoint barrier is what makes the sink exactly-once in
+effect: no checkpoint holds a write Redis has not had, a restored job's replay repeats what came
+after it, and the event-time guard of :class:`RedisWriter` makes the repeat harmless. Writes to the
+same key coalesce (only the newest is sent). The writer itself: ``redis_writer.py``.
 """
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,10 +17,10 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
+from flink_jobs.batching import CurrentKey, read_batch
 from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
 from flink_jobs.metrics import JvmGauge
 from flink_jobs.redis_writer import BatchItem, RedisWriter
-from flink_jobs.shared_state import END_OF_TIME
 
 _FLUSH_AT = 1000  # parked messages that trigger a flush before the timer
 
@@ -28,11 +29,15 @@ Message = RedisWrite | RedisWrites | EraseUser | DeleteKeys
 
 
 class RedisSink(KeyedProcessFunction):
-    """``keyBy(shard)``: park messages; flush them every ``flush_ms`` and when the input ends.
+    """``keyBy(shard)``, one call per micro-batch: messages wait in memory, flushed every ``flush_ms``.
 
-    A message is parked under its first key (one state write per message, not per key): a
-    newer message for the same keys replaces it, since each key has one writer upstream
-    (the user's or the owner's subtask), whose messages arrive in order.
+    A message waits under its first key: a newer message for the same keys replaces it, since
+    each key has one writer upstream (the user's or the owner's subtask), whose messages arrive
+    in order. Everything waiting is flushed in the batch the batcher sends before each checkpoint
+    barrier, so a checkpoint never holds a write that Redis has not had; a restored job's replay
+    repeats writes, and the event-time guard of :class:`RedisWriter` makes the repeat harmless.
+    Messages a job before batching parked in keyed state are flushed the first time their shard
+    is seen again (or by the timers that job left).
     """
 
     def __init__(self, writer: RedisWriter, flush_ms: int) -> None:
@@ -40,12 +45,13 @@ class RedisSink(KeyedProcessFunction):
         self.flush_ms = flush_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.pending = runtime_context.get_map_state(
+        self.parked = runtime_context.get_map_state(
             MapStateDescriptor("pending-messages", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
-        #: Messages parked per shard since its last flush. In memory: after a restore it starts at 0,
-        #: which only means a flush timer is registered once more (the restored ones fire too).
-        self.parked: dict[str, int] = {}
+        self.keys = CurrentKey(runtime_context)
+        self.pending: dict[str, Message] = {}
+        self.flush_at: float | None = None
+        self.shards_seen: set[str] = set()
         metrics = runtime_context.get_metrics_group()
         self.written = metrics.counter("redis_keys_written")
         self.stale = metrics.counter("redis_writes_stale")
@@ -56,27 +62,42 @@ class RedisSink(KeyedProcessFunction):
     def close(self) -> None:
         self.writer.close()
 
-    def process_element(self, message: Message, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        shard = ctx.get_current_key()
-        parked = self.parked.get(shard, 0)
-        if parked == 0:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + self.flush_ms)
-            timers.register_event_time_timer(END_OF_TIME)
-        self.pending.put(_parking_key(message), message)
-        self.parked[shard] = parked + 1
-        if parked + 1 >= _FLUSH_AT:
-            self._flush(shard)
+    def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        self.keys.current = None  # Flink set the batch's key
+        flags, records = read_batch(batch)
+        for shard, value in records:
+            if shard not in self.shards_seen:
+                self._unpark(shard)
+            message: Message = pickle.loads(value)
+            self.pending[_parking_key(message)] = message
+        now = time.monotonic()
+        if self.pending and self.flush_at is None:
+            self.flush_at = now + self.flush_ms / 1000
+        if flags or len(self.pending) >= _FLUSH_AT or (self.flush_at is not None and now >= self.flush_at):
+            self._flush()
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        self._flush(ctx.get_current_key())
+        self.keys.current = None
+        self._unpark(ctx.get_current_key())
+        self._flush()
         return iter(())
 
-    def _flush(self, shard: str) -> None:
+    def _unpark(self, shard: str) -> None:
+        """Messages parked in keyed state by a job before batching join the pending ones."""
+        self.shards_seen.add(shard)
+        self.keys.use(shard)
+        parked = list(self.parked.items())
+        if parked:
+            self.parked.clear()
+            for key, message in parked:
+                self.pending.setdefault(key, message)
+
+    def _flush(self) -> None:
         started = time.perf_counter()
-        messages = [message for _, message in self.pending.items()]
-        self.parked[shard] = 0
+        messages = list(self.pending.values())
+        self.pending.clear()
+        self.flush_at = None
         if not messages:
             return
         erased = {m.user_id: m.event_time_ms for m in messages if isinstance(m, EraseUser)}
@@ -99,7 +120,6 @@ class RedisSink(KeyedProcessFunction):
             result = self.writer.write_batch(batch)
             self.written.inc(result.written)
             self.stale.inc(result.skipped_stale)
-        self.pending.clear()
         self.last_flush_ms.set(int((time.perf_counter() - started) * 1000))
 
 

@@ -15,6 +15,8 @@ the touch already goes saves a message per event and segment.
 
 from __future__ import annotations
 
+import pickle
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
 from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
@@ -68,10 +71,13 @@ def schedule_write(entry: Coalesced, ctx: KeyedProcessFunction.Context, refresh_
 
 
 class _CoalescedWrites(KeyedProcessFunction):
-    """Applies updates to one keyed value (``self.steps.apply``); writes it at most every ``refresh_ms``.
+    """Applies updates to one value per key (``self.steps.apply``); writes it at most every ``refresh_ms``.
 
-    Value, latest event time and the write-due flag share one state (:class:`Coalesced`): one
-    read and one write per update (each is a call into the JVM).
+    One call per micro-batch (``flink_jobs/batching.py``). Values are held in memory between
+    checkpoints and written to keyed state (:class:`Coalesced`, one value per key) in the batch
+    the batcher sends before each barrier; writes that are due are kept as due times here, run
+    when a batch comes, and all run before a barrier and at the end of input. Timers are only
+    those a job before batching left in a savepoint (handled as that job did).
     """
 
     def __init__(self, config: SharedStageConfig) -> None:
@@ -81,27 +87,80 @@ class _CoalescedWrites(KeyedProcessFunction):
     def make_steps(self, config: SharedStageConfig) -> Any:
         raise NotImplementedError
 
+    def refresh_ms(self) -> int:
+        return self.config.refresh_ms
+
     def open(self, runtime_context: RuntimeContext) -> None:
         self.entry = runtime_context.get_state(ValueStateDescriptor("entry", Types.PICKLED_BYTE_ARRAY()))
+        self.keys = CurrentKey(runtime_context)
+        self.cache: dict[str, Coalesced] = {}
+        self.dirty: set[str] = set()
+        self.due: dict[str, float] = {}
 
-    def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        entry = Coalesced.from_state(self.entry.value())
+    def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
+        self.keys.current = None  # Flink set the batch's key
+        flags, records = read_batch(batch)
+        rows: list[Row] = []
+        for key, value in records:
+            self.on_update(key, pickle.loads(value), rows)
+        self._write_due(rows, everyone=bool(flags & (CHECKPOINT | END)), final=bool(flags & END))
+        if flags & CHECKPOINT:
+            self._write_back()
+        if rows:
+            yield pack_messages(rows)
+
+    def on_update(self, key: str, update: Any, rows: list[Row]) -> None:
+        entry = self._entry(key)
         entry.value = self.steps.apply(entry.value, update)  # the key is in the update: no call into the JVM
         entry.event_time_ms = max(entry.event_time_ms, update.event_time_ms)
-        schedule_write(entry, ctx, self.config.refresh_ms)
-        self.entry.update(entry.to_state())
-        return iter(())
+        self.dirty.add(key)
+        self.due.setdefault(key, time.monotonic() + self.refresh_ms() / 1000)
+
+    def forget(self, key: str) -> None:
+        """Drop the key's value from memory and from keyed state."""
+        self.cache.pop(key, None)
+        self.dirty.discard(key)
+        self.due.pop(key, None)
+        self.keys.use(key)
+        self.entry.clear()
+
+    def _entry(self, key: str) -> Coalesced:
+        entry = self.cache.get(key)
+        if entry is None:
+            self.keys.use(key)
+            entry = self.cache[key] = Coalesced.from_state(self.entry.value())
+        return entry
+
+    def _write_due(self, rows: list[Row], everyone: bool, final: bool) -> None:
+        now = time.monotonic()
+        for key in [key for key, at in self.due.items() if everyone or at <= now]:
+            del self.due[key]
+            entry = self.cache[key]
+            rows.extend(self.config.route(output) for output in self.steps.writes(key, entry, final=final))
+            self.dirty.add(key)  # writes may change the value (e.g. an item's changed segments)
+
+    def _write_back(self) -> None:
+        for key in self.dirty:
+            self.keys.use(key)
+            self.entry.update(self.cache[key].to_state())
+        self.dirty.clear()
+        if len(self.cache) > 200_000:  # all are clean now: any may go
+            self.cache.clear()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        state = self.entry.value()
-        if state is None:
+        key = ctx.get_current_key()
+        self.keys.current = key  # Flink set the timer's key
+        entry = self.cache.get(key) or (Coalesced.from_state(state) if (state := self.entry.value()) else None)
+        if entry is None:
             return
-        entry = Coalesced.from_state(state)
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            entry.due = False
-        for output in self.steps.writes(ctx.get_current_key(), entry, final=timestamp >= END_OF_TIME):
-            yield self.config.route(output)
-        self.entry.update(entry.to_state())
+        entry.due = False
+        rows = [self.config.route(output)
+                for output in self.steps.writes(key, entry, final=timestamp >= END_OF_TIME)]
+        self.cache[key] = entry
+        self.dirty.discard(key)
+        self.entry.update(entry.to_state())  # written through: see flink_jobs/user_state.py on_timer
+        if rows:
+            yield pack_messages(rows)
 
 
 class ItemParamsOwner(_CoalescedWrites):
@@ -117,12 +176,14 @@ class BanditArms(_CoalescedWrites):
     def make_steps(self, config: SharedStageConfig) -> BanditSteps:
         return BanditSteps(config.bandit_policy, config.keys)
 
-    def process_element(self, update: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def on_update(self, key: str, update: Any, rows: list[Row]) -> None:
         if not isinstance(update, ForgetScope):
-            return super().process_element(update, ctx)
-        self.entry.clear()  # a due write timer then finds nothing to write
-        key = self.config.keys.bandit(self.config.bandit_policy, update.scope_key)
-        return iter([to_redis(DeleteKeys((key,), update.event_time_ms, update.scope_key), self.config.redis_shards)])
+            super().on_update(key, update, rows)
+            return
+        self.forget(key)
+        redis_key = self.config.keys.bandit(self.config.bandit_policy, update.scope_key)
+        deletion = DeleteKeys((redis_key,), update.event_time_ms, update.scope_key)
+        rows.append(to_redis(deletion, self.config.redis_shards))
 
 
 class ModelMetadata(_CoalescedWrites):

@@ -10,6 +10,7 @@ kept in broadcast state, which is checkpointed: a restored subtask warms its rep
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
+from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import BanditFeedback, ClosedSession, ForgetScope, ItemSnapshot, ItemTouch, ModelProgress
 from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, message, raw_message, to_redis
@@ -41,50 +43,74 @@ __all__ = ["ITEM_PARAMS", "MODEL_KEY", "UserStageConfig", "UserState", "route", 
 
 
 class ImpressionsState:
-    """The user's pending impressions (``MapState``) as :class:`flink_jobs.user_steps.Impressions`."""
+    """A user's pending impressions (``MapState``) as :class:`flink_jobs.user_steps.Impressions`.
 
-    def __init__(self, state: MapState) -> None:
+    Each access first makes the user the backend's current key (a batch holds many users).
+    """
+
+    def __init__(self, state: MapState, keys: CurrentKey) -> None:
         self.state = state
+        self.keys = keys
+        self.user_id = ""
+
+    def of(self, user_id: str) -> ImpressionsState:
+        self.user_id = user_id
+        return self
 
     def get(self, request_id: str) -> Any:
+        self.keys.use(self.user_id)
         return self.state.get(request_id)
 
     def __setitem__(self, request_id: str, value: Any) -> None:
+        self.keys.use(self.user_id)
         self.state.put(request_id, value)
 
     def __delitem__(self, request_id: str) -> None:
+        self.keys.use(self.user_id)
         self.state.remove(request_id)
 
     def items(self) -> Iterable[tuple[str, Any]]:
-        return self.state.items()
+        self.keys.use(self.user_id)
+        return list(self.state.items())
 
     def clear(self) -> None:
+        self.keys.use(self.user_id)
         self.state.clear()
 
 
 class UserState(KeyedBroadcastProcessFunction):
-    """``keyBy(user_id)``: every event of a user passes here, in order per Kafka partition.
+    """``keyBy(user_id)``, one call per micro-batch (``flink_jobs/batching.py``); users held in memory.
 
-    The broadcast input carries item snapshots from the item owner.
+    A user's record is read from keyed state once, kept as a plain object while its events arrive,
+    and written back to keyed state in the batch the batcher sends before every checkpoint
+    barrier (flag ``CHECKPOINT``), so each checkpoint and savepoint holds every user as of that
+    barrier, and a restore or rescale starts with an empty cache. Score refreshes are due times
+    kept here (not a Flink timer per user): a batch runs those that are due, and the batch before a
+    barrier runs all, so none is pending in a checkpoint. Session and impression deadlines stay
+    Flink event-time timers. The broadcast input carries item snapshots from the item owner.
     """
 
-    def __init__(self, config: UserStageConfig) -> None:
+    def __init__(self, config: UserStageConfig, max_cached_users: int = 200_000) -> None:
         self.config = config
+        self.max_cached_users = max_cached_users
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        # One pickled dict of primitives per user (session bytes, user-factor bytes, counts):
-        # one state read and one write per event, and nothing class-shaped in checkpoints.
+        # One pickled dict of primitives per user (session bytes, user-factor bytes, counts), as ever.
         self.user = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
+        self.keys = CurrentKey(runtime_context)
         self.impressions = ImpressionsState(runtime_context.get_map_state(
             MapStateDescriptor("impressions", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-        ))
+        ), self.keys)
         self.steps = UserSteps(self.config, subtask_index(runtime_context))
+        self.cache: dict[str, UserRecord] = {}
+        self.dirty: set[str] = set()
+        self.due: dict[str, float] = {}  # user -> monotonic time its score refresh is due
         metrics = runtime_context.get_metrics_group()
-        # Batched: each inc is a call into the JVM; flushed on the user's timers too, so exact soon after.
+        # Batched: each inc is a call into the JVM; flushed once per Python call.
         self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
                           for t in EventType}
-        self.late = metrics.counter("late_events")
-        self.unmatched = metrics.counter("rewards_unmatched")
+        self.late = BatchedCount(metrics.counter("late_events"), every=1 << 30)
+        self.unmatched = BatchedCount(metrics.counter("rewards_unmatched"), every=1 << 30)
         self.items_known = JvmGauge(metrics.counter("item_replica_size"))
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
         self.staleness_ms = 0
@@ -105,61 +131,113 @@ class UserState(KeyedBroadcastProcessFunction):
             self.steps.replica.take(ItemSnapshot.from_bytes(value))
         self.warm = True
 
-    # -- events and timers --------------------------------------------------------------------
+    # -- batches and timers -----------------------------------------------------------------
 
-    def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+    def process_element(self, batch: bytes, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
         if not self.warm:
             self._warm_replica(ctx)
-        self.processed[event.type].add()
-        record, outputs = self.steps.on_event(self._load(), event, self.impressions)
-        yield from self._emit(outputs, ctx)
-        self._save(record)
+        self.keys.current = None  # Flink set the batch's key
+        flags, records = read_batch(batch)
+        rows: list[Row] = []
+        for user_id, value in records:
+            event: Event = pickle.loads(value)
+            self.processed[event.type].add()
+            record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
+            self._keep(user_id, record)
+            self._emit(user_id, outputs, ctx, rows)
+        self._refresh(rows, everyone=bool(flags & (CHECKPOINT | END)))
+        if flags & CHECKPOINT:
+            self._write_back()
+        self._flush_metrics()
+        if rows:
+            yield pack_messages(rows)
 
-    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
-        for count in self.processed.values():
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[bytes]:
+        user_id = ctx.get_current_key()
+        self.keys.current = user_id  # Flink set the timer's key
+        rows: list[Row] = []
+        record = self._record(user_id)
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # left by a job before batching: refresh now
+            if record is None:
+                return
+            record, outputs = self.steps.on_refresh(user_id, record)
+        else:
+            record, outputs = self.steps.on_event_timer(user_id, record, timestamp, self.impressions.of(user_id))
+        self._emit(user_id, outputs, ctx, rows)
+        if record is not None:
+            # Written through: a timer can fire after the batch that wrote users back for a checkpoint
+            # and before that checkpoint's snapshot (the barrier of the broadcast input may come later).
+            self.cache[user_id] = record
+            self.dirty.discard(user_id)
+            self.keys.use(user_id)
+            self.user.update(record.to_state())
+        self._flush_metrics()
+        if rows:
+            yield pack_messages(rows)
+
+    # -- users in memory ----------------------------------------------------------------------
+
+    def _record(self, user_id: str) -> UserRecord | None:
+        record = self.cache.get(user_id)
+        if record is None:
+            self.keys.use(user_id)
+            state = self.user.value()
+            if state is not None:
+                record = self.cache[user_id] = UserRecord.from_state(state)
+        return record
+
+    def _keep(self, user_id: str, record: UserRecord | None) -> None:
+        if record is None:  # erased (or never there): gone from memory and from keyed state
+            self.cache.pop(user_id, None)
+            self.dirty.discard(user_id)
+            self.due.pop(user_id, None)
+            self.keys.use(user_id)
+            self.user.clear()
+        else:
+            self.cache[user_id] = record
+            self.dirty.add(user_id)
+
+    def _write_back(self) -> None:
+        """Before a barrier: every changed user to keyed state, so the checkpoint holds it."""
+        for user_id in self.dirty:
+            self.keys.use(user_id)
+            self.user.update(self.cache[user_id].to_state())
+        self.dirty.clear()
+        if len(self.cache) > self.max_cached_users:  # all are clean now: any may go
+            self.cache.clear()
+
+    def _refresh(self, rows: list[Row], everyone: bool) -> None:
+        """Users whose score refresh is due (all, before a barrier): their Redis keys and progress."""
+        now = time.monotonic()
+        due = [user for user, at in self.due.items() if everyone or at <= now]
+        for user_id in due:
+            del self.due[user_id]
+            record, outputs = self.steps.on_refresh(user_id, self.cache[user_id])
+            self._keep(user_id, record)
+            rows.extend(route(output, self.config.redis_shards) for output in outputs)
+
+    def _emit(self, user_id: str, outputs: list[Any], ctx: Any, rows: list[Row]) -> None:
+        """Route the steps' messages; set the timers they ask for; count what they count."""
+        for output in outputs:
+            if isinstance(output, EventTimer):
+                self.keys.use(user_id)
+                ctx.timer_service().register_event_time_timer(output.at_ms)
+            elif isinstance(output, RefreshTimer):
+                self.due[user_id] = time.monotonic() + self.config.score_refresh_ms / 1000
+            elif isinstance(output, LateEvent):
+                self.late.add()
+            elif isinstance(output, RewardUnmatched):
+                self.unmatched.add()
+            else:
+                rows.append(route(output, self.config.redis_shards))
+
+    def _flush_metrics(self) -> None:
+        for count in (*self.processed.values(), self.late, self.unmatched):
             count.flush()
         if (now := time.monotonic()) - self.gauges_set_at >= 1.0:  # each set is a call into the JVM
             self.gauges_set_at = now
             self.items_known.set(len(self.steps.replica.items))
             self.staleness.set(self.staleness_ms)
-        user_id = ctx.get_current_key()
-        record = self._load()
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            if record is None:
-                return
-            record, outputs = self.steps.on_refresh(user_id, record)
-        else:
-            record, outputs = self.steps.on_event_timer(user_id, record, timestamp, self.impressions)
-            if record is None:
-                yield from self._emit(outputs, ctx)
-                return
-        yield from self._emit(outputs, ctx)
-        self._save(record)
-
-    def _load(self) -> UserRecord | None:
-        state = self.user.value()
-        return None if state is None else UserRecord.from_state(state)
-
-    def _save(self, record: UserRecord | None) -> None:
-        if record is None:
-            self.user.clear()
-        else:
-            self.user.update(record.to_state())
-
-    def _emit(self, outputs: list[Any], ctx: Any) -> Iterator[Row]:
-        """Route the steps' messages; set the timers they ask for; count what they count."""
-        for output in outputs:
-            if isinstance(output, EventTimer):
-                ctx.timer_service().register_event_time_timer(output.at_ms)
-            elif isinstance(output, RefreshTimer):
-                timers = ctx.timer_service()
-                timers.register_processing_time_timer(timers.current_processing_time() + self.config.score_refresh_ms)
-            elif isinstance(output, LateEvent):
-                self.late.inc()
-            elif isinstance(output, RewardUnmatched):
-                self.unmatched.inc()
-            else:
-                yield route(output, self.config.redis_shards)
 
 
 def route(output: Any, redis_shards: int) -> Row:
