@@ -54,6 +54,8 @@ class CurrentKey:
         from pemja import findClass  # only inside the JVM's embedded interpreter
 
         self.backend = runtime_context._keyed_state_backend._keyed_state_backend
+        # A class of flink-dist: PEMJA finds classes with the JVM's system class loader, which does
+        # not see the job's own jar (a helper of ours there cannot be called from here).
         self.row = findClass("org.apache.flink.types.Row")
         self.current: str | None = None
 

@@ -10,10 +10,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.events import pickled_as_call
+
 _SNAPSHOT = struct.Struct("<qqHH")  # version, owner time ms, item id length, ack count
 _ACK = struct.Struct("<Hq")  # sender subtask, last seq applied
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class RedisWrite:
     """Set ``key`` to ``payload`` (an envelope carries event time, write time, model version)."""
@@ -24,6 +27,7 @@ class RedisWrite:
     route: str  # what picks the sink shard: the user id for user keys, else the key
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class RedisWrites:
     """Several writes routed together (one message instead of one per key: each costs a Python call)."""
@@ -32,6 +36,7 @@ class RedisWrites:
     route: str
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class EraseUser:
     """Delete every Redis key of ``user_id`` (an erase event was processed)."""
@@ -40,6 +45,7 @@ class EraseUser:
     event_time_ms: int
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class ForgetScope:
     """Forget the bandit state of ``scope_key`` and delete its Redis key (its user was erased)."""
@@ -48,6 +54,7 @@ class ForgetScope:
     event_time_ms: int
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class DeleteKeys:
     """Delete ``keys``; pending writes routed by ``route`` up to ``event_time_ms`` are dropped first."""
@@ -57,6 +64,7 @@ class DeleteKeys:
     route: str
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class ClosedSession:
     """A session closed: its summary as JSON, for the sessions topic."""
@@ -64,6 +72,7 @@ class ClosedSession:
     summary_json: bytes
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class ItemTouch:
     """What one event did to an item, for the item's owner: its MF update and its popularity weight.
@@ -82,6 +91,7 @@ class ItemTouch:
     seq: int = 0  # that subtask's running number of updates to this item
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class BanditFeedback:
     """An impression resolved: ``reward`` 1 (its click came) or 0 (it expired)."""
@@ -92,6 +102,7 @@ class BanditFeedback:
     event_time_ms: int
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class PopularityCount:
     """An item's decayed count in ``segment`` as its owner holds it (replaces the previous one)."""
@@ -103,6 +114,7 @@ class PopularityCount:
     event_time_ms: int
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class ModelProgress:
     """Prequential error and join counters since the previous report, from one user-side subtask."""
@@ -116,6 +128,7 @@ class ModelProgress:
     event_time_ms: int
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class ItemSnapshot:
     """The owner's item parameters after ``version`` updates, as of ``owner_time_ms`` (wall clock).

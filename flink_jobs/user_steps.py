@@ -90,6 +90,9 @@ class Progress:
 class UserRecord:
     """One user's state (ADR 0005): one pickled dict of primitives in keyed state.
 
+    In memory the session and the user's parameters are objects; they become bytes only when
+    the record is written to keyed state (before a checkpoint barrier), not on every event.
+
     >>> record = UserRecord.from_state({"counts": {"view": 2}, "learned": 1, "session": None,
     ...                                 "factors": None, "t": 5, "pending": [1, 0.25, 0.5, 0, 0, 0]})
     >>> record.progress.squared_error, record.due, record.session_timer
@@ -100,8 +103,8 @@ class UserRecord:
 
     counts: dict[str, int] = field(default_factory=dict)
     learned: int = 0
-    session: bytes | None = None  # online_models.session.SessionState.to_bytes()
-    factors: bytes | None = None  # online_models.mf.UserParams.to_bytes()
+    session: sessions.SessionState | None = None  # in state: SessionState.to_bytes()
+    factors: UserParams | None = None  # in state: UserParams.to_bytes()
     t: int = 0  # latest event time seen
     progress: Progress = field(default_factory=Progress)
     due: bool = False  # a score refresh is scheduled
@@ -110,18 +113,23 @@ class UserRecord:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UserRecord:
         """From keyed state (records written before ``pending``/``due``/``session_timer`` existed load too)."""
-        return cls(state["counts"], state["learned"], state["session"], state["factors"], state["t"],
+        session, factors = state["session"], state["factors"]
+        return cls(state["counts"], state["learned"],
+                   sessions.SessionState.from_bytes(session) if session else None,
+                   UserParams.from_bytes(factors) if factors else None, state["t"],
                    Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"))
 
     def to_state(self) -> dict[str, Any]:
         """The dict keyed state holds (the same keys and value types as ever)."""
-        return {"counts": self.counts, "learned": self.learned, "session": self.session, "factors": self.factors,
+        return {"counts": self.counts, "learned": self.learned,
+                "session": None if self.session is None else self.session.to_bytes(),
+                "factors": None if self.factors is None else self.factors.to_bytes(),
                 "t": self.t, "pending": self.progress.as_list(), "due": self.due,
                 "session_timer": self.session_timer}
 
     def session_state(self) -> sessions.SessionState | None:
         """The open session, if any."""
-        return sessions.SessionState.from_bytes(self.session) if self.session else None
+        return self.session
 
 
 class PendingImpression(NamedTuple):
@@ -211,7 +219,7 @@ class UserSteps:
 
     def _session(self, record: UserRecord, event: Event) -> Iterator[Any]:
         state, outputs = sessions.step(record.session_state(), event, gap_ms=self.config.session_gap_ms)
-        record.session = None if state is None else state.to_bytes()
+        record.session = state
         if state is not None and not record.session_timer:
             # One timer at a time: when it fires early (the session went on), on_event_timer sets the next.
             yield self._session_timer(record, state)
@@ -256,12 +264,12 @@ class UserSteps:
         if target is None:
             return ItemTouch(event.item_id, event.event_time_ms, weight, segment) if weight > 0 else None
         cfg = self.config.mf
-        user = UserParams.from_bytes(record.factors) if record.factors else initial_user(cfg, event.user_id)
+        user = record.factors if record.factors is not None else initial_user(cfg, event.user_id)
         item = self.replica.items.get(event.item_id)
         error = predict(user, item, self.global_params) - target  # prequential: predict, then learn
         user, new_item, self.global_params = learn_step(user, item, self.global_params, target, cfg)
         update = self.replica.learned(event.item_id, item, new_item)
-        record.factors = user.to_bytes()
+        record.factors = user
         record.learned += 1
         record.progress.learned += 1
         record.progress.squared_error += error * error
@@ -318,8 +326,8 @@ class UserSteps:
             RedisWrite(keys.counts(user_id), t, counts, user_id),
             RedisWrite(keys.session(user_id), t, session_payload(state), user_id),
         ]
-        if record.factors:
-            user = UserParams.from_bytes(record.factors)
+        if record.factors is not None:
+            user = record.factors
             seen = [item for _, item in state.recent] if state else []
             top = self.replica.items.top_k(user, self.global_params, self.config.top_k, exclude=seen)
             recs = {"items": [[item, score] for item, score in top], "global_mean": self.global_params.mean}

@@ -11,13 +11,16 @@ framed Avro and back, learners and the session step consume them.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 UserId = str
 ItemId = str
+_T = TypeVar("_T")
 
 
 class EventType(StrEnum):
@@ -44,6 +47,29 @@ ITEM_EVENT_TYPES = frozenset(
     }
 )
 
+
+def pickled_as_call(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen slotted dataclass as a call of its constructor with its field values.
+
+    The ``__getstate__`` that ``dataclass(slots=True)`` generates calls ``dataclasses.fields()`` on
+    every pickle; events and the job's messages are pickled for every hop between stages.
+
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(Decision("r1", "ts", "a", 0.5)))
+    Decision(request_id='r1', policy='ts', arm='a', propensity=0.5)
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    values = operator.attrgetter(*names)
+
+    def __reduce__(self: Any) -> tuple[Any, ...]:
+        got = values(self)
+        return cls, (got if len(names) > 1 else (got,))
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
+
+
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What a policy decided for an impression: the arm shown and its propensity."""
@@ -54,6 +80,7 @@ class Decision:
     propensity: float
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Event:
     """One user interaction, as on the ``events`` topic (key = ``user_id``).
