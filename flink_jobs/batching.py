@@ -22,7 +22,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
 
@@ -117,11 +117,10 @@ def read_batch(batch: bytes) -> tuple[int, list[tuple[str, bytes]]]:
     return flags, records
 
 
-def pack_messages(rows: Sequence[Row]) -> bytes:
-    """Message rows ``Row(key, message, kind, raw)`` as the bytes ``UnpackMessages.java`` reads."""
+def pack_messages(rows: Sequence[tuple[str, Any, str, bytes]]) -> bytes:
+    """Messages ``(key, message, kind, raw)`` as the bytes ``UnpackMessages.java`` reads."""
     parts = [_LENGTH.pack(len(rows))]
-    for row in rows:
-        key, message, kind, raw = row[0], row[1], row[2], row[3]
+    for key, message, kind, raw in rows:
         for field in (key.encode(), _pickled(message), kind.encode(), raw):
             parts.append(_LENGTH.pack(len(field)))
             parts.append(field)

@@ -42,19 +42,28 @@ CLOSED_SESSION = "closed-session"
 ITEM_SNAPSHOT = "item-snapshot"
 
 
-def message(kind: str, key: str, payload: Any) -> Row:
+#: A message as a batched stage packs it (``flink_jobs/batching.py``): the fields of :data:`MESSAGE`.
+Message = tuple[str, Any, str, bytes]
+
+
+def message(kind: str, key: str, payload: Any) -> Message:
     """A message for the stage of ``kind``, keyed by ``key`` there."""
-    return Row(key, payload, kind, b"")
+    return (key, payload, kind, b"")
 
 
-def raw_message(kind: str, data: bytes) -> Row:
+def raw_message(kind: str, data: bytes) -> Message:
     """Bytes for the Kafka sink of ``kind``."""
-    return Row("", None, kind, data)
+    return ("", None, kind, data)
 
 
-def to_redis(payload: Any, shards: int) -> Row:
+def to_redis(payload: Any, shards: int) -> Message:
     """A Redis-bound message (write, writes, erasure, deletion) keyed by its sink shard."""
-    return message(TO_REDIS, shard_of(payload, shards), payload)
+    return (shard_of(payload, shards), payload, TO_REDIS, b"")
+
+
+def as_row(message: Message) -> Row:
+    """A message as the row a per-record stage returns to PyFlink."""
+    return Row(*message)
 
 
 def shard_of(payload: Any, shards: int) -> str:

@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
-from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, message, raw_message, to_redis
+from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, as_row, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
 from flink_jobs.shared_steps import Coalesced, ItemOwner, ModelTotals, segment_ranking
 from online_models.mf import MFConfig
@@ -51,7 +51,7 @@ class SharedStageConfig:
     model_name: str = "mf"
     model_version: str = "mf-v1"
 
-    def route(self, output: Any) -> Row:
+    def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
         if isinstance(output, PopularityCount):
             return message(TO_POPULARITY, output.segment, output)
@@ -100,7 +100,7 @@ class _CoalescedWrites(KeyedProcessFunction):
     def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
         self.keys.current = None  # Flink set the batch's key
         flags, records = read_batch(batch)
-        rows: list[Row] = []
+        rows: list[Message] = []
         for key, value in records:
             self.on_update(key, pickle.loads(value), rows)
         self._write_due(rows, everyone=bool(flags & (CHECKPOINT | END)), final=bool(flags & END))
@@ -109,7 +109,7 @@ class _CoalescedWrites(KeyedProcessFunction):
         if rows:
             yield pack_messages(rows)
 
-    def on_update(self, key: str, update: Any, rows: list[Row]) -> None:
+    def on_update(self, key: str, update: Any, rows: list[Message]) -> None:
         entry = self._entry(key)
         entry.value = self.steps.apply(entry.value, update)  # the key is in the update: no call into the JVM
         entry.event_time_ms = max(entry.event_time_ms, update.event_time_ms)
@@ -128,10 +128,10 @@ class _CoalescedWrites(KeyedProcessFunction):
         entry = self.cache.get(key)
         if entry is None:
             self.keys.use(key)
-            entry = self.cache[key] = Coalesced.from_state(self.entry.value())
+            entry = self.cache[key] = Coalesced.from_state(self.entry.value(), self.steps.value_from_state)
         return entry
 
-    def _write_due(self, rows: list[Row], everyone: bool, final: bool) -> None:
+    def _write_due(self, rows: list[Message], everyone: bool, final: bool) -> None:
         now = time.monotonic()
         for key in [key for key, at in self.due.items() if everyone or at <= now]:
             del self.due[key]
@@ -142,7 +142,7 @@ class _CoalescedWrites(KeyedProcessFunction):
     def _write_back(self) -> None:
         for key in self.dirty:
             self.keys.use(key)
-            self.entry.update(self.cache[key].to_state())
+            self.entry.update(self.cache[key].to_state(self.steps.value_to_state))
         self.dirty.clear()
         if len(self.cache) > 200_000:  # all are clean now: any may go
             self.cache.clear()
@@ -150,7 +150,9 @@ class _CoalescedWrites(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         key = ctx.get_current_key()
         self.keys.current = key  # Flink set the timer's key
-        entry = self.cache.get(key) or (Coalesced.from_state(state) if (state := self.entry.value()) else None)
+        entry = self.cache.get(key)
+        if entry is None and (state := self.entry.value()) is not None:
+            entry = Coalesced.from_state(state, self.steps.value_from_state)
         if entry is None:
             return
         entry.due = False
@@ -158,7 +160,7 @@ class _CoalescedWrites(KeyedProcessFunction):
                 for output in self.steps.writes(key, entry, final=timestamp >= END_OF_TIME)]
         self.cache[key] = entry
         self.dirty.discard(key)
-        self.entry.update(entry.to_state())  # written through: see flink_jobs/user_state.py on_timer
+        self.entry.update(entry.to_state(self.steps.value_to_state))  # written through: see user_state.on_timer
         if rows:
             yield pack_messages(rows)
 
@@ -176,7 +178,7 @@ class BanditArms(_CoalescedWrites):
     def make_steps(self, config: SharedStageConfig) -> BanditSteps:
         return BanditSteps(config.bandit_policy, config.keys)
 
-    def on_update(self, key: str, update: Any, rows: list[Row]) -> None:
+    def on_update(self, key: str, update: Any, rows: list[Message]) -> None:
         if not isinstance(update, ForgetScope):
             super().on_update(key, update, rows)
             return
@@ -230,5 +232,5 @@ class SegmentPopularity(KeyedProcessFunction):
         segment = ctx.get_current_key()
         payload = segment_ranking(segment, self.counts.items(), meta.event_time_ms,
                                   top_n=self.config.popularity_top_n, half_life_ms=self.config.popularity_half_life_ms)
-        yield to_redis(RedisWrite(self.config.keys.popularity(segment), meta.event_time_ms, payload, segment),
-                       self.config.redis_shards)
+        yield as_row(to_redis(RedisWrite(self.config.keys.popularity(segment), meta.event_time_ms, payload, segment),
+                       self.config.redis_shards))

@@ -45,21 +45,46 @@ class Coalesced:
     due: bool = False
 
     @classmethod
-    def from_state(cls, state: list[Any] | None) -> Coalesced:
-        """From keyed state (``None``: nothing yet)."""
-        return cls() if state is None else cls(*state)
+    def from_state(cls, state: list[Any] | None, value_from_state: Any = None) -> Coalesced:
+        """From keyed state (``None``: nothing yet); ``value_from_state`` turns the stored value into the live one."""
+        if state is None:
+            return cls()
+        value, event_time_ms, due = state
+        if value_from_state is not None and value is not None:
+            value = value_from_state(value)
+        return cls(value, event_time_ms, due)
 
-    def to_state(self) -> list[Any]:
+    def to_state(self, value_to_state: Any = None) -> list[Any]:
         """The list keyed state holds."""
-        return [self.value, self.event_time_ms, self.due]
+        value = self.value if value_to_state is None or self.value is None else value_to_state(self.value)
+        return [value, self.event_time_ms, self.due]
+
+
+class SharedSteps:
+    """What every shared stage's steps have: the value in memory is the value in state, unless overridden."""
+
+    def value_from_state(self, value: Any) -> Any:
+        return value
+
+    def value_to_state(self, value: Any) -> Any:
+        return value
 
 
 @dataclass(frozen=True)
-class ItemOwner:
+class ItemOwner(SharedSteps):
     """``keyBy(item_id)``: the item's bias + factors with an update count (version), and its popularity.
 
     Popularity is the item's decayed count per segment (``online_models.popularity.add_decayed``).
+    In memory the parameters are an :class:`ItemParams`; in keyed state, its bytes.
     """
+
+    def value_from_state(self, value: dict[str, Any]) -> dict[str, Any]:
+        params = value["params"]
+        return {**value, "params": ItemParams.from_bytes(params) if params else None}
+
+    def value_to_state(self, value: dict[str, Any]) -> dict[str, Any]:
+        params = value["params"]
+        return {**value, "params": None if params is None else params.to_bytes()}
 
     mf: MFConfig
     keys: RedisKeys
@@ -68,9 +93,9 @@ class ItemOwner:
     def apply(self, value: dict[str, Any] | None, touch: ItemTouch) -> dict[str, Any]:
         item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
         if touch.d_factors is not None:
-            params = ItemParams.from_bytes(item["params"]) if item["params"] else initial_item(self.mf, touch.item_id)
+            params = item["params"] if item["params"] is not None else initial_item(self.mf, touch.item_id)
             factors = params.factors + np.frombuffer(touch.d_factors, dtype="<f8")
-            item["params"] = ItemParams(params.bias + touch.d_bias, factors).to_bytes()
+            item["params"] = ItemParams(params.bias + touch.d_bias, factors)
             item["version"] += 1
             # The last update received from each sender: one channel per sender, so they arrive in order.
             item["acks"][touch.sender] = touch.seq
@@ -92,18 +117,18 @@ class ItemOwner:
             landmark, count = item["popularity"][segment]
             yield PopularityCount(segment, key, landmark, count, event_time_ms)
         item["changed"] = set()
-        if not item["params"]:
+        if item["params"] is None:
             return
-        params = ItemParams.from_bytes(item["params"])
+        params = item["params"]
         payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
         yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
         if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
             return
-        yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, item["params"], item["acks"])
+        yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, params.to_bytes(), dict(item["acks"]))
 
 
 @dataclass(frozen=True)
-class BanditArms:
+class BanditArms(SharedSteps):
     """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>)."""
 
     policy: str
@@ -127,7 +152,7 @@ class BanditArms:
 
 
 @dataclass(frozen=True)
-class ModelTotals:
+class ModelTotals(SharedSteps):
     """``keyBy(model name)``: events learned, running prequential RMSE/MAE, reward join counts."""
 
     model_version: str

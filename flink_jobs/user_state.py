@@ -15,14 +15,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import BanditFeedback, ClosedSession, ForgetScope, ItemSnapshot, ItemTouch, ModelProgress
 from flink_jobs.metrics import BatchedCount, JvmGauge
-from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, message, raw_message, to_redis
+from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, Message, message, raw_message, to_redis
 from flink_jobs.user_steps import (
     EventTimer,
     LateEvent,
@@ -138,7 +138,7 @@ class UserState(KeyedBroadcastProcessFunction):
             self._warm_replica(ctx)
         self.keys.current = None  # Flink set the batch's key
         flags, records = read_batch(batch)
-        rows: list[Row] = []
+        rows: list[Message] = []
         for user_id, value in records:
             event: Event = pickle.loads(value)
             self.processed[event.type].add()
@@ -155,7 +155,7 @@ class UserState(KeyedBroadcastProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[bytes]:
         user_id = ctx.get_current_key()
         self.keys.current = user_id  # Flink set the timer's key
-        rows: list[Row] = []
+        rows: list[Message] = []
         record = self._record(user_id)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # left by a job before batching: refresh now
             if record is None:
@@ -206,7 +206,7 @@ class UserState(KeyedBroadcastProcessFunction):
         if len(self.cache) > self.max_cached_users:  # all are clean now: any may go
             self.cache.clear()
 
-    def _refresh(self, rows: list[Row], everyone: bool) -> None:
+    def _refresh(self, rows: list[Message], everyone: bool) -> None:
         """Users whose score refresh is due (all, before a barrier): their Redis keys and progress."""
         now = time.monotonic()
         due = [user for user, at in self.due.items() if everyone or at <= now]
@@ -216,7 +216,7 @@ class UserState(KeyedBroadcastProcessFunction):
             self._keep(user_id, record)
             rows.extend(route(output, self.config.redis_shards) for output in outputs)
 
-    def _emit(self, user_id: str, outputs: list[Any], ctx: Any, rows: list[Row]) -> None:
+    def _emit(self, user_id: str, outputs: list[Any], ctx: Any, rows: list[Message]) -> None:
         """Route the steps' messages; set the timers they ask for; count what they count."""
         for output in outputs:
             if isinstance(output, EventTimer):
@@ -240,7 +240,7 @@ class UserState(KeyedBroadcastProcessFunction):
             self.staleness.set(self.staleness_ms)
 
 
-def route(output: Any, redis_shards: int) -> Row:
+def route(output: Any, redis_shards: int) -> Message:
     """A message of the user stage as a row for its consumer (``flink_jobs/routing.py``)."""
     if isinstance(output, ItemTouch):
         return message(TO_ITEMS, output.item_id, output)

@@ -32,7 +32,10 @@ def test_the_item_owner_applies_updates_and_acknowledges_each_sender() -> None:
     assert [type(o) for o in outputs] == [PopularityCount, PopularityCount, RedisWrite, ItemSnapshot]
     snap = outputs[-1]
     assert (snap.version, snap.acks) == (3, {0: 2, 1: 1})
-    assert ItemParams.from_bytes(snap.params).bias == pytest.approx(ItemParams.from_bytes(item["params"]).bias)
+    assert ItemParams.from_bytes(snap.params).bias == pytest.approx(item["params"].bias)
+    stored = owner.value_to_state(item)  # in keyed state the parameters are bytes
+    assert ItemParams.from_bytes(stored["params"]).bias == pytest.approx(item["params"].bias)
+    assert owner.value_from_state(stored)["params"].bias == pytest.approx(item["params"].bias)
     assert item["changed"] == set()  # counts are sent once per change
     final = list(owner.writes("i1", Coalesced(item, 3000, False), final=True))
     assert [type(o) for o in final] == [RedisWrite]  # no snapshot once the input has ended
