@@ -21,7 +21,6 @@ from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import (
     CLOSED_SESSION,
     ITEM_SNAPSHOT,
-    MESSAGE,
     TO_BANDITS,
     TO_ITEMS,
     TO_MODEL,
@@ -164,8 +163,7 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
     )
     items = _batched_stage(users, TO_ITEMS, ItemParamsOwner(config), "item-params", settings)
     bandits = _batched_stage(users, TO_BANDITS, BanditArms(config), "bandit-arms", settings)
-    popularity = (keyed_messages(items, TO_POPULARITY)
-                  .process(SegmentPopularity(config), output_type=MESSAGE).name("popularity").uid("popularity"))
+    popularity = _batched_stage(items, TO_POPULARITY, SegmentPopularity(config), "popularity", settings)
     model = _batched_stage(users, TO_MODEL, ModelMetadata(config), "model-metadata", settings)
     return [items, bandits, popularity, model]
 

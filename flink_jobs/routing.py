@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
 
@@ -59,11 +59,6 @@ def raw_message(kind: str, data: bytes) -> Message:
 def to_redis(payload: Any, shards: int) -> Message:
     """A Redis-bound message (write, writes, erasure, deletion) keyed by its sink shard."""
     return (shard_of(payload, shards), payload, TO_REDIS, b"")
-
-
-def as_row(message: Message) -> Row:
-    """A message as the row a per-record stage returns to PyFlink."""
-    return Row(*message)
 
 
 def shard_of(payload: Any, shards: int) -> str:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
-from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, as_row, message, raw_message, to_redis
+from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
 from flink_jobs.shared_steps import Coalesced, ItemOwner, ModelTotals, segment_ranking
 from online_models.mf import MFConfig
@@ -58,16 +58,6 @@ class SharedStageConfig:
         if isinstance(output, ItemSnapshot):
             return raw_message(ITEM_SNAPSHOT, output.to_bytes())  # for the user side's replicas
         return to_redis(output, self.redis_shards)
-
-
-def schedule_write(entry: Coalesced, ctx: KeyedProcessFunction.Context, refresh_ms: int) -> None:
-    """Unless a write is already due for this key: one in ``refresh_ms``, and one at the end of input."""
-    if entry.due:
-        return
-    entry.due = True
-    timers = ctx.timer_service()
-    timers.register_processing_time_timer(timers.current_processing_time() + refresh_ms)
-    timers.register_event_time_timer(END_OF_TIME)
 
 
 class _CoalescedWrites(KeyedProcessFunction):
@@ -199,7 +189,9 @@ class SegmentPopularity(KeyedProcessFunction):
     """``keyBy(segment)``: the segment's items ranked by decayed count; writes the top-n.
 
     The counts come from the item owners (one :class:`PopularityCount` per item and refresh,
-    replacing the item's previous one) and live per item in ``MapState``.
+    replacing the item's previous one), one micro-batch per call. A segment's counts are read
+    from ``MapState`` once, kept in memory, and the items that changed are written back in the
+    batch before each barrier, with the segment's latest event time (``meta``).
     """
 
     def __init__(self, config: SharedStageConfig) -> None:
@@ -209,28 +201,61 @@ class SegmentPopularity(KeyedProcessFunction):
         self.counts = runtime_context.get_map_state(
             MapStateDescriptor("item-counts", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
-        #: A :class:`Coalesced` without a value (latest event time, write due): what ``schedule_write`` takes.
+        #: A :class:`Coalesced` without a value (latest event time, write due).
         self.meta = runtime_context.get_state(ValueStateDescriptor("meta", Types.PICKLED_BYTE_ARRAY()))
+        self.keys = CurrentKey(runtime_context)
+        self.segments: dict[str, tuple[Coalesced, dict[str, Any]]] = {}
+        self.changed: dict[str, set[str]] = {}
+        self.due: dict[str, float] = {}
 
-    def process_element(self, count: PopularityCount, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        self.counts.put(count.item_id, (count.landmark_ms, count.count))
-        meta = Coalesced.from_state(self.meta.value())
-        if count.event_time_ms > meta.event_time_ms or not meta.due:  # else nothing to save: one state call less
+    def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
+        self.keys.current = None  # Flink set the batch's key
+        flags, records = read_batch(batch)
+        for segment, value in records:
+            count: PopularityCount = pickle.loads(value)
+            meta, counts = self._segment(segment)
+            counts[count.item_id] = (count.landmark_ms, count.count)
             meta.event_time_ms = max(meta.event_time_ms, count.event_time_ms)
-            schedule_write(meta, ctx, self.config.popularity_refresh_ms)
-            self.meta.update(meta.to_state())
-        return iter(())
+            self.changed.setdefault(segment, set()).add(count.item_id)
+            self.due.setdefault(segment, time.monotonic() + self.config.popularity_refresh_ms / 1000)
+        everyone = bool(flags & (CHECKPOINT | END))
+        now = time.monotonic()
+        rows = []
+        for segment in [segment for segment, at in self.due.items() if everyone or at <= now]:
+            del self.due[segment]
+            rows.append(self._ranking(segment))
+        if flags & CHECKPOINT:
+            self._write_back()
+        if rows:
+            yield pack_messages(rows)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        state = self.meta.value()
-        if state is None:
-            return
-        meta = Coalesced.from_state(state)
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[bytes]:
+        """Timers only a job before batching left in a savepoint: rank the segment now."""
+        segment = ctx.get_current_key()
+        self.keys.current = segment
+        if self.meta.value() is not None:
+            yield pack_messages([self._ranking(segment)])
+
+    def _segment(self, segment: str) -> tuple[Coalesced, dict[str, Any]]:
+        held = self.segments.get(segment)
+        if held is None:
+            self.keys.use(segment)
+            held = self.segments[segment] = (Coalesced.from_state(self.meta.value()), dict(self.counts.items()))
+        return held
+
+    def _ranking(self, segment: str) -> Message:
+        meta, counts = self._segment(segment)
+        payload = segment_ranking(segment, counts.items(), meta.event_time_ms,
+                                  top_n=self.config.popularity_top_n, half_life_ms=self.config.popularity_half_life_ms)
+        write = RedisWrite(self.config.keys.popularity(segment), meta.event_time_ms, payload, segment)
+        return to_redis(write, self.config.redis_shards)
+
+    def _write_back(self) -> None:
+        for segment, items in self.changed.items():
+            meta, counts = self.segments[segment]
+            self.keys.use(segment)
+            for item in items:
+                self.counts.put(item, counts[item])
             meta.due = False
             self.meta.update(meta.to_state())
-        segment = ctx.get_current_key()
-        payload = segment_ranking(segment, self.counts.items(), meta.event_time_ms,
-                                  top_n=self.config.popularity_top_n, half_life_ms=self.config.popularity_half_life_ms)
-        yield as_row(to_redis(RedisWrite(self.config.keys.popularity(segment), meta.event_time_ms, payload, segment),
-                       self.config.redis_shards))
+        self.changed.clear()
