@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
     checkpoint_dir: Path | None = Field(None, description="Checkpoints; default <home>/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
-    python_execution_mode: Literal["process", "thread"] = "thread"
+    python_execution_mode: Literal["process", "thread"] = Field(
+        "thread", description="The job needs thread mode (batched stages, ADR 0007); process: bench/flink_runtime.py"
+    )
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)

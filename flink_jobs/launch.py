@@ -62,6 +62,11 @@ def job_options(
         # JVM's classpath (run() puts it there); a standalone cluster loads it from plugins/.
         extra["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
         extra["metrics.reporter.prom.port"] = str(settings.metrics_port)
+    if settings.python_execution_mode != "thread":
+        # The batched stages switch the keyed backend's current key through the embedded
+        # interpreter's Java objects, which only thread mode has (docs/adr/0007).
+        raise ValueError("the job runs its Python stages in thread mode only (PULSE_PYTHON_EXECUTION_MODE=thread); "
+                         f"got {settings.python_execution_mode!r}")
     return RuntimeOptions(
         jars=tuple(jars),
         parallelism=settings.job_parallelism,

@@ -131,6 +131,10 @@ def cancel(ctx: typer.Context, jobmanager: JobManager = None, job_id: JobId = No
 
 
 def _with_parallelism(settings: Settings, parallelism: int | None) -> Settings:
+    """The job's settings; one clear line for an execution mode the job cannot run in."""
+    if settings.python_execution_mode != "thread":
+        raise fail("the job runs in thread mode only (batched stages, docs/adr/0007): "
+                   "unset PULSE_PYTHON_EXECUTION_MODE or set it to 'thread'")
     return settings if parallelism is None else settings.model_copy(update={"job_parallelism": parallelism})
 
 
