@@ -192,3 +192,37 @@ def test_a_cycle_is_found(tmp_path: Path) -> None:
         ["pulse.cli", "pulse.commands.job"],
         ["serving.app", "serving.routes"],
     ]
+
+
+#: Product files and functions allowed past the size limits, with the reason (docs/ARCHITECTURE.md lists them).
+SIZE_EXCEPTIONS: dict[str, str] = {}
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(root: Path) -> list[str]:
+    """Product files over :data:`MAX_FILE_LINES` lines and functions over :data:`MAX_FUNCTION_LINES`."""
+    found = []
+    for path in product_files(root):
+        name = str(path.relative_to(root))
+        text = path.read_text()
+        if text.count("\n") > MAX_FILE_LINES and name not in SIZE_EXCEPTIONS:
+            found.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, name)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES and f"{name}:{node.name}" not in SIZE_EXCEPTIONS:
+                    found.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_product_file_or_function_is_too_long() -> None:
+    found = oversized(REPO)
+    assert not found, "over the size limits (split along the seams, or list in SIZE_EXCEPTIONS with a reason):\n" + (
+        "\n".join(found))
+
+
+def test_a_long_function_is_found(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    root = _tree(tmp_path, {"serving/long.py": f"def handler():\n{body}\n"})
+    assert oversized(root) == [f"serving/long.py:1 handler: {MAX_FUNCTION_LINES + 1} lines"]
