@@ -1,1 +1,1 @@
-"""Pulse command line and settings."""
+"""Pulse command line (settings are in config/)."""
