@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from flink_jobs.messages import ItemSnapshot
 from online_models.item_table import ItemTable
@@ -42,7 +43,7 @@ class ItemUpdate(NamedTuple):
 
     seq: int
     d_bias: float
-    d_factors: np.ndarray
+    d_factors: NDArray[np.float64]
 
 
 @dataclass

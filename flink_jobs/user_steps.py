@@ -127,10 +127,6 @@ class UserRecord:
                 "t": self.t, "pending": self.progress.as_list(), "due": self.due,
                 "session_timer": self.session_timer}
 
-    def session_state(self) -> sessions.SessionState | None:
-        """The open session, if any."""
-        return self.session
-
 
 class PendingImpression(NamedTuple):
     """An impression waiting for its click (in state: the tuple ``(arm, scope keys, expires)``)."""
@@ -218,7 +214,7 @@ class UserSteps:
             yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
 
     def _session(self, record: UserRecord, event: Event) -> Iterator[Any]:
-        state, outputs = sessions.step(record.session_state(), event, gap_ms=self.config.session_gap_ms)
+        state, outputs = sessions.step(record.session, event, gap_ms=self.config.session_gap_ms)
         record.session = state
         if state is not None and not record.session_timer:
             # One timer at a time: when it fires early (the session went on), on_event_timer sets the next.
@@ -296,7 +292,7 @@ class UserSteps:
         outputs.extend(self.report(record))
         if record.session_timer == timestamp:
             record.session_timer = None
-        state = record.session_state()
+        state = record.session
         if state is None:
             return record, outputs
         state, closed = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
@@ -304,7 +300,7 @@ class UserSteps:
             record.session = None
             outputs.extend(self._session_outputs(record, closed))
             outputs.append(self.snapshot(user_id, record))
-        elif not record.session_timer:
+        elif not record.session_timer and state is not None:
             outputs.append(self._session_timer(record, state))  # the session went on past this timer
         return record, outputs
 
@@ -321,7 +317,7 @@ class UserSteps:
         """The user's keys in Redis (counts, live session, factors, top-k scores), as one message."""
         keys, t = self.config.keys, record.t
         counts = {"counts": record.counts, "events": sum(record.counts.values()), "learned": record.learned}
-        state = record.session_state()
+        state = record.session
         writes = [
             RedisWrite(keys.counts(user_id), t, counts, user_id),
             RedisWrite(keys.session(user_id), t, session_payload(state), user_id),
