@@ -8,6 +8,8 @@
 ``jsonl:PATH``                Pulse event JSON lines and/or OTTO session lines
 ============================  ==========================================================
 
+File sources are replayed in event-time order by default (:mod:`producers.sources.ordering`).
+
 >>> events = list(open_source("synthetic:users=30,items=100", seed=1, limit=3))
 >>> len(events), events[0].user_id.startswith("u")
 (3, True)
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from producers.sources.jsonl import read_jsonl, write_jsonl
 from producers.sources.movielens import read_movielens, write_movielens
+from producers.sources.ordering import ReplayOrder, ordered
 from producers.sources.synthetic import synthetic_events, synthetic_ratings
 from producers.sources.synthetic_config import EventMix, SyntheticConfig
 from schemas.events import Event
@@ -30,6 +33,7 @@ __all__ = [
     "SOURCE_HELP",
     "SOURCE_SCHEMES",
     "EventMix",
+    "ReplayOrder",
     "SyntheticConfig",
     "open_source",
     "parse_synthetic_overrides",
@@ -73,7 +77,8 @@ Event source, one of:
                               event mix weights view, click, add_to_cart (cart), purchase, rating
   movielens:PATH              MovieLens u.data, ratings.csv or ratings.dat (detected by content)
   obd:PATH                    Open Bandit Dataset logged impressions
-  jsonl:PATH                  JSON lines of Pulse events and/or OTTO sessions (.gz ok)"""
+  jsonl:PATH                  JSON lines of Pulse events and/or OTTO sessions (.gz ok)
+File sources are replayed in event-time order (--order time) unless --order file."""
 
 
 def parse_synthetic_overrides(text: str, *, seed: int = 7) -> SyntheticConfig:
@@ -123,12 +128,16 @@ def _obd_reader() -> Callable[[Path], Iterator[Event]]:
     return read_obd
 
 
-def open_source(spec: str, *, seed: int = 7, limit: int | None = None) -> Iterator[Event]:
+def open_source(
+    spec: str, *, seed: int = 7, limit: int | None = None, order: ReplayOrder = ReplayOrder.TIME
+) -> Iterator[Event]:
     """Open the event source named by ``spec`` (see :data:`SOURCE_HELP`).
 
     ``seed`` seeds the synthetic source (a ``seed=`` override wins); ``limit`` caps the number
-    of events of any source. Unknown schemes raise :class:`ValueError` listing the valid ones,
-    missing files :class:`FileNotFoundError` naming the path, both before the first event.
+    of events of any source. A file source is replayed in ``order`` (by default by event time,
+    so ``limit`` keeps the earliest events); the synthetic source is generated as it goes.
+    Unknown schemes raise :class:`ValueError` listing the valid ones, missing files
+    :class:`FileNotFoundError` naming the path, both before the first event.
 
     >>> open_source("kafka:events")
     Traceback (most recent call last):
@@ -156,4 +165,5 @@ def open_source(spec: str, *, seed: int = 7, limit: int | None = None) -> Iterat
         if not path.exists():
             raise FileNotFoundError(2, "No such file or directory", str(path))
         events = reader(path)
+    events = ordered(events, order)
     return events if limit is None else itertools.islice(events, limit)

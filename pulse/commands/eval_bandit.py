@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from online_models.bandits import BanditScope, make_bandit
 from online_models.off_policy import Estimate, OffPolicyReport, evaluate_policy, logged_rows
+from producers.sources import ReplayOrder
 from producers.sources.obd import read_obd
+from producers.sources.ordering import ordered
 from pulse.app import eval_app, fail, print_json
 
 POLICY_NAMES = {
@@ -90,6 +92,9 @@ def bandit(
     features: Annotated[str, typer.Option(help="linucb: comma-separated context keys")] = DEFAULT_LINUCB_FEATURES,
     folds: Annotated[int, typer.Option(help="DR: cross-fitting folds of the reward model (1 = none)")] = 2,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
+    order: Annotated[ReplayOrder, typer.Option(help="Replay by event time (as `pulse produce`) or file order")] = (
+        ReplayOrder.TIME
+    ),
 ) -> None:
     """Estimate a bandit's CTR off-policy (IPW, SNIPS, DR with 95% intervals) from a logged dataset."""
     hyper = _hyperparameters(
@@ -107,7 +112,7 @@ def bandit(
     )
     try:
         path = _data_path(data)
-        rows = logged_rows(read_obd(path))
+        rows = logged_rows(ordered(read_obd(path), order))
         learner = make_bandit(policy.value, seed=seed, **hyper)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc), code=2) from None

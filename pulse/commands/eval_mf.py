@@ -1,6 +1,7 @@
 """``pulse eval mf``: prequential RMSE/MAE of the owner-split MF, side by side with River's BiasedMF.
 
-Both models see the same ratings in event-time order through the same loop
+Both models see the same ratings in the same order through the same loop: by event time
+(stable), the order ``pulse produce`` replays the file in, unless ``--order file``
 (``online_models.evaluation``): Pulse's :class:`~online_models.mf.OwnerSplitMF` with its
 per-key initialiser, and a plain ``river.reco.BiasedMF`` with River's own initialiser and the
 same hyperparameters. Costs are wall time per event of the predict+learn loop and of a
@@ -14,7 +15,6 @@ import json as jsonlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,23 +25,27 @@ from online_models.evaluation import (
     Rating,
     learning_seconds,
     progressive_validation,
-    rating_triples,
 )
 from online_models.mf import MFConfig, OwnerSplitMF
+from producers.sources import ReplayOrder, open_source
 from pulse.app import eval_app
+from schemas.events import EventType
 
 Learn = Callable[[str, str, float], None]
 Predict = Callable[[str, str], float]
 
 
-def _ratings(data: str) -> list[Rating]:
+def _ratings(data: str, order: ReplayOrder) -> list[Rating]:
+    """The file's ratings in the order ``pulse produce`` replays them (same source, same ordering)."""
     scheme, sep, path = data.partition(":")
     if not sep or scheme != "movielens" or not path:
         raise typer.BadParameter(f"must look like movielens:PATH, got {data!r}", param_hint="--data")
-    from producers.sources.movielens import read_movielens
-
     try:
-        return rating_triples(read_movielens(Path(path)))
+        return [
+            (e.user_id, e.item_id, e.value)
+            for e in open_source(data, order=order)
+            if e.type is EventType.RATING and e.item_id is not None and e.value is not None
+        ]
     except (FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from None
 
@@ -108,10 +112,13 @@ def mf(
     json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
+    order: Annotated[ReplayOrder, typer.Option(help="Rating order: by event time (as replayed) or file order")] = (
+        ReplayOrder.TIME
+    ),
 ) -> None:
     """Prequential RMSE/MAE and µs/event of Pulse's MF (and River's BiasedMF) on a ratings file."""
     cfg = MFConfig(factors, bias_lr, latent_lr, l2_bias, l2_latent, init_mu, init_sigma, clip_gradient, seed)
-    ratings = _ratings(data)
+    ratings = _ratings(data, order)
     if not ratings:
         raise typer.BadParameter(f"{data} has no ratings", param_hint="--data")
     builds = {"pulse": lambda: _pulse_model(cfg), "river": lambda: _river_model(cfg)}
