@@ -275,10 +275,13 @@ def port_problems(b: Bundle, s: Settings = DEFAULTS) -> list[str]:
         container_ports = [p["containerPort"] for c in deployment["spec"]["template"]["spec"]["containers"]
                            for p in c.get("ports", [])]
         expect(f"k8s {name} containerPort", container_ports, [want])
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        expect(f"k8s {name} prometheus.io/port", annotations.get("prometheus.io/port"), want)
         (k8s_service,) = b.k8s("Service", name)
         expect(f"k8s Service {name} port", [p["port"] for p in k8s_service["spec"]["ports"]], [want])
     # Scrape targets: the local file targets the default ports; the compose file the same jobs and ports.
-    want_scrape = {"pulse-job": {s.metrics_port}, "pulse-exporter": {s.exporter_port}}
+    want_scrape = {"pulse-job": {s.metrics_port}, "pulse-exporter": {s.exporter_port},
+                   "pulse-serving": {s.serving_port}}
     expect(LOCAL_PROMETHEUS, _scrape_ports(b, LOCAL_PROMETHEUS), want_scrape)
     expect(COMPOSE_PROMETHEUS, _scrape_ports(b, COMPOSE_PROMETHEUS), want_scrape)
     hosts = {t.rsplit(":", 1)[0] for job in b.yaml(COMPOSE_PROMETHEUS)["scrape_configs"]
@@ -439,6 +442,12 @@ MUTATIONS: list[tuple[str, str, str, str, Callable[[Bundle], list[str]]]] = [
     ("scrape-target", LOCAL_PROMETHEUS, '"127.0.0.1:9250"', '"127.0.0.1:9350"', port_problems),
     ("compose-scrape-target", COMPOSE_PROMETHEUS, '"exporter:9250"', '"exporter:9350"', port_problems),
     ("compose-scrape-host", COMPOSE_PROMETHEUS, '"exporter:9250"', '"pulse-exporter:9250"', port_problems),
+    ("k8s-serving-unscraped", f"{K8S}/serving.yaml", 'prometheus.io/port: "8080"', 'prometheus.io/port: "9090"',
+     port_problems),
+    ("serving-scrape-target", LOCAL_PROMETHEUS, '"127.0.0.1:8080"', '"127.0.0.1:8000"', port_problems),
+    ("compose-serving-scrape", COMPOSE_PROMETHEUS, '"serving:8080"', '"serving:8000"', port_problems),
+    ("compose-serving-unscraped", COMPOSE_PROMETHEUS, "  - job_name: pulse-serving", "  - job_name: pulse-api",
+     port_problems),
     ("unknown-env", COMPOSE, "PULSE_PARTITIONS:", "PULSE_PARTITION_COUNT:", env_name_problems),
     ("unknown-env-k8s", f"{K8S}/configmap.yaml", "PULSE_STATE_BACKEND:", "PULSE_STATEBACKEND:", env_name_problems),
     ("literal-password", COMPOSE, "PULSE_REDIS_PASSWORD: ${PULSE_REDIS_PASSWORD:?set PULSE_REDIS_PASSWORD in "

@@ -3,7 +3,7 @@
 Whether every referenced name is present in a real scrape is checked by
 tests/integration/test_lag.py (it needs the running job); here: the files are well-formed, each
 rule has what Alertmanager and the README need, and every ``pulse_*`` name is one the exporter
-publishes.
+or the serving shim (``serving/metrics.py``) publishes; the shim is scraped and has its panels.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-from config import REPO_ROOT
+from config import REPO_ROOT, Settings
 from pulse.lag import METRIC_NAMES
+from serving.metrics import Metrics
 
 INFRA = REPO_ROOT / "infra" / "observability"
 _METRIC = re.compile(r"\b(?:pulse|flink)_[A-Za-z0-9_:]+\b")
@@ -72,8 +73,15 @@ def test_alert_rules_are_complete() -> None:
         assert metric_names(rule["expr"]), rule["alert"]
 
 
-def test_pulse_metric_names_are_ones_the_exporter_publishes() -> None:
-    published = set(METRIC_NAMES)
+def serving_metric_names() -> set[str]:
+    """The series names ``/metrics`` of the serving shim can carry (a histogram's _bucket/_count/_sum...)."""
+    suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}
+    return {f"{family.name}{suffix}" for family in Metrics().registry.collect()
+            for suffix in suffixes.get(family.type, ("",))}
+
+
+def test_pulse_metric_names_are_ones_the_exporter_or_serving_publishes() -> None:
+    published = set(METRIC_NAMES) | serving_metric_names()
     referenced = metric_names_in_rules(load_rules()) | metric_names_in_dashboard(load_dashboard())
     ours = {name for name in referenced if name.startswith("pulse_")}
     assert ours <= published, sorted(ours - published)
@@ -90,13 +98,32 @@ def test_dashboard_is_importable_json() -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_prometheus_config_scrapes_job_and_exporter() -> None:
+def test_prometheus_config_scrapes_job_exporter_and_serving() -> None:
     config = yaml.safe_load((INFRA / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert {"pulse-job", "pulse-exporter"} <= set(jobs)
+    assert {"pulse-job", "pulse-exporter", "pulse-serving"} <= set(jobs)
     assert "alerts.yml" in config["rule_files"]
     targets = [t for job in jobs.values() for sc in job["static_configs"] for t in sc["targets"]]
     assert any(t.endswith(":9249") for t in targets) and any(t.endswith(":9250") for t in targets)
+    serving = jobs["pulse-serving"]
+    assert serving.get("metrics_path", "/metrics") == "/metrics"
+    assert [t for sc in serving["static_configs"] for t in sc["targets"]] == [f"127.0.0.1:{Settings().serving_port}"]
+
+
+def test_dashboard_has_a_serving_panel_for_each_question() -> None:
+    """Requests/s, p50 and p99 latency, errors by reason, 503s while Redis is down: from the shim's names."""
+    exprs = [target["expr"] for target in _targets(load_dashboard())]
+    served = serving_metric_names()
+
+    def any_expr(*needles: str) -> bool:
+        return any(all(n in e for n in needles) and metric_names(e) & served for e in exprs)
+
+    assert any_expr("rate(pulse_serving_request_duration_seconds_count"), "requests / s"
+    assert any_expr("histogram_quantile(0.5,", "pulse_serving_request_duration_seconds_bucket"), "p50"
+    assert any_expr("histogram_quantile(0.99,", "pulse_serving_request_duration_seconds_bucket"), "p99"
+    assert any_expr("pulse_serving_errors_total", "by (reason)"), "errors by reason"
+    assert any_expr('status="503"'), "503s"
+    assert any_expr('reason="redis_unavailable"'), "Redis down"
 
 
 def test_readme_explains_every_alert() -> None:
