@@ -7,8 +7,11 @@ the Redis sink uses to refuse writes that would move a key backwards in event ti
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from schemas.events import pickled_as_call
 
@@ -89,6 +92,55 @@ class ItemTouch:
     d_factors: bytes | None = None  # float64 little-endian; None: the event was not learned from
     sender: int = 0  # index of the user-side subtask that made the update
     seq: int = 0  # that subtask's running number of updates to this item
+
+
+@pickled_as_call
+@dataclass(frozen=True, slots=True)
+class ItemTouches:
+    """What one micro-batch of a user-side subtask did to an item: the sum of its MF updates, each popularity hit.
+
+    The user stage sends one per item and batch instead of one :class:`ItemTouch` per event (fewer
+    messages to pickle, route and apply). Updates add up exactly as the owner applied them one by
+    one, up to float rounding; popularity hits stay one by one, since decay depends on each time.
+
+    >>> import numpy as np
+    >>> d = np.ones(2).astype("<f8").tobytes()
+    >>> (merged,) = ItemTouches.merge([ItemTouch("i", 5, 1.0, "de", 0.5, d, 0, 1),
+    ...                                ItemTouch("i", 4, 2.0, None), ItemTouch("i", 6, 0.0, None, 0.25, d, 0, 2)])
+    >>> merged.event_time_ms, merged.hits, merged.d_bias, merged.updates, merged.seq
+    (6, ((1.0, 'de', 5), (2.0, None, 4)), 0.75, 2, 2)
+    >>> np.frombuffer(merged.d_factors, dtype="<f8").tolist()
+    [2.0, 2.0]
+    """
+
+    item_id: str
+    event_time_ms: int  # the newest of the batch's touches
+    hits: tuple[tuple[float, str | None, int], ...]  # (weight, segment, event time) of each counted event, in order
+    d_bias: float = 0.0
+    d_factors: bytes | None = None  # float64 little-endian, summed; None: nothing learned
+    updates: int = 0  # how many updates the sums hold
+    sender: int = 0
+    seq: int = 0  # the sender's number of its last update to this item in the sums
+
+    @classmethod
+    def merge(cls, touches: Iterable[ItemTouch]) -> list[ItemTouches]:
+        """One message per item, in the order items were first touched."""
+        by_item: dict[str, list[ItemTouch]] = {}
+        for touch in touches:
+            by_item.setdefault(touch.item_id, []).append(touch)
+        merged = []
+        for item_id, group in by_item.items():
+            learned = [t for t in group if t.d_factors is not None]
+            d_factors = None
+            if learned:
+                d_factors = sum(np.frombuffer(t.d_factors, dtype="<f8") for t in learned if t.d_factors is not None)
+            merged.append(cls(
+                item_id, max(t.event_time_ms for t in group),
+                tuple((t.weight, t.segment, t.event_time_ms) for t in group if t.weight > 0),
+                sum(t.d_bias for t in learned), None if d_factors is None else np.asarray(d_factors).tobytes(),
+                len(learned), learned[-1].sender if learned else 0, learned[-1].seq if learned else 0,
+            ))
+        return merged
 
 
 @pickled_as_call

@@ -56,7 +56,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     write_closed_sessions(users, settings)
     shared = shared_state(users, settings)
     write_item_snapshots(shared[0], settings)
-    write_redis(users.union(*shared), settings)
+    write_redis(shared[0].union(*shared[1:]), settings)
 
 
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
@@ -136,7 +136,7 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
     packed = (
         batches
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
-        .process(UserState(config), output_type=PACKED)
+        .process(UserState(config, redis_writer(settings), settings.redis_flush_ms), output_type=PACKED)
         .name("user-state")
         .uid("user-state")
     )
@@ -169,14 +169,19 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
 
 
 def write_redis(messages: DataStream, settings: Settings) -> None:
-    """Every Redis write, keyed by shard (by its sender) so each shard flushes one pipeline at a time."""
-    writer = RedisWriter(
-        RedisKeys(settings.redis_prefix), settings.model_version,
-        url=settings.redis_url, password=settings.redis_password,
-    )
+    """The shared stages' Redis writes, keyed by shard (by sender) so each shard flushes one pipeline at a time.
+
+    The user stage writes its users' keys itself (``flink_jobs/redis_outbox.py``).
+    """
     batches = batched(keyed_messages(messages, TO_REDIS), max_records=settings.job_batch_max_events,
                       max_delay_ms=settings.job_batch_max_ms, tick_ms=settings.redis_flush_ms, uid="redis-batches")
-    batches.process(RedisSink(writer, settings.redis_flush_ms)).name("redis").uid("sink-redis")
+    batches.process(RedisSink(redis_writer(settings), settings.redis_flush_ms)).name("redis").uid("sink-redis")
+
+
+def redis_writer(settings: Settings) -> RedisWriter:
+    """A writer for a stage that writes Redis (each subtask opens its own connection)."""
+    return RedisWriter(RedisKeys(settings.redis_prefix), settings.model_version,
+                       url=settings.redis_url, password=settings.redis_password)
 
 
 def _batched_stage(messages: DataStream, kind: str, stage: Any, uid: str, settings: Settings) -> DataStream:

@@ -25,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from flink_jobs.messages import BanditFeedback, ItemSnapshot, ItemTouch, ModelProgress, PopularityCount, RedisWrite
+from flink_jobs.messages import (
+    BanditFeedback,
+    ItemSnapshot,
+    ItemTouch,
+    ItemTouches,
+    ModelProgress,
+    PopularityCount,
+    RedisWrite,
+)
 from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
@@ -90,21 +98,23 @@ class ItemOwner(SharedSteps):
     keys: RedisKeys
     popularity_half_life_ms: int
 
-    def apply(self, value: dict[str, Any] | None, touch: ItemTouch) -> dict[str, Any]:
+    def apply(self, value: dict[str, Any] | None, touch: ItemTouch | ItemTouches) -> dict[str, Any]:
         item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
+        if isinstance(touch, ItemTouch):  # one event's touch (sent by jobs before per-batch merging)
+            touch = ItemTouches.merge([touch])[0]
         if touch.d_factors is not None:
             params = item["params"] if item["params"] is not None else initial_item(self.mf, touch.item_id)
             factors = params.factors + np.frombuffer(touch.d_factors, dtype="<f8")
             item["params"] = ItemParams(params.bias + touch.d_bias, factors)
-            item["version"] += 1
+            item["version"] += touch.updates
             # The last update received from each sender: one channel per sender, so they arrive in order.
             item["acks"][touch.sender] = touch.seq
-        if touch.weight > 0:
-            segments = (ALL, touch.segment) if touch.segment and touch.segment != ALL else (ALL,)
-            for segment in segments:
-                item["popularity"][segment] = add_decayed(
-                    item["popularity"].get(segment), touch.weight, touch.event_time_ms, self.popularity_half_life_ms)
-                item["changed"].add(segment)
+        for weight, segment, event_time_ms in touch.hits:
+            segments = (ALL, segment) if segment and segment != ALL else (ALL,)
+            for name in segments:
+                item["popularity"][name] = add_decayed(
+                    item["popularity"].get(name), weight, event_time_ms, self.popularity_half_life_ms)
+                item["changed"].add(name)
         return item
 
     def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[Any]:

@@ -20,8 +20,22 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, Ti
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
-from flink_jobs.messages import BanditFeedback, ClosedSession, ForgetScope, ItemSnapshot, ItemTouch, ModelProgress
+from flink_jobs.messages import (
+    BanditFeedback,
+    ClosedSession,
+    DeleteKeys,
+    EraseUser,
+    ForgetScope,
+    ItemSnapshot,
+    ItemTouch,
+    ItemTouches,
+    ModelProgress,
+    RedisWrite,
+    RedisWrites,
+)
 from flink_jobs.metrics import BatchedCount, JvmGauge
+from flink_jobs.redis_outbox import RedisOutbox
+from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, Message, message, raw_message, to_redis
 from flink_jobs.user_steps import (
     EventTimer,
@@ -90,8 +104,11 @@ class UserState(KeyedBroadcastProcessFunction):
     Flink event-time timers. The broadcast input carries item snapshots from the item owner.
     """
 
-    def __init__(self, config: UserStageConfig, max_cached_users: int = 200_000) -> None:
+    def __init__(self, config: UserStageConfig, writer: RedisWriter, flush_ms: int,
+                 max_cached_users: int = 200_000) -> None:
         self.config = config
+        self.writer = writer
+        self.flush_ms = flush_ms
         self.max_cached_users = max_cached_users
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -106,6 +123,9 @@ class UserState(KeyedBroadcastProcessFunction):
         self.dirty: set[str] = set()
         self.due: dict[str, float] = {}  # user -> monotonic time its score refresh is due
         metrics = runtime_context.get_metrics_group()
+        # The users' keys are written from here, not through a sink stage: no pickling of payloads.
+        self.outbox = RedisOutbox(self.writer, self.flush_ms, metrics)
+        self.writer.open()
         # Batched: each inc is a call into the JVM; flushed once per Python call.
         self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
                           for t in EventType}
@@ -116,6 +136,9 @@ class UserState(KeyedBroadcastProcessFunction):
         self.staleness_ms = 0
         self.gauges_set_at = 0.0
         self.warm = False
+
+    def close(self) -> None:
+        self.writer.close()
 
     # -- item snapshots (broadcast input) ---------------------------------------------------
 
@@ -139,15 +162,20 @@ class UserState(KeyedBroadcastProcessFunction):
         self.keys.current = None  # Flink set the batch's key
         flags, records = read_batch(batch)
         rows: list[Message] = []
+        touches: list[ItemTouch] = []
         for user_id, value in records:
             event: Event = pickle.loads(value)
             self.processed[event.type].add()
             record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
             self._keep(user_id, record)
-            self._emit(user_id, outputs, ctx, rows)
+            self._emit(user_id, outputs, ctx, rows, touches)
+        # One message per item and batch: the owner applies the summed update (messages.ItemTouches).
+        rows.extend(message(TO_ITEMS, merged.item_id, merged) for merged in ItemTouches.merge(touches))
         self._refresh(rows, everyone=bool(flags & (CHECKPOINT | END)))
         if flags & CHECKPOINT:
             self._write_back()
+        if flags or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
+            self.outbox.flush()
         self._flush_metrics()
         if rows:
             yield pack_messages(rows)
@@ -171,6 +199,8 @@ class UserState(KeyedBroadcastProcessFunction):
             self.dirty.discard(user_id)
             self.keys.use(user_id)
             self.user.update(record.to_state())
+        # At once: a timer can fire after the batch flushed for a checkpoint and before its snapshot.
+        self.outbox.flush()
         self._flush_metrics()
         if rows:
             yield pack_messages(rows)
@@ -214,12 +244,16 @@ class UserState(KeyedBroadcastProcessFunction):
             del self.due[user_id]
             record, outputs = self.steps.on_refresh(user_id, self.cache[user_id])
             self._keep(user_id, record)
-            rows.extend(route(output, self.config.redis_shards) for output in outputs)
+            for output in outputs:
+                self._send(output, rows)
 
-    def _emit(self, user_id: str, outputs: list[Any], ctx: Any, rows: list[Message]) -> None:
-        """Route the steps' messages; set the timers they ask for; count what they count."""
+    def _emit(self, user_id: str, outputs: list[Any], ctx: Any, rows: list[Message],
+              touches: list[ItemTouch] | None = None) -> None:
+        """Route the steps' messages (item touches to ``touches`` when given); set timers; count."""
         for output in outputs:
-            if isinstance(output, EventTimer):
+            if touches is not None and isinstance(output, ItemTouch):
+                touches.append(output)
+            elif isinstance(output, EventTimer):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
             elif isinstance(output, RefreshTimer):
@@ -229,7 +263,14 @@ class UserState(KeyedBroadcastProcessFunction):
             elif isinstance(output, RewardUnmatched):
                 self.unmatched.add()
             else:
-                rows.append(route(output, self.config.redis_shards))
+                self._send(output, rows)
+
+    def _send(self, output: Any, rows: list[Message]) -> None:
+        """Redis-bound messages to the outbox; the others as rows for their stage."""
+        if isinstance(output, RedisWrite | RedisWrites | EraseUser | DeleteKeys):
+            self.outbox.add(output)
+        else:
+            rows.append(route(output, self.config.redis_shards))
 
     def _flush_metrics(self) -> None:
         for count in (*self.processed.values(), self.late, self.unmatched):
@@ -242,7 +283,7 @@ class UserState(KeyedBroadcastProcessFunction):
 
 def route(output: Any, redis_shards: int) -> Message:
     """A message of the user stage as a row for its consumer (``flink_jobs/routing.py``)."""
-    if isinstance(output, ItemTouch):
+    if isinstance(output, ItemTouch | ItemTouches):
         return message(TO_ITEMS, output.item_id, output)
     if isinstance(output, BanditFeedback | ForgetScope):
         return message(TO_BANDITS, output.scope_key, output)

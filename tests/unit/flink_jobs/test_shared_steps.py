@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from flink_jobs.messages import BanditFeedback, ItemSnapshot, ItemTouch, ModelProgress, PopularityCount, RedisWrite
+from flink_jobs.messages import (
+    BanditFeedback,
+    ItemSnapshot,
+    ItemTouch,
+    ItemTouches,
+    ModelProgress,
+    PopularityCount,
+    RedisWrite,
+)
 from flink_jobs.shared_steps import BanditArms, Coalesced, ItemOwner, ModelTotals, segment_ranking
 from online_models.mf import ItemParams, MFConfig
 from schemas.redis_keys import RedisKeys
@@ -72,3 +80,22 @@ def test_the_segment_ranking_decays_to_one_time() -> None:
 def test_coalesced_round_trips_through_the_state_list() -> None:
     assert Coalesced.from_state(None) == Coalesced()
     assert Coalesced.from_state(["v", 3, True]).to_state() == ["v", 3, True]
+
+
+def test_merged_touches_give_the_owner_what_the_touches_one_by_one_gave() -> None:
+    owner = ItemOwner(MFConfig(n_factors=2), KEYS, popularity_half_life_ms=HOUR)
+    touches = [touch(1), touch(2, learned=False, segment=None), touch(3, segment="fr"), touch(1, sender=1)]
+    one_by_one = None
+    for t in touches:
+        one_by_one = owner.apply(one_by_one, t)
+    merged = None
+    for batch in ItemTouches.merge(touches[:3]), ItemTouches.merge(touches[3:]):
+        (message,) = batch
+        merged = owner.apply(merged, message)
+    assert one_by_one is not None and merged is not None
+    assert merged["version"] == one_by_one["version"] == 3
+    assert merged["acks"] == one_by_one["acks"] == {0: 3, 1: 1}
+    assert merged["params"].bias == pytest.approx(one_by_one["params"].bias)
+    assert np.allclose(merged["params"].factors, one_by_one["params"].factors)
+    assert merged["popularity"] == one_by_one["popularity"]  # hits applied one by one, in order
+    assert merged["changed"] == one_by_one["changed"] == {"*", "de", "fr"}

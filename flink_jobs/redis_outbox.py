@@ -1,0 +1,94 @@
+"""Redis writes waiting for their flush, in whichever stage made them.
+
+A stage that owns keys (the user stage for its users' keys; the Redis sink stage for the shared
+stages' keys) keeps its Redis-bound messages here and flushes them in one pipeline: every
+``flush_ms``, when many are waiting, and always before a checkpoint barrier, so a checkpoint never
+holds a write Redis has not had. A restored job's replay repeats writes, and the event-time guard
+of :class:`flink_jobs.redis_writer.RedisWriter` makes the repeat harmless.
+
+Writes to the same key coalesce (only the newest is sent): each key has one writer upstream
+(the user's or the owner's subtask), whose messages come in order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
+from flink_jobs.metrics import JvmGauge
+from flink_jobs.redis_writer import BatchItem, RedisWriter
+
+#: Messages waiting that trigger a flush before ``flush_ms`` has passed.
+FLUSH_AT = 1000
+
+RedisMessage = RedisWrite | RedisWrites | EraseUser | DeleteKeys
+
+
+class RedisOutbox:
+    """Pending Redis messages of one stage's subtask, by key; :meth:`flush` sends them in one pipeline."""
+
+    def __init__(self, writer: RedisWriter, flush_ms: int, metrics: Any) -> None:
+        self.writer = writer
+        self.flush_ms = flush_ms
+        self.pending: dict[str, RedisMessage] = {}
+        self.flush_at: float | None = None
+        self.written = metrics.counter("redis_keys_written")
+        self.stale = metrics.counter("redis_writes_stale")
+        self.erased = metrics.counter("users_erased")
+        self.last_flush_ms = JvmGauge(metrics.counter("redis_last_flush_ms"))
+
+    def add(self, message: RedisMessage, key: str | None = None) -> None:
+        """Wait for the next flush; a newer message for the same key replaces this one."""
+        self.pending[key or parking_key(message)] = message
+        if self.flush_at is None:
+            self.flush_at = time.monotonic() + self.flush_ms / 1000
+
+    def setdefault(self, key: str, message: RedisMessage) -> None:
+        """Wait under ``key`` unless a message waits there already (parked messages of an older job)."""
+        if key not in self.pending:
+            self.add(message, key)
+
+    def due(self) -> bool:
+        """Time to flush: ``flush_ms`` since the oldest waiting message, or many are waiting."""
+        return len(self.pending) >= FLUSH_AT or (self.flush_at is not None and time.monotonic() >= self.flush_at)
+
+    def flush(self) -> None:
+        """Send everything waiting: erasures and deletions first, then the writes newer than them."""
+        started = time.perf_counter()
+        messages = list(self.pending.values())
+        self.pending.clear()
+        self.flush_at = None
+        if not messages:
+            return
+        erased = {m.user_id: m.event_time_ms for m in messages if isinstance(m, EraseUser)}
+        deletions = [m for m in messages if isinstance(m, DeleteKeys)]
+        cutoff = {**erased, **{m.route: m.event_time_ms for m in deletions}}
+        # Deletions go first: a write in the batch is newer than the erasure (older ones are dropped below).
+        for user_id in erased:
+            self.writer.delete_user(user_id)
+            self.erased.inc()
+        for deletion in deletions:
+            self.writer.delete_keys(deletion.keys)
+        batch = [
+            BatchItem(write.key, write.event_time_ms, write.payload)
+            for message in messages if isinstance(message, RedisWrite | RedisWrites)
+            for write in (message.writes if isinstance(message, RedisWrites) else (message,))
+            # A write made before the user's erasure must not bring the user back.
+            if not (write.route in cutoff and write.event_time_ms <= cutoff[write.route])
+        ]
+        if batch:
+            result = self.writer.write_batch(batch)
+            self.written.inc(result.written)
+            self.stale.inc(result.skipped_stale)
+        self.last_flush_ms.set(int((time.perf_counter() - started) * 1000))
+
+
+def parking_key(message: RedisMessage) -> str:
+    """Where a message waits for the flush; a later message with the same key supersedes it."""
+    if isinstance(message, EraseUser):
+        return f"erase\0{message.user_id}"
+    if isinstance(message, DeleteKeys):
+        return f"delete\0{message.route}"
+    first = message.writes[0] if isinstance(message, RedisWrites) else message
+    return first.key
