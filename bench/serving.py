@@ -21,7 +21,7 @@ workers) around each scenario.
 
     .venv/bin/python bench/serving.py                       # paced at 2,000 rps, then unpaced
     .venv/bin/python bench/serving.py --only recommendations --pin   # client CPU 0, server CPU 1
-    .venv/bin/python bench/serving.py --only recommendations --workers 2
+    .venv/bin/python bench/serving.py --only recommendations --workers 1,2   # rps per worker count
     .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000 --client python
 """
 
@@ -295,7 +295,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=2000.0, help="Paced scenarios' target rps (0 = unpaced only)")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="Bound per scenario (wrk: its duration)")
     parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=None, help="Server worker processes (default: the settings')")
+    parser.add_argument("--workers", default=None,
+                        help="Server worker counts to measure, comma-separated, one server each (default: 1 and "
+                             "one per CPU core, `pulse serve`'s default)")
     parser.add_argument("--only", choices=["recommendations", "decisions"], default=None, help="One endpoint only")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="Unpaced load generator (auto: wrk when installed)")
@@ -362,10 +364,10 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: b
     return lines
 
 
-def _print_summary(args: argparse.Namespace, workers: int, paced_client: str, load_before: float,
+def _print_summary(args: argparse.Namespace, workers: list[int], paced_client: str, load_before: float,
                    notes: list[str], lines: list[str]) -> None:
     print(f"serving bench: {os.cpu_count()} CPUs (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-          f"after), {workers} server worker(s), loopback, paced load from "
+          f"after), server worker count(s) {', '.join(map(str, workers))}, loopback, paced load from "
           f"{'bench/pacedload (Go, its own process)' if paced_client == 'go' else 'this process (Python)'}"
           f"{' (pinned: load client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
           f"{args.users:,} users x top-50")
@@ -378,6 +380,28 @@ def _print_summary(args: argparse.Namespace, workers: int, paced_client: str, lo
         print("  " + text)
 
 
+def _worker_counts(text: str | None) -> list[int]:
+    """``"1,2"`` -> [1, 2]; default: 1 and one per core (what ``pulse serve`` starts)."""
+    if text:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    return sorted({1, len(os.sched_getaffinity(0))})
+
+
+def _scaling(lines: list[str], workers: list[int]) -> list[str]:
+    """Unpaced rps of each worker count relative to one worker, per endpoint (from the report lines)."""
+    out = []
+    for endpoint in ("recommendations", "decisions"):
+        rps = {}
+        for text in lines:
+            found = re.match(r"\[(\d+) workers?\] " + endpoint + r" unpaced .*?([\d,]+) rps", text)
+            if found:
+                rps[int(found.group(1))] = float(found.group(2).replace(",", ""))
+        if 1 in rps and len(rps) > 1:
+            out.append(f"{endpoint} unpaced rps by workers: " + ", ".join(
+                f"{n}: {value:,.0f} ({value / rps[1]:.2f}x)" for n, value in sorted(rps.items())))
+    return out
+
+
 def main() -> None:
     parser = _parser()
     args = parser.parse_args()
@@ -387,7 +411,7 @@ def main() -> None:
 
     settings = Settings()
     notes: list[str] = []
-    workers = args.workers or settings.serving_workers
+    workers = _worker_counts(args.workers)
     use_wrk, paced_client = _load_clients(args, parser, notes)
     if uvloop is None:
         notes.append("uvloop not installed: the Python client runs on asyncio's default loop (more client CPU)")
@@ -399,14 +423,18 @@ def main() -> None:
         seed(redis_url, prefix, args.users, 200)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic], timeout_s=10)
-        port = free_port()
         if args.pin:
             os.sched_setaffinity(0, {0})
-        env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix, "PULSE_TOPIC_EVENTS": topic,
-               "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(workers)}
-        env.pop("PULSE_SERVING_API_KEYS", None)
-        with server_process(env, port, server_cpus) as proc:
-            lines = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
+        lines: list[str] = []
+        for count in workers:
+            port = free_port()
+            env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix,
+                   "PULSE_TOPIC_EVENTS": topic, "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(count)}
+            env.pop("PULSE_SERVING_API_KEYS", None)
+            with server_process(env, port, server_cpus) as proc:
+                found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
+            lines += [f"[{count} worker{'s' if count > 1 else ''}] {text}" for text in found]
+        lines += _scaling(lines, workers)
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     _print_summary(args, workers, paced_client, load_before, notes, lines)

@@ -128,14 +128,24 @@ class Settings(BaseSettings):
     # ---------------------------------------------------------------------------------------
     serving_host: str = Field("127.0.0.1", description="Address the HTTP shim binds")
     serving_port: int = Field(8080, ge=0, le=65535, description="Port the HTTP shim binds (0 = any free port)")
-    serving_workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    serving_workers: int | None = Field(
+        None, ge=1, description="uvicorn worker processes sharing the port; unset = one per CPU core"
+    )
     serving_http: Literal["httptools", "h11", "auto"] = Field(
         "httptools", description="uvicorn HTTP parser (httptools: one write per response, see serving/server.py)"
     )
     serving_loop: Literal["uvloop", "asyncio", "auto"] = Field("uvloop", description="uvicorn event loop")
     serving_api_keys: SecretStr | None = Field(
-        None, description="Comma-separated bearer API keys; unset = no authentication on /v1"
+        None, description="Comma-separated bearer API keys, each `KEY` (admin: every route), `read:KEY` "
+        "(recommendations, sessions, decisions, console) or `publishable:KEY` (events only); unset = no authentication",
     )
+    serving_cors_origins: str = Field(
+        "", description="Comma-separated origins web pages may call /v1 from (browsers' CORS); empty = none"
+    )
+    serving_batch_max_events: int = Field(
+        500, ge=1, le=10_000, description="Events one POST /v1/events:batch may carry"
+    )
+    serving_batch_max_bytes: int = Field(1024 * 1024, ge=1024, description="Larger /v1/events:batch bodies get 413")
     serving_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413")
     serving_experiment_name: str = Field("bandit-v1", description="Experiment logged with every decision")
     serving_experiment_salt: str = Field("pulse", description="Salt of the user-id hash that assigns variants")

@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,18 +29,22 @@ from config import Settings
 from schemas import DecodeError
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider, DecisionError, DecisionPolicy
+from serving.events import InvalidBatchError
 from serving.fastpath import RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
+from serving.models import EventBatchIn
 from serving.recommendations import PopularityCache, Recommender
 from serving.routes import Services, ops, v1
-from serving.security import ApiKeys, BodyLimitMiddleware, Unauthorized
+from serving.security import ApiKeys, BodyLimitMiddleware, Forbidden, Unauthorized, cors_origins
 from serving.store import StoreCorruptError, StoreError, StoreUnavailableError
 
 __all__ = ["build_services", "create_app"]
 
 log = logging.getLogger(__name__)
 
-_HTTP_REASONS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 413: "body_too_large"}
+BATCH_PATH = "/v1/events:batch"
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
@@ -101,12 +106,17 @@ def create_app(settings: Settings) -> FastAPI:
         # global OTel providers (and the environment) on every request even when nothing is configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.api_keys = ApiKeys.parse(settings.serving_api_keys)
+    app.state.api_keys = ApiKeys.from_settings(settings)
     app.include_router(v1)
     app.include_router(ops)
     app.add_middleware(RecommendationsFastPath)  # innermost: inside the body limit and the metrics
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes,
+                       per_path={BATCH_PATH: settings.serving_batch_max_bytes})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if origins := cors_origins(settings):
+        # Outermost: preflights are answered before the body limit, the metrics and the keys.
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     _add_error_handlers(app, metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -141,6 +151,12 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def on_unauthorized(_: Request, exc: Exception) -> JSONResponse:
         return error(401, "unauthorized", "a valid bearer API key is required", {"WWW-Authenticate": "Bearer"})
 
+    async def on_forbidden(_: Request, exc: Exception) -> JSONResponse:
+        return error(403, "forbidden", str(exc))
+
+    async def on_batch(_: Request, exc: Exception) -> JSONResponse:
+        return error(400, InvalidBatchError.reason, str(exc))
+
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         reason = _HTTP_REASONS.get(exc.status_code, f"http_{exc.status_code}")
@@ -157,6 +173,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     app.add_exception_handler(CollectorUnavailableError, on_kafka)
     app.add_exception_handler(DecisionError, on_decision)
     app.add_exception_handler(Unauthorized, on_unauthorized)
+    app.add_exception_handler(Forbidden, on_forbidden)
+    app.add_exception_handler(InvalidBatchError, on_batch)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_anything)
 
@@ -171,8 +189,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if responses.pop("422", None) is not None:
                     responses.setdefault("400", {"description": "Bad Request", "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            components.pop(name, None)
+        # The batch body is read raw (per-event results), so FastAPI did not list its schema.
+        batch = EventBatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in batch.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["EventBatchIn"] = batch
         app.openapi_schema = schema
     return app.openapi_schema
 

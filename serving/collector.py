@@ -9,9 +9,10 @@ response never waits for the broker) and reports the outcome to a callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,12 @@ def _settle(future: asyncio.Future[Delivered], err: KafkaError | None, msg: Mess
         future.set_exception(CollectorUnavailableError(f"broker did not acknowledge: {err.str()}"))
     else:
         future.set_result(Delivered(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
+
+
+def _settle_threadsafe(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Delivered], err: KafkaError | None, msg: Message
+) -> None:
+    loop.call_soon_threadsafe(_settle, future, err, msg)
 
 
 class Collector:
@@ -92,6 +99,35 @@ class Collector:
             return await asyncio.wait_for(future, self.timeout_s + 1.0)
         except TimeoutError:
             raise CollectorUnavailableError(f"no delivery report within {self.timeout_s + 1.0:.0f}s") from None
+
+    async def send_many(self, items: Sequence[tuple[str, bytes]]) -> list[Delivered | CollectorUnavailableError]:
+        """Produce every encoded ``(key, payload)``, then wait for each one's delivery report.
+
+        One result per item, in order: where the broker stored it, or why it did not (the caller
+        reports those as failed, to be resent). Nothing is answered before every report is in or
+        the delivery timeout passed, so an answer never claims an event the broker may still drop.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Delivered]] = []
+        for key, payload in items:
+            future: asyncio.Future[Delivered] = loop.create_future()
+            futures.append(future)
+            try:
+                self._produce(key, payload, functools.partial(_settle_threadsafe, loop, future))
+            except CollectorUnavailableError as exc:
+                future.set_exception(exc)
+        if futures:
+            await asyncio.wait(futures, timeout=self.timeout_s + 1.0)
+        results: list[Delivered | CollectorUnavailableError] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()  # a report arriving later finds it done
+                results.append(CollectorUnavailableError(f"no delivery report within {self.timeout_s + 1.0:.0f}s"))
+            elif isinstance(error := future.exception(), CollectorUnavailableError):
+                results.append(error)
+            else:
+                results.append(future.result())
+        return results
 
     def send_nowait(self, event: Event, on_outcome: Callable[[str], None]) -> None:
         """Validate and enqueue; ``on_outcome`` gets ``delivered`` or ``failed`` (from the poll thread)."""

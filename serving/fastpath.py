@@ -6,7 +6,7 @@ request; for the recommendations read that was most of the CPU a request cost (b
 itself: a ``GET`` of exactly ``/v1/users/<id>/recommendations`` whose id and query parameters are
 already in canonical form (``k`` digits within 1..MAX_K, booleans ``true``/``false``/``1``/``0``, a
 ``segment`` of id characters, no duplicates, no percent-encoding, no other parameter) and, when API
-keys are on, one ``Authorization: Bearer <allowed key>`` header. It then calls the same
+keys are on, one ``Authorization: Bearer <key with the read scope>`` header. It then calls the same
 :func:`serving.routes.recommendations_json` as the route, and answers errors with the app's own
 exception handlers. Anything else, valid or not, goes on to FastAPI unchanged, so the route (and
 its documented schema, its 400/401 bodies) stays the one definition of the endpoint.
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.models import MAX_ID_LENGTH, MAX_K
-from serving.security import ApiKeys
+from serving.security import ApiKeys, KeyScope
 
 __all__ = ["ROUTE_TEMPLATE_KEY", "RecommendationsFastPath", "parse_query"]
 
@@ -93,7 +93,8 @@ def _authorized(keys: ApiKeys, headers: list[tuple[bytes, bytes]]) -> bool:
     if len(found) != 1 or not found[0].startswith(b"Bearer "):
         return False
     token = found[0][7:]
-    return bool(token) and b" " not in token and token.isascii() and keys.allows(token.decode("ascii"))
+    usable = bool(token) and b" " not in token and token.isascii()
+    return usable and keys.allows(token.decode("ascii"), KeyScope.READ)
 
 
 class RecommendationsFastPath:

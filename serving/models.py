@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints, field_validator
 
@@ -25,12 +25,15 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_K",
     "Accepted",
+    "BatchResult",
     "DecisionIn",
     "DecisionRequest",
     "DecisionResponse",
     "Erased",
     "Error",
+    "EventBatchIn",
     "EventIn",
+    "EventResult",
     "Explanation",
     "Health",
     "Id",
@@ -108,6 +111,7 @@ class Recommendations(_Model):
     segment: str | None = Field(default=None, description="Popularity segment served (source=popularity)")
     degraded: bool = Field(default=False, description="True when served from the in-process cache because Redis failed")
     items: list[RecommendedItem]
+    request_id: str = Field(description="Names this answer; send it back as request_id on the events it leads to")
 
 
 class Session(_Model):
@@ -188,6 +192,10 @@ class EventIn(_Model):
     )
     context: Context = Field(default_factory=dict)
     decision: DecisionIn | None = None
+    request_id: Id | None = Field(
+        default=None, description="The request_id of the recommendations or decision this event answers "
+        "(stored as context.request_id, for attribution)",
+    )
 
 
 class Accepted(_Model):
@@ -197,6 +205,36 @@ class Accepted(_Model):
     topic: str
     partition: int
     offset: int
+
+
+class EventBatchIn(_Model):
+    """Events for ``POST /v1/events:batch``; each is checked on its own (JSON, also sent as text/plain)."""
+
+    events: list[EventIn] = Field(min_length=1, description="At most serving_batch_max_events events")
+
+
+class EventResult(_Model):
+    """What happened to one event of a batch."""
+
+    index: int = Field(description="Position of the event in the batch")
+    status: Literal["accepted", "rejected", "failed"] = Field(
+        description="accepted: the broker acknowledged it; rejected: invalid, do not resend; "
+        "failed: the broker did not acknowledge it, resend"
+    )
+    event_id: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    error: str | None = Field(default=None, description="Why it was rejected or failed (an Error reason)")
+    detail: str | None = None
+
+
+class BatchResult(_Model):
+    """Per-event results of a batch, in order, and their counts."""
+
+    accepted: int
+    rejected: int
+    failed: int
+    results: list[EventResult]
 
 
 class Erased(_Model):

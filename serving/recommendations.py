@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
@@ -44,6 +45,7 @@ class RecommendationsBody(TypedDict):
     segment: str | None
     degraded: bool
     items: list[ItemBody]
+    request_id: NotRequired[str]  # set last by Recommender.recommend
 
 
 class _CacheEntry(NamedTuple):
@@ -110,7 +112,17 @@ class Recommender:
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None
     ) -> RecommendationsBody:
-        """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``)."""
+        """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``).
+
+        A fresh ``request_id`` names the answer: a front-end sends it back on the events it leads to.
+        """
+        body = await self._recommend(user_id, k, exclude_seen, explain, segment)
+        body["request_id"] = uuid.uuid4().hex
+        return body
+
+    async def _recommend(
+        self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
+    ) -> RecommendationsBody:
         try:
             recs, session = await self.store.user_view(user_id)
         except StoreUnavailableError:

@@ -20,12 +20,14 @@ from config import Settings
 from schemas.events import Event, EventType
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider
+from serving.events import collect_batch, parse_batch, to_event
 from serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from serving.models import (
     ID_PATTERN,
     MAX_ID_LENGTH,
     MAX_K,
     Accepted,
+    BatchResult,
     DecisionRequest,
     DecisionResponse,
     Erased,
@@ -36,7 +38,7 @@ from serving.models import (
     Session,
 )
 from serving.recommendations import Recommender, now_ms
-from serving.security import require_api_key
+from serving.security import KeyScope, require
 from serving.store import RedisStore, StoreError
 
 __all__ = ["Services", "ops", "recommendations_json", "v1"]
@@ -72,11 +74,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 Svc = Annotated[Services, Depends(services)]
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=_errors(400, 401, 503))
+v1 = APIRouter(prefix="/v1", responses=_errors(400, 401, 403, 503))
 ops = APIRouter()
+#: Every /v1 route names the scope its key needs (serving/security.py).
+READ = [Depends(require(KeyScope.READ))]
+EVENTS = [Depends(require(KeyScope.EVENTS, key_in_query=True))]
+ADMIN = [Depends(require(KeyScope.ADMIN))]
 
 
-@v1.get("/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"])
+@v1.get("/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"],
+        dependencies=READ)
 async def recommendations(
     svc: Svc,
     user_id: UserId,
@@ -102,7 +109,8 @@ async def recommendations_json(
     return orjson.dumps(body)
 
 
-@v1.get("/users/{user_id}/session", response_model=Session, responses=_errors(404), tags=["users"])
+@v1.get("/users/{user_id}/session", response_model=Session, responses=_errors(404), tags=["users"],
+        dependencies=READ)
 async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
     """The user's live session as the job last wrote it; 404 when the job has none."""
     envelope = await svc.store.session(user_id)
@@ -115,7 +123,8 @@ async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
                       "freshness_ms": now_ms() - envelope.event_time_ms})
 
 
-@v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"])
+@v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"],
+         dependencies=READ)
 async def decide(svc: Svc, body: DecisionRequest) -> Response:
     """Choose an arm; the impression (with the propensity and the assignment) goes to Kafka in the background."""
     response, impression = await svc.decider.decide(body, now_ms())
@@ -128,18 +137,37 @@ async def decide(svc: Svc, body: DecisionRequest) -> Response:
     return _json(response)
 
 
-@v1.post("/events", status_code=202, response_model=Accepted, tags=["events"])
+@v1.post("/events", status_code=202, response_model=Accepted, tags=["events"], dependencies=EVENTS)
 async def collect(svc: Svc, body: EventIn) -> Accepted:
     """Validate against ``event.avsc`` (and the job's checks); 202 once the broker acknowledged."""
-    event = Event.from_avro({**body.model_dump(), "type": body.type.value,
-                             "event_time_ms": now_ms() if body.event_time_ms is None else body.event_time_ms})
+    event = to_event(body, now_ms())
     delivered = await svc.collector.send(event)
     svc.metrics.events.labels("accepted").inc()
     return Accepted(event_id=event.event_id, topic=delivered.topic, partition=delivered.partition,
                     offset=delivered.offset)
 
 
-@v1.delete("/users/{user_id}", status_code=202, response_model=Erased, tags=["users"])
+@v1.post("/events:batch", response_model=BatchResult, responses=_errors(413), tags=["events"], dependencies=EVENTS,
+         openapi_extra={"requestBody": {"required": True, "content": {
+             "application/json": {"schema": {"$ref": "#/components/schemas/EventBatchIn"}},
+             "text/plain": {"schema": {"$ref": "#/components/schemas/EventBatchIn"}}}}})
+async def collect_events(svc: Svc, request: Request) -> Response:
+    """Up to ``serving_batch_max_events`` events; one result each, once the broker acknowledged the valid ones.
+
+    Rejected events (invalid, with their reason) must not be resent; failed ones (no acknowledgement)
+    should be. The body may come as text/plain (what ``navigator.sendBeacon`` sends without a CORS
+    preflight).
+    """
+    raw_events = parse_batch(await request.body(), svc.settings.serving_batch_max_events)
+    result = await collect_batch(svc.collector, raw_events, now_ms())
+    counter = svc.metrics.events
+    counter.labels("accepted").inc(result.accepted)
+    counter.labels("rejected").inc(result.rejected)
+    counter.labels("failed").inc(result.failed)
+    return _json(result)
+
+
+@v1.delete("/users/{user_id}", status_code=202, response_model=Erased, tags=["users"], dependencies=ADMIN)
 async def erase(svc: Svc, user_id: UserId) -> Erased:
     """Emit an erase event (acknowledged), then delete the user's keys and per-user bandit."""
     event = Event(event_id=uuid.uuid4().hex, type=EventType.ERASE, user_id=user_id, event_time_ms=now_ms())

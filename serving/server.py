@@ -18,7 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config import Settings
 
-__all__ = ["CoalescingHttpToolsProtocol", "run", "running"]
+__all__ = ["CoalescingHttpToolsProtocol", "run", "running", "worker_count"]
 
 
 class _CoalescingTransport:
@@ -73,13 +73,20 @@ def _config(app: FastAPI | str, host: str, port: int, **extra: object) -> uvicor
                           timeout_graceful_shutdown=5, **extra)  # type: ignore[arg-type]
 
 
+def worker_count(settings: Settings) -> int:
+    """``serving_workers``, else one per CPU core this process may run on."""
+    return settings.serving_workers or len(os.sched_getaffinity(0)) or 1
+
+
 def run(settings: Settings) -> None:
-    """Serve in the foreground until interrupted (``serving_workers`` processes via the factory)."""
-    if settings.serving_workers > 1:
-        # Workers are separate processes: each builds its app from the environment (PULSE_*).
+    """Serve in the foreground until interrupted (:func:`worker_count` processes sharing the port)."""
+    workers = worker_count(settings)
+    if workers > 1:
+        # Workers are separate processes: each builds its app from the environment (PULSE_*); uvicorn's
+        # supervisor binds the port once and every worker accepts on that socket (the kernel spreads connections).
         os.environ.update(_as_env(settings))
         uvicorn.run("serving.app:create_app_from_env", factory=True, host=settings.serving_host,
-                    port=settings.serving_port, workers=settings.serving_workers, log_level="info",
+                    port=settings.serving_port, workers=workers, log_level="info",
                     access_log=False, http=_http(settings), loop=settings.serving_loop)
         return
     from serving.app import create_app

@@ -15,7 +15,8 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(envvar="PULSE_SERVING_HOST", help="Bind address")] = None,
     port: Annotated[int | None, typer.Option(envvar="PULSE_SERVING_PORT", help="Port")] = None,
-    workers: Annotated[int | None, typer.Option(envvar="PULSE_SERVING_WORKERS", help="Worker processes")] = None,
+    workers: Annotated[int | None, typer.Option(
+        envvar="PULSE_SERVING_WORKERS", help="Worker processes sharing the port (default: one per CPU core)")] = None,
     create_topics: Annotated[bool, typer.Option(help="Create the events topic when missing")] = True,
 ) -> None:
     """Serve /v1 (API keys: PULSE_SERVING_API_KEYS), /healthz, /readyz, /metrics; OpenAPI at /docs."""
