@@ -28,7 +28,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from config.connections import ConnectionSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +46,12 @@ class ConflictingPasswordsError(RuntimeError):
     """``PULSE_REDIS_URL`` embeds a password that differs from ``PULSE_REDIS_PASSWORD``."""
 
 
-class Settings(BaseSettings):
-    """Addresses, topic names, local-service ports and limits. Env prefix: ``PULSE_``."""
+class Settings(ConnectionSecurity):
+    """Addresses, topic names, local-service ports and limits. Env prefix: ``PULSE_``.
+
+    TLS and SASL settings (``kafka_security_protocol``, ``kafka_sasl_*``, ``kafka_ssl_*``,
+    ``redis_ssl_ca_file``) come from :class:`config.connections.ConnectionSecurity`.
+    """
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="forbid", frozen=True)
 
@@ -222,16 +228,19 @@ class Settings(BaseSettings):
     def redis_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(settings.redis_url, **kwargs)``."""
         password = self.redis_password.get_secret_value() if self.redis_password else None
-        return {"password": password} if password else {}
+        return {**({"password": password} if password else {}), **self.redis_tls_kwargs(self.redis_url)}
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """A confluent-kafka client config for this cluster; the client logs to ``pulse.kafka``.
+        """A confluent-kafka client config for this cluster (with its TLS/SASL); the client logs to ``pulse.kafka``.
 
         >>> config = Settings().kafka_config(**{"group.id": "g"})
         >>> config["bootstrap.servers"], config["group.id"], config["logger"].name
         ('127.0.0.1:9092', 'g', 'pulse.kafka')
         """
-        return {"bootstrap.servers": self.kafka_bootstrap, "logger": KAFKA_CLIENT_LOG, **extra}
+        return {
+            "bootstrap.servers": self.kafka_bootstrap, "logger": KAFKA_CLIENT_LOG,
+            **self.kafka_security_config(), **extra,
+        }
 
 
 def split_redis_password(url: str) -> tuple[str, str | None]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from urllib.parse import urlsplit
 
 import redis as redis_lib
 import typer
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from config import Settings
@@ -44,12 +45,23 @@ def kafka_addresses(bootstrap: str) -> list[tuple[str, int]]:
 
 
 def kafka_problem(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
-    """Why Kafka cannot be reached (one line), or None when a bootstrap server answers a metadata request."""
+    """Why Kafka cannot be used (one line naming the setting), or None when a broker answers a metadata request.
+
+    Settings that cannot work (SASL without a password, a CA file that is not there) are named
+    before any connection; a refused login or an untrusted certificate ends the wait at once.
+    """
+    problem = settings.kafka_security_problem()
+    if problem:
+        return problem
     addresses = kafka_addresses(settings.kafka_bootstrap)
-    if any(_accepts(host, port, timeout_s) for host, port in addresses) and _answers_metadata(settings, timeout_s):
-        return None
-    local = any(host in _LOCAL_HOSTS and port == settings.kafka_port for host, port in addresses)
     shown = settings.kafka_bootstrap or "(empty)"
+    if any(_accepts(host, port, timeout_s) for host, port in addresses):
+        refusal = _metadata_refusal(settings, timeout_s)
+        if refusal is None:
+            return None
+        if refusal:
+            return f"Kafka at {shown} {refusal}"
+    local = any(host in _LOCAL_HOSTS and port == settings.kafka_port for host, port in addresses)
     return f"cannot reach Kafka at {shown} (PULSE_KAFKA_BOOTSTRAP){_up_hint(local)}"
 
 
@@ -62,20 +74,62 @@ def _accepts(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
-def _answers_metadata(settings: Settings, timeout_s: float) -> bool:
-    """A Kafka broker answers: cluster metadata arrives within ``timeout_s`` (the client's own logs are dropped)."""
+def _metadata_refusal(settings: Settings, timeout_s: float) -> str | None:
+    """None when cluster metadata arrives within ``timeout_s``; else why not ("" when no reason is known).
+
+    The client's own logs are dropped; its errors come to ``error_cb``, and a refused login or TLS
+    handshake is final (the client would retry it forever), so the wait stops at the first.
+    """
+    errors: list[KafkaError] = []
     setup_ms = max(int(timeout_s * 1000), 1000)
-    admin = AdminClient(settings.kafka_config(logger=_SILENT, **{"socket.connection.setup.timeout.ms": setup_ms}))
     try:
-        admin.list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return True
+        admin = AdminClient(settings.kafka_config(
+            logger=_SILENT, error_cb=errors.append, **{"socket.connection.setup.timeout.ms": setup_ms}
+        ))
+    except KafkaException as exc:  # e.g. a client key its passphrase does not open
+        text = _kafka_error_text(exc)
+        named = "PULSE_KAFKA_SSL_KEY_FILE, PULSE_KAFKA_SSL_KEY_PASSWORD" if "ssl.key" in text else "PULSE_KAFKA_*"
+        return f"cannot be used with these settings: {text} ({named})"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=min(0.5, max(deadline - time.monotonic(), 0.05)))
+            return None
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+        refusal = _security_refusal(settings, errors)
+        if refusal:
+            return refusal
+    return ""
+
+
+def _security_refusal(settings: Settings, errors: list[KafkaError]) -> str | None:
+    """A one-line reason for an authentication or TLS error among ``errors``, naming the setting."""
+    for error in errors:
+        if error.code() == KafkaError._AUTHENTICATION:
+            return (
+                f"refused the {settings.kafka_sasl_mechanism} login of user {settings.kafka_sasl_username!r}: "
+                "wrong PULSE_KAFKA_SASL_PASSWORD or unknown PULSE_KAFKA_SASL_USERNAME"
+            )
+        if error.code() == KafkaError._SSL and "certificate verify failed" in error.str():
+            ca = settings.kafka_ssl_ca_file
+            given = f"is {ca}" if ca else "is not set (the system's CAs were used)"
+            return f"presents a TLS certificate no trusted CA signed: PULSE_KAFKA_SSL_CA_FILE {given}"
+        if error.code() == KafkaError._SSL:
+            return f"failed the TLS handshake ({error.str()}) (PULSE_KAFKA_SECURITY_PROTOCOL, PULSE_KAFKA_SSL_*)"
+    return None
+
+
+def _kafka_error_text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
 
 
 def redis_problem(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
     """Why Redis cannot be used (one line), or None when it answers ``PING``."""
     url = settings.redis_url
+    if problem := settings.redis_tls_problem():
+        return problem
     try:
         client = redis_lib.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **settings.redis_client_kwargs()
@@ -86,7 +140,11 @@ def redis_problem(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> s
         client.ping()
     except redis_lib.AuthenticationError:
         return f"Redis at {url} refused the password (PULSE_REDIS_PASSWORD)"
-    except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError):
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            ca = settings.redis_ssl_ca_file
+            given = f"is {ca}" if ca else "is not set (the system's CAs were used)"
+            return f"Redis at {url} presents a TLS certificate no trusted CA signed: PULSE_REDIS_SSL_CA_FILE {given}"
         parts = urlsplit(url)
         local = parts.hostname in _LOCAL_HOSTS and parts.port == settings.redis_port
         return f"cannot reach Redis at {url} (PULSE_REDIS_URL){_up_hint(local)}"

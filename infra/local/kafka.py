@@ -1,4 +1,8 @@
-"""A single-node Kafka 4 broker (KRaft, combined broker + controller) on loopback."""
+"""A single-node Kafka 4 broker (KRaft, combined broker + controller) on loopback.
+
+Open by default (one PLAINTEXT listener); given a :class:`~infra.local.kafka_security.BrokerSecurity`
+it listens with ``SASL_SSL`` only, with SCRAM users made by Kafka's storage tool and ACLs on.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from infra.local.jars import ensure_jars, jar_dir
+from infra.local.kafka_security import BrokerSecurity
 from infra.local.process import ManagedProcess, ServiceError
 
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
@@ -20,11 +26,7 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+{listeners}
 log.dirs={data_dir}
 num.partitions=4
 offsets.topic.replication.factor=1
@@ -36,16 +38,24 @@ group.initial.rebalance.delay.ms=0
 transaction.max.timeout.ms=900000
 auto.create.topics.enable=false
 """
+OPEN_LISTENERS = """\
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"""
 
 
 class KafkaBroker:
     """Kafka from Apache Kafka's jars; data under ``<home>/kafka``, log ``<home>/logs/kafka.log``."""
 
-    def __init__(self, home: Path, port: int, controller_port: int, heap: str = "512m") -> None:
+    def __init__(self, home: Path, port: int, controller_port: int, heap: str = "512m",
+                 security: BrokerSecurity | None = None) -> None:
         self.home = home
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
+        self.security = security
         self.data_dir = home / "kafka" / f"data-{port}"
         self.config_file = home / "kafka" / f"server-{port}.properties"
         self.process = ManagedProcess("kafka", home, markers=(str(self.config_file),), ports=(port, controller_port))
@@ -74,12 +84,19 @@ class KafkaBroker:
                 ]
             )
         self.process.wait_healthy(self.healthy, timeout_s)
+        if self.security is not None:
+            self.security.grant_users(self.admin_config())
         return self.process.pid() or 0
+
+    def admin_config(self) -> dict[str, Any]:
+        """A confluent-kafka config of the broker's own super user (open broker: just the address)."""
+        # log_level 0: refused connections while the broker starts are expected, not news.
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 0}
+        return {**config, **(self.security.admin_client_config() if self.security else {})}
 
     def healthy(self) -> bool:
         """True when the broker returns cluster metadata."""
-        # log_level 0: refused connections while the broker starts are expected, not news.
-        metadata = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(timeout=2)
+        metadata = AdminClient(self.admin_config()).list_topics(timeout=2)
         return bool(metadata.brokers)
 
     def _classpath(self) -> str:
@@ -96,9 +113,13 @@ class KafkaBroker:
 
     def _configure(self, classpath: str) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(
-            SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
+        self.config_file.touch(mode=0o600)  # a secured broker's file holds its JAAS passwords
+        listeners = (self.security.listener_properties if self.security else OPEN_LISTENERS.format)(
+            port=self.port, controller_port=self.controller_port
         )
+        self.config_file.write_text(SERVER_PROPERTIES.format(
+            controller_port=self.controller_port, data_dir=self.data_dir, listeners=listeners
+        ))
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = _kafka_uuid()
@@ -114,13 +135,16 @@ class KafkaBroker:
                 cluster_id,
                 "-c",
                 str(self.config_file),
+                *(self.security.storage_format_arguments() if self.security else ()),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            output = result.stdout + result.stderr
+            shown = self.security.redact(output) if self.security else output
+            raise ServiceError(f"formatting Kafka storage failed:\n{shown}")
 
 
 def _kafka_uuid() -> str:

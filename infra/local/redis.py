@@ -1,4 +1,9 @@
-"""A Redis server from Debian's ``redis-server`` on loopback, with an optional password."""
+"""A Redis server from Debian's ``redis-server`` on loopback, with an optional password.
+
+Given :class:`~infra.local.tls.LocalCertificates` it listens with TLS only (``--tls-port``,
+``--port 0``): clients connect to ``rediss://`` and trust the local CA (client certificates
+are not required).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import redis
 
 from infra.local.process import ManagedProcess, ServiceError
+from infra.local.tls import LocalCertificates
 
 
 def redis_server_binary() -> str:
@@ -33,10 +39,12 @@ def redis_server_binary() -> str:
 class RedisServer:
     """Redis with data under ``<home>/redis`` and log ``<home>/logs/redis.log``."""
 
-    def __init__(self, home: Path, port: int, password: str | None = None) -> None:
+    def __init__(self, home: Path, port: int, password: str | None = None,
+                 tls: LocalCertificates | None = None) -> None:
         self.home = home
         self.port = port
         self.password = password
+        self.tls = tls
         self.data_dir = home / "redis" / f"data-{port}"
         self.process = ManagedProcess("redis", home, ports=(port,),
                                       # redis-server rewrites its title to "redis-server 127.0.0.1:PORT"
@@ -44,8 +52,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://`` URL for clients (without the password)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://`` (``rediss://`` with TLS) URL for clients (without the password)."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float) -> int:
         """Start unless running and wait until it answers PING."""
@@ -59,7 +67,7 @@ class RedisServer:
                 conf.chmod(0o600)
                 argv.append(str(conf))
             argv += [
-                "--bind", "127.0.0.1", "--port", str(self.port),
+                "--bind", "127.0.0.1", *self._port_arguments(),
                 "--dir", str(self.data_dir), "--daemonize", "no", "--save", "",
                 "--appendonly", "yes", "--appendfsync", "everysec",
             ]
@@ -67,9 +75,19 @@ class RedisServer:
         self.process.wait_healthy(self.healthy, timeout_s)
         return self.process.pid() or 0
 
+    def _port_arguments(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+            "--tls-cert-file", str(self.tls.server_cert), "--tls-key-file", str(self.tls.server_key),
+            "--tls-ca-cert-file", str(self.tls.ca_file),
+        ]
+
     def healthy(self) -> bool:
         """True when the server answers PING (with AUTH when a password is set)."""
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)} if self.tls else {}
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1, **tls)
         try:
             return bool(client.ping())
         finally:

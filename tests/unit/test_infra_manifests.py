@@ -26,6 +26,7 @@ import yaml
 from pydantic import SecretStr
 
 from config import REPO_ROOT, Settings
+from config.connections import ConnectionSecurity
 
 INFRA = REPO_ROOT / "infra"
 COMPOSE = "infra/docker-compose.yml"
@@ -42,6 +43,9 @@ SECRET_ENV_NAMES = {
     for name, field in Settings.model_fields.items()
     if SecretStr in (field.annotation, *typing.get_args(field.annotation))
 }
+#: Secrets of a secured Kafka or Redis (config/connections.py): a deployment sets them only when its
+#: cluster needs them (README "Connecting to your Kafka and Redis"), so none is required here.
+SECURED_CLUSTER_SECRETS = {f"{ENV_PREFIX}{name}".upper() for name in ConnectionSecurity.model_fields}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|CREDENTIAL", re.IGNORECASE)
 FULL_VERSION = re.compile(r"\d+\.\d+\.\d+")
 
@@ -335,12 +339,14 @@ def secret_problems(b: Bundle) -> list[str]:
             if urlsplit(url).password:
                 problems.append(f"{path}: URL with a password: {url}")
     # Both services that need a secret actually receive one (else the checks above pass vacuously).
-    for service, names in (("serving", SECRET_ENV_NAMES), ("jobmanager", {"PULSE_REDIS_PASSWORD"})):
+    for service, names in (("serving", SECRET_ENV_NAMES - SECURED_CLUSTER_SECRETS),
+                           ("jobmanager", {"PULSE_REDIS_PASSWORD"})):
         missing = names - set(b.env(service))
         problems += [f"{COMPOSE} {service}: {n} not configured" for n in sorted(missing)]
     serving_env = {item["name"] for d in b.k8s("Deployment", "pulse-serving") for k, v in walk(d) if k == "env"
                    for item in v}
-    problems += [f"k8s pulse-serving: {n} not configured" for n in sorted(SECRET_ENV_NAMES - serving_env)]
+    problems += [f"k8s pulse-serving: {n} not configured"
+                 for n in sorted(SECRET_ENV_NAMES - SECURED_CLUSTER_SECRETS - serving_env)]
     return problems
 
 
