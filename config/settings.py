@@ -33,6 +33,8 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from config.connections import ConnectionSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The broker's log.retention.check.interval.ms default: how often expired segments are deleted.
+KAFKA_RETENTION_CHECK_MS = 5 * 60 * 1000
 
 #: Where every Kafka client's own (librdkafka) log lines go, instead of straight to stderr: a
 #: client of a stopped broker logs each failed reconnect, and those lines belong in logging.
@@ -68,6 +70,14 @@ class Settings(ConnectionSecurity):
     topic_sessions: str = "sessions"
     topic_item_params: str = Field("items.params", description="Item-parameter snapshots the job shares with itself")
     partitions: int = Field(4, ge=1, description="Partitions of topics Pulse creates")
+    # What erasure cannot reach: Kafka keeps an erased user's events until retention deletes them
+    # (producers/topics.py, README "Erasure"). Three days bound that at about 73 h with hourly segments.
+    topic_retention_ms: int = Field(
+        3 * 24 * 3600 * 1000, ge=60_000, description="Retention of the events, sessions and DLQ topics Pulse creates"
+    )
+    topic_segment_ms: int = Field(
+        3600 * 1000, ge=60_000, description="Segment roll time of those topics (retention deletes whole segments)"
+    )
 
     # Redis keys.
     redis_prefix: str = Field("pulse", description="Prefix of every Redis key Pulse writes")
@@ -216,6 +226,18 @@ class Settings(ConnectionSecurity):
                 value = ",".join(value)
             env[f"PULSE_{name.upper()}"] = str(value)
         return env
+
+    def erasure_bound_ms(self) -> int:
+        """Longest an event stays in the events, sessions and DLQ topics after it was written.
+
+        Kafka cannot delete one user's records: retention deletes a segment once its newest record
+        is ``topic_retention_ms`` old, a segment takes records for at most ``topic_segment_ms``, and
+        the broker looks every ``log.retention.check.interval.ms`` (default 5 minutes).
+
+        >>> Settings().erasure_bound_ms() / 3_600_000  # the defaults: 72 h + 1 h + 5 min
+        73.08333333333333
+        """
+        return self.topic_retention_ms + self.topic_segment_ms + KAFKA_RETENTION_CHECK_MS
 
     def checkpoint_path(self) -> Path:
         """Where checkpoints go."""

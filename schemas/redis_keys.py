@@ -144,6 +144,14 @@ class RedisKeys:
         """Every key holding data of one user (what erasure deletes); all in one cluster slot."""
         return [self.user(user_id, kind) for kind in UserKind]
 
+    def erasures(self) -> str:
+        """The erasure log (a stream): what each erasure removed, when; no user id, only its digest.
+
+        >>> RedisKeys().erasures()
+        'pulse:erasures'
+        """
+        return f"{self.prefix}:erasures"
+
     def item_params(self, item_id: str) -> str:
         """Item bias and factors.
 

@@ -20,6 +20,7 @@ from config import Settings
 from schemas.events import Event, EventType
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider
+from serving.erasure import MAX_ENTRIES, ErasureRecord
 from serving.events import collect_batch, parse_batch, to_event
 from serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from serving.models import (
@@ -169,12 +170,19 @@ async def collect_events(svc: Svc, request: Request) -> Response:
 
 @v1.delete("/users/{user_id}", status_code=202, response_model=Erased, tags=["users"], dependencies=ADMIN)
 async def erase(svc: Svc, user_id: UserId) -> Erased:
-    """Emit an erase event (acknowledged), then delete the user's keys and per-user bandit."""
+    """Emit an erase event (acknowledged), delete the user's keys and per-user bandit, log the erasure.
+
+    The job clears the user's state when it reads the event; Kafka drops the user's events by
+    retention (serving/erasure.py, README "Erasure").
+    """
     event = Event(event_id=uuid.uuid4().hex, type=EventType.ERASE, user_id=user_id, event_time_ms=now_ms())
     await svc.collector.send(event)
     store = svc.store
     keys = [*store.keys.user_keys(user_id), store.keys.bandit(svc.settings.bandit_policy, f"user:{user_id}")]
-    return Erased(user_id=user_id, event_id=event.event_id, keys_deleted=await store.delete(keys))
+    deleted = await store.delete(keys)
+    record = ErasureRecord.of(svc.settings, user_id, event.event_id, keys_deleted=deleted, at_ms=now_ms())
+    await store.append_log(store.keys.erasures(), record.fields(), MAX_ENTRIES)
+    return Erased(user_id=user_id, event_id=event.event_id, keys_deleted=deleted)
 
 
 @ops.get("/healthz", response_model=Health, tags=["ops"])

@@ -162,6 +162,12 @@ class RedisStore:
         """``DEL`` the keys; returns how many existed."""
         return int(await self._guard(lambda: self.client.delete(*keys)))
 
+    async def append_log(self, key: str, fields: dict[str, str], max_entries: int) -> str:
+        """``XADD`` one entry to a stream, trimmed to about ``max_entries``; returns the entry id."""
+        values: dict[Any, Any] = dict(fields)  # redis-py's stub wants its own key/value union
+        entry = await self._guard(lambda: self.client.xadd(key, values, maxlen=max_entries, approximate=True))
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
     async def _guard(self, action: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await action()
