@@ -13,7 +13,6 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config import Settings
@@ -84,7 +83,7 @@ def run(settings: Settings) -> None:
     if workers > 1:
         # Workers are separate processes: each builds its app from the environment (PULSE_*); uvicorn's
         # supervisor binds the port once and every worker accepts on that socket (the kernel spreads connections).
-        os.environ.update(_as_env(settings))
+        os.environ.update(settings.to_env())
         uvicorn.run("serving.app:create_app_from_env", factory=True, host=settings.serving_host,
                     port=settings.serving_port, workers=workers, log_level="info",
                     access_log=False, http=_http(settings), loop=settings.serving_loop)
@@ -93,17 +92,6 @@ def run(settings: Settings) -> None:
 
     uvicorn.Server(_config(create_app(settings), settings.serving_host, settings.serving_port,
                            http=_http(settings), loop=settings.serving_loop)).run()
-
-
-def _as_env(settings: Settings) -> dict[str, str]:
-    """``PULSE_*`` variables that rebuild ``settings`` in another process."""
-    env = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is not None:
-            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-            env[f"PULSE_{name.upper()}"] = text
-    return env
 
 
 @contextlib.contextmanager
