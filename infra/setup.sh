@@ -2,7 +2,8 @@
 # Everything Pulse needs on a fresh machine, idempotent and cached (stamps under .local/):
 #   a virtualenv with the pinned packages, redis-server (Debian package), and the Kafka and
 #   Flink jars resolved from Maven Central with mvn (infra/maven/pom.xml), and the job's small
-#   Kafka deserializer jar compiled with javac from flink_jobs/java.
+#   Kafka deserializer jar compiled with javac from flink_jobs/java; node and chromium (Debian
+#   packages) for the browser SDK's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PULSE_PYTHON:-python3}
@@ -34,6 +35,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
   # The Debian package starts a system Redis on 6379; Pulse runs its own.
   $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# The browser SDK's tests run under node; the browser tests (SDK example page, console) drive Debian's chromium.
+apt_missing=""
+command -v node >/dev/null 2>&1 || apt_missing="$apt_missing nodejs npm"
+command -v chromium >/dev/null 2>&1 || apt_missing="$apt_missing chromium"
+if [ -n "$apt_missing" ]; then
+  say "installing$apt_missing with apt-get"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086 # the list is words
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_missing >/dev/null
 fi
 
 command -v java >/dev/null 2>&1 || { echo "Java 17+ is needed (Kafka 4, Flink): apt-get install openjdk-17-jre-headless" >&2; exit 1; }

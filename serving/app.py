@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 _HTTP_REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                  413: "body_too_large"}
 BATCH_PATH = "/v1/events:batch"
+#: The browser SDK (pulse.js), its example page and the console's files, served at /static.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
@@ -109,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_keys = ApiKeys.from_settings(settings)
     app.include_router(v1)
     app.include_router(ops)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(RecommendationsFastPath)  # innermost: inside the body limit and the metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes,
                        per_path={BATCH_PATH: settings.serving_batch_max_bytes})
