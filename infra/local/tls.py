@@ -71,16 +71,20 @@ def make_certificates(directory: Path, client_key_password: str) -> LocalCertifi
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", certs.server_key)
     _sign(certs, certs.server_key, certs.server_cert, "/CN=localhost", _SERVER_EXTENSIONS, passin=None)
     certs.server_keystore.write_text(certs.server_key.read_text() + certs.server_cert.read_text())
-    password_file = directory / "client.pass"
+    password_file, plain_key = directory / "client.pass", directory / "client.plain.key"
     password_file.touch(mode=0o600)
     password_file.write_text(client_key_password)
     try:
-        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-aes-256-cbc",
-                 "-pass", f"file:{password_file}", "-out", certs.client_key)
+        # PKCS#8 v1 encryption (PBE-SHA1-3DES): Java's Kafka client cannot read the PBES2 keys
+        # openssl writes by default ("PBES2 SecretKeyFactory not available" on JDK 17).
+        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", plain_key)
+        _openssl("pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES", "-in", plain_key, "-passout", f"file:{password_file}",
+                 "-out", certs.client_key)
         _sign(certs, certs.client_key, certs.client_cert, "/CN=pulse-client", _CLIENT_EXTENSIONS,
               passin=password_file)
     finally:
         password_file.unlink()
+        plain_key.unlink(missing_ok=True)
     for key in (ca_key, certs.server_key, certs.server_keystore, certs.client_key):
         key.chmod(0o600)
     return certs

@@ -199,3 +199,31 @@ def test_full_run_never_prints_a_configured_secret(
     auth_conf = str((secure_redis.data_dir / "auth.conf").relative_to(tmp_path))
     assert in_files.pop(auth_conf, None) == [REDIS_PASSWORD]
     assert not in_files, f"secrets found in {in_files}"
+
+
+KAFKA_SECRETS = (f"sasl-pw-{uuid.uuid4().hex}", f"key-pw-{uuid.uuid4().hex}")
+
+
+def test_kafka_secrets_stay_out_of_settings_and_command_output(tmp_path: Path) -> None:
+    """The SASL password and the client key's passphrase (issue 21) follow the same rules.
+
+    A full run over SASL_SSL, with its logs scanned, is tests/integration/test_secured_services.py.
+    """
+    from infra.local.process import free_port as closed_port  # nothing listens there once the socket closes
+
+    settings = Settings(
+        home=tmp_path, kafka_bootstrap=f"127.0.0.1:{closed_port()}", kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="app", kafka_sasl_password=KAFKA_SECRETS[0], kafka_ssl_key_password=KAFKA_SECRETS[1],
+    )
+    assert settings.kafka_config()["sasl.password"] == KAFKA_SECRETS[0]  # configured, and handed to clients
+    assert settings.to_env()["PULSE_KAFKA_SSL_KEY_PASSWORD"] == KAFKA_SECRETS[1]
+    outputs = {"repr": repr(settings), "str": str(settings), "json": settings.model_dump_json(),
+               "dump": str(settings.model_dump())}
+    for args in (("produce", "synthetic", "--limit", "1"), ("lag", "--json")):
+        run = subprocess.run([sys.executable, "-m", "pulse", "--verbose", *args], cwd=REPO_ROOT, env=_env(settings),
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode != 0 and "PULSE_KAFKA_BOOTSTRAP" in run.stderr, run.stderr  # it did try to connect
+        outputs[" ".join(args)] = run.stdout + run.stderr
+    leaked = {name: [s for s in KAFKA_SECRETS if s in text] for name, text in outputs.items()}
+    assert not {k: v for k, v in leaked.items() if v}, leaked
+    assert not _files_containing(tmp_path, KAFKA_SECRETS)
