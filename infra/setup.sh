@@ -41,6 +41,7 @@ fi
 apt_missing=""
 command -v node >/dev/null 2>&1 || apt_missing="$apt_missing nodejs npm"
 command -v chromium >/dev/null 2>&1 || apt_missing="$apt_missing chromium"
+command -v openssl >/dev/null 2>&1 || apt_missing="$apt_missing openssl"  # TLS certificates of the secured local services
 if [ -n "$apt_missing" ]; then
   say "installing$apt_missing with apt-get"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
