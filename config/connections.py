@@ -45,19 +45,24 @@ class ConnectionSecurity(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="forbid", frozen=True)
 
     kafka_security_protocol: KafkaSecurityProtocol = Field(
-        "PLAINTEXT", description="Kafka security.protocol (SASL_SSL for most managed clusters)"
+        default="PLAINTEXT", description="Kafka security.protocol (SASL_SSL for most managed clusters)"
     )
-    kafka_sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols)")
-    kafka_sasl_username: str | None = Field(None, description="SASL user name")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols)"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
     kafka_ssl_ca_file: Path | None = Field(
-        None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = the system's"
+        default=None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = the system's"
     )
-    kafka_ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
-    kafka_ssl_key_file: Path | None = Field(None, description="PEM private key (PKCS#8) of the client certificate")
-    kafka_ssl_key_password: SecretStr | None = Field(None, description="Passphrase of an encrypted client key")
+    kafka_ssl_cert_file: Path | None = Field(default=None, description="PEM client certificate (mutual TLS)")
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key (PKCS#8) of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Passphrase of an encrypted client key")
     redis_ssl_ca_file: Path | None = Field(
-        None, description="PEM file of the CA that signed Redis's certificate (rediss:// URLs); unset = the system's"
+        default=None,
+        description="PEM file of the CA that signed Redis's certificate (rediss:// URLs); unset = the system's",
     )
 
     @field_validator(
