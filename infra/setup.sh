@@ -39,7 +39,8 @@ fi
 
 # The browser SDK's tests run under node; the browser tests (SDK example page, console) drive Debian's chromium.
 apt_missing=""
-command -v node >/dev/null 2>&1 || apt_missing="$apt_missing nodejs npm"
+command -v node >/dev/null 2>&1 || apt_missing="$apt_missing nodejs"
+command -v npm >/dev/null 2>&1 || apt_missing="$apt_missing npm"
 command -v chromium >/dev/null 2>&1 || apt_missing="$apt_missing chromium"
 command -v openssl >/dev/null 2>&1 || apt_missing="$apt_missing openssl"  # TLS certificates of the secured local services
 if [ -n "$apt_missing" ]; then
@@ -48,6 +49,17 @@ if [ -n "$apt_missing" ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086 # the list is words
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_missing >/dev/null
+fi
+
+# The console's chart library, vendored from npm into serving/static/vendor (git-ignored; no CDN at run time).
+UPLOT_VERSION=1.6.32
+if [ "$(cat "$STAMPS/uplot" 2>/dev/null)" != "$UPLOT_VERSION" ] || [ ! -f serving/static/vendor/uPlot.esm.js ]; then
+  say "vendoring uPlot $UPLOT_VERSION from npm (the console's charts)"
+  npm install --no-save --no-audit --no-fund --silent --prefix .local/npm "uplot@$UPLOT_VERSION" >/dev/null
+  mkdir -p serving/static/vendor
+  cp .local/npm/node_modules/uplot/dist/uPlot.esm.js .local/npm/node_modules/uplot/dist/uPlot.min.css \
+     .local/npm/node_modules/uplot/LICENSE serving/static/vendor/
+  echo "$UPLOT_VERSION" > "$STAMPS/uplot"
 fi
 
 command -v java >/dev/null 2>&1 || { echo "Java 17+ is needed (Kafka 4, Flink): apt-get install openjdk-17-jre-headless" >&2; exit 1; }

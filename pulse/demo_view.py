@@ -86,6 +86,7 @@ def summary(counters: DemoCounters, model: Envelope | None) -> Table:
     table.add_row("running RMSE (prequential, lifetime)", f"{rmse:.3f}" if rmse else "-")
     if model:
         table.add_row("score freshness", f"{time.time() * 1000 - model.event_time_ms:,.0f} ms")
+    table.add_row("web console (`pulse serve`)", "http://127.0.0.1:8080/console#user=<a user below>&key=<read key>")
     return table
 
 

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from config import Settings
 from schemas import DecodeError
 from serving.collector import Collector, CollectorUnavailableError
+from serving.console import STATIC_DIR, console
 from serving.decisions import Decider, DecisionError, DecisionPolicy
 from serving.events import InvalidBatchError
 from serving.fastpath import RecommendationsFastPath
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 _HTTP_REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                  413: "body_too_large"}
 BATCH_PATH = "/v1/events:batch"
-#: The browser SDK (pulse.js), its example page and the console's files, served at /static.
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
@@ -113,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_keys = ApiKeys.from_settings(settings)
     app.include_router(v1)
     app.include_router(ops)
+    app.include_router(console)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(RecommendationsFastPath)  # innermost: inside the body limit and the metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes,

@@ -163,3 +163,14 @@ def test_collect_batch_reports_each_event_in_order() -> None:
     assert reasons[1] == "missing_field" and reasons[2] == reasons[4] == "invalid_request"
     assert reasons[3] == "kafka_unavailable" and result.results[3].event_id
     assert all(r.detail for r in result.results if r.error)
+
+
+def test_the_console_page_is_open_and_its_data_needs_a_read_or_admin_key() -> None:
+    url = "/v1/console/state?user_id=u1&k=0"  # k=0: a 400 once the key is let through
+    responses = _send([("GET", "/console", None, {}), ("GET", url, None, {}),
+                       *(("GET", url, None, {"Authorization": f"Bearer {key}"}) for key in HAS)],
+                      serving_api_keys=SecretStr(KEYS))
+    page, missing, admin, read, publishable = responses
+    assert page.status_code == 200 and "Pulse console" in page.text and page.headers["content-type"].startswith(
+        "text/html")
+    assert [missing.status_code, admin.status_code, read.status_code, publishable.status_code] == [401, 400, 400, 403]
