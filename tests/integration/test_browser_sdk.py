@@ -1,5 +1,6 @@
 """The browser SDK in a real headless Chromium: the example page, served by the shim, renders a user's
-recommendations and sends its view events, which arrive on Kafka carrying the recommendations' request id."""
+recommendations and sends its view events (by fetch, and by sendBeacon as when the page is left), which arrive
+on Kafka carrying the recommendations' request id."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def shim(settings: Settings) -> Iterator[str]:
     keys = RedisKeys(settings.redis_prefix)
     with RedisWriter(keys, "mf-v1", url=settings.redis_url) as writer:
         writer.write_batch([(keys.recs(user), T0, {"items": [list(p) for p in ITEMS], "global_mean": 3.5})
-                            for user in ("web-a", "web-b")])
+                            for user in ("web-a", "web-b", "web-c")])
     served = settings.model_copy(update={"serving_api_keys": SecretStr(f"publishable:{PUBLISHABLE}, read:{READ}")})
     with running(create_app(served), timeout_s=60) as url:
         yield url
@@ -66,10 +67,14 @@ def test_the_example_page_renders_recommendations_and_its_events_reach_kafka(shi
     assert request_id is not None
 
     shot = screenshot(f"{page}&user=web-b", "sdk-example-page.png")
-    events = _events(settings, {"web-a", "web-b"}, want=6)
-    by_user = {user: [e for e in events if e.user_id == user] for user in ("web-a", "web-b")}
+    beacon = dump_dom(f"{page}&user=web-c&send=beacon")  # text/plain, the key in the URL, no answer read
+    assert "3 events handed to the beacon: accepted by the browser" in beacon, beacon[-2000:]
+    events = _events(settings, {"web-a", "web-b", "web-c"}, want=9)
+    by_user = {user: [e for e in events if e.user_id == user] for user in ("web-a", "web-b", "web-c")}
     print(f"\nexample page: rendered {rendered}, events on Kafka {len(events)}, screenshot {shot}")
     assert sorted(e.item_id or "" for e in by_user["web-a"]) == sorted(item for item, _ in ITEMS[:3])
     assert {e.type.value for e in events} == {"view"}
     assert {e.context.get("request_id") for e in by_user["web-a"]} == {request_id.group(1)}
     assert len(by_user["web-b"]) == 3  # the screenshot's page load sent its events too
+    assert sorted(e.item_id or "" for e in by_user["web-c"]) == sorted(item for item, _ in ITEMS[:3])
+    assert all(e.context.get("request_id") for e in by_user["web-c"])
