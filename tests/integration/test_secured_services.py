@@ -39,11 +39,12 @@ from infra.local.tls import LocalCertificates, make_certificates
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
+from pulse.lag import LagProbe
 from schemas import EventCodec
 from schemas.events import EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.conftest import isolated_settings
-from tests.integration.jobs import run_bounded_job
+from tests.integration.jobs import run_job_until
 from tests.reliability.test_security import _env, _files_containing, _wait_http
 from tests.services import start_on_free_ports
 
@@ -257,6 +258,7 @@ def test_bad_credentials_fail_fast_with_one_line(secured: Secured, command: str,
                           "Settings.kafka_java_properties() and its RedisWriter no redis_ssl_ca_file yet",
                    run=False, strict=True)
 def test_job_over_sasl_ssl_and_tls(secured: Secured, tmp_path: Path) -> None:
+    """The job reads SASL_SSL, writes its DLQ/sessions/item snapshots there and Redis over TLS: counts exact, lag 0."""
     settings = secured.settings(checkpoint_dir=tmp_path / "checkpoints", checkpoint_interval_ms=1000)
     assert settings.kafka_java_properties()["security.protocol"] == "SASL_SSL"
     ensure_topics(settings)
@@ -265,18 +267,24 @@ def test_job_over_sasl_ssl_and_tls(secured: Secured, tmp_path: Path) -> None:
         for event in events:
             producer.send(event)
     assert producer.report.produced == N_PRODUCED
-
-    run_bounded_job(settings, log=tmp_path / "job.log", timeout_s=240)
-
-    client, keys = tls_redis(settings), RedisKeys(settings.redis_prefix)
     want: dict[str, dict[str, int]] = {}
     for event in events:
         counts = want.setdefault(event.user_id, {})
         counts[event.type.value] = counts.get(event.type.value, 0) + 1
-    stored = {user: Envelope.from_fields_or_none(client.hgetall(keys.counts(user))) for user in want}
-    assert {u: s.payload["counts"] if s else None for u, s in stored.items()} == want
+    client, keys = tls_redis(settings), RedisKeys(settings.redis_prefix)
+
+    def stored() -> dict[str, Any]:
+        found = {user: Envelope.from_fields_or_none(client.hgetall(keys.counts(user))) for user in want}
+        return {user: envelope.payload["counts"] if envelope else None for user, envelope in found.items()}
+
+    with LagProbe(settings) as probe:
+        run_job_until(settings, lambda: probe.measure().lag_messages == 0 and stored() == want,
+                      log=tmp_path / "job.log", timeout_s=300)
+    assert stored() == want
     lag = pulse(settings, "lag", "--json")
-    assert orjson.loads(lag.stdout)["total"]["lag_messages"] == 0, lag.stderr
+    report = orjson.loads(lag.stdout)
+    assert report["total"]["lag_messages"] == 0, lag.stderr
+    assert report["total"]["committed_offset"] == report["total"]["high_watermark"] == N_PRODUCED
 
 
 def test_java_properties_drive_a_flink_source_and_exactly_once_sink(
