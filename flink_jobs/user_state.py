@@ -190,7 +190,10 @@ class UserState(KeyedBroadcastProcessFunction):
                 return
             record, outputs = self.steps.on_refresh(user_id, record)
         else:
+            before = None if record is None else (record.session_timer, record.session)
             record, outputs = self.steps.on_event_timer(user_id, record, timestamp, self.impressions.of(user_id))
+            if before is not None and record is not None and before == (record.session_timer, record.session):
+                record = None  # unchanged (an impression expired: that is in its own state already)
         self._emit(user_id, outputs, ctx, rows)
         if record is not None:
             # Written through: a timer can fire after the batch that wrote users back for a checkpoint

@@ -287,9 +287,8 @@ class UserSteps:
         outputs: list[Any] = list(self._expire_impressions(timestamp, impressions))
         if record is None:
             return None, outputs
-        # Event-time timers also fire on the final watermark of a bounded input, where
-        # processing-time timers do not: report progress here too so none is left behind.
-        outputs.extend(self.report(record))
+        # No progress report here: a timer changes no progress, and the refreshes that report it
+        # all run before every barrier and at the end of a bounded input.
         if record.session_timer == timestamp:
             record.session_timer = None
         state = record.session
