@@ -110,6 +110,10 @@ class Settings(ConnectionSecurity):
         20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
     )
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
+    job_rest_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="`pulse job run`: serve Flink's REST API and web UI on this port (checkpoint statistics); off when unset",
+    )
 
     # The local standalone cluster of `pulse up --flink` (infra/local/flink.py).
     flink_rest_port: int = Field(8081, ge=1, le=65535, description="JobManager REST port (`--jobmanager`)")
