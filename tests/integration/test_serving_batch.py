@@ -115,12 +115,14 @@ def test_batches_survive_a_broker_restart_with_nothing_lost_or_doubled(own_broke
     ensure_topics(settings, [settings.topic_events])
     bodies, valid, reasons = _batches()
     answers: dict[int, dict[str, Any]] = {}
+    waited: dict[int, float] = {}
     errors: list[BaseException] = []
 
     def client(indexes: list[int], base: str) -> None:
         try:
             with httpx.Client(base_url=base, timeout=200.0) as http:
                 for n in indexes:
+                    started = time.monotonic()
                     # Half as JSON with the key in a header, half as a beacon sends it: text/plain, key in the URL.
                     if n % 2:
                         response = http.post("/v1/events:batch", json={"events": bodies[n]},
@@ -130,6 +132,7 @@ def test_batches_survive_a_broker_restart_with_nothing_lost_or_doubled(own_broke
                                              content=httpx.Request("POST", "/", json={"events": bodies[n]}).content,
                                              headers={"Content-Type": "text/plain;charset=UTF-8"})
                     assert response.status_code == 200, response.text
+                    waited[n] = time.monotonic() - started
                     answers[n] = response.json()
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             errors.append(exc)
@@ -161,8 +164,10 @@ def test_batches_survive_a_broker_restart_with_nothing_lost_or_doubled(own_broke
     ids = Counter(event.event_id for event in on_topic)
     lost = set(valid) - set(ids)
     doubled = {event_id: n for event_id, n in ids.items() if n > 1}
+    longest = max(waited.values())
     print(f"\nevents:batch: {REQUESTS} requests x {PER_REQUEST}, broker restarted after {at} answers "
-          f"(down {down_s:.1f} s); on the topic {len(on_topic):,}, lost {len(lost)}, doubled {len(doubled)}, "
-          f"reported malformed {len(rejected)}")
+          f"(down {down_s:.1f} s, longest answer {longest:.1f} s); on the topic {len(on_topic):,}, lost {len(lost)}, "
+          f"doubled {len(doubled)}, reported malformed {len(rejected)}")
+    assert longest > 2.0, "no request was in flight while the broker was down"
     assert not lost and not doubled and len(on_topic) == 9_900
     assert all(event.context["request_id"] == valid[event.event_id] for event in on_topic)
