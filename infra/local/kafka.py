@@ -113,7 +113,8 @@ class KafkaBroker:
 
     def _configure(self, classpath: str) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.touch(mode=0o600)  # a secured broker's file holds its JAAS passwords
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)  # a secured broker's file holds its JAAS passwords
         listeners = (self.security.listener_properties if self.security else OPEN_LISTENERS.format)(
             port=self.port, controller_port=self.controller_port
         )
