@@ -67,4 +67,6 @@ command -v javac >/dev/null 2>&1 || { echo "A JDK 17+ (javac) is needed to build
 command -v mvn >/dev/null 2>&1 || { echo "Maven is needed to fetch jars: apt-get install maven" >&2; exit 1; }
 say "resolving Kafka and Flink jars, building pulse-flink-kafka.jar (cached in .local/jars)"
 .venv/bin/python -m infra.local.jars
+say "building the local Schema Registry for the tests (infra/registry/pom.xml; cached in .local/registry)"
+.venv/bin/python -m infra.local.registry
 say "ready"
