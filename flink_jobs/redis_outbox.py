@@ -33,6 +33,7 @@ class RedisOutbox:
         self.flush_ms = flush_ms
         self.pending: dict[str, RedisMessage] = {}
         self.flush_at: float | None = None
+        self.erasing = False  # an erasure or deletion waits: flush it at the end of this batch
         self.written = metrics.counter("redis_keys_written")
         self.stale = metrics.counter("redis_writes_stale")
         self.erased = metrics.counter("users_erased")
@@ -41,6 +42,7 @@ class RedisOutbox:
     def add(self, message: RedisMessage, key: str | None = None) -> None:
         """Wait for the next flush; a newer message for the same key replaces this one."""
         self.pending[key or parking_key(message)] = message
+        self.erasing = self.erasing or isinstance(message, EraseUser | DeleteKeys)
         if self.flush_at is None:
             self.flush_at = time.monotonic() + self.flush_ms / 1000
 
@@ -50,8 +52,9 @@ class RedisOutbox:
             self.add(message, key)
 
     def due(self) -> bool:
-        """Time to flush: ``flush_ms`` since the oldest waiting message, or many are waiting."""
-        return len(self.pending) >= FLUSH_AT or (self.flush_at is not None and time.monotonic() >= self.flush_at)
+        """Time to flush: an erasure waits (promised within 1 s), the oldest waited ``flush_ms``, or many wait."""
+        return self.erasing or len(self.pending) >= FLUSH_AT or (
+            self.flush_at is not None and time.monotonic() >= self.flush_at)
 
     def flush(self) -> None:
         """Send everything waiting: erasures and deletions first, then the writes newer than them."""
@@ -59,6 +62,7 @@ class RedisOutbox:
         messages = list(self.pending.values())
         self.pending.clear()
         self.flush_at = None
+        self.erasing = False
         if not messages:
             return
         erased = {m.user_id: m.event_time_ms for m in messages if isinstance(m, EraseUser)}
