@@ -62,7 +62,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
     """Raw framed-Avro values from the events topic, each after its partition and offset (for the DLQ)."""
     source = kafka_source(settings.kafka_bootstrap, settings.topic_events, settings.job_group_id, bounded=bounded,
-                          with_position=True)
+                          with_position=True, properties=settings.kafka_java_properties())
     # No watermarks here: they need the decoded event's time (with_event_time).
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events").uid("source-events")
 
@@ -79,7 +79,8 @@ def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
     """Dead letters to the DLQ topic, exactly once (original bytes, reason, source partition/offset)."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_dlq, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-dlq",
-                      properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024)})
+                      properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024),
+                                  **settings.kafka_java_properties()})
     decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
 
 
@@ -108,13 +109,14 @@ def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
 def read_item_snapshots(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
     """The item owner's parameter snapshots, fed back to the user side (the loop closes through Kafka)."""
     source = kafka_source(settings.kafka_bootstrap, settings.topic_item_params, f"{settings.job_group_id}-items",
-                          bounded=bounded)
+                          bounded=bounded, properties=settings.kafka_java_properties())
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "item-snapshots").uid("source-item-snapshots")
 
 
 def write_item_snapshots(items: DataStream, settings: Settings) -> None:
     """Snapshots are whole values keyed by item version: at-least-once is enough (replays are ignored)."""
-    sink = kafka_sink(settings.kafka_bootstrap, settings.topic_item_params, exactly_once=False)
+    sink = kafka_sink(settings.kafka_bootstrap, settings.topic_item_params, exactly_once=False,
+                      properties=settings.kafka_java_properties())
     raw_bytes_of(items, ITEM_SNAPSHOT).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
 
 
@@ -146,7 +148,8 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
 def write_closed_sessions(users: DataStream, settings: Settings) -> None:
     """Closed-session summaries (JSON) to the sessions topic, exactly once."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_sessions, exactly_once=True,
-                      transactional_id_prefix=f"{settings.job_name}-sessions")
+                      transactional_id_prefix=f"{settings.job_name}-sessions",
+                      properties=settings.kafka_java_properties())
     raw_bytes_of(users, CLOSED_SESSION).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
 
 
@@ -181,7 +184,8 @@ def write_redis(messages: DataStream, settings: Settings) -> None:
 def redis_writer(settings: Settings) -> RedisWriter:
     """A writer for a stage that writes Redis (each subtask opens its own connection)."""
     return RedisWriter(RedisKeys(settings.redis_prefix), settings.model_version,
-                       url=settings.redis_url, password=settings.redis_password)
+                       url=settings.redis_url, password=settings.redis_password,
+                       connection_options=settings.redis_tls_kwargs(settings.redis_url))
 
 
 def _batched_stage(messages: DataStream, kind: str, stage: Any, uid: str, settings: Settings) -> DataStream:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -165,6 +165,7 @@ class RedisWriter:
         *,
         url: str | None = None,
         password: str | SecretStr | None = None,
+        connection_options: Mapping[str, str] | None = None,
         client_factory: Callable[[], redis.Redis] | None = None,
         retry: RetryPolicy | None = None,
         socket_timeout_s: float = 5.0,
@@ -182,6 +183,7 @@ class RedisWriter:
         self._url = url
         self._password = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
         self._client_factory = client_factory
+        self._connection_options = dict(connection_options or {})
         self._socket_timeout_s = socket_timeout_s
         self._clock_ms = clock_ms
         self._client: redis.Redis | None = None
@@ -277,6 +279,7 @@ class RedisWriter:
         assert self._url is not None
         password = self._password.get_secret_value() if self._password is not None else None
         extra: dict[str, Any] = {"password": password} if password is not None else {}
+        extra.update(self._connection_options)  # e.g. ssl_ca_certs for rediss://
         return redis.Redis.from_url(self._url, socket_timeout=self._socket_timeout_s,
                                     socket_connect_timeout=self._socket_timeout_s, **extra)
 
