@@ -62,7 +62,8 @@ CATEGORIES = (
 
 
 def fresh_settings(base: Settings, tag: str, parallelism: int) -> Settings:
-    topics = {f: f"backlog-{tag}-{f.removeprefix('topic_')}" for f in Settings.model_fields if f.startswith("topic_")}
+    topics = {f: f"backlog-{tag}-{f.removeprefix('topic_')}" for f, info in Settings.model_fields.items()
+              if f.startswith("topic_") and info.annotation is str}  # names, not retention settings
     return base.model_copy(update={
         **topics, "redis_prefix": f"backlog-{tag}", "job_group_id": f"backlog-{tag}", "job_name": f"backlog-{tag}",
         "checkpoint_dir": Path(tempfile.gettempdir()) / f"backlog-{tag}", "restart_attempts": 0,

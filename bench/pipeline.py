@@ -400,7 +400,8 @@ class Runner:
         self.expected = Counter()
         name = f"bench-pipeline-{self.run_id}-{mode}{repeat}"
         tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        topics = {f: f"{name}-{f.removeprefix('topic_')}" for f in Settings.model_fields if f.startswith("topic_")}
+        topics = {f: f"{name}-{f.removeprefix('topic_')}" for f, info in Settings.model_fields.items()
+                  if f.startswith("topic_") and info.annotation is str}  # names, not retention settings
         settings = self.base.model_copy(update={
             **topics, "redis_prefix": name, "job_group_id": name, "job_name": name,
             "checkpoint_dir": tmp / "checkpoints", "restart_attempts": 0,
