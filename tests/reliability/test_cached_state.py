@@ -81,9 +81,9 @@ def test_sigkill_between_a_batch_and_the_next_barrier_loses_and_doubles_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
     # Long checkpoint interval: after a checkpoint, many batches change users only in memory.
-    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 12_000})
+    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 6_000})
     ensure_topics(settings)
-    events = list(open_source("synthetic", seed=41, limit=60_000))
+    events = list(open_source("synthetic", seed=41, limit=30_000))
     produce(settings, events)
     expected = Expected(events)
     client, keys = redis_lib.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix)
