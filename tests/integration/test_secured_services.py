@@ -11,7 +11,6 @@ one line naming the setting. No secret appears in anything printed or logged.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from schemas import EventCodec
 from schemas.events import EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from tests.conftest import isolated_settings
-from tests.integration.jobs import run_job_until
+from tests.integration.jobs import run_job_until, stop_job
 from tests.reliability.test_security import _env, _files_containing, _wait_http
 from tests.services import start_on_free_ports
 
@@ -199,12 +198,7 @@ def test_produce_serve_and_lag(secured: Secured, tmp_path: Path) -> None:
         decision = decided.json()
         assert decision["arm"] in arms
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
+        stop_job(serve)  # SIGTERM to its process group, SIGKILL if it lingers
     outputs["pulse serve"] = serve_log.read_text()
 
     events = read_events(settings, N_PRODUCED + 2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
 from tests.conftest import isolated_settings
 from tests.integration import jobs
-from tests.integration.jobs import run_bounded_job, tail
+from tests.integration.jobs import run_bounded_job, stop_job, tail
 
 pytestmark = pytest.mark.integration
 
@@ -167,12 +166,7 @@ def test_full_run_never_prints_a_configured_secret(
         outputs["GET /metrics"] = httpx.get(f"{base}/metrics", timeout=10).text
         outputs["GET /openapi.json"] = httpx.get(f"{base}/openapi.json", timeout=10).text
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
+        stop_job(serve)  # SIGTERM to its process group, SIGKILL if it lingers
 
     # The probe, given the password inside PULSE_REDIS_URL this time (moved out of the URL by Settings).
     url_with_password = secure_redis.url.replace("redis://", f"redis://:{REDIS_PASSWORD}@")
