@@ -133,6 +133,12 @@ class Settings(ConnectionSecurity):
         5000, ge=1, description="A segment's popular items are ranked and written at most this often"
     )
     redis_flush_ms: int = Field(50, ge=1, description="Pending Redis writes are flushed this often")
+    redis_value_format: Literal["compact", "legacy"] = Field(
+        "compact", description="How the job writes users and items: compact (format 2, one string each) "
+        "or legacy (format 1 hashes, for serving older than format 2 during an upgrade)")
+    redis_user_ttl_s: int = Field(
+        0, ge=0, description="Expire a user's compact Redis value this long after its last write (0: never); "
+        "serving falls back to popularity")
     model_version: str = "mf-v1"
     mf_factors: int = Field(10, ge=1)
     mf_learning_rate: float = Field(0.01, gt=0)
@@ -181,6 +187,9 @@ class Settings(ConnectionSecurity):
     )
     serving_redis_timeout_s: float = Field(0.5, gt=0, description="Socket timeout of the shim's Redis reads")
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
+    serving_legacy_reads: bool = Field(
+        True, description="When a user or item has no format-2 value, read its format-1 keys (one more round "
+        "trip); turn off once every key has been rewritten")
     serving_kafka_timeout_s: float = Field(10.0, gt=0, description="How long a collected event may wait for its ack")
 
     # ---------------------------------------------------------------------------------------

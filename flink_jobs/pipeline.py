@@ -131,6 +131,8 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         top_k=settings.top_k,
         score_refresh_ms=settings.score_refresh_ms,
         redis_shards=redis_shards(settings),
+        value_format=settings.redis_value_format,
+        user_ttl_ms=settings.redis_user_ttl_s * 1000,
     )
     batches = batched(keyed_rows(events), max_records=settings.job_batch_max_events,
                       max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
@@ -163,6 +165,7 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         popularity_refresh_ms=settings.popularity_refresh_ms,
         model_version=settings.model_version,
         redis_shards=redis_shards(settings),
+        value_format=settings.redis_value_format,
     )
     items = _batched_stage(users, TO_ITEMS, ItemParamsOwner(config), "item-params", settings)
     bandits = _batched_stage(users, TO_BANDITS, BanditArms(config), "bandit-arms", settings)

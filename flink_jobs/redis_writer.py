@@ -1,7 +1,8 @@
 """The Redis writer of the job's sink (``redis_sink.py``): pipelined, replay-safe, event-time guarded writes.
 
 Every value is written by a small Lua script that sets the envelope hash (``v``, ``et``, ``wt``,
-``mv``; see :mod:`schemas.redis_keys`) only when the stored ``et`` is absent or not newer than the
+``mv``; see :mod:`schemas.redis_keys`), or for a :class:`~schemas.redis_values.CompactValue` the
+format-2 string (event time in its header), only when the stored ``et`` is absent or not newer than the
 new event time, so a write never moves a key backwards in event time and a replay after recovery
 (same event time) simply overwrites. One batch is one pipeline (no MULTI) of ``EVALSHA`` calls;
 the script is loaded once and loaded again when Redis answers ``NOSCRIPT`` (after a restart or
@@ -45,8 +46,10 @@ from schemas.redis_keys import (
     Envelope,
     RedisKeys,
 )
+from schemas.redis_values import CompactValue, with_header
 
 __all__ = [
+    "GUARDED_SET_LUA",
     "GUARDED_WRITE_LUA",
     "BatchItem",
     "FlushResult",
@@ -70,10 +73,11 @@ class BatchItem(NamedTuple):
 
 
 class _Prepared(NamedTuple):
-    """A :class:`BatchItem` encoded: the key and the envelope's hash fields."""
+    """A :class:`BatchItem` encoded: the key, which script writes it and that script's ARGV."""
 
     key: str
-    fields: dict[str, bytes]
+    script: str
+    args: tuple[bytes | int, ...]
 
 
 #: KEYS[1] = key; ARGV = event time ms, orjson value, write time ms, model version.
@@ -88,6 +92,27 @@ return 1
 """
 _ARGV_FIELDS = (FIELD_EVENT_TIME, FIELD_VALUE, FIELD_WRITE_TIME, FIELD_MODEL_VERSION)  # ARGV[1..4]
 _SCRIPT_SHA = hashlib.sha1(GUARDED_WRITE_LUA.encode()).hexdigest()
+
+#: The same guard for a format-2 string (:mod:`schemas.redis_values`): its bytes 1..8 are the
+#: event time, big-endian. KEYS[1] = key; ARGV = event time ms, whole value, TTL ms (0: none).
+GUARDED_SET_LUA = """\
+local head = redis.call('GETRANGE', KEYS[1], 0, 8)
+if #head == 9 then
+  local stored = 0
+  for i = 2, 9 do stored = stored * 256 + string.byte(head, i) end
+  if stored > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""
+_SET_SCRIPT_SHA = hashlib.sha1(GUARDED_SET_LUA.encode()).hexdigest()
+_SCRIPTS = {_SCRIPT_SHA: GUARDED_WRITE_LUA, _SET_SCRIPT_SHA: GUARDED_SET_LUA}
 
 
 class RedisSinkError(RuntimeError):
@@ -289,19 +314,27 @@ class RedisWriter:
         return self._client
 
     def _load_script(self) -> None:
-        sha = self._require_client().script_load(GUARDED_WRITE_LUA)
-        if sha != _SCRIPT_SHA:
-            raise RedisSinkError(f"Redis returned sha {sha!r} for the write script, expected {_SCRIPT_SHA}")
+        client = self._require_client()
+        for expected, script in _SCRIPTS.items():
+            sha = client.script_load(script)
+            if sha != expected:
+                raise RedisSinkError(f"Redis returned sha {sha!r} for the write script, expected {expected}")
 
     def _prepare(self, items: Sequence[BatchItem | tuple[str, int, Any]]) -> list[_Prepared]:
         write_time = self._clock_ms()
         prepared = []
         for key, event_time_ms, payload in items:
+            if isinstance(payload, CompactValue):  # format 2: one string, header added here
+                if not isinstance(event_time_ms, int) or isinstance(event_time_ms, bool):
+                    raise TypeError(f"cannot write {key!r}: event_time_ms must be an int of milliseconds")
+                value = with_header(payload.body, event_time_ms, write_time, self.model_version)
+                prepared.append(_Prepared(key, _SET_SCRIPT_SHA, (event_time_ms, value, payload.expire_ms)))
+                continue
             try:
                 fields = Envelope(payload, event_time_ms, write_time, self.model_version).to_fields()
             except TypeError as exc:
                 raise TypeError(f"cannot write {key!r}: {exc}") from exc
-            prepared.append(_Prepared(key, fields))
+            prepared.append(_Prepared(key, _SCRIPT_SHA, tuple(fields[name] for name in _ARGV_FIELDS)))
         return prepared
 
     def _send(self, prepared: list[_Prepared]) -> list[int]:
@@ -313,8 +346,7 @@ class RedisWriter:
             pipe = client.pipeline(transaction=False)
             for i in pending:
                 item = prepared[i]
-                args: list[Any] = [item.key, *(item.fields[name] for name in _ARGV_FIELDS)]
-                pipe.evalsha(_SCRIPT_SHA, 1, *args)
+                pipe.evalsha(item.script, 1, item.key, *item.args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(pending, replies, strict=True):

@@ -50,6 +50,7 @@ class SharedStageConfig:
     popularity_half_life_ms: int = 24 * 3600 * 1000
     model_name: str = "mf"
     model_version: str = "mf-v1"
+    value_format: str = "compact"  # "legacy": format-1 item hashes
 
     def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
@@ -159,7 +160,7 @@ class ItemParamsOwner(_CoalescedWrites):
     """``keyBy(item_id)``: the item's parameters and popularity (:class:`flink_jobs.shared_steps.ItemOwner`)."""
 
     def make_steps(self, config: SharedStageConfig) -> ItemOwner:
-        return ItemOwner(config.mf, config.keys, config.popularity_half_life_ms)
+        return ItemOwner(config.mf, config.keys, config.popularity_half_life_ms, config.value_format)
 
 
 class BanditArms(_CoalescedWrites):

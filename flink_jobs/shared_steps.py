@@ -8,6 +8,7 @@ popularity counts, item snapshots); the adapter routes them.
 
 >>> from flink_jobs.messages import ModelProgress
 >>> from schemas.redis_keys import RedisKeys
+from schemas.redis_values import CompactValue, encode_item_value
 >>> model = ModelTotals(model_version="mf-v1", n_factors=10, keys=RedisKeys("pulse"))
 >>> totals = model.apply(None, ModelProgress(4, 1.0, 2.0, 1, 0, 0, 99))
 >>> [write.payload["rmse"] for write in model.writes("mf", Coalesced(totals, 99, True), final=False)]
@@ -38,6 +39,7 @@ from online_models.bandits import make_bandit
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
 from schemas.redis_keys import RedisKeys
+from schemas.redis_values import CompactValue, encode_item_value
 
 
 @dataclass
@@ -97,6 +99,7 @@ class ItemOwner(SharedSteps):
     mf: MFConfig
     keys: RedisKeys
     popularity_half_life_ms: int
+    value_format: str = "compact"  # "legacy": format-1 hashes (schemas.redis_keys)
 
     def apply(self, value: dict[str, Any] | None, touch: ItemTouch | ItemTouches) -> dict[str, Any]:
         item = value or {"params": None, "version": 0, "acks": {}, "popularity": {}, "changed": set()}
@@ -131,7 +134,10 @@ class ItemOwner(SharedSteps):
             return
         params = item["params"]
         payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
-        yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
+        if self.value_format == "legacy":
+            yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
+        else:
+            yield RedisWrite(self.keys.item_record(key), event_time_ms, CompactValue(encode_item_value(payload)), key)
         if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
             return
         yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, params.to_bytes(), dict(item["acks"]))

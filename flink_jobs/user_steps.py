@@ -41,6 +41,7 @@ from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, l
 from online_models.popularity import InteractionWeights
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
+from schemas.redis_values import CompactValue, encode_user_value
 
 #: A user's learned events between ModelProgress reports (also sent on the user's timers).
 REPORT_EVERY = 500
@@ -58,6 +59,8 @@ class UserStageConfig:
     top_k: int
     score_refresh_ms: int
     redis_shards: int
+    value_format: str = "compact"  # "legacy": format-1 hashes (schemas.redis_keys)
+    user_ttl_ms: int = 0
 
 
 @dataclass
@@ -317,16 +320,23 @@ class UserSteps:
         keys, t = self.config.keys, record.t
         counts = {"counts": record.counts, "events": sum(record.counts.values()), "learned": record.learned}
         state = record.session
-        writes = [
-            RedisWrite(keys.counts(user_id), t, counts, user_id),
-            RedisWrite(keys.session(user_id), t, session_payload(state), user_id),
-        ]
+        session = session_payload(state)
+        factors = recs = None
         if record.factors is not None:
             user = record.factors
             seen = [item for _, item in state.recent] if state else []
             top = self.replica.items.top_k(user, self.global_params, self.config.top_k, exclude=seen)
             recs = {"items": [[item, score] for item, score in top], "global_mean": self.global_params.mean}
-            writes.append(RedisWrite(keys.factors(user_id), t, {"bias": user.bias, "factors": user.factors}, user_id))
+            factors = {"bias": user.bias, "factors": user.factors}
+        if self.config.value_format != "legacy":
+            value = CompactValue(encode_user_value(counts, session, factors, recs), self.config.user_ttl_ms)
+            return RedisWrites((RedisWrite(keys.user_record(user_id), t, value, user_id),), user_id)
+        writes = [
+            RedisWrite(keys.counts(user_id), t, counts, user_id),
+            RedisWrite(keys.session(user_id), t, session, user_id),
+        ]
+        if factors is not None:
+            writes.append(RedisWrite(keys.factors(user_id), t, factors, user_id))
             writes.append(RedisWrite(keys.recs(user_id), t, recs, user_id))
         return RedisWrites(tuple(writes), user_id)
 

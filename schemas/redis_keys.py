@@ -5,11 +5,13 @@ Pure (no I/O). ADR: docs/adr/0003-redis-key-scheme.md.
 Keys, all under one configurable prefix (``pulse`` by default):
 
 =========================================  ==============================================
-``<prefix>:user:{<user_id>}:recs``          ranked top-k scores of one user
+``<prefix>:user:{<user_id>}``               everything of one user, format 2 (:mod:`schemas.redis_values`)
+``<prefix>:item:{<item_id>}``               item bias + factors, format 2
+``<prefix>:user:{<user_id>}:recs``          ranked top-k scores of one user (format 1, read for upgrades)
 ``<prefix>:user:{<user_id>}:session``       the user's live session
 ``<prefix>:user:{<user_id>}:counts``        lifetime event counts by type + events learned
 ``<prefix>:user:{<user_id>}:factors``       user bias + factors (for explanations)
-``<prefix>:item:{<item_id>}:params``        item bias + factors
+``<prefix>:item:{<item_id>}:params``        item bias + factors (format 1)
 ``<prefix>:bandit:<policy>:<scope_key>``    bandit arm parameters of one scope
 ``<prefix>:popularity:<segment>``           decayed popularity top-n of one segment
 ``<prefix>:model:<name>``                   model metadata (events learned, RMSE, version, ...)
@@ -24,15 +26,20 @@ can never move the hash tag.
 >>> keys = RedisKeys()
 >>> keys.recs("u1")
 'pulse:user:{u1}:recs'
->>> keys.user_keys("u1")
-['pulse:user:{u1}:recs', 'pulse:user:{u1}:session', 'pulse:user:{u1}:counts', 'pulse:user:{u1}:factors']
+>>> keys.user_record("u1"), keys.item_record("i9")
+('pulse:user:{u1}', 'pulse:item:{i9}')
+>>> keys.user_keys("u1")  # doctest: +NORMALIZE_WHITESPACE
+['pulse:user:{u1}', 'pulse:user:{u1}:recs', 'pulse:user:{u1}:session', 'pulse:user:{u1}:counts',
+ 'pulse:user:{u1}:factors']
 >>> keys.item_params("i{9}")
 'pulse:item:{i%7B9%7D}:params'
 >>> keys.bandit("eps:greedy", "home/mobile"), keys.popularity("all"), keys.model("mf")
 ('pulse:bandit:eps%3Agreedy:home/mobile', 'pulse:popularity:all', 'pulse:model:mf')
 
-Every value is an :class:`Envelope` stored as a Redis hash with fields ``v`` (orjson payload),
-``et`` (event time in ms that produced it), ``wt`` (write time in ms) and ``mv`` (model version).
+A user's and an item's values are format 2: one compact Redis string each
+(:mod:`schemas.redis_values`). Every other value (and format 1's per-user and per-item keys) is an
+:class:`Envelope` stored as a Redis hash with fields ``v`` (orjson payload), ``et`` (event time in
+ms that produced it), ``wt`` (write time in ms) and ``mv`` (model version).
 """
 
 from __future__ import annotations
@@ -140,9 +147,17 @@ class RedisKeys:
         """User bias and factors (for explanations)."""
         return self.user(user_id, UserKind.FACTORS)
 
+    def user_record(self, user_id: str) -> str:
+        """Everything of one user in format 2: counts, live session, factors, top-k scores."""
+        return f"{self.prefix}:user:{{{_component('user_id', user_id)}}}"
+
+    def item_record(self, item_id: str) -> str:
+        """An item's bias and factors in format 2."""
+        return f"{self.prefix}:item:{{{_component('item_id', item_id)}}}"
+
     def user_keys(self, user_id: str) -> list[str]:
-        """Every key holding data of one user (what erasure deletes); all in one cluster slot."""
-        return [self.user(user_id, kind) for kind in UserKind]
+        """Every key holding data of one user, both formats (what erasure deletes); all in one cluster slot."""
+        return [self.user_record(user_id), *(self.user(user_id, kind) for kind in UserKind)]
 
     def erasures(self) -> str:
         """The erasure log (a stream): what each erasure removed, when; no user id, only its digest.

@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from schemas.redis_keys import Envelope
+from schemas.redis_keys import Envelope, UserKind
 from serving.models import ID_PATTERN, MAX_ID_LENGTH
 from serving.recommendations import now_ms
 from serving.routes import Services
@@ -62,9 +62,9 @@ async def console_state(svc: Services, user_id: str, k: int) -> dict[str, Any]:
     store, settings = svc.store, svc.settings
     keys = store.keys
     recs = await svc.recommender.recommend(user_id, k, explain=True)
-    session, counts, model, dead, bandit = await store.read([
-        keys.session(user_id), keys.counts(user_id), keys.model("mf"), keys.model("dlq"),
-        keys.bandit(settings.bandit_policy, "global"),
+    session, counts = await store.user_parts(user_id, (UserKind.SESSION, UserKind.COUNTS))
+    model, dead, bandit = await store.read([
+        keys.model("mf"), keys.model("dlq"), keys.bandit(settings.bandit_policy, "global"),
     ])
     now = now_ms()
     arms = _envelope(bandit, now)

@@ -1,6 +1,9 @@
 """Redis reads of the serving shim: the keys the Flink job writes, as :class:`Envelope` values.
 
-One method = one round trip (all its commands in one write, as a non-transactional pipeline). The
+One method = one round trip (all its commands in one write, as a non-transactional pipeline).
+Users and items are read in format 2 (one string each, :mod:`schemas.redis_values`); where a key
+has no format-2 value yet and ``legacy_reads`` is on, its format-1 hashes are read in one more
+round trip, so serving can be upgraded before the job (ADR 0003). The
 reads go over :class:`~serving.redis_mux.MultiplexedRedis` (one pipelined connection shared by
 concurrent requests) unless the URL is TLS; deletes and PING use the redis-py pool. Connection
 failures and timeouts become :class:`StoreUnavailableError`; a value that is not a Pulse envelope
@@ -19,7 +22,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import Settings
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import Envelope, RedisKeys, UserKind
+from schemas.redis_values import decode_item_value, decode_user_value
 from serving.redis_mux import MultiplexedRedis
 
 __all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableError"]
@@ -65,13 +69,26 @@ def _envelope(key: str, fields: Any) -> Envelope | None:
         raise StoreCorruptError(f"{key}: {exc}") from exc
 
 
+def _compact(key: str, data: Any, decode: Callable[[bytes], _T]) -> _T | None:
+    """A format-2 value (``GET`` reply) decoded, ``None`` for a missing key."""
+    if data is None:
+        return None
+    try:
+        return decode(data)
+    except ValueError as exc:
+        raise StoreCorruptError(f"{key}: {exc}") from exc
+
+
 class RedisStore:
     """Reads recommendations, sessions, factors, item parameters, bandits and popularity."""
 
-    def __init__(self, client: aioredis.Redis, keys: RedisKeys, mux: MultiplexedRedis | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: RedisKeys, mux: MultiplexedRedis | None = None, *, legacy_reads: bool = True
+    ) -> None:
         self.client = client
         self.keys = keys
         self.mux = mux
+        self.legacy_reads = legacy_reads  # read format-1 keys where no format-2 value is (ADR 0003)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -87,7 +104,7 @@ class RedisStore:
         mux = MultiplexedRedis.from_url(settings.redis_url, password=password,
                                         timeout_s=settings.serving_redis_timeout_s,
                                         connect_timeout_s=settings.serving_redis_timeout_s)
-        return cls(client, RedisKeys(settings.redis_prefix), mux)
+        return cls(client, RedisKeys(settings.redis_prefix), mux, legacy_reads=settings.serving_legacy_reads)
 
     async def close(self) -> None:
         """Close the pool (and the multiplexed connection)."""
@@ -101,17 +118,29 @@ class RedisStore:
 
     async def read(self, keys: Sequence[str]) -> list[Envelope | None]:
         """``HGETALL`` of every key in one pipeline; ``None`` for a missing key."""
-        if not keys:
-            return []
-
-        mux = self.mux
-        if mux is not None:
-            replies = await self._guard(lambda: mux.execute([("HGETALL", key) for key in keys]))
-        else:
-            replies = await self._guard(lambda: self._hgetall(keys))
+        replies = await self._execute([("HGETALL", key) for key in keys])
         return [_envelope(key, _as_mapping(reply)) for key, reply in zip(keys, replies, strict=True)]
 
-    async def _hgetall(self, keys: Sequence[str]) -> list[Any]:
+    async def user_parts(self, user_id: str, kinds: Sequence[UserKind]) -> list[Envelope | None]:
+        """Parts of a user's value (format 2), or of its format-1 keys when it has none (one more round trip)."""
+        key = self.keys.user_record(user_id)
+        (data,) = await self._execute([("GET", key)])
+        value = _compact(key, data, decode_user_value)
+        if value is not None:
+            return [value.envelope(kind) for kind in kinds]
+        if not self.legacy_reads:
+            return [None] * len(kinds)
+        return await self.read([self.keys.user(user_id, kind) for kind in kinds])
+
+    async def _execute(self, commands: Sequence[tuple[str, str]]) -> list[Any]:
+        if not commands:
+            return []
+        mux = self.mux
+        if mux is not None:
+            return await self._guard(lambda: mux.execute(list(commands)))
+        return await self._guard(lambda: self._pipelined(commands))
+
+    async def _pipelined(self, commands: Sequence[tuple[str, str]]) -> list[Any]:
         """What ``pipeline(transaction=False)`` of ``HGETALL`` sends and reads, without its per-call machinery.
 
         One connection from the pool, every command in one write, every reply read (so the
@@ -121,10 +150,10 @@ class RedisStore:
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command(conn.pack_commands([("HGETALL", key) for key in keys]))
+            await conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
             error: ResponseError | None = None
-            for _ in keys:
+            for _ in commands:
                 try:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:
@@ -138,21 +167,34 @@ class RedisStore:
 
     async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
         """The user's ranked scores and live session (one round trip)."""
-        recs, session = await self.read([self.keys.recs(user_id), self.keys.session(user_id)])
+        recs, session = await self.user_parts(user_id, (UserKind.RECS, UserKind.SESSION))
         return recs, session
 
     async def session(self, user_id: str) -> Envelope | None:
         """The user's live session."""
-        return (await self.read([self.keys.session(user_id)]))[0]
+        return (await self.user_parts(user_id, (UserKind.SESSION,)))[0]
 
     async def popularity(self, segments: Sequence[str]) -> list[Envelope | None]:
         """Popularity of each segment."""
         return await self.read([self.keys.popularity(segment) for segment in segments])
 
     async def explain_inputs(self, user_id: str, items: Sequence[str]) -> tuple[Envelope | None, list[Envelope | None]]:
-        """The user's factors and the parameters of ``items`` (one round trip)."""
-        values = await self.read([self.keys.factors(user_id), *(self.keys.item_params(item) for item in items)])
-        return values[0], values[1:]
+        """The user's factors and the parameters of ``items`` (one round trip; one more for format-1 ones)."""
+        user_key, item_keys = self.keys.user_record(user_id), [self.keys.item_record(item) for item in items]
+        replies = await self._execute([("GET", user_key), *(("GET", key) for key in item_keys)])
+        user = _compact(user_key, replies[0], decode_user_value)
+        factors = user.envelope(UserKind.FACTORS) if user is not None else None
+        params = [_compact(key, data, decode_item_value) for key, data in zip(item_keys, replies[1:], strict=True)]
+        if not self.legacy_reads or (user is not None and all(p is not None for p in params)):
+            return factors, params
+        missing = [i for i, p in enumerate(params) if p is None]
+        legacy = await self.read([*([] if user is not None else [self.keys.factors(user_id)]),
+                                  *(self.keys.item_params(items[i]) for i in missing)])
+        if user is None:
+            factors, legacy = legacy[0], legacy[1:]
+        for i, envelope in zip(missing, legacy, strict=True):
+            params[i] = envelope
+        return factors, params
 
     async def bandits(self, policy: str, scope_keys: Sequence[str]) -> list[Envelope | None]:
         """Arm tables of one policy in each scope."""

@@ -3,6 +3,8 @@ erasure, session close, the impression->reward join and progress reports."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,8 @@ from flink_jobs.user_steps import (
 from online_models.bandits import BanditScope
 from online_models.mf import ItemParams, MFConfig
 from schemas import Decision, Event, EventType
-from schemas.redis_keys import RedisKeys
+from schemas.redis_keys import RedisKeys, UserKind
+from schemas.redis_values import CompactValue, UserValue, decode_user_value, with_header
 
 MINUTE = 60_000
 GAP = 30 * MINUTE
@@ -195,7 +198,7 @@ def test_the_session_closes_on_its_timer_and_the_users_keys_are_rewritten() -> N
     assert b'"n_events":2' in closed.summary_json and b'"dwell_ms":60000' in closed.summary_json
     assert record is not None and record.session is None and record.session_timer is None
     (writes,) = of_type(outputs, RedisWrites)
-    assert {"open": False} in [w.payload for w in writes.writes]
+    assert stored(writes).payload(UserKind.SESSION) == {"open": False}
 
 
 def test_a_late_event_is_counted_not_lost() -> None:
@@ -213,10 +216,31 @@ def test_refresh_writes_the_users_keys_and_reports() -> None:
     record, outputs = steps.on_refresh("u1", record)
     assert not record.due
     (writes,) = of_type(outputs, RedisWrites)
+    assert [w.key for w in writes.writes] == [RedisKeys("t").user_record("u1")]  # one compact value
+    assert set(stored(writes).parts) == set(UserKind)
+    assert [type(o) for o in outputs] == [RedisWrites, ModelProgress]
+
+
+def test_the_legacy_format_writes_one_hash_per_part() -> None:
+    steps = UserSteps(replace(config(), value_format="legacy"), subtask=0)
+    record, _ = steps.on_event(None, event(1, EventType.RATING, item_id="i1", value=4.0), {})
+    assert record is not None
+    (writes,) = of_type(steps.on_refresh("u1", record)[1], RedisWrites)
     keys = RedisKeys("t")
     expected = [keys.counts("u1"), keys.session("u1"), keys.factors("u1"), keys.recs("u1")]
     assert [w.key for w in writes.writes] == expected
-    assert [type(o) for o in outputs] == [RedisWrites, ModelProgress]
+    compact = UserSteps(config(), subtask=0)
+    record, _ = compact.on_event(None, event(1, EventType.RATING, item_id="i1", value=4.0), {})
+    assert record is not None
+    (same,) = of_type(compact.on_refresh("u1", record)[1], RedisWrites)
+    assert [w.payload for w in writes.writes][:2] == [stored(same).payload(k) for k in ("counts", "session")]
+
+
+def stored(writes: RedisWrites) -> UserValue:
+    """The one compact user value of a snapshot, decoded as serving would read it."""
+    (write,) = writes.writes
+    assert isinstance(write.payload, CompactValue)
+    return decode_user_value(with_header(write.payload.body, write.event_time_ms, 0, "mf"))
 
 
 def test_a_record_round_trips_through_the_state_dict_and_old_records_load() -> None:

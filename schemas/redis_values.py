@@ -1,0 +1,348 @@
+"""The compact Redis values (format 2): one string per user and one per item, a few hundred bytes each.
+
+Pure (no I/O). ADR: docs/adr/0003-redis-key-scheme.md ("Format 2").
+
+Format 1 kept four hashes per user (``recs``, ``session``, ``counts``, ``factors``) and one per item,
+each an :class:`~schemas.redis_keys.Envelope` with an orjson payload: ~3 KB per user, mostly JSON
+floats with 17 digits, item ids repeated in every list, and Redis's per-key overhead four times.
+Format 2 keeps **one Redis string per user** (``<prefix>:user:{<user_id>}``) holding all four
+parts, and one per item (``<prefix>:item:{<item_id>}``):
+
+* a header: the format byte ``0x02``, the event time as 8 bytes big-endian (so the job's
+  event-time guard reads it with ``GETRANGE 0 8``), the write time and the model version;
+* floats as float32 (scores, factors, biases, the global mean);
+* a list of item ids sharing one prefix and a plain decimal number (``i3154``, ``1682``) as that
+  prefix once and then 2 or 4 bytes per item; any other ids as length-prefixed UTF-8;
+* counts and lengths as varints.
+
+Readers get the same payload dicts as format 1 (the serving code does not know which format a
+value came in); scores and factors come back at float32 precision.
+
+>>> body = encode_user_value(
+...     {"counts": {"view": 3, "click": 1}, "events": 4, "learned": 2},
+...     {"open": False},
+...     {"bias": 0.25, "factors": [0.5, -1.0]},
+...     {"items": [["i7", 4.5], ["i12", 3.25]], "global_mean": 3.5},
+... )
+>>> value = decode_user_value(with_header(body, 1_700_000_000_000, 1_700_000_000_250, "mf-v1"))
+>>> value.event_time_ms, value.model_version
+(1700000000000, 'mf-v1')
+>>> value.payload(UserKind.RECS)
+{'items': [['i7', 4.5], ['i12', 3.25]], 'global_mean': 3.5}
+>>> value.payload(UserKind.COUNTS)
+{'counts': {'view': 3, 'click': 1}, 'events': 4, 'learned': 2}
+>>> len(with_header(body, 1_700_000_000_000, 1_700_000_000_250, "mf-v1"))
+70
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from schemas.redis_keys import Envelope, UserKind
+
+__all__ = [
+    "FORMAT_COMPACT",
+    "CompactValue",
+    "UserValue",
+    "decode_header",
+    "decode_item_value",
+    "decode_user_value",
+    "encode_item_value",
+    "encode_user_value",
+    "is_compact",
+    "with_header",
+]
+
+#: The first byte of every format-2 value (a format-1 hash's ``v`` is JSON and never starts with it).
+FORMAT_COMPACT = 2
+
+_EVENT_TIME = struct.Struct(">Q")
+_F32 = struct.Struct("<f")
+_HAS_SESSION, _HAS_FACTORS, _HAS_RECS = 1, 2, 4
+_IDS_TEXT, _IDS_U16, _IDS_U32 = 0, 1, 2
+_NUMBERED = re.compile(r"(.*?)(0|[1-9][0-9]{0,9})")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactValue:
+    """A format-2 body ready to write; the Redis writer adds the header (times, model version).
+
+    ``expire_ms`` > 0 sets a TTL on the key (inactive users' scores may expire; serving falls
+    back to popularity).
+    """
+
+    body: bytes
+    expire_ms: int = 0
+
+
+# -- primitives -------------------------------------------------------------------------------
+
+
+def _varint(n: int, out: bytearray) -> None:
+    if n < 0:
+        raise ValueError(f"cannot store a negative count {n}")
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _text(s: str, out: bytearray) -> None:
+    data = s.encode("utf-8")
+    _varint(len(data), out)
+    out += data
+
+
+def _counts(pairs: Mapping[str, int], out: bytearray) -> None:
+    _varint(len(pairs), out)
+    for name, n in pairs.items():
+        _text(name, out)
+        _varint(int(n), out)
+
+
+def _floats(values: Iterable[float], out: bytearray) -> None:
+    if hasattr(values, "astype"):  # a numpy array (the learners' factors): no Python loop
+        _varint(len(values), out)  # type: ignore[arg-type]
+        out += values.astype("<f4").tobytes()
+        return
+    floats = [float(v) for v in values]
+    _varint(len(floats), out)
+    out += struct.pack(f"<{len(floats)}f", *floats)
+
+
+@lru_cache(maxsize=1 << 16)
+def _numbered(item: str) -> tuple[str, int] | None:
+    """``("i", 3154)`` for ``"i3154"``; ``None`` when the id does not end in a plain decimal < 2**32."""
+    match = _NUMBERED.fullmatch(item)
+    if match is None:
+        return None
+    number = int(match.group(2))
+    return (match.group(1), number) if number < 1 << 32 else None
+
+
+def _ids(items: Sequence[str], out: bytearray) -> None:
+    """Item ids: one shared prefix and 2- or 4-byte numbers when every id allows it, else text."""
+    _varint(len(items), out)
+    if not items:
+        return
+    split = [_numbered(item) for item in items]
+    prefix = split[0][0] if split[0] is not None else None
+    if prefix is not None and all(s is not None and s[0] == prefix for s in split):
+        numbers = [s[1] for s in split]  # type: ignore[index]
+        wide = max(numbers) >= 1 << 16
+        out.append(_IDS_U32 if wide else _IDS_U16)
+        _text(prefix, out)
+        out += struct.pack(f"<{len(numbers)}{'I' if wide else 'H'}", *numbers)
+        return
+    out.append(_IDS_TEXT)
+    for item in items:
+        _text(item, out)
+
+
+class _Reader:
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes | memoryview, at: int = 0) -> None:
+        self.data = memoryview(data)
+        self.at = at
+
+    def byte(self) -> int:
+        value = self.data[self.at]
+        self.at += 1
+        return value
+
+    def varint(self) -> int:
+        shift = n = 0
+        while True:
+            b = self.data[self.at]
+            self.at += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+
+    def raw(self, size: int) -> memoryview:
+        if self.at + size > len(self.data):
+            raise IndexError("value ends early")
+        chunk = self.data[self.at:self.at + size]
+        self.at += size
+        return chunk
+
+    def text(self) -> str:
+        return str(self.raw(self.varint()), "utf-8")
+
+    def f32(self) -> float:
+        return float(_F32.unpack(self.raw(4))[0])
+
+    def floats(self) -> list[float]:
+        n = self.varint()
+        return list(struct.unpack(f"<{n}f", self.raw(4 * n)))
+
+    def counts(self) -> dict[str, int]:
+        return {self.text(): self.varint() for _ in range(self.varint())}
+
+    def ids(self) -> list[str]:
+        n = self.varint()
+        if not n:
+            return []
+        mode = self.byte()
+        if mode == _IDS_TEXT:
+            return [self.text() for _ in range(n)]
+        if mode not in (_IDS_U16, _IDS_U32):
+            raise ValueError(f"unknown item-id list mode {mode}")
+        prefix = self.text()
+        code, size = ("H", 2) if mode == _IDS_U16 else ("I", 4)
+        return [f"{prefix}{number}" for number in struct.unpack(f"<{n}{code}", self.raw(size * n))]
+
+
+# -- header -------------------------------------------------------------------------------------
+
+
+def with_header(body: bytes, event_time_ms: int, write_time_ms: int, model_version: str) -> bytes:
+    """The whole stored value: format byte, event time (8 bytes big-endian), write time, model version, body."""
+    out = bytearray((FORMAT_COMPACT,))
+    out += _EVENT_TIME.pack(event_time_ms)
+    _varint(write_time_ms, out)
+    _text(model_version, out)
+    out += body
+    return bytes(out)
+
+
+def is_compact(data: bytes | str | None) -> bool:
+    """Whether ``data`` (a Redis string) is a format-2 value."""
+    return isinstance(data, bytes | bytearray) and len(data) >= 9 and data[0] == FORMAT_COMPACT
+
+
+def decode_header(data: bytes) -> tuple[int, int, str, _Reader]:
+    """``(event_time_ms, write_time_ms, model_version, reader at the body)``; ``ValueError`` if not format 2."""
+    if not is_compact(data):
+        raise ValueError("not a Pulse format-2 value")
+    reader = _Reader(data, 9)
+    event_time_ms = _EVENT_TIME.unpack_from(data, 1)[0]
+    return event_time_ms, reader.varint(), reader.text(), reader
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+def encode_user_value(
+    counts: Mapping[str, Any],
+    session: Mapping[str, Any],
+    factors: Mapping[str, Any] | None,
+    recs: Mapping[str, Any] | None,
+) -> bytes:
+    """The body of a user's value from the four format-1 payloads (``counts``, ``session``, ``factors``, ``recs``).
+
+    ``counts["events"]`` is not stored: it is the sum of ``counts["counts"]`` (what the job writes).
+    """
+    out = bytearray((
+        (_HAS_SESSION if session.get("open") else 0)
+        | (_HAS_FACTORS if factors is not None else 0)
+        | (_HAS_RECS if recs is not None else 0),
+    ))
+    _counts(counts.get("counts") or {}, out)
+    _varint(int(counts.get("learned", 0)), out)
+    if session.get("open"):
+        _text(session["session_id"], out)
+        start = int(session["start_ms"])
+        _varint(start, out)
+        _varint(int(session["end_ms"]) - start, out)
+        _varint(int(session["n_events"]), out)
+        _varint(int(session["n_late"]), out)
+        _counts(session.get("counts") or {}, out)
+        _ids(session.get("recent_items") or [], out)
+        _counts(session.get("categories") or {}, out)
+    if factors is not None:
+        out += _F32.pack(float(factors["bias"]))
+        _floats(factors["factors"], out)
+    if recs is not None:
+        out += _F32.pack(float(recs.get("global_mean") or 0.0))
+        ranked = recs["items"]
+        _ids([item for item, _ in ranked], out)
+        out += struct.pack(f"<{len(ranked)}f", *(float(score) for _, score in ranked))
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class UserValue:
+    """A decoded user value: its times, model version and the format-1 payload of each part present."""
+
+    event_time_ms: int
+    write_time_ms: int
+    model_version: str
+    parts: dict[UserKind, Any] = field(default_factory=dict)
+
+    def payload(self, kind: UserKind | str) -> Any:
+        """The part's payload (as format 1 held it), or ``None``."""
+        return self.parts.get(UserKind(kind))
+
+    def envelope(self, kind: UserKind | str) -> Envelope | None:
+        """The part as a format-1 :class:`Envelope`, or ``None`` when the value has no such part."""
+        payload = self.parts.get(UserKind(kind))
+        if payload is None:
+            return None
+        return Envelope(payload, self.event_time_ms, self.write_time_ms, self.model_version)
+
+
+def decode_user_value(data: bytes) -> UserValue:
+    """The inverse of :func:`with_header` over :func:`encode_user_value`; ``ValueError`` if it is not one."""
+    try:
+        event_time_ms, write_time_ms, model_version, r = decode_header(data)
+        flags = r.byte()
+        counts = r.counts()
+        parts: dict[UserKind, Any] = {
+            UserKind.COUNTS: {"counts": counts, "events": sum(counts.values()), "learned": r.varint()},
+        }
+        if flags & _HAS_SESSION:
+            session_id, start = r.text(), r.varint()
+            parts[UserKind.SESSION] = {
+                "open": True, "session_id": session_id, "start_ms": start, "end_ms": start + r.varint(),
+                "n_events": r.varint(), "n_late": r.varint(), "counts": r.counts(),
+                "recent_items": r.ids(), "categories": r.counts(),
+            }
+        else:
+            parts[UserKind.SESSION] = {"open": False}
+        if flags & _HAS_FACTORS:
+            parts[UserKind.FACTORS] = {"bias": r.f32(), "factors": r.floats()}
+        if flags & _HAS_RECS:
+            mean = r.f32()
+            items = r.ids()
+            scores = struct.unpack(f"<{len(items)}f", r.raw(4 * len(items)))
+            parts[UserKind.RECS] = {"items": [[i, s] for i, s in zip(items, scores, strict=True)], "global_mean": mean}
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a Pulse format-2 user value: {exc}") from exc
+    return UserValue(event_time_ms, write_time_ms, model_version, parts)
+
+
+# -- items -------------------------------------------------------------------------------------
+
+
+def encode_item_value(params: Mapping[str, Any]) -> bytes:
+    """The body of an item's value from its format-1 payload (``bias``, ``factors``, ``version``).
+
+    >>> value = with_header(encode_item_value({"bias": 0.5, "factors": [1.0, 2.0], "version": 7}), 5, 6, "mf")
+    >>> decode_item_value(value).payload
+    {'bias': 0.5, 'factors': [1.0, 2.0], 'version': 7}
+    """
+    out = bytearray()
+    _varint(int(params.get("version", 0)), out)
+    out += _F32.pack(float(params["bias"]))
+    _floats(params["factors"], out)
+    return bytes(out)
+
+
+def decode_item_value(data: bytes) -> Envelope:
+    """An item's format-2 value as the format-1 :class:`Envelope`; ``ValueError`` if it is not one."""
+    try:
+        event_time_ms, write_time_ms, model_version, r = decode_header(data)
+        version = r.varint()
+        payload = {"bias": r.f32(), "factors": r.floats(), "version": version}
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a Pulse format-2 item value: {exc}") from exc
+    return Envelope(payload, event_time_ms, write_time_ms, model_version)
