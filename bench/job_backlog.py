@@ -49,7 +49,8 @@ from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics, pulse_topics
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import RedisKeys
+from serving.sync_reads import user_part
 
 #: Innermost-frame categories of a py-spy sample, first match wins.
 CATEGORIES = (
@@ -78,7 +79,7 @@ def drained(settings: Settings, want: Counter[str], timeout_s: float) -> tuple[f
     users = list(want)
     deadline = time.monotonic() + timeout_s
     while True:
-        envelopes = [Envelope.from_fields_or_none(client.hgetall(keys.counts(u))) for u in users]
+        envelopes = [user_part(client, keys, u, "counts") for u in users]
         wrong = sum(1 for u, e in zip(users, envelopes, strict=True) if e is None or e.payload["events"] != want[u])
         if wrong == 0 or time.monotonic() > deadline:
             break

@@ -8,9 +8,9 @@ Same input, same learners, same Redis output as the job's per-user stage, with n
 * per event: lifetime counts, ``online_models.session.step`` and, for learned event types,
   ``online_models.mf.learn_step`` against an :class:`online_models.item_table.ItemTable`
   (predict, learn, put the item back with version + 1) -- what ``flink_jobs/user_state.py`` does;
-* per poll: the keys ``user_state._snapshot`` writes for every user the batch touched
-  (``counts``, ``session``, ``factors``, ``recs`` = top-k of the item table without the
-  session's recent items), through ``flink_jobs.redis_writer.RedisWriter.write_batch`` --
+* per poll: the value ``UserSteps.snapshot`` writes for every user the batch touched (format 2:
+  counts, session, factors and ``recs`` = top-k of the item table without the session's recent
+  items, in one string), through ``flink_jobs.redis_writer.RedisWriter.write_batch`` --
   one pipeline per poll.
 
 Not done here (the job does it): DLQ and closed-session sinks, impression->reward join,
@@ -46,6 +46,7 @@ from online_models.item_table import ItemTable
 from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
 from schemas import DecodeError, Event, EventCodec, EventType, Limits, load_registry
 from schemas.redis_keys import RedisKeys
+from schemas.redis_values import CompactValue, encode_user_value
 
 log = logging.getLogger("loop_baseline")
 
@@ -106,20 +107,20 @@ class Loop:
         self.squared_error += error * error
 
     def snapshot(self, user_id: str) -> list[BatchItem]:
-        """The same four keys and payloads as ``flink_jobs.user_state.UserState._snapshot``."""
+        """The same value as ``flink_jobs.user_steps.UserSteps.snapshot`` (format 2: one string per user)."""
         user = self.users.get(user_id)
         if user is None:
             return []
-        keys, t, state = self.keys, user.t, user.session
+        t, state = user.t, user.session
         counts = {"counts": user.counts, "events": sum(user.counts.values()), "learned": user.learned}
-        out: list[BatchItem] = [(keys.counts(user_id), t, counts), (keys.session(user_id), t, session_payload(state))]
+        factors = recs = None
         if user.factors is not None:
-            out.append((keys.factors(user_id), t, {"bias": user.factors.bias, "factors": user.factors.factors}))
+            factors = {"bias": user.factors.bias, "factors": user.factors.factors}
             seen = [item for _, item in state.recent] if state else []
             top = self.items.top_k(user.factors, self.glob, self.top_k, exclude=seen)
-            out.append((keys.recs(user_id), t,
-                        {"items": [[item, score] for item, score in top], "global_mean": self.glob.mean}))
-        return out
+            recs = {"items": [[item, score] for item, score in top], "global_mean": self.glob.mean}
+        body = encode_user_value(counts, session_payload(state), factors, recs)
+        return [BatchItem(self.keys.user_record(user_id), t, CompactValue(body))]
 
 
 

@@ -17,13 +17,13 @@ checkpoint dir per phase, uuid-named; restart attempts 0 so a failure ends the p
   every Python operator of a JVM shares that JVM's one Python interpreter lock, so one JVM
   (``job``) uses about one core for Python; two TaskManagers are two JVMs and can use both;
 * ``loop`` -- ``bench/loop_baseline.py``: one confluent-kafka consumer + the same learners and
-  the same four per-user Redis keys through ``RedisWriter.write_batch``, one batch per poll.
+  the same per-user Redis value (format 2) through ``RedisWriter.write_batch``, one batch per poll.
 
 Design -- one long-running process per phase, rate points produced one after another into its
 one topic, each point with its own users: every user id of a point is prefixed with the point's
 tag (``r1000-u42``), so a point's Redis keys are its own and "done" is well defined per point.
 Starting one job per point would cost ~20-40 s of JVM/MiniCluster start-up per point and
-measure a cold job; instead start-up is measured once per phase (launch -> the counts key of one
+measure a cold job; instead start-up is measured once per phase (launch -> the Redis value of one
 probe event is in Redis), then a short unreported warm-up point runs at the lowest rate, then
 the points run in order (the model and item table carry over, for both systems alike). The
 phases run one after the other (job, cluster, then loop, per repeat), never at the same time: they
@@ -34,10 +34,10 @@ Per point: N synthetic events are generated up front, then sent with ``EventProd
 rewritten to the wall clock just before each send, paced in steps of 5 ms (``send_all``'s pacer
 works in steps of 1,000 events, i.e. one 1,000-event burst per second at 1,000 ev/s, which is
 not a steady rate). The max-rate point sends as fast as the producer can (tens of thousands/s).
-When the producer has flushed, Redis is polled until every user's ``counts`` envelope shows
+When the producer has flushed, Redis is polled until every user's counts (in its Redis value) show
 that user's event count. Then, from the final envelopes:
 
-* latency of a user = ``wt - et`` of its counts key = write time of the snapshot holding the
+* latency of a user = ``wt - et`` of its Redis value = write time of the snapshot holding the
   user's latest event minus that event's produce time (same host clock). One sample per user
   (~1-2k users per point), so p50/p99 are over users' *latest* events: the freshness of what
   Redis shows when a user's stream stops -- it includes producer linger, Kafka, the system's
@@ -92,6 +92,7 @@ from producers.sources import open_source
 from producers.topics import ensure_topics, pulse_topics
 from schemas import Event, EventType
 from schemas.redis_keys import RedisKeys
+from schemas.redis_values import decode_user_value
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -297,19 +298,25 @@ def send_paced(producer: EventProducer, events: list[Event], rate: float | None)
 
 
 def read_counts(r: redis.Redis, keys: RedisKeys, users: list[str]) -> list[tuple[int, int, int] | None]:
-    """(events, et, wt) of each user's counts envelope, None when missing."""
+    """(events, et, wt) of each user's counts (format 2, or format 1 for an older ``--job-repo``), None when missing."""
     out: list[tuple[int, int, int] | None] = []
     for chunk in batched(users, 2000):
         pipe = r.pipeline(transaction=False)
         for user in chunk:
+            pipe.get(keys.user_record(user))
             pipe.hmget(keys.counts(user), "v", "et", "wt")
-        for v, et, wt in pipe.execute():
-            out.append(None if v is None else (orjson.loads(v)["events"], int(et), int(wt)))
+        replies = pipe.execute()
+        for compact, (v, et, wt) in zip(replies[::2], replies[1::2], strict=True):
+            if compact is not None:
+                value = decode_user_value(compact)
+                out.append((value.payload("counts")["events"], value.event_time_ms, value.write_time_ms))
+            else:
+                out.append(None if v is None else (orjson.loads(v)["events"], int(et), int(wt)))
     return out
 
 
 def visible_events(ctx: Runner) -> int:
-    """Events of this phase (every point so far) that Redis shows in users' counts keys."""
+    """Events of this phase (every point so far) that Redis shows in users' values."""
     users = list(ctx.expected)
     return sum(min(g[0], ctx.expected[u]) for u, g in zip(users, read_counts(ctx.redis, ctx.keys, users), strict=True)
                if g is not None)
@@ -503,7 +510,7 @@ class Runner:
         producer.send(dataclasses.replace(probe, event_time_ms=now_ms()))
         producer.flush(30)
         deadline = started + self.args.startup_timeout_s
-        while not self.redis.exists(self.keys.counts(probe.user_id)):
+        while not self.redis.exists(self.keys.user_record(probe.user_id), self.keys.counts(probe.user_id)):
             if (code := system.exit_code()) is not None:
                 raise RuntimeError(f"{self.mode} exited with {code} during start-up")
             if time.monotonic() > deadline:
@@ -554,7 +561,7 @@ def _point_line(p: Point) -> str:
 def report(phases: list[Phase], args: argparse.Namespace) -> None:
     labels = [str(int(r)) for r in args.rates] + ["max"]
     med: dict[tuple[str, str], dict[str, float]] = {}
-    print(f"\n== summary: medians over {args.repeats} repeat(s); latency = produce -> counts key in Redis "
+    print(f"\n== summary: medians over {args.repeats} repeat(s); latency = produce -> user value in Redis "
           f"(wt - et of each user's latest event)")
     print(f"{'mode':<5} {'rate':>6} {'sustained ev/s':>15} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/1k':>10} "
           f"{'start-up s':>11} {'peak RSS MiB':>13}")

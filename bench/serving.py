@@ -59,6 +59,7 @@ from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
+from schemas.redis_values import CompactValue, encode_user_value
 
 T0 = 1_700_000_000_000
 
@@ -78,15 +79,27 @@ def redis_target(url: str | None) -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def seed(redis_url: str, prefix: str, users: int, items: int) -> None:
+def user_values(keys: RedisKeys, user: str, scores: list[tuple[str, float]], fmt: str) -> list[tuple[str, int, object]]:
+    """A user's values as the job writes them in ``fmt`` (``legacy``: format 1, ``compact``: format 2)."""
+    counts = {"counts": {"view": 5, "click": 2}, "events": 7, "learned": 7}
+    session = {"open": True, "session_id": "s", "start_ms": T0, "end_ms": T0 + 60_000, "n_events": 7, "n_late": 0,
+               "counts": {"view": 5, "click": 2}, "recent_items": ["i1", "i2"], "categories": {"c1": 2}}
+    factors = {"bias": 0.1, "factors": [0.01 * k for k in range(10)]}
+    recs = {"items": [list(p) for p in scores[:50]], "global_mean": 3.5}
+    if fmt == "compact":
+        return [(keys.user_record(user), T0, CompactValue(encode_user_value(counts, session, factors, recs)))]
+    return [(keys.recs(user), T0, recs), (keys.session(user), T0, session), (keys.counts(user), T0, counts),
+            (keys.factors(user), T0, factors)]
+
+
+def seed(redis_url: str, prefix: str, users: int, items: int, fmt: str = "compact") -> None:
     keys = RedisKeys(prefix)
     rng = np.random.default_rng(0)
     batch: list[tuple[str, int, object]] = []
     with RedisWriter(keys, "mf-v1", url=redis_url) as writer:
         for u in range(users):
             scores = sorted(((f"i{i}", float(s)) for i, s in enumerate(rng.normal(3.5, 1, items))), key=lambda p: -p[1])
-            batch.append((keys.recs(f"u{u}"), T0, {"items": [list(p) for p in scores[:50]], "global_mean": 3.5}))
-            batch.append((keys.session(f"u{u}"), T0, {"open": True, "session_id": "s", "recent_items": ["i1", "i2"]}))
+            batch += user_values(keys, f"u{u}", scores, fmt)
             if len(batch) >= 2000:
                 writer.write_batch(batch)
                 batch = []
@@ -295,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=2000.0, help="Paced scenarios' target rps (0 = unpaced only)")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="Bound per scenario (wrk: its duration)")
     parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--formats", default="compact",
+                        help="Redis value formats to serve, comma-separated: compact (format 2), legacy (format 1); "
+                             "with both, the same users in each and a verdict on recommendations p99")
     parser.add_argument("--workers", default=None,
                         help="Server worker counts to measure, comma-separated, one server each (default: 1 and "
                              "one per CPU core, `pulse serve`'s default)")
@@ -402,6 +418,29 @@ def _scaling(lines: list[str], workers: list[int]) -> list[str]:
     return out
 
 
+_FORMAT_NAMES = {"compact": "format 2", "legacy": "format 1"}
+
+
+def _format_verdicts(lines: list[str], workers: list[int]) -> list[str]:
+    """Issue 20's line: format 2's recommendations p99 at the paced rate no worse than format 1's, same run.
+
+    "No worse" allows 10 %: two back-to-back runs of one format differ by about that much in p99 here.
+    """
+    out = []
+    for count in workers:
+        p99 = {}
+        for text in lines:
+            found = re.match(rf"\[{count} workers?\] recommendations paced .*?p99 +([\d.]+) ms.*\((format \d)\)$", text)
+            if found:
+                p99[found.group(2)] = float(found.group(1))
+        if len(p99) == 2:
+            new, old = p99["format 2"], p99["format 1"]
+            verdict = "PASS" if new <= old * 1.10 else "FAIL"
+            out.append(f"{verdict}: recommendations paced p99 with {count} worker(s): format 2 {new:.2f} ms, "
+                       f"format 1 {old:.2f} ms ({new / old:.2f}x; target: no worse, within 10 % noise)")
+    return out
+
+
 def main() -> None:
     parser = _parser()
     args = parser.parse_args()
@@ -416,25 +455,33 @@ def main() -> None:
     if uvloop is None:
         notes.append("uvloop not installed: the Python client runs on asyncio's default loop (more client CPU)")
     prefix = f"pulse-bench-{uuid.uuid4().hex[:8]}"
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if not formats or set(formats) - {"compact", "legacy"}:
+        parser.error(f"--formats takes compact and/or legacy, not {args.formats!r}")
     topic = f"events-bench-{uuid.uuid4().hex[:8]}"
     load_before = os.getloadavg()[0]
     home = Path(tempfile.mkdtemp(prefix="pulse-bench-client-"))
     with redis_target(args.redis_url) as redis_url:
-        seed(redis_url, prefix, args.users, 200)
+        for fmt in formats:
+            seed(redis_url, f"{prefix}-{fmt}", args.users, 200, fmt)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic], timeout_s=10)
         if args.pin:
             os.sched_setaffinity(0, {0})
         lines: list[str] = []
-        for count in workers:
-            port = free_port()
-            env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix,
-                   "PULSE_TOPIC_EVENTS": topic, "PULSE_SERVING_PORT": str(port), "PULSE_SERVING_WORKERS": str(count)}
-            env.pop("PULSE_SERVING_API_KEYS", None)
-            with server_process(env, port, server_cpus) as proc:
-                found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
-            lines += [f"[{count} worker{'s' if count > 1 else ''}] {text}" for text in found]
-        lines += _scaling(lines, workers)
+        for fmt in formats:
+            found_here: list[str] = []
+            for count in workers:
+                port = free_port()
+                env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": f"{prefix}-{fmt}",
+                       "PULSE_TOPIC_EVENTS": topic, "PULSE_SERVING_PORT": str(port),
+                       "PULSE_SERVING_WORKERS": str(count)}
+                env.pop("PULSE_SERVING_API_KEYS", None)
+                with server_process(env, port, server_cpus) as proc:
+                    found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
+                found_here += [f"[{count} worker{'s' if count > 1 else ''}] {text}" for text in found]
+            lines += [f"{text}   ({_FORMAT_NAMES[fmt]})" for text in found_here] + _scaling(found_here, workers)
+        lines += _format_verdicts(lines, workers)
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     _print_summary(args, workers, paced_client, load_before, notes, lines)

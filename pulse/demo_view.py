@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import redis as redis_lib
 from rich.table import Table
 
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import Envelope, RedisKeys, UserKind
+from serving.sync_reads import user_envelopes
 
 
 @dataclass
@@ -96,8 +97,8 @@ def users_table(client: redis_lib.Redis, keys: RedisKeys, users: list[str]) -> T
     for column in ("user", "session events", "top-3 items (score)", "freshness"):
         table.add_column(column)
     for user in dict.fromkeys(reversed(users)):
-        session = Envelope.from_fields_or_none(client.hgetall(keys.session(user)))
-        recs = Envelope.from_fields_or_none(client.hgetall(keys.recs(user)))
+        parts = user_envelopes(client, keys, user)
+        session, recs = parts[UserKind.SESSION], parts[UserKind.RECS]
         top = ", ".join(f"{item} ({score:.2f})" for item, score in recs.payload["items"][:3]) if recs else "-"
         n = session.payload.get("n_events", "-") if session else "-"
         fresh = f"{time.time() * 1000 - recs.event_time_ms:,.0f} ms" if recs else "-"

@@ -23,6 +23,7 @@ from pulse.lag.measure import (
     freshness,
     offsets_to_read,
 )
+from schemas.redis_values import event_time_of, is_compact
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
@@ -260,22 +261,43 @@ class LagProbe:
             self._redis.scan_iter(match=f"{self._keys.prefix}:user:*", count=1000), self.settings.freshness_sample
         ))
         pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(cast(str, key), "et")  # redis-py takes bytes keys as they came from SCAN
-        times = [int(et) for et in pipe.execute() if et is not None]
-        return freshness(times, _now_ms())
+        for key in keys:  # redis-py takes bytes keys as they came from SCAN
+            if _is_user_record(key):
+                pipe.getrange(cast(str, key), 0, 8)  # format 2: the event time is in the header
+            else:
+                pipe.hget(cast(str, key), "et")
+        times = [_event_time(reply) for reply in pipe.execute() if reply is not None]
+        return freshness([t for t in times if t is not None], _now_ms())
+
+
+def _is_user_record(key: bytes | str) -> bool:
+    return key.endswith(b"}" if isinstance(key, bytes) else "}")
+
+
+def _event_time(reply: bytes | str) -> int | None:
+    """The event time of a format-1 ``et`` field or a format-2 header.
+
+    >>> _event_time(b"1700000000000"), _event_time(bytes([2]) + (1700000000000).to_bytes(8, "big"))
+    (1700000000000, 1700000000000)
+    """
+    if is_compact(reply):
+        return event_time_of(reply)  # type: ignore[arg-type]
+    try:
+        return int(reply)
+    except ValueError:
+        return None
 
 
 def _sample_score_keys(keys: Iterable[bytes | str], limit: int) -> Iterator[bytes | str]:
-    """Score keys (``…}:recs`` / ``…}:counts``) among ``keys``, at most ``limit``.
+    """Score keys (format 2's ``…}``; format 1's ``…}:recs`` / ``…}:counts``) among ``keys``, at most ``limit``.
 
-    >>> list(_sample_score_keys([b"p:user:{a}:recs", b"p:user:{a}:session", b"p:user:{b}:counts"], 5))
-    [b'p:user:{a}:recs', b'p:user:{b}:counts']
+    >>> list(_sample_score_keys([b"p:user:{a}:recs", b"p:user:{a}:session", b"p:user:{b}:counts", b"p:user:{c}"], 5))
+    [b'p:user:{a}:recs', b'p:user:{b}:counts', b'p:user:{c}']
     """
     taken = 0
     for key in keys:
         text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        if text.endswith(("}:recs", "}:counts")):
+        if text.endswith(("}:recs", "}:counts", "}")):
             yield key
             taken += 1
             if taken >= limit:

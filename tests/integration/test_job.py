@@ -18,6 +18,7 @@ from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, EventCodec
 from schemas.redis_keys import Envelope, RedisKeys
+from serving.sync_reads import user_part
 from tests.integration.jobs import run_bounded_job
 from tests.unit.schemas.test_codec import MALFORMED
 
@@ -94,13 +95,13 @@ def test_synthetic_stream_with_malformed_records(job_settings: Settings, tmp_pat
             learnable.add(event.user_id)
     wrong = []
     for user, counts in want.items():
-        stored = Envelope.from_fields_or_none(client.hgetall(keys.counts(user)))
+        stored = user_part(client, keys, user, "counts")
         if stored is None or stored.payload["counts"] != dict(counts):
             wrong.append((user, dict(counts), stored and stored.payload["counts"]))
     assert not wrong, f"{len(wrong)} of {len(want)} users have wrong counts, e.g. {wrong[:2]}"
-    missing_recs = [u for u in learnable if not Envelope.from_fields_or_none(client.hgetall(keys.recs(u)))]
+    missing_recs = [u for u in learnable if not user_part(client, keys, u, "recs")]
     assert not missing_recs, f"{len(missing_recs)} active users have no top-k"
-    some_recs = Envelope.from_fields_or_none(client.hgetall(keys.recs(sorted(learnable)[0])))
+    some_recs = user_part(client, keys, sorted(learnable)[0], "recs")
     assert some_recs is not None and 0 < len(some_recs.payload["items"]) <= settings.top_k
 
     bandit_keys = [k.decode() for k in client.scan_iter(f"{settings.redis_prefix}:bandit:*", count=1000)]

@@ -15,6 +15,7 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas.redis_keys import Envelope, RedisKeys
+from serving.sync_reads import user_part
 from tests.integration.jobs import run_job_until, start_job, stop_job, tail
 
 N_EVENTS = 20_000
@@ -58,7 +59,7 @@ def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Set
     # 2. Restart: `pulse job run` resumes from the latest retained checkpoint by default.
     def counts_exact() -> bool:
         for user, counts in want.items():
-            stored = Envelope.from_fields_or_none(client.hgetall(keys.counts(user)))
+            stored = user_part(client, keys, user, "counts")
             if stored is None or stored.payload["counts"] != dict(counts):
                 return False
         return True

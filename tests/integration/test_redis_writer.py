@@ -138,10 +138,11 @@ def test_delete_user_removes_every_key_of_that_user_and_no_other(
 ) -> None:
     users = ["a", "a}b", "a:b", "ü ser"]
     batch: list[tuple[str, int, Any]] = [(key, 1, {"k": key}) for user in users for key in keys.user_keys(user)]
-    batch += [(keys.item_params("a"), 1, {"bias": 0.1}), (keys.model("mf"), 1, {"events": 4})]
+    batch += [(keys.item_params("a"), 1, {"bias": 0.1}), (keys.item_record("a"), 1, {"bias": 0.1}),
+              (keys.model("mf"), 1, {"events": 4})]
     writer.write_batch(batch)
 
-    assert writer.delete_user("a}b") == 4
+    assert writer.delete_user("a}b") == 5  # format 2's one key and format 1's four
     assert not any(redis_client.exists(key) for key in keys.user_keys("a}b"))
     survivors = [key for key, _, _ in batch if key not in keys.user_keys("a}b")]
     assert redis_client.exists(*survivors) == len(survivors)

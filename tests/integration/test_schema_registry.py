@@ -32,8 +32,9 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, Event, EventCodec, EventType
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import RedisKeys
 from schemas.registry import EVENTS_SUBJECT, ConfluentRegistry
+from serving.sync_reads import user_part
 from tests.integration.jobs import run_bounded_job
 from tests.integration.test_job import read_topic
 
@@ -103,7 +104,7 @@ def test_job_decodes_registry_ids_and_dead_letters_unknown_ones(
     client = redis_lib.Redis.from_url(settings.redis_url)
     keys = RedisKeys(settings.redis_prefix)
     want = Counter(e.user_id for e in events)
-    stored = {user: Envelope.from_fields_or_none(client.hgetall(keys.counts(user))) for user in want}
+    stored = {user: user_part(client, keys, user, "counts") for user in want}
     wrong = [u for u, env in stored.items() if env is None or sum(env.payload["counts"].values()) != want[u]]
     assert not wrong, f"{len(wrong)} of {len(want)} users' counts differ, e.g. {wrong[:3]}"
     dead_letters = DeadLetterCodec(ConfluentRegistry(registry_url))  # the job registered the DLQ schema too

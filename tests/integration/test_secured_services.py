@@ -41,7 +41,8 @@ from producers.topics import ensure_topics
 from pulse.lag import LagProbe
 from schemas import EventCodec
 from schemas.events import EventType
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import RedisKeys
+from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import run_job_until, stop_job
 from tests.reliability.test_security import _env, _files_containing, _wait_http
@@ -265,7 +266,7 @@ def test_job_over_sasl_ssl_and_tls(secured: Secured, tmp_path: Path) -> None:
     client, keys = tls_redis(settings), RedisKeys(settings.redis_prefix)
 
     def stored() -> dict[str, Any]:
-        found = {user: Envelope.from_fields_or_none(client.hgetall(keys.counts(user))) for user in want}
+        found = {user: user_part(client, keys, user, "counts") for user in want}
         return {user: envelope.payload["counts"] if envelope else None for user, envelope in found.items()}
 
     with LagProbe(settings) as probe:

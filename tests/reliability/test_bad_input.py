@@ -51,7 +51,8 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, Event, EventCodec, EventType
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import RedisKeys
+from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.unit.schemas.test_codec import MALFORMED, make_event
@@ -316,7 +317,7 @@ def test_every_kind_of_malformed_event_ends_in_the_dlq(campaign_settings: Settin
     want: dict[str, Counter[str]] = defaultdict(Counter)
     for event in campaign.good:
         want[event.user_id][event.type.value] += 1
-    stored = {user: Envelope.from_fields_or_none(client.hgetall(keys.counts(user))) for user in want}
+    stored = {user: user_part(client, keys, user, "counts") for user in want}
     wrong = [(u, dict(c), s and s.payload["counts"]) for u, c in want.items()
              if (s := stored[u]) is None or s.payload["counts"] != dict(c)]
     assert not wrong, f"{len(wrong)} of {len(want)} users have wrong counts, e.g. {wrong[:2]}"

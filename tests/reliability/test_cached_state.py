@@ -33,6 +33,7 @@ from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas.events import Event
 from schemas.redis_keys import Envelope, RedisKeys
+from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import pulse_job, run_job_until, start_job, stop_job, tail
 
@@ -58,7 +59,7 @@ class Expected:
         if model != self.total_learned:
             return f"model learned {model}, want {self.total_learned}"
         for user, counts in self.counts.items():
-            stored = Envelope.from_fields_or_none(client.hgetall(keys.counts(user)))
+            stored = user_part(client, keys, user, "counts")
             got = None if stored is None else (stored.payload["counts"], stored.payload["learned"])
             if got != (dict(counts), self.learned[user]):
                 return f"{user}: want {dict(counts)} / learned {self.learned[user]}, Redis has {got}"

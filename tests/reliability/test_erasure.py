@@ -33,6 +33,7 @@ from schemas import Decision, Event, EventType
 from schemas.redis_keys import Envelope, RedisKeys
 from serving import create_app
 from serving.server import running
+from serving.sync_reads import user_envelopes, user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.integration.test_serving import AUTH, serving_settings
@@ -76,9 +77,14 @@ class Probe:
         """How many of the user's known keys exist (one round trip: this is the polled check)."""
         return int(self.client.exists(*self.keys.user_keys(user), self.bandit(user)))
 
+    def complete(self, user: str) -> bool:
+        """The user has everything: a value with counts, session, factors and recs, and its own bandit."""
+        return self.present(user) == 2 and all(part is not None for part in user_envelopes(
+            self.client, self.keys, user).values())
+
     def all_keys(self, user: str) -> list[bytes]:
-        """Every key of the user: SCAN of the user's hash tag, plus the user's bandit if it exists."""
-        found = list(self.client.scan_iter(f"{self.keys.prefix}:user:{{{user}}}:*", count=10_000))
+        """Every key of the user: SCAN of the user's hash tag (both formats), plus the user's bandit if it exists."""
+        found = list(self.client.scan_iter(f"{self.keys.prefix}:user:{{{user}}}*", count=10_000))
         return found + [self.bandit(user).encode()] * int(self.client.exists(self.bandit(user)))
 
 
@@ -140,12 +146,12 @@ def test_erase_event_and_delete_remove_every_key_within_a_second(
     bystander = "erase-keep"
     users = [*by_event, *by_delete, bystander]
 
-    # Every user has all five keys (counts, session, factors, recs, own bandit).
+    # Every user has everything: one value (counts, session, factors, recs) and its own bandit.
     with EventProducer(settings, **{"linger.ms": 1}) as producer:
         for user in users:
             for event in burst(user, "old", views=4):
                 producer.send(event)
-    wait_for("every user's five keys in Redis", lambda: all(probe.present(u) == 5 for u in users),
+    wait_for("every user's value and bandit in Redis", lambda: all(probe.complete(u) for u in users),
              READY_TIMEOUT_S, log, job)
 
     latencies: dict[str, list[float]] = {"erase event": [], "DELETE": []}
@@ -181,7 +187,7 @@ def test_erase_event_and_delete_remove_every_key_within_a_second(
 
     leftovers = {u: probe.all_keys(u) for u in [*by_event, *by_delete]}
     assert not any(leftovers.values()), f"keys left after erasure: {leftovers}"
-    assert probe.present(bystander) == 5, "a user who was not erased lost keys"
+    assert probe.complete(bystander), "a user who was not erased lost keys"
     slow = {path: [round(v) for v in values if v > BOUND_MS] for path, values in latencies.items()}
     assert not any(slow.values()), f"erasures slower than {BOUND_MS} ms: {slow}"
 
@@ -192,7 +198,7 @@ def test_erase_event_and_delete_remove_every_key_within_a_second(
                 producer.send(event)
 
     def counts(user: str) -> dict[str, Any] | None:
-        envelope = Envelope.from_fields_or_none(probe.client.hgetall(probe.keys.counts(user)))
+        envelope = user_part(probe.client, probe.keys, user, "counts")
         return envelope and envelope.payload
 
     def fresh_bandit(user: str) -> dict[str, Any] | None:
@@ -201,7 +207,7 @@ def test_erase_event_and_delete_remove_every_key_within_a_second(
 
     erased = [*by_event, *by_delete]
     wait_for("new events of the erased users in Redis",
-             lambda: all(probe.present(u) == 5 for u in erased), 60, log, job)
+             lambda: all(probe.complete(u) for u in erased), 60, log, job)
     time.sleep(SETTLE_S)  # anything old that would come back has had its chance
     want = {"view": 2, "impression": 1, "click": 1}
     stale_counts = {u: c["counts"] for u in erased if (c := counts(u)) is None or c["counts"] != want}

@@ -46,6 +46,7 @@ from schemas import DecodeReason, Event, EventCodec
 from schemas.redis_keys import Envelope, RedisKeys
 from serving import create_app
 from serving.server import running
+from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import pulse_job
 from tests.reliability.test_bad_input import digest, read_dead_letters
@@ -305,12 +306,9 @@ def wait_caught_up(settings: Settings, backlog: dict[int, int], since: float, ti
 
 def stored_counts(client: redis_lib.Redis, keys: RedisKeys, users: dict[str, Counter[str]]) -> dict[str, Counter[str]]:
     """Every user's counts as Redis holds them (one pipeline)."""
-    pipe = client.pipeline(transaction=False)
-    for user in users:
-        pipe.hgetall(keys.counts(user))
     got: dict[str, Counter[str]] = defaultdict(Counter)
-    for user, fields in zip(users, pipe.execute(), strict=True):
-        stored = Envelope.from_fields_or_none(fields)
+    for user in users:
+        stored = user_part(client, keys, user, "counts")
         got[user] = Counter(stored.payload["counts"]) if stored else Counter()
     return got
 

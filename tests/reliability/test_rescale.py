@@ -24,7 +24,8 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas.events import Decision, Event, EventType
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import RedisKeys, UserKind
+from serving.sync_reads import user_envelopes, user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import pulse_job
 
@@ -55,7 +56,7 @@ def test_rescale_1_2_1_through_savepoints_keeps_every_users_state(
         """None when every user's counts are as expected, else the first difference."""
         def check() -> str | None:
             for user, counts in expected.items():
-                stored = envelope(client, keys.counts(user))
+                stored = user_part(client, keys, user, "counts")
                 if stored is None or stored.payload["counts"] != dict(counts):
                     return f"{user}: want {dict(counts)}, Redis has {stored and stored.payload['counts']}"
             return None
@@ -113,18 +114,14 @@ def produce(settings: Settings, events: list[Event]) -> None:
     assert producer.report.produced == len(events)
 
 
-def envelope(client: redis_lib.Redis, key: str) -> Envelope | None:
-    return Envelope.from_fields_or_none(client.hgetall(key))
-
-
 def user_state(client: redis_lib.Redis, keys: RedisKeys, users: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Counts, factors and live session of each user, as the job last wrote them."""
     state = {}
     for user in users:
-        factors = envelope(client, keys.factors(user))
-        session = envelope(client, keys.session(user))
+        parts = user_envelopes(client, keys, user)
+        factors, session = parts[UserKind.FACTORS], parts[UserKind.SESSION]
         state[user] = {
-            "counts": envelope(client, keys.counts(user)).payload,  # type: ignore[union-attr]
+            "counts": parts[UserKind.COUNTS].payload,  # type: ignore[union-attr]
             "factors": None if factors is None else factors.payload,
             "session": {} if session is None else session.payload,
         }

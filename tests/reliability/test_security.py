@@ -31,6 +31,7 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
+from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration import jobs
 from tests.integration.jobs import run_bounded_job, stop_job, tail
@@ -138,7 +139,7 @@ def test_full_run_never_prints_a_configured_secret(
     keys = RedisKeys(settings.redis_prefix)
     written = list(authed.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
     users = sorted({e.user_id for e in events})
-    with_recs = [u for u in users if authed.exists(keys.recs(u))]
+    with_recs = [u for u in users if user_part(authed, keys, u, "recs") is not None]
     assert written, "the job wrote nothing to Redis"
     assert with_recs, f"no user has scores; job log:\n{tail(job_log)}"
 
