@@ -8,7 +8,6 @@ popularity counts, item snapshots); the adapter routes them.
 
 >>> from flink_jobs.messages import ModelProgress
 >>> from schemas.redis_keys import RedisKeys
-from schemas.redis_values import CompactValue, encode_item_value
 >>> model = ModelTotals(model_version="mf-v1", n_factors=10, keys=RedisKeys("pulse"))
 >>> totals = model.apply(None, ModelProgress(4, 1.0, 2.0, 1, 0, 0, 99))
 >>> [write.payload["rmse"] for write in model.writes("mf", Coalesced(totals, 99, True), final=False)]
@@ -28,6 +27,7 @@ import numpy as np
 
 from flink_jobs.messages import (
     BanditFeedback,
+    DeadLetterCounts,
     ItemSnapshot,
     ItemTouch,
     ItemTouches,
@@ -175,7 +175,12 @@ class ModelTotals(SharedSteps):
     n_factors: int
     keys: RedisKeys
 
-    def apply(self, value: dict[str, Any] | None, update: ModelProgress) -> dict[str, Any]:
+    def apply(self, value: dict[str, Any] | None, update: ModelProgress | DeadLetterCounts) -> dict[str, Any]:
+        if isinstance(update, DeadLetterCounts):  # the "dlq" key: lifetime dead letters by reason
+            counts = value or {"by_reason": {}}
+            for reason, n in update.by_reason.items():
+                counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + n
+            return counts
         totals = value or {"learned": 0, "se": 0.0, "ae": 0.0, "matched": 0, "unmatched": 0, "late": 0}
         totals["learned"] += update.learned
         totals["se"] += update.squared_error
@@ -186,6 +191,11 @@ class ModelTotals(SharedSteps):
         return totals
 
     def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
+        if "by_reason" in entry.value:
+            by_reason = dict(sorted(entry.value["by_reason"].items()))
+            payload = {"by_reason": by_reason, "total": sum(by_reason.values())}
+            yield RedisWrite(self.keys.model(key), entry.event_time_ms, payload, key)
+            return
         totals, n = entry.value, entry.value["learned"]
         payload = {
             "model": key,

@@ -9,8 +9,11 @@ Format 2 keeps **one Redis string per user** (``<prefix>:user:{<user_id>}``) hol
 parts, and one per item (``<prefix>:item:{<item_id>}``):
 
 * a header: the format byte ``0x02``, the event time as 8 bytes big-endian (so the job's
-  event-time guard reads it with ``GETRANGE 0 8``), the write time and the model version;
-* floats as float32 (scores, factors, biases, the global mean);
+  event-time guard reads it with ``GETRANGE 0 8``), the write time (as the lag behind the event
+  time) and the model version;
+* floats as float32 (scores, factors, biases, the global mean); a top-k's scores, best first, as the
+  first score and then each step down in float32 units (~3 bytes each, still exact);
+* event-type names in counts as one-byte codes; category names like item ids;
 * a list of item ids sharing one prefix and a plain decimal number (``i3154``, ``1682``) as that
   prefix once and then 2 or 4 bytes per item; any other ids as length-prefixed UTF-8;
 * counts and lengths as varints.
@@ -32,17 +35,17 @@ value came in); scores and factors come back at float32 precision.
 >>> value.payload(UserKind.COUNTS)
 {'counts': {'view': 3, 'click': 1}, 'events': 4, 'learned': 2}
 >>> len(with_header(body, 1_700_000_000_000, 1_700_000_000_250, "mf-v1"))
-70
+58
 """
 
 from __future__ import annotations
 
-import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.compact_bytes import F32, Reader, floats, ids, named_counts, scores, text, type_counts, varint
 from schemas.redis_keys import Envelope, UserKind
 
 __all__ = [
@@ -63,10 +66,7 @@ __all__ = [
 FORMAT_COMPACT = 2
 
 _EVENT_TIME = struct.Struct(">Q")
-_F32 = struct.Struct("<f")
 _HAS_SESSION, _HAS_FACTORS, _HAS_RECS = 1, 2, 4
-_IDS_TEXT, _IDS_U16, _IDS_U32 = 0, 1, 2
-_NUMBERED = re.compile(r"(.*?)(0|[1-9][0-9]{0,9})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,135 +81,6 @@ class CompactValue:
     expire_ms: int = 0
 
 
-# -- primitives -------------------------------------------------------------------------------
-
-
-def _varint(n: int, out: bytearray) -> None:
-    if n < 0:
-        raise ValueError(f"cannot store a negative count {n}")
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _text(s: str, out: bytearray) -> None:
-    data = s.encode("utf-8")
-    _varint(len(data), out)
-    out += data
-
-
-def _counts(pairs: Mapping[str, int], out: bytearray) -> None:
-    _varint(len(pairs), out)
-    for name, n in pairs.items():
-        _text(name, out)
-        _varint(int(n), out)
-
-
-def _floats(values: Iterable[float], out: bytearray) -> None:
-    if hasattr(values, "astype"):  # a numpy array (the learners' factors): no Python loop
-        _varint(len(values), out)  # type: ignore[arg-type]
-        out += values.astype("<f4").tobytes()
-        return
-    floats = [float(v) for v in values]
-    _varint(len(floats), out)
-    out += struct.pack(f"<{len(floats)}f", *floats)
-
-
-_SPLIT: dict[str, tuple[str, int] | None] = {}  # the ids seen, split (a dict lookup beats an lru_cache call)
-
-
-def _numbered(item: str) -> tuple[str, int] | None:
-    """``("i", 3154)`` for ``"i3154"``; ``None`` when the id does not end in a plain decimal < 2**32."""
-    match = _NUMBERED.fullmatch(item)
-    number = int(match.group(2)) if match is not None else 1 << 32
-    split = (match.group(1), number) if match is not None and number < 1 << 32 else None
-    if len(_SPLIT) >= 1 << 18:
-        _SPLIT.clear()
-    _SPLIT[item] = split
-    return split
-
-
-def _ids(items: Sequence[str], out: bytearray) -> None:
-    """Item ids: one shared prefix and 2- or 4-byte numbers when every id allows it, else text."""
-    _varint(len(items), out)
-    if not items:
-        return
-    try:
-        split = list(map(_SPLIT.__getitem__, items))
-    except KeyError:
-        split = [_numbered(item) for item in items]
-    try:
-        prefixes, numbers = zip(*split, strict=True)
-    except TypeError:  # an id without a plain decimal ending (None)
-        prefixes = ()
-    if len(set(prefixes)) == 1:
-        wide = max(numbers) >= 1 << 16
-        out.append(_IDS_U32 if wide else _IDS_U16)
-        _text(prefixes[0], out)
-        out += struct.pack(f"<{len(numbers)}{'I' if wide else 'H'}", *numbers)
-        return
-    out.append(_IDS_TEXT)
-    for item in items:
-        _text(item, out)
-
-
-class _Reader:
-    __slots__ = ("at", "data")
-
-    def __init__(self, data: bytes | memoryview, at: int = 0) -> None:
-        self.data = memoryview(data)
-        self.at = at
-
-    def byte(self) -> int:
-        value = self.data[self.at]
-        self.at += 1
-        return value
-
-    def varint(self) -> int:
-        shift = n = 0
-        while True:
-            b = self.data[self.at]
-            self.at += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                return n
-            shift += 7
-
-    def raw(self, size: int) -> memoryview:
-        if self.at + size > len(self.data):
-            raise IndexError("value ends early")
-        chunk = self.data[self.at:self.at + size]
-        self.at += size
-        return chunk
-
-    def text(self) -> str:
-        return str(self.raw(self.varint()), "utf-8")
-
-    def f32(self) -> float:
-        return float(_F32.unpack(self.raw(4))[0])
-
-    def floats(self) -> list[float]:
-        n = self.varint()
-        return list(struct.unpack(f"<{n}f", self.raw(4 * n)))
-
-    def counts(self) -> dict[str, int]:
-        return {self.text(): self.varint() for _ in range(self.varint())}
-
-    def ids(self) -> list[str]:
-        n = self.varint()
-        if not n:
-            return []
-        mode = self.byte()
-        if mode == _IDS_TEXT:
-            return [self.text() for _ in range(n)]
-        if mode not in (_IDS_U16, _IDS_U32):
-            raise ValueError(f"unknown item-id list mode {mode}")
-        prefix = self.text()
-        code, size = ("H", 2) if mode == _IDS_U16 else ("I", 4)
-        return [f"{prefix}{number}" for number in struct.unpack(f"<{n}{code}", self.raw(size * n))]
-
-
 # -- header -------------------------------------------------------------------------------------
 
 
@@ -217,8 +88,9 @@ def with_header(body: bytes, event_time_ms: int, write_time_ms: int, model_versi
     """The whole stored value: format byte, event time (8 bytes big-endian), write time, model version, body."""
     out = bytearray((FORMAT_COMPACT,))
     out += _EVENT_TIME.pack(event_time_ms)
-    _varint(write_time_ms, out)
-    _text(model_version, out)
+    lag = write_time_ms - event_time_ms  # small, and never far below zero: zigzag
+    varint(lag * 2 if lag >= 0 else -lag * 2 - 1, out)
+    text(model_version, out)
     out += body
     return bytes(out)
 
@@ -235,13 +107,15 @@ def event_time_of(data: bytes) -> int:
     return int(_EVENT_TIME.unpack_from(data, 1)[0])
 
 
-def decode_header(data: bytes) -> tuple[int, int, str, _Reader]:
+def decode_header(data: bytes) -> tuple[int, int, str, Reader]:
     """``(event_time_ms, write_time_ms, model_version, reader at the body)``; ``ValueError`` if not format 2."""
     if not is_compact(data):
         raise ValueError("not a Pulse format-2 value")
-    reader = _Reader(data, 9)
+    reader = Reader(data, 9)
     event_time_ms = _EVENT_TIME.unpack_from(data, 1)[0]
-    return event_time_ms, reader.varint(), reader.text(), reader
+    lag = reader.varint()
+    write_time_ms = event_time_ms + (lag >> 1 if not lag & 1 else -((lag + 1) >> 1))
+    return event_time_ms, write_time_ms, reader.text(), reader
 
 
 # -- users ------------------------------------------------------------------------------------
@@ -262,26 +136,27 @@ def encode_user_value(
         | (_HAS_FACTORS if factors is not None else 0)
         | (_HAS_RECS if recs is not None else 0),
     ))
-    _counts(counts.get("counts") or {}, out)
-    _varint(int(counts.get("learned", 0)), out)
+    type_counts(counts.get("counts") or {}, out)
+    varint(int(counts.get("learned", 0)), out)
     if session.get("open"):
-        _text(session["session_id"], out)
+        text(session["session_id"], out)
         start = int(session["start_ms"])
-        _varint(start, out)
-        _varint(int(session["end_ms"]) - start, out)
-        _varint(int(session["n_events"]), out)
-        _varint(int(session["n_late"]), out)
-        _counts(session.get("counts") or {}, out)
-        _ids(session.get("recent_items") or [], out)
-        _counts(session.get("categories") or {}, out)
+        varint(start, out)
+        varint(int(session["end_ms"]) - start, out)
+        varint(int(session["n_events"]), out)
+        varint(int(session["n_late"]), out)
+        type_counts(session.get("counts") or {}, out)
+        ids(session.get("recent_items") or [], out)
+        named_counts(session.get("categories") or {}, out)
     if factors is not None:
-        out += _F32.pack(float(factors["bias"]))
-        _floats(factors["factors"], out)
+        out += F32.pack(float(factors["bias"]))
+        floats(factors["factors"], out)
     if recs is not None:
-        out += _F32.pack(float(recs.get("global_mean") or 0.0))
+        out += F32.pack(float(recs.get("global_mean") or 0.0))
         ranked = recs["items"]
-        _ids([item for item, _ in ranked], out)
-        out += struct.pack(f"<{len(ranked)}f", *[score for _, score in ranked])
+        ids([item for item, _ in ranked], out)
+        if ranked:
+            scores([score for _, score in ranked], out)
     return bytes(out)
 
 
@@ -311,7 +186,7 @@ def decode_user_value(data: bytes) -> UserValue:
     try:
         event_time_ms, write_time_ms, model_version, r = decode_header(data)
         flags = r.byte()
-        counts = r.counts()
+        counts = r.type_counts()
         parts: dict[UserKind, Any] = {
             UserKind.COUNTS: {"counts": counts, "events": sum(counts.values()), "learned": r.varint()},
         }
@@ -319,8 +194,8 @@ def decode_user_value(data: bytes) -> UserValue:
             session_id, start = r.text(), r.varint()
             parts[UserKind.SESSION] = {
                 "open": True, "session_id": session_id, "start_ms": start, "end_ms": start + r.varint(),
-                "n_events": r.varint(), "n_late": r.varint(), "counts": r.counts(),
-                "recent_items": r.ids(), "categories": r.counts(),
+                "n_events": r.varint(), "n_late": r.varint(), "counts": r.type_counts(),
+                "recent_items": r.ids(), "categories": r.named_counts(),
             }
         else:
             parts[UserKind.SESSION] = {"open": False}
@@ -329,7 +204,7 @@ def decode_user_value(data: bytes) -> UserValue:
         if flags & _HAS_RECS:
             mean = r.f32()
             items = r.ids()
-            scores = struct.unpack(f"<{len(items)}f", r.raw(4 * len(items)))
+            scores = r.scores(len(items)) if items else []
             parts[UserKind.RECS] = {"items": [[i, s] for i, s in zip(items, scores, strict=True)], "global_mean": mean}
     except (IndexError, struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"not a Pulse format-2 user value: {exc}") from exc
@@ -347,9 +222,9 @@ def encode_item_value(params: Mapping[str, Any]) -> bytes:
     {'bias': 0.5, 'factors': [1.0, 2.0], 'version': 7}
     """
     out = bytearray()
-    _varint(int(params.get("version", 0)), out)
-    out += _F32.pack(float(params["bias"]))
-    _floats(params["factors"], out)
+    varint(int(params.get("version", 0)), out)
+    out += F32.pack(float(params["bias"]))
+    floats(params["factors"], out)
     return bytes(out)
 
 

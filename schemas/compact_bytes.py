@@ -1,0 +1,226 @@
+r"""The byte-level pieces of Redis format 2 (:mod:`schemas.redis_values`). Pure.
+
+Writers append varints, texts, counts, float32 lists, item-id lists and exact top-k scores to a
+``bytearray``; the :class:`Reader` takes them apart in the same order.
+
+>>> out = bytearray()
+>>> ids(["i7", "i12", "i300"], out)  # one prefix, then two bytes an item
+>>> bytes(out), Reader(bytes(out)).ids()
+(b'\x03\x01\x01i\x07\x00\x0c\x00,\x01', ['i7', 'i12', 'i300'])
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from schemas.events import EventType
+
+__all__ = ["F32", "Reader", "floats", "ids", "named_counts", "scores", "text", "type_counts", "varint"]
+
+F32 = struct.Struct("<f")
+_IDS_TEXT, _IDS_U16, _IDS_U32 = 0, 1, 2
+_NUMBERED = re.compile(r"(.*?)(0|[1-9][0-9]{0,9})")
+_TYPE_CODES = {t.value: code for code, t in enumerate(EventType)}  # counts by event type: one byte a name
+_TYPE_NAMES = dict(enumerate(t.value for t in EventType))
+_OTHER_NAME = 0xFF
+_SCORES_RAW, _SCORES_DESCENDING = 0, 1
+
+
+def varint(n: int, out: bytearray) -> None:
+    """A non-negative int, seven bits a byte."""
+    if n < 0:
+        raise ValueError(f"cannot store a negative count {n}")
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def text(s: str, out: bytearray) -> None:
+    """UTF-8, length first."""
+    data = s.encode("utf-8")
+    varint(len(data), out)
+    out += data
+
+
+def type_counts(pairs: Mapping[str, int], out: bytearray) -> None:
+    """Counts by event type: a one-byte code per known type name (any other name as text)."""
+    varint(len(pairs), out)
+    for name, n in pairs.items():
+        code = _TYPE_CODES.get(name)
+        if code is None:
+            out.append(_OTHER_NAME)
+            text(name, out)
+        else:
+            out.append(code)
+        varint(int(n), out)
+
+
+def named_counts(pairs: Mapping[str, int], out: bytearray) -> None:
+    """Counts by any name (categories): the names as an id list (``c13``: a prefix once), then the counts."""
+    ids(list(pairs), out)
+    for n in pairs.values():
+        varint(int(n), out)
+
+
+def floats(values: Iterable[float], out: bytearray) -> None:
+    """Float32s, count first."""
+    if hasattr(values, "astype"):  # a numpy array (the learners' factors): no Python loop
+        varint(len(values), out)  # type: ignore[arg-type]
+        out += values.astype("<f4").tobytes()
+        return
+    floats = [float(v) for v in values]
+    varint(len(floats), out)
+    out += struct.pack(f"<{len(floats)}f", *floats)
+
+
+def scores(scores: Sequence[float], out: bytearray) -> None:
+    """Float32 scores, exact: best first (a top-k) as the first score, then each step down.
+
+    A step is in float32 units, all steps in the fewest whole bytes that hold the largest (3 for a
+    top-k: one less than raw). The steps are between the floats' bits mapped to integers that sort like the floats (a
+    bijection, so any float comes back bit for bit); scores not best first are stored raw.
+    """
+    floats = np.asarray(scores, dtype="<f4")
+    keys = _sortable(floats.view("<u4").astype(np.int64))
+    steps = keys[:-1] - keys[1:]
+    if len(floats) < 2 or bool((steps < 0).any()):
+        out.append(_SCORES_RAW)
+        out += floats.tobytes()
+        return
+    width = max(1, (int(steps.max()).bit_length() + 7) // 8)
+    out.append(_SCORES_DESCENDING)
+    out.append(width)
+    out += floats[:1].tobytes()
+    out += steps.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :width].tobytes()
+
+
+def _sortable(bits: Any) -> Any:
+    """float32 bits (as int64) -> integers in the floats' order: negative floats flipped, positive ones offset."""
+    return np.where(bits & 0x80000000, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+
+
+_SPLIT: dict[str, tuple[str, int] | None] = {}  # the ids seen, split (a dict lookup beats an lru_cache call)
+
+
+def _numbered(item: str) -> tuple[str, int] | None:
+    """``("i", 3154)`` for ``"i3154"``; ``None`` when the id does not end in a plain decimal < 2**32."""
+    match = _NUMBERED.fullmatch(item)
+    number = int(match.group(2)) if match is not None else 1 << 32
+    split = (match.group(1), number) if match is not None and number < 1 << 32 else None
+    if len(_SPLIT) >= 1 << 18:
+        _SPLIT.clear()
+    _SPLIT[item] = split
+    return split
+
+
+def ids(items: Sequence[str], out: bytearray) -> None:
+    """Item ids: one shared prefix and 2- or 4-byte numbers when every id allows it, else text."""
+    varint(len(items), out)
+    if not items:
+        return
+    try:
+        split = list(map(_SPLIT.__getitem__, items))
+    except KeyError:
+        split = [_numbered(item) for item in items]
+    try:
+        prefixes, numbers = zip(*split, strict=True)
+    except TypeError:  # an id without a plain decimal ending (None)
+        prefixes = ()
+    if len(set(prefixes)) == 1:
+        wide = max(numbers) >= 1 << 16
+        out.append(_IDS_U32 if wide else _IDS_U16)
+        text(prefixes[0], out)
+        out += struct.pack(f"<{len(numbers)}{'I' if wide else 'H'}", *numbers)
+        return
+    out.append(_IDS_TEXT)
+    for item in items:
+        text(item, out)
+
+
+class Reader:
+    """Reads what the writers above wrote, in the same order; ``IndexError`` when the value ends early."""
+
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes | memoryview, at: int = 0) -> None:
+        self.data = memoryview(data)
+        self.at = at
+
+    def byte(self) -> int:  # noqa: D102 -- each reads what the writer of the same name wrote
+        value = self.data[self.at]
+        self.at += 1
+        return value
+
+    def varint(self) -> int:  # noqa: D102
+        shift = n = 0
+        while True:
+            b = self.data[self.at]
+            self.at += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+
+    def raw(self, size: int) -> memoryview:  # noqa: D102
+        if self.at + size > len(self.data):
+            raise IndexError("value ends early")
+        chunk = self.data[self.at:self.at + size]
+        self.at += size
+        return chunk
+
+    def text(self) -> str:  # noqa: D102
+        return str(self.raw(self.varint()), "utf-8")
+
+    def f32(self) -> float:  # noqa: D102
+        return float(F32.unpack(self.raw(4))[0])
+
+    def floats(self) -> list[float]:  # noqa: D102
+        n = self.varint()
+        return list(struct.unpack(f"<{n}f", self.raw(4 * n)))
+
+    def type_counts(self) -> dict[str, int]:  # noqa: D102
+        counts = {}
+        for _ in range(self.varint()):
+            code = self.byte()
+            name = self.text() if code == _OTHER_NAME else _TYPE_NAMES[code]
+            counts[name] = self.varint()
+        return counts
+
+    def named_counts(self) -> dict[str, int]:  # noqa: D102
+        return {name: self.varint() for name in self.ids()}
+
+    def scores(self, n: int) -> list[float]:  # noqa: D102
+        mode = self.byte()
+        if mode == _SCORES_RAW:
+            return list(struct.unpack(f"<{n}f", self.raw(4 * n)))
+        if mode != _SCORES_DESCENDING:
+            raise ValueError(f"unknown score list mode {mode}")
+        width = self.byte()
+        (bits,) = struct.unpack("<I", self.raw(4))
+        key = bits ^ 0xFFFFFFFF if bits & 0x80000000 else bits | 0x80000000
+        keys = [key]
+        steps = bytes(self.raw(width * (n - 1)))
+        for at in range(0, len(steps), width):  # plain Python: faster than numpy for ~50 values
+            key -= int.from_bytes(steps[at:at + width], "little")
+            keys.append(key)
+        bits_ = [k ^ 0x80000000 if k & 0x80000000 else k ^ 0xFFFFFFFF for k in keys]
+        return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *bits_)))
+
+    def ids(self) -> list[str]:  # noqa: D102
+        n = self.varint()
+        if not n:
+            return []
+        mode = self.byte()
+        if mode == _IDS_TEXT:
+            return [self.text() for _ in range(n)]
+        if mode not in (_IDS_U16, _IDS_U32):
+            raise ValueError(f"unknown item-id list mode {mode}")
+        prefix = self.text()
+        code, size = ("H", 2) if mode == _IDS_U16 else ("I", 4)
+        return [f"{prefix}{number}" for number in struct.unpack(f"<{n}{code}", self.raw(size * n))]
