@@ -9,12 +9,20 @@ import time
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from flink_jobs.batching import read_batch
+from flink_jobs.batching import PACKED, pack_messages, read_batch
+from flink_jobs.messages import DeadLetterCounts
+from flink_jobs.routing import TO_MODEL, message
 from flink_jobs.runtime import split_position
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, EventCodec, Limits, load_registry
 
 #: Dead letters (framed ``dlq.avsc`` records), typed as raw bytes for the Kafka sink.
 DEAD_LETTERS = OutputTag("dead-letters", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+
+#: Per batch with dead letters: their count by reason, packed for the model stage (key ``dlq``).
+DEAD_LETTER_COUNTS = OutputTag("dead-letter-counts", PACKED)
+
+#: The model stage's key for the dead-letter counts (the Redis key ``<prefix>:model:dlq``).
+DLQ_KEY = "dlq"
 
 #: A decoded event with what the JVM needs beside it: ``(Row(user_id, event), event_time_ms)``.
 #: The JVM takes the event time from field 1 for watermarks, then keys on the Row's first field,
@@ -53,12 +61,14 @@ class DecodeEvents(ProcessFunction):
         _, records = read_batch(batch[1])
         parts = [b""]
         good = 0
+        bad: dict[str, int] = {}
         for _, positioned in records:
             partition, offset, value = split_position(positioned)
             try:
                 event = self.events.decode(value)
             except DecodeError as err:
                 self.rejected[err.reason].inc()
+                bad[err.reason.value] = bad.get(err.reason.value, 0) + 1
                 yield DEAD_LETTERS, self.dead_letters.encode(
                     value, err.reason.value, err.detail, self.source_topic, partition, offset,
                     time.time_ns() // 1_000_000,
@@ -73,3 +83,6 @@ class DecodeEvents(ProcessFunction):
             self.decoded.inc(good)
             parts[0] = _LENGTH.pack(good)
             yield b"".join(parts)
+        if bad:
+            counts = DeadLetterCounts(bad, time.time_ns() // 1_000_000)
+            yield DEAD_LETTER_COUNTS, pack_messages([message(TO_MODEL, DLQ_KEY, counts)])

@@ -182,6 +182,15 @@ class ModelProgress:
 
 @pickled_as_call
 @dataclass(frozen=True, slots=True)
+class DeadLetterCounts:
+    """Dead letters of one decode batch by reason (for the ``model:dlq`` key the console reads)."""
+
+    by_reason: dict[str, int]
+    event_time_ms: int  # wall clock at decode: a dead letter has no trustworthy event time
+
+
+@pickled_as_call
+@dataclass(frozen=True, slots=True)
 class ItemSnapshot:
     """The owner's item parameters after ``version`` updates, as of ``owner_time_ms`` (wall clock).
 

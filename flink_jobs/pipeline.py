@@ -15,7 +15,7 @@ from pyflink.java_gateway import get_gateway
 
 from config import Settings
 from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events
-from flink_jobs.decode import DEAD_LETTERS, DECODED, DecodeEvents
+from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DECODED, DecodeEvents
 from flink_jobs.redis_sink import RedisSink
 from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import (
@@ -54,7 +54,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     item_snapshots = read_item_snapshots(env, settings, bounded)
     users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
-    shared = shared_state(users, settings)
+    shared = shared_state(users.union(dead_letter_counts(decoded)), settings)
     write_item_snapshots(shared[0], settings)
     write_redis(shared[0].union(*shared[1:]), settings)
 
@@ -82,6 +82,12 @@ def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
                       properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024),
                                   **settings.kafka_java_properties()})
     decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
+
+
+def dead_letter_counts(decoded: DataStream) -> DataStream:
+    """Each decode batch's dead letters by reason, as a message for the model stage (``model:dlq`` in Redis)."""
+    packed = decoded.get_side_output(DEAD_LETTER_COUNTS)
+    return unpacked(packed).name("dead-letter-counts").uid("dead-letter-counts")
 
 
 def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:

@@ -79,7 +79,7 @@ function drawJob(state, rate) {
 function drawDeadLetters(dead, before) {
   if (!dead) {
     $("dlq").replaceChildren();
-    text("dlq-note", "the job does not write dead-letter counts to Redis (model:dlq) yet");
+    text("dlq-note", "no dead letters yet (the job writes model:dlq at the first one)");
     return;
   }
   const byReason = dead.payload.by_reason ?? {};

@@ -1,4 +1,5 @@
-"""`pulse demo` stops its job on SIGTERM and SIGHUP, and `pulse down` stops the job of a killed demo.
+"""`pulse demo` stops its job on SIGTERM and SIGHUP, and `pulse down` stops the job of a killed demo;
+while it runs, the web console in a real headless Chromium follows its live job.
 
 The demo runs as a user runs it (`python -m pulse demo`) on a private home and free ports; it
 starts its own Kafka and Redis there. "Running" means the job has learned events this run (the
@@ -9,6 +10,7 @@ carries the home, none in the job's process group.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +20,15 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from pydantic import SecretStr
 
-from config import REPO_ROOT
+from config import REPO_ROOT, Settings
 from infra.local.process import free_port
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import Envelope, RedisKeys, UserKind
+from serving import create_app
+from serving.server import running
+from serving.sync_reads import user_part
+from tests.integration.browser import dump_dom, screenshot
 from tests.integration.test_cli_services import our_processes, pulse
 
 START_TIMEOUT_S = 300
@@ -100,10 +107,51 @@ def wait_gone(home: Path, job_pid: int, timeout_s: float = 90) -> list[str]:
     return left
 
 
+def a_user_with_scores(client: redis_lib.Redis, keys: RedisKeys) -> str:
+    """A demo user whose value in Redis holds a top-k."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for key in client.scan_iter(match=f"{keys.prefix}:user:*", count=1000):
+            user = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+            if user_part(client, keys, user, UserKind.RECS):
+                return user
+        time.sleep(1)
+    raise AssertionError("no demo user with scores in Redis within 60 s")
+
+
+def check_the_console_follows_the_live_job(home: Path, env: dict[str, str]) -> None:
+    """Two screenshots 3 s apart differ; the DOM shows the user's top-k and the job's count from Redis."""
+    settings = Settings(redis_url=f"redis://127.0.0.1:{env['PULSE_REDIS_PORT']}/0",
+                        kafka_bootstrap=f"127.0.0.1:{env['PULSE_KAFKA_PORT']}",
+                        serving_api_keys=SecretStr("read:rk-demo"))
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix)
+    user = a_user_with_scores(client, keys)
+    with running(create_app(settings), timeout_s=60) as url:
+        page = f"{url}/console#key=rk-demo&user={user}"
+        first = screenshot(page, "console-demo-1.png", budget_ms=4000, size="1100,1100").read_bytes()
+        time.sleep(3)
+        second = screenshot(page, "console-demo-2.png", budget_ms=4000, size="1100,1100").read_bytes()
+        assert second != first, "two screenshots of the console 3 s apart are identical"
+        before, recs_before = learned(env), user_part(client, keys, user, UserKind.RECS)
+        dom = dump_dom(page, budget_ms=4000)
+        after, recs_after = learned(env), user_part(client, keys, user, UserKind.RECS)
+    assert recs_before is not None and recs_after is not None and 'data-state="live"' in dom, dom[-3000:]
+    shown = re.findall(r'<tr data-item="([^"]+)"', dom)
+    in_redis = {item for recs in (recs_before, recs_after) for item, _ in recs.payload["items"]}
+    assert shown and set(shown) <= in_redis, (shown, dom[-3000:])  # the top-k the page read from Redis
+    shown_learned = int(re.search(r'id="events-learned">(\d+)<', dom).group(1))  # type: ignore[union-attr]
+    assert before <= shown_learned <= after, (before, shown_learned, after)
+    print(f"\nconsole on the demo's job: user {user}, top-k {shown[:3]}..., learned {shown_learned:,} "
+          f"(Redis {before:,}..{after:,})")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_to_the_demo_stops_its_job(demo_env: tuple[Path, dict[str, str]], sig: signal.Signals) -> None:
     home, env = demo_env
     demo, job_pid = start_demo(home, env)
+    if sig is signal.SIGTERM:  # while it runs (one demo start serves both checks: CI time)
+        check_the_console_follows_the_live_job(home, env)
     print(f"\njob running (pid {job_pid}): {len(job_processes(home, job_pid))} processes; sending {sig.name}")
     demo.send_signal(sig)
     try:

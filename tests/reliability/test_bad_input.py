@@ -51,7 +51,7 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, Event, EventCodec, EventType
-from schemas.redis_keys import RedisKeys
+from schemas.redis_keys import Envelope, RedisKeys
 from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
@@ -324,6 +324,11 @@ def test_every_kind_of_malformed_event_ends_in_the_dlq(campaign_settings: Settin
     for user in UNICODE_USERS:
         envelope = stored[user]
         assert envelope is not None and envelope.payload["events"] == EVENTS_PER_UNICODE_USER, user
+
+    # The console's dead-letter panel reads the same counts from Redis (model:dlq), exactly.
+    by_reason = Counter(reason for (_, reason) in dead.elements())
+    dlq = Envelope.from_fields_or_none(client.hgetall(keys.model("dlq")))
+    assert dlq is not None and dlq.payload == {"by_reason": dict(by_reason), "total": n_bad}, dlq
 
     # Never restarted: restart strategy none and exit 0 (above); the metric agrees while it ran.
     assert restarts_seen, "the job's Prometheus endpoint never answered while the job ran"

@@ -9,6 +9,7 @@ import pytest
 
 from flink_jobs.messages import (
     BanditFeedback,
+    DeadLetterCounts,
     ItemSnapshot,
     ItemTouch,
     ItemTouches,
@@ -69,6 +70,15 @@ def test_bandit_and_model_totals() -> None:
     assert write.payload["events_learned"] == 4 and write.payload["rmse"] == pytest.approx(math.sqrt(2.0))
     payload = write.payload
     assert (payload["rewards_matched"], payload["late_events"], payload["model_version"]) == (1, 3, "v9")
+
+
+def test_dead_letters_are_counted_by_reason_for_the_console() -> None:
+    model = ModelTotals("v9", 2, KEYS)
+    counts = model.apply(None, DeadLetterCounts({"bad_avro": 2}, 10))
+    counts = model.apply(counts, DeadLetterCounts({"missing_field": 1, "bad_avro": 1}, 11))
+    (write,) = model.writes("dlq", Coalesced(counts, 11, True), final=False)
+    assert write.key == KEYS.model("dlq")
+    assert write.payload == {"by_reason": {"bad_avro": 3, "missing_field": 1}, "total": 4}
 
 
 def test_the_segment_ranking_decays_to_one_time() -> None:
