@@ -11,12 +11,11 @@ Writers append varints, texts, counts, float32 lists, item-id lists and exact to
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import numpy as np
 
 from schemas.events import EventType
 
@@ -29,6 +28,7 @@ _TYPE_CODES = {t.value: code for code, t in enumerate(EventType)}  # counts by e
 _TYPE_NAMES = dict(enumerate(t.value for t in EventType))
 _OTHER_NAME = 0xFF
 _SCORES_RAW, _SCORES_DESCENDING = 0, 1
+_STEP_CODES = {1: "B", 2: "H", 4: "I"}  # struct codes of the step widths (3 is packed as 4 less a byte)
 
 
 def varint(n: int, out: bytearray) -> None:
@@ -82,27 +82,32 @@ def floats(values: Iterable[float], out: bytearray) -> None:
 def scores(scores: Sequence[float], out: bytearray) -> None:
     """Float32 scores, exact: best first (a top-k) as the first score, then each step down.
 
-    A step is in float32 units, all steps in the fewest whole bytes that hold the largest (3 for a
-    top-k: one less than raw). The steps are between the floats' bits mapped to integers that sort like the floats (a
-    bijection, so any float comes back bit for bit); scores not best first are stored raw.
+    A step is in float32 units, all steps in the fewest whole bytes that hold the largest (2-3 for
+    a top-k instead of 4). The steps are between the floats' bits mapped to integers that sort like
+    the floats (a bijection, so any float comes back bit for bit); scores not best first are raw.
     """
-    floats = np.asarray(scores, dtype="<f4")
-    keys = _sortable(floats.view("<u4").astype(np.int64))
-    steps = keys[:-1] - keys[1:]
-    if len(floats) < 2 or bool((steps < 0).any()):
+    n = len(scores)
+    raw = struct.pack(f"<{n}f", *scores)
+    keys = [_sortable(bits) for bits in struct.unpack(f"<{n}I", raw)]
+    steps = [a - b for a, b in itertools.pairwise(keys)]
+    if n < 2 or min(steps) < 0:
         out.append(_SCORES_RAW)
-        out += floats.tobytes()
+        out += raw
         return
-    width = max(1, (int(steps.max()).bit_length() + 7) // 8)
+    width = max(1, (max(steps).bit_length() + 7) // 8)
     out.append(_SCORES_DESCENDING)
     out.append(width)
-    out += floats[:1].tobytes()
-    out += steps.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :width].tobytes()
+    out += raw[:4]
+    if width == 3:
+        packed = struct.pack(f"<{n - 1}I", *steps)
+        out += b"".join(packed[at:at + 3] for at in range(0, len(packed), 4))
+    else:
+        out += struct.pack(f"<{n - 1}{_STEP_CODES[width]}", *steps)
 
 
-def _sortable(bits: Any) -> Any:
-    """float32 bits (as int64) -> integers in the floats' order: negative floats flipped, positive ones offset."""
-    return np.where(bits & 0x80000000, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+def _sortable(bits: int) -> int:
+    """A float32's bits -> an integer in the floats' order: negative floats flipped, positive ones offset."""
+    return bits ^ 0xFFFFFFFF if bits & 0x80000000 else bits | 0x80000000
 
 
 _SPLIT: dict[str, tuple[str, int] | None] = {}  # the ids seen, split (a dict lookup beats an lru_cache call)
@@ -148,8 +153,8 @@ class Reader:
 
     __slots__ = ("at", "data")
 
-    def __init__(self, data: bytes | memoryview, at: int = 0) -> None:
-        self.data = memoryview(data)
+    def __init__(self, data: bytes | bytearray | memoryview, at: int = 0) -> None:
+        self.data = bytes(data)  # bytes index and slice faster than a memoryview; a value is ~400 bytes
         self.at = at
 
     def byte(self) -> int:  # noqa: D102 -- each reads what the writer of the same name wrote
@@ -158,6 +163,10 @@ class Reader:
         return value
 
     def varint(self) -> int:  # noqa: D102
+        b = self.data[self.at]
+        if b < 0x80:  # most are one byte
+            self.at += 1
+            return b
         shift = n = 0
         while True:
             b = self.data[self.at]
@@ -167,7 +176,7 @@ class Reader:
                 return n
             shift += 7
 
-    def raw(self, size: int) -> memoryview:  # noqa: D102
+    def raw(self, size: int) -> bytes:  # noqa: D102
         if self.at + size > len(self.data):
             raise IndexError("value ends early")
         chunk = self.data[self.at:self.at + size]
@@ -202,15 +211,17 @@ class Reader:
         if mode != _SCORES_DESCENDING:
             raise ValueError(f"unknown score list mode {mode}")
         width = self.byte()
-        (bits,) = struct.unpack("<I", self.raw(4))
-        key = bits ^ 0xFFFFFFFF if bits & 0x80000000 else bits | 0x80000000
-        keys = [key]
-        steps = bytes(self.raw(width * (n - 1)))
-        for at in range(0, len(steps), width):  # plain Python: faster than numpy for ~50 values
-            key -= int.from_bytes(steps[at:at + width], "little")
-            keys.append(key)
-        bits_ = [k ^ 0x80000000 if k & 0x80000000 else k ^ 0xFFFFFFFF for k in keys]
-        return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *bits_)))
+        first = _sortable(struct.unpack("<I", self.raw(4))[0])
+        chunk = self.raw(width * (n - 1))
+        if width == 3:
+            chunk = b"".join(chunk[at:at + 3] + b"\0" for at in range(0, len(chunk), 3))
+        steps = struct.unpack(f"<{n - 1}{_STEP_CODES[4 if width == 3 else width]}", chunk)
+        keys = list(itertools.accumulate(steps, operator.sub, initial=first))
+        if keys[-1] & 0x80000000:  # all scores >= 0 (the usual top-k): bits are the keys less the offset
+            bits = [k ^ 0x80000000 for k in keys]
+        else:
+            bits = [k ^ 0x80000000 if k & 0x80000000 else k ^ 0xFFFFFFFF for k in keys]
+        return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *bits)))
 
     def ids(self) -> list[str]:  # noqa: D102
         n = self.varint()
