@@ -6,23 +6,18 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from pydantic import SecretStr
 
 from config import Settings
 from flink_jobs.redis_writer import RedisSinkError, RedisWriter
 from schemas.redis_keys import RedisKeys, UserKind
 from schemas.redis_values import CompactValue, encode_item_value, encode_user_value, event_time_of
-from serving import create_app
-from serving.server import running
 from serving.sync_reads import item_envelope, user_envelopes
+from tests.integration.test_serving import serve  # noqa: F401 -- the fixture: a running shim per settings update
 
 T0 = 1_700_000_000_000
-KEY = "formats-key"
 MEAN, USER_BIAS, USER_FACTORS = 3.5, 0.123456789, [0.1, -0.2, 0.3]
 ITEMS = {f"i{n}": (0.01 * n - 0.2, [0.1 * (n % 7), -0.05 * (n % 5), 0.03 * n]) for n in range(60)}
 SESSION = {"open": True, "session_id": "s1", "start_ms": T0, "end_ms": T0 + 9, "n_events": 2, "n_late": 0,
@@ -57,32 +52,15 @@ def seed(writer: RedisWriter, keys: RedisKeys, user: str, fmt: str) -> None:
         ])
 
 
-@pytest.fixture
-def shim(settings: Settings) -> Iterator[Any]:
-    """``shim(**update)`` -> httpx client of a running app."""
-    stack: list[Any] = []
-
-    def start(**update: Any) -> httpx.Client:
-        server = running(create_app(settings.model_copy(update={
-            "serving_api_keys": SecretStr(KEY), "serving_control_share": 0.0, **update})))
-        client = httpx.Client(base_url=server.__enter__(), headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-        stack.append((server, client))
-        return client
-
-    yield start
-    for server, client in reversed(stack):
-        client.close()
-        server.__exit__(None, None, None)
-
-
-def test_both_formats_serve_the_same_items_in_the_same_order(shim: Any, settings: Settings, redis_url: str) -> None:
+def test_both_formats_serve_the_same_items_in_the_same_order(serve: Any, settings: Settings,  # noqa: F811
+                                                            redis_url: str) -> None:
     old, new = RedisKeys(f"{settings.redis_prefix}-old"), RedisKeys(f"{settings.redis_prefix}-new")
     with RedisWriter(old, "mf-v1", url=redis_url) as w_old, RedisWriter(new, "mf-v1", url=redis_url) as w_new:
         seed(w_old, old, "u1", "legacy")
         seed(w_new, new, "u1", "compact")
     bodies = {}
     for name, keys in (("old", old), ("new", new)):
-        client = shim(redis_prefix=keys.prefix)
+        client = serve(redis_prefix=keys.prefix)
         bodies[name] = client.get("/v1/users/u1/recommendations", params={"k": 50, "explain": "true"}).json()
         assert client.get("/v1/users/u1/session").json()["recent_items"] == SESSION["recent_items"]
     old_items, new_items = bodies["old"]["items"], bodies["new"]["items"]
@@ -95,14 +73,14 @@ def test_both_formats_serve_the_same_items_in_the_same_order(shim: Any, settings
         assert why["total"] == pytest.approx(item["score"], rel=1e-6) and why["item_params_version"] == 3
 
 
-def test_format_1_keys_are_read_until_legacy_reads_are_turned_off(shim: Any, settings: Settings,
+def test_format_1_keys_are_read_until_legacy_reads_are_turned_off(serve: Any, settings: Settings,  # noqa: F811
                                                                    redis_url: str) -> None:
     keys = RedisKeys(f"{settings.redis_prefix}-legacy")
     with RedisWriter(keys, "mf-v1", url=redis_url) as writer:
         seed(writer, keys, "u1", "legacy")
-    upgraded = shim(redis_prefix=keys.prefix).get("/v1/users/u1/recommendations", params={"k": 3}).json()
+    upgraded = serve(redis_prefix=keys.prefix).get("/v1/users/u1/recommendations", params={"k": 3}).json()
     assert upgraded["source"] == "model" and [i["score"] for i in upgraded["items"]] == [s for _, s in ranked()[:3]]
-    strict = shim(redis_prefix=keys.prefix, serving_legacy_reads=False)
+    strict = serve(redis_prefix=keys.prefix, serving_legacy_reads=False)
     assert strict.get("/v1/users/u1/recommendations").json()["source"] == "popularity"
 
 
