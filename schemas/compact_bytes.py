@@ -204,34 +204,38 @@ class Reader:
     def named_counts(self) -> dict[str, int]:  # noqa: D102
         return {name: self.varint() for name in self.ids()}
 
-    def scores(self, n: int) -> list[float]:  # noqa: D102
+    def scores(self, n: int, limit: int | None = None) -> list[float]:
+        """The ``n`` scores :func:`scores` wrote, or only the first ``limit`` of them (all are read past)."""
+        take = n if limit is None else max(0, min(n, limit))
         mode = self.byte()
         if mode == _SCORES_RAW:
-            return list(struct.unpack(f"<{n}f", self.raw(4 * n)))
+            return list(struct.unpack_from(f"<{take}f", self.raw(4 * n)))
         if mode != _SCORES_DESCENDING:
             raise ValueError(f"unknown score list mode {mode}")
         width = self.byte()
         first = _sortable(struct.unpack("<I", self.raw(4))[0])
-        chunk = self.raw(width * (n - 1))
+        chunk = self.raw(width * (n - 1))[:width * max(0, take - 1)]
         if width == 3:
             chunk = b"".join(chunk[at:at + 3] + b"\0" for at in range(0, len(chunk), 3))
-        steps = struct.unpack(f"<{n - 1}{_STEP_CODES[4 if width == 3 else width]}", chunk)
-        keys = list(itertools.accumulate(steps, operator.sub, initial=first))
-        if keys[-1] & 0x80000000:  # all scores >= 0 (the usual top-k): bits are the keys less the offset
+        steps = struct.unpack(f"<{max(0, take - 1)}{_STEP_CODES[4 if width == 3 else width]}", chunk)
+        keys = list(itertools.accumulate(steps, operator.sub, initial=first))[:take]
+        if not keys or keys[-1] & 0x80000000:  # all scores >= 0 (the usual top-k): the keys less the offset
             bits = [k ^ 0x80000000 for k in keys]
         else:
             bits = [k ^ 0x80000000 if k & 0x80000000 else k ^ 0xFFFFFFFF for k in keys]
-        return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *bits)))
+        return list(struct.unpack(f"<{take}f", struct.pack(f"<{take}I", *bits)))
 
-    def ids(self) -> list[str]:  # noqa: D102
+    def ids(self, limit: int | None = None) -> list[str]:
+        """The item ids :func:`ids` wrote, or only the first ``limit`` of them (all are read past)."""
         n = self.varint()
         if not n:
             return []
+        take = n if limit is None else max(0, min(n, limit))
         mode = self.byte()
         if mode == _IDS_TEXT:
-            return [self.text() for _ in range(n)]
+            return [self.text() for _ in range(n)][:take]
         if mode not in (_IDS_U16, _IDS_U32):
             raise ValueError(f"unknown item-id list mode {mode}")
         prefix = self.text()
         code, size = ("H", 2) if mode == _IDS_U16 else ("I", 4)
-        return [f"{prefix}{number}" for number in struct.unpack(f"<{n}{code}", self.raw(size * n))]
+        return [f"{prefix}{number}" for number in struct.unpack_from(f"<{take}{code}", self.raw(size * n))]

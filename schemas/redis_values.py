@@ -181,8 +181,12 @@ class UserValue:
         return Envelope(payload, self.event_time_ms, self.write_time_ms, self.model_version)
 
 
-def decode_user_value(data: bytes) -> UserValue:
-    """The inverse of :func:`with_header` over :func:`encode_user_value`; ``ValueError`` if it is not one."""
+def decode_user_value(data: bytes, top: int | None = None) -> UserValue:
+    """The inverse of :func:`with_header` over :func:`encode_user_value`; ``ValueError`` if it is not one.
+
+    ``top``: decode only as many recommendations as a top-``top`` without the session's recent
+    items needs (serving asks for a few of the 50; the rest is not worth decoding).
+    """
     try:
         event_time_ms, write_time_ms, model_version, r = decode_header(data)
         flags = r.byte()
@@ -203,8 +207,13 @@ def decode_user_value(data: bytes) -> UserValue:
             parts[UserKind.FACTORS] = {"bias": r.f32(), "factors": r.floats()}
         if flags & _HAS_RECS:
             mean = r.f32()
-            items = r.ids()
-            scores = r.scores(len(items)) if items else []
+            recent = parts[UserKind.SESSION].get("recent_items", ())
+            limit = None if top is None else top + len(recent)
+            at = r.at
+            n = r.varint()
+            r.at = at  # ids() reads the count again
+            items = r.ids(limit)
+            scores = r.scores(n, limit) if n else []
             parts[UserKind.RECS] = {"items": [[i, s] for i, s in zip(items, scores, strict=True)], "global_mean": mean}
     except (IndexError, struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"not a Pulse format-2 user value: {exc}") from exc

@@ -124,7 +124,7 @@ class Recommender:
         self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
     ) -> RecommendationsBody:
         try:
-            recs, session = await self.store.user_view(user_id)
+            recs, session = await self.store.user_view(user_id, top=k)
         except StoreUnavailableError:
             cached = self._cached(segment)
             if cached is None:

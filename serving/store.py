@@ -121,11 +121,16 @@ class RedisStore:
         replies = await self._execute([("HGETALL", key) for key in keys])
         return [_envelope(key, _as_mapping(reply)) for key, reply in zip(keys, replies, strict=True)]
 
-    async def user_parts(self, user_id: str, kinds: Sequence[UserKind]) -> list[Envelope | None]:
-        """Parts of a user's value (format 2), or of its format-1 keys when it has none (one more round trip)."""
+    async def user_parts(
+        self, user_id: str, kinds: Sequence[UserKind], top: int | None = None
+    ) -> list[Envelope | None]:
+        """Parts of a user's value (format 2), or of its format-1 keys when it has none (one more round trip).
+
+        ``top``: the recommendations needed (format 2 decodes only as many as that takes).
+        """
         key = self.keys.user_record(user_id)
         (data,) = await self._execute([("GET", key)])
-        value = _compact(key, data, decode_user_value)
+        value = _compact(key, data, lambda raw: decode_user_value(raw, top))
         if value is not None:
             return [value.envelope(kind) for kind in kinds]
         if not self.legacy_reads:
@@ -165,9 +170,9 @@ class RedisStore:
         finally:
             await pool.release(conn)
 
-    async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
-        """The user's ranked scores and live session (one round trip)."""
-        recs, session = await self.user_parts(user_id, (UserKind.RECS, UserKind.SESSION))
+    async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
+        """The user's ranked scores (enough for the ``top`` best not in the session) and live session."""
+        recs, session = await self.user_parts(user_id, (UserKind.RECS, UserKind.SESSION), top)
         return recs, session
 
     async def session(self, user_id: str) -> Envelope | None:

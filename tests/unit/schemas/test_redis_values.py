@@ -50,9 +50,10 @@ sessions = st.one_of(
 @given(
     counts=counts, learned=st.integers(0, 10**9), session=sessions,
     ranked=st.lists(st.tuples(item_ids, floats), max_size=50),
-    factors=st.lists(floats, min_size=1, max_size=32), bias=floats, mean=floats,
+    factors=st.lists(floats, min_size=1, max_size=32), bias=floats, mean=floats, top=st.integers(0, 60),
 )
-def test_every_user_payload_round_trips_at_float32_precision(counts, learned, session, ranked, factors, bias, mean):
+def test_every_user_payload_round_trips_at_float32_precision(counts, learned, session, ranked, factors, bias, mean,
+                                                            top):
     if session.get("open"):
         session = {**session, "end_ms": session["start_ms"] + 1234}
     counts_payload = {"counts": counts, "events": sum(counts.values()), "learned": learned}
@@ -64,6 +65,9 @@ def test_every_user_payload_round_trips_at_float32_precision(counts, learned, se
     assert value.payload(UserKind.SESSION) == session
     assert value.payload(UserKind.FACTORS) == {"bias": f32(bias), "factors": [f32(x) for x in factors]}
     assert value.payload(UserKind.RECS) == {"items": [[i, f32(s)] for i, s in ranked], "global_mean": f32(mean)}
+    # Serving's top-k read decodes only the head: enough for `top` items outside the session.
+    head = decode_user_value(with_header(body, T, W, "mf-v1"), top).payload(UserKind.RECS)["items"]
+    assert head == value.payload(UserKind.RECS)["items"][:top + len(session.get("recent_items", []))]
 
 
 def test_a_user_without_factors_has_counts_and_session_only():

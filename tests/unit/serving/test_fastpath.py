@@ -34,7 +34,7 @@ class FakeStore:
         pop = {"items": [["p1", 3.0], ["p2", 2.0]], "at_ms": T0, "half_life_ms": 0}
         self.pop = {"*": Envelope(pop, T0, T0, "mf-v1")}
 
-    async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
+    async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
         self.calls += 1
         if self.down:
             raise StoreUnavailableError("Redis did not answer (ConnectionError)")

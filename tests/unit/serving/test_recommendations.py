@@ -20,7 +20,7 @@ class Store:
     def __init__(self, down: bool = False) -> None:
         self.down = down
 
-    async def user_view(self, user_id: str) -> tuple[Envelope | None, Envelope | None]:
+    async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
         if self.down:
             raise StoreUnavailableError("down")
         if user_id == "cold":
