@@ -62,7 +62,7 @@ def test_running_rmse_matches_offline_evaluation(
             producer.send(PROBE)
             producer.flush()
             deadline = time.monotonic() + 180
-            while not client.exists(RedisKeys(settings.redis_prefix).counts(PROBE.user_id)):
+            while not client.exists(RedisKeys(settings.redis_prefix).user_record(PROBE.user_id)):
                 assert time.monotonic() < deadline, "the job never consumed the probe event"
                 time.sleep(0.2)
             for _ in producer.send_all(read_movielens(ratings_file), rate=RATE):
