@@ -109,10 +109,15 @@ class Settings(ConnectionSecurity):
     job_batch_max_ms: int = Field(
         20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
     )
+    job_flink_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Flink options for the job, as JSON ({\"key\": \"value\"}); they win over Pulse's own",
+    )
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
     job_rest_port: int | None = Field(
         None, ge=1, le=65535,
-        description="`pulse job run`: serve Flink's REST API and web UI on this port (checkpoint statistics); off when unset",
+        description="`pulse job run`: serve Flink's REST API and web UI on this port (checkpoint statistics); "
+                    "off when unset",
     )
 
     # The local standalone cluster of `pulse up --flink` (infra/local/flink.py).

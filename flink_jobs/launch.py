@@ -78,7 +78,7 @@ def job_options(
         bundle_time_ms=settings.bundle_time_ms,
         restart_attempts=settings.restart_attempts,
         rest_port=None if jobmanager else settings.job_rest_port,
-        extra=extra,
+        extra={**extra, **settings.job_flink_conf},
     )
 
 
