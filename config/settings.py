@@ -191,6 +191,9 @@ class Settings(ConnectionSecurity):
         0.0, ge=0.0, description="Serve in-process cached popularity this long when Redis is down; 0 = off"
     )
     serving_redis_timeout_s: float = Field(0.5, gt=0, description="Socket timeout of the shim's Redis reads")
+    serving_catalogue_refresh_s: float = Field(
+        0.5, gt=0, description="How often each serving worker checks the catalogue (unavailable items) for changes"
+    )
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
     serving_legacy_reads: bool = Field(
         True, description="When a user or item has no format-2 value, read its format-1 keys (one more round "

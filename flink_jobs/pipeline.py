@@ -1,5 +1,7 @@
 """The Pulse job: Kafka -> decode (DLQ) -> event time -> per-user state + learners -> shared state -> Redis.
 
+The catalogue (the items topic) goes to Redis beside it, through the same sink and DLQ.
+
 ``build_pipeline(env, settings)`` wires the graph and nothing else (one function per stage), so
 it can be built on any environment; ``flink_jobs.launch`` makes the environment and runs it.
 Every operator has a stable ``uid`` so savepoints survive changes to the graph around it.
@@ -15,6 +17,7 @@ from pyflink.java_gateway import get_gateway
 
 from config import Settings
 from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events
+from flink_jobs.catalogue import DecodeCatalogue
 from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DECODED, DecodeEvents
 from flink_jobs.redis_sink import RedisSink
 from flink_jobs.redis_writer import RedisWriter
@@ -49,14 +52,15 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     """Wire the whole job onto ``env``."""
     raw = read_events(env, settings, bounded)
     decoded = decode(raw, settings)
-    write_dead_letters(decoded, settings)
+    catalogue = decode_catalogue(read_catalogue(env, settings, bounded), settings)
+    write_dead_letters([decoded, catalogue], settings)
     events = with_event_time(unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events"), settings)
     item_snapshots = read_item_snapshots(env, settings, bounded)
     users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
-    shared = shared_state(users.union(dead_letter_counts(decoded)), settings)
+    shared = shared_state(users.union(dead_letter_counts([decoded, catalogue])), settings)
     write_item_snapshots(shared[0], settings)
-    write_redis(shared[0].union(*shared[1:]), settings)
+    write_redis(shared[0].union(*shared[1:], catalogue_writes(catalogue)), settings)
 
 
 def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
@@ -75,19 +79,41 @@ def decode(raw: DataStream, settings: Settings) -> DataStream:
     return batches.process(decoder, output_type=PACKED).name("decode").uid("decode")
 
 
-def write_dead_letters(decoded: DataStream, settings: Settings) -> None:
-    """Dead letters to the DLQ topic, exactly once (original bytes, reason, source partition/offset)."""
+def read_catalogue(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
+    """Raw framed-Avro catalogue entries from the compacted items topic, each after its position."""
+    source = kafka_source(settings.kafka_bootstrap, settings.topic_items, f"{settings.job_group_id}-catalogue",
+                          bounded=bounded, with_position=True, properties=settings.kafka_java_properties())
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "catalogue").uid("source-catalogue")
+
+
+def decode_catalogue(raw: DataStream, settings: Settings) -> DataStream:
+    """Bytes -> Redis writes of the catalogue (entry + indexes serving filters on); bad entries to the DLQ."""
+    batches = raw_batches(raw, max_records=settings.job_batch_max_events, max_delay_ms=settings.job_batch_max_ms,
+                          uid="catalogue-batches")
+    decoder = DecodeCatalogue(settings.topic_items, settings.schema_registry_url, RedisKeys(settings.redis_prefix),
+                              redis_shards(settings))
+    return batches.process(decoder, output_type=PACKED).name("catalogue").uid("catalogue")
+
+
+def catalogue_writes(catalogue: DataStream) -> DataStream:
+    """The catalogue's Redis writes as message rows for the Redis sink."""
+    return unpacked(catalogue).name("catalogue-messages").uid("catalogue-messages")
+
+
+def write_dead_letters(decoders: list[DataStream], settings: Settings) -> None:
+    """Dead letters of events and catalogue entries to the DLQ topic, exactly once (with reason and position)."""
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_dlq, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-dlq",
                       properties={"max.request.size": str(DeadLetterCodec.MAX_BYTES + 64 * 1024),
                                   **settings.kafka_java_properties()})
-    decoded.get_side_output(DEAD_LETTERS).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
+    events, *others = (decoder.get_side_output(DEAD_LETTERS) for decoder in decoders)
+    events.union(*others).sink_to(sink).name("dead-letters").uid("sink-dead-letters")
 
 
-def dead_letter_counts(decoded: DataStream) -> DataStream:
+def dead_letter_counts(decoders: list[DataStream]) -> DataStream:
     """Each decode batch's dead letters by reason, as a message for the model stage (``model:dlq`` in Redis)."""
-    packed = decoded.get_side_output(DEAD_LETTER_COUNTS)
-    return unpacked(packed).name("dead-letter-counts").uid("dead-letter-counts")
+    events, *others = (decoder.get_side_output(DEAD_LETTER_COUNTS) for decoder in decoders)
+    return unpacked(events.union(*others)).name("dead-letter-counts").uid("dead-letter-counts")
 
 
 def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:

@@ -40,8 +40,17 @@ class RedisOutbox:
         self.last_flush_ms = JvmGauge(metrics.counter("redis_last_flush_ms"))
 
     def add(self, message: RedisMessage, key: str | None = None) -> None:
-        """Wait for the next flush; a newer message for the same key replaces this one."""
-        self.pending[key or parking_key(message)] = message
+        """Wait for the next flush; a later message for the same key replaces this one.
+
+        Unless it is an older write (lower event time): coalescing keeps what the writer's
+        event-time guard would keep (catalogue entries, unlike a user's writes, may arrive out of order).
+        """
+        key = key or parking_key(message)
+        waiting = self.pending.get(key)
+        if (isinstance(waiting, RedisWrite) and isinstance(message, RedisWrite)
+                and waiting.event_time_ms > message.event_time_ms):
+            return
+        self.pending[key] = message
         self.erasing = self.erasing or isinstance(message, EraseUser | DeleteKeys)
         if self.flush_at is None:
             self.flush_at = time.monotonic() + self.flush_ms / 1000

@@ -25,7 +25,6 @@ RedisWriter(url='redis://:***@127.0.0.1:6379/0', prefix='pulse', model_version='
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,17 @@ from pydantic import SecretStr
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
+from flink_jobs.redis_scripts import (
+    CATALOGUE_SCRIPT_SHA,
+    GUARDED_CATALOGUE_LUA,
+    GUARDED_SET_LUA,
+    GUARDED_WRITE_LUA,
+    SCRIPT_SHA,
+    SCRIPTS,
+    SET_SCRIPT_SHA,
+)
 from schemas.redis_keys import (
+    CATALOGUE_INDEXES,
     FIELD_EVENT_TIME,
     FIELD_MODEL_VERSION,
     FIELD_VALUE,
@@ -46,9 +55,10 @@ from schemas.redis_keys import (
     Envelope,
     RedisKeys,
 )
-from schemas.redis_values import CompactValue, with_header
+from schemas.redis_values import CatalogueValue, CompactValue, with_header
 
 __all__ = [
+    "GUARDED_CATALOGUE_LUA",
     "GUARDED_SET_LUA",
     "GUARDED_WRITE_LUA",
     "BatchItem",
@@ -77,42 +87,12 @@ class _Prepared(NamedTuple):
 
     key: str
     script: str
-    args: tuple[bytes | int, ...]
+    args: tuple[bytes | int | str, ...]
+    more_keys: tuple[str, ...] = ()  # KEYS[2..] of the script (the catalogue's indexes)
 
 
-#: KEYS[1] = key; ARGV = event time ms, orjson value, write time ms, model version.
-#: Returns 1 when written, 0 when the stored event time is newer (stale write skipped).
-GUARDED_WRITE_LUA = """\
-local stored = tonumber(redis.call('HGET', KEYS[1], 'et'))
-if stored and stored > tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'et', ARGV[1], 'wt', ARGV[3], 'mv', ARGV[4])
-return 1
-"""
-_ARGV_FIELDS = (FIELD_EVENT_TIME, FIELD_VALUE, FIELD_WRITE_TIME, FIELD_MODEL_VERSION)  # ARGV[1..4]
-_SCRIPT_SHA = hashlib.sha1(GUARDED_WRITE_LUA.encode()).hexdigest()
+_ARGV_FIELDS = (FIELD_EVENT_TIME, FIELD_VALUE, FIELD_WRITE_TIME, FIELD_MODEL_VERSION)  # ARGV[1..4] of the scripts
 
-#: The same guard for a format-2 string (:mod:`schemas.redis_values`): its bytes 1..8 are the
-#: event time, big-endian. KEYS[1] = key; ARGV = event time ms, whole value, TTL ms (0: none).
-GUARDED_SET_LUA = """\
-local head = redis.call('GETRANGE', KEYS[1], 0, 8)
-if #head == 9 then
-  local stored = 0
-  for i = 2, 9 do stored = stored * 256 + string.byte(head, i) end
-  if stored > tonumber(ARGV[1]) then
-    return 0
-  end
-end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-return 1
-"""
-_SET_SCRIPT_SHA = hashlib.sha1(GUARDED_SET_LUA.encode()).hexdigest()
-_SCRIPTS = {_SCRIPT_SHA: GUARDED_WRITE_LUA, _SET_SCRIPT_SHA: GUARDED_SET_LUA}
 
 
 class RedisSinkError(RuntimeError):
@@ -315,7 +295,7 @@ class RedisWriter:
 
     def _load_script(self) -> None:
         client = self._require_client()
-        for expected, script in _SCRIPTS.items():
+        for expected, script in SCRIPTS.items():
             sha = client.script_load(script)
             if sha != expected:
                 raise RedisSinkError(f"Redis returned sha {sha!r} for the write script, expected {expected}")
@@ -328,14 +308,24 @@ class RedisWriter:
                 if not isinstance(event_time_ms, int) or isinstance(event_time_ms, bool):
                     raise TypeError(f"cannot write {key!r}: event_time_ms must be an int of milliseconds")
                 value = with_header(payload.body, event_time_ms, write_time, self.model_version)
-                prepared.append(_Prepared(key, _SET_SCRIPT_SHA, (event_time_ms, value, payload.expire_ms)))
+                prepared.append(_Prepared(key, SET_SCRIPT_SHA, (event_time_ms, value, payload.expire_ms)))
+                continue
+            if isinstance(payload, CatalogueValue):
+                prepared.append(self._catalogue(key, event_time_ms, payload, write_time))
                 continue
             try:
                 fields = Envelope(payload, event_time_ms, write_time, self.model_version).to_fields()
             except TypeError as exc:
                 raise TypeError(f"cannot write {key!r}: {exc}") from exc
-            prepared.append(_Prepared(key, _SCRIPT_SHA, tuple(fields[name] for name in _ARGV_FIELDS)))
+            prepared.append(_Prepared(key, SCRIPT_SHA, tuple(fields[name] for name in _ARGV_FIELDS)))
         return prepared
+
+    def _catalogue(self, key: str, event_time_ms: int, entry: CatalogueValue, write_time: int) -> _Prepared:
+        fields = Envelope(entry.payload(), event_time_ms, write_time, self.model_version).to_fields()
+        args = (*(fields[name] for name in _ARGV_FIELDS), entry.item_id, "1" if entry.available else "0",
+                entry.category or "")
+        return _Prepared(key, CATALOGUE_SCRIPT_SHA, args,
+                         tuple(self.keys.catalogue_index(name) for name in CATALOGUE_INDEXES))
 
     def _send(self, prepared: list[_Prepared]) -> list[int]:
         """One pipeline of EVALSHA; the ones answered NOSCRIPT are sent again after reloading the script."""
@@ -346,7 +336,7 @@ class RedisWriter:
             pipe = client.pipeline(transaction=False)
             for i in pending:
                 item = prepared[i]
-                pipe.evalsha(item.script, 1, item.key, *item.args)
+                pipe.evalsha(item.script, 1 + len(item.more_keys), item.key, *item.more_keys, *item.args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(pending, replies, strict=True):

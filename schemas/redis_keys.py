@@ -102,6 +102,10 @@ def _component(what: str, value: str, escapes: Mapping[int, str] = _ESCAPES) -> 
     return value.translate(escapes)
 
 
+#: The catalogue's index keys, in the order the job's catalogue script takes them.
+CATALOGUE_INDEXES = ("unavailable", "category", "version")
+
+
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
     """Builds every Redis key Pulse uses, under ``prefix``.
@@ -174,6 +178,31 @@ class RedisKeys:
         'pulse:item:{i9}:params'
         """
         return f"{self.prefix}:item:{{{_component('item_id', item_id)}}}:params"
+
+    def catalogue_item(self, item_id: str) -> str:
+        """An item's catalogue entry (category, availability, attributes; an envelope hash).
+
+        Every catalogue key shares the hash tag ``{catalogue}``: the job updates an entry and the
+        catalogue's indexes (:meth:`catalogue_index`) in one script, which Redis Cluster allows
+        only within one slot.
+
+        >>> RedisKeys().catalogue_item("i9")
+        'pulse:{catalogue}:item:i9'
+        """
+        return f"{self.prefix}:{{catalogue}}:item:{_component('item_id', item_id)}"
+
+    def catalogue_index(self, name: str) -> str:
+        """One of the catalogue's indexes, which serving reads whole.
+
+        ``unavailable`` is a set of item ids, ``category`` a hash item id -> category and
+        ``version`` a counter bumped on every change of either.
+
+        >>> RedisKeys().catalogue_index("unavailable")
+        'pulse:{catalogue}:unavailable'
+        """
+        if name not in CATALOGUE_INDEXES:
+            raise ValueError(f"unknown catalogue index {name!r}; one of {', '.join(CATALOGUE_INDEXES)}")
+        return f"{self.prefix}:{{catalogue}}:{name}"
 
     def bandit(self, policy: str, scope_key: str) -> str:
         """Arm parameters of one bandit policy in one scope (e.g. a placement or segment).

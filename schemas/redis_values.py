@@ -50,6 +50,7 @@ from schemas.redis_keys import Envelope, UserKind
 
 __all__ = [
     "FORMAT_COMPACT",
+    "CatalogueValue",
     "CompactValue",
     "UserValue",
     "decode_header",
@@ -79,6 +80,27 @@ class CompactValue:
 
     body: bytes
     expire_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueValue:
+    """An item's catalogue entry ready to write.
+
+    The writer stores it (an envelope hash under ``RedisKeys.catalogue_item``) and updates the
+    catalogue's indexes in the same script.
+
+    >>> CatalogueValue("i1", "shoes", False).payload()
+    {'category': 'shoes', 'available': False, 'attributes': {}}
+    """
+
+    item_id: str
+    category: str | None
+    available: bool
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """What readers get back as the envelope's value."""
+        return {"category": self.category, "available": self.available, "attributes": dict(self.attributes)}
 
 
 # -- header -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
 from schemas import DecodeError
+from serving.catalogue import CatalogueView
 from serving.collector import Collector, CollectorUnavailableError
 from serving.console import STATIC_DIR, console
 from serving.decisions import Decider, DecisionError, DecisionPolicy
@@ -60,8 +61,10 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
         control_share=settings.serving_control_share,
     )
+    catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
     return Services(
-        settings=settings, store=store, recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None),
+        settings=settings, store=store,
+        recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None, catalogue=catalogue),
         decider=Decider(store, policy), collector=Collector(settings), metrics=metrics,
     )
 
@@ -86,6 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = svc
         ttl = settings.serving_popularity_cache_ttl_s
         refresher = asyncio.create_task(_refresh_popularity(svc.recommender, ttl / 2)) if ttl > 0 else None
+        catalogue = svc.recommender.catalogue
+        catalogue_poll = asyncio.create_task(catalogue.run()) if catalogue is not None else None
         # What is built by now (modules, app, services: ~80k objects) lives as long as the process. Frozen,
         # the cycle collector's full collections, which come every few seconds under load, skip it: they
         # took ~45 ms each, a pause every request in flight waited for (the bench's p99).
@@ -94,8 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
+            for task in (refresher, catalogue_poll):
+                if task is not None:
+                    task.cancel()
             left = await asyncio.to_thread(svc.collector.close)
             if left:
                 log.warning("%d events/impressions were not delivered before shutdown", left)

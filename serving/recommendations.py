@@ -1,6 +1,7 @@
 """Recommendations: the live top-k of a user, or the decayed popularity of a segment for cold users.
 
-Scores are the job's; this module only filters, truncates, explains and falls back. The
+Scores are the job's; this module only filters (the session's items, unavailable items of the
+catalogue: :mod:`serving.catalogue`), truncates, explains and falls back. The
 response is built as plain data (:class:`RecommendationsBody`, exactly the fields of
 :class:`~serving.models.Recommendations`, which documents it) and serialised with orjson: the hot
 path skips constructing and re-validating a pydantic model per item
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
+from serving.catalogue import CatalogueView
 from serving.models import Explanation, Source
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -103,11 +105,13 @@ class Recommender:
     """Builds :class:`RecommendationsBody` from the store (and the cache when Redis is down)."""
 
     def __init__(
-        self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms
+        self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms,
+        catalogue: CatalogueView | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock_ms = clock_ms
+        self.catalogue = catalogue  # unavailable items are never served
 
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None
@@ -123,17 +127,19 @@ class Recommender:
     async def _recommend(
         self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
     ) -> RecommendationsBody:
+        unavailable = self.catalogue.current.unavailable if self.catalogue is not None else frozenset()
         try:
-            recs, session = await self.store.user_view(user_id, top=k)
+            # With items to filter out, every stored score is a candidate (the list keeps k entries).
+            recs, session = await self.store.user_view(user_id, top=None if unavailable else k)
         except StoreUnavailableError:
             cached = self._cached(segment)
             if cached is None:
                 raise
             cached_segment, cached_envelope = cached
-            return self._popularity(user_id, k, cached_segment, cached_envelope, set(), degraded=True)
-        seen: set[str] = set()
+            return self._popularity(user_id, k, cached_segment, cached_envelope, set(unavailable), degraded=True)
+        seen: set[str] = set(unavailable)
         if exclude_seen and session is not None and session.payload.get("open"):
-            seen = {str(item) for item in session.payload.get("recent_items", [])}
+            seen.update(str(item) for item in session.payload.get("recent_items", []))
         if recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, seen, explain)
         names = _segments(segment)

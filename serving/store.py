@@ -62,6 +62,10 @@ def _as_mapping(reply: Any) -> Any:
     return reply
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _envelope(key: str, fields: Any) -> Envelope | None:
     try:
         return Envelope.from_fields_or_none(fields)
@@ -200,6 +204,18 @@ class RedisStore:
         for i, envelope in zip(missing, legacy, strict=True):
             params[i] = envelope
         return factors, params
+
+    async def catalogue_version(self) -> int:
+        """The version of the catalogue's indexes (0 when the job has written none)."""
+        (reply,) = await self._execute([("GET", self.keys.catalogue_index("version"))])
+        return int(reply or 0)
+
+    async def catalogue_indexes(self) -> tuple[set[str], dict[str, str]]:
+        """The unavailable items and every item's category (one round trip)."""
+        unavailable, categories = await self._execute([("SMEMBERS", self.keys.catalogue_index("unavailable")),
+                                                       ("HGETALL", self.keys.catalogue_index("category"))])
+        return ({_text(item) for item in unavailable or ()},
+                {_text(item): _text(category) for item, category in _as_mapping(categories or []).items()})
 
     async def bandits(self, policy: str, scope_keys: Sequence[str]) -> list[Envelope | None]:
         """Arm tables of one policy in each scope."""

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from schemas.redis_keys import Envelope
+from serving.catalogue import CatalogueView
 from serving.models import Recommendations
 from serving.recommendations import PopularityCache, RecommendationsBody, Recommender
 from serving.store import StoreUnavailableError
@@ -67,3 +68,34 @@ def test_explanations_and_exclusion() -> None:
     assert body["items"][1]["explanation"] is None  # no item parameters for i3
     degraded = _body(Store(down=True), "u1")
     assert degraded["degraded"] is True and degraded["source"] == "popularity" and degraded["segment"] == "*"
+
+
+class CatalogueStore(Store):
+    """Also answers the catalogue's reads: ``i1`` and ``p1`` are unavailable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tops: list[int | None] = []
+
+    async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
+        self.tops.append(top)
+        return await super().user_view(user_id, top)
+
+    async def catalogue_version(self) -> int:
+        return 4
+
+    async def catalogue_indexes(self) -> tuple[set[str], dict[str, str]]:
+        return {"i1", "p1"}, {"i1": "shoes"}
+
+
+def test_unavailable_items_are_never_served_and_every_stored_score_is_a_candidate() -> None:
+    store = CatalogueStore()
+    catalogue = CatalogueView(store, refresh_s=1.0)  # type: ignore[arg-type]
+    recommender = Recommender(store, catalogue=catalogue)  # type: ignore[arg-type]
+    before = asyncio.run(recommender.recommend("u1", 2))
+    assert [i["item_id"] for i in before["items"]] == ["i1", "i3"] and store.tops == [2]  # head-only decoding
+    assert asyncio.run(catalogue.refresh()) is True and asyncio.run(catalogue.refresh()) is False  # version 4 kept
+    after = asyncio.run(recommender.recommend("u1", 2))
+    assert [i["item_id"] for i in after["items"]] == ["i3", "i4"] and store.tops[-1] is None  # k kept
+    cold = asyncio.run(recommender.recommend("cold", 2))
+    assert [i["item_id"] for i in cold["items"]] == ["p2"]  # popularity is filtered too

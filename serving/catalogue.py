@@ -1,0 +1,72 @@
+"""Serving's copy of the catalogue the job keeps in Redis: which items are unavailable, each item's category.
+
+The job writes every catalogue entry and, in the same script, the catalogue's indexes (an
+``unavailable`` set, a ``category`` hash) and bumps their ``version`` (``flink_jobs/catalogue.py``,
+ADR 0003 "The catalogue"). Serving polls the version every ``refresh_s`` in the background
+(one ``GET``) and reads the indexes whole only when it moved, so a request filters against
+memory, never against Redis: an item marked unavailable stops being served within about
+``refresh_s`` after the job wrote it.
+
+>>> catalogue = Catalogue(1, frozenset({"i2"}), {"i1": "shoes"})
+>>> catalogue.allows("i1"), catalogue.allows("i2"), catalogue.category_of("i1")
+(True, False, 'shoes')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from serving.store import RedisStore, StoreError
+
+__all__ = ["Catalogue", "CatalogueView"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """One version of the catalogue's indexes (version 0: none written yet, everything allowed)."""
+
+    version: int = 0
+    unavailable: frozenset[str] = frozenset()
+    categories: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, item_id: str) -> bool:
+        """Whether ``item_id`` may be served (unknown items may: the catalogue is optional)."""
+        return item_id not in self.unavailable
+
+    def category_of(self, item_id: str) -> str | None:
+        """The item's category, if the catalogue names one."""
+        return self.categories.get(item_id)
+
+
+class CatalogueView:
+    """The newest :class:`Catalogue` this process has read; :meth:`run` keeps it current."""
+
+    def __init__(self, store: RedisStore, refresh_s: float) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self.current = Catalogue()
+
+    async def refresh(self) -> bool:
+        """Read the indexes again if their version moved; whether it did."""
+        version = await self.store.catalogue_version()
+        if version == self.current.version:
+            return False
+        unavailable, categories = await self.store.catalogue_indexes()
+        # The version is read first: a change landing in between shows up on the next poll.
+        self.current = Catalogue(version, frozenset(unavailable), categories)
+        log.info("catalogue version %d: %d unavailable, %d with a category", version, len(unavailable),
+                 len(categories))
+        return True
+
+    async def run(self) -> None:
+        """Poll forever (a task of the app's lifespan); Redis errors are retried at the next poll."""
+        while True:
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                log.debug("catalogue refresh failed: %s", exc)
+            await asyncio.sleep(self.refresh_s)
