@@ -4,9 +4,9 @@ The generator draws everything in numpy batches and only builds :class:`Event` o
 the Python loop, so it costs a few µs per event. What it simulates:
 
 * items with Zipf popularity and a category each; users with Zipf-ish activity and a segment;
-* optionally (``taste`` > 0) planted tastes: each user has a taste category and that share of
-  their visits goes to its items (:meth:`World.with_tastes`), the structure a catalogue's
-  categories (:mod:`producers.catalogue`) reflect;
+* optionally (``taste`` > 0) planted tastes: each user has a taste category, that share of
+  their visits goes to its items (:meth:`World.with_tastes`) and they rate them a star higher:
+  the structure a catalogue's categories (:mod:`producers.catalogue`) reflect;
 * sessions: a user is idle for more than ``session_gap_ms`` between two sessions, and inside a
   session consecutive events are at most ``session_gap_ms // 2`` apart;
 * a funnel per item visit: view, then maybe click, add_to_cart, purchase (each step rarer), and
@@ -270,7 +270,7 @@ def _visit_rows(
     clicked = rng.random(n_visits) < w.ctr[segments, arm_idx]
     values = np.full(n_visits, np.nan)
     rated = plan.flags[:, _RATING]
-    values[rated] = w.affinity.ratings(users_np[rated], items[rated], rng)
+    values[rated] = w.ratings(users_np[rated], items[rated], rng)
 
     keep = np.flatnonzero((row_kind != _REWARD) | clicked[row_visit])
     times_np = np.asarray(starts)[plan.row_session[keep]] + plan.offset[keep]

@@ -4,7 +4,8 @@ Everything here is fixed by the config and its seed: Zipf popularity of items an
 users (:func:`zipf_cdf`, :func:`draw`), segments and categories, the logging policy's arms with
 their propensities and click-through rates, and the low-rank user x item :class:`Affinity`
 behind ratings (:class:`World`), and, when ``taste`` > 0, each user's taste category that a share
-of their visits goes to (:meth:`World.with_tastes`). Each purpose draws from its own :func:`random_stream`.
+of their visits goes to (:meth:`World.with_tastes`) and whose items they rate higher.
+Each purpose draws from its own :func:`random_stream`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import numpy.typing as npt
 
 from producers.sources.synthetic_config import SyntheticConfig
 
-__all__ = ["Affinity", "Array", "World", "draw", "random_stream", "zipf_cdf"]
+__all__ = ["TASTE_BONUS", "Affinity", "Array", "World", "draw", "random_stream", "zipf_cdf"]
 
 Array = npt.NDArray[Any]
+
+#: With planted tastes, how many stars higher a user rates items of their taste category.
+TASTE_BONUS = 1.0
 
 
 def random_stream(seed: int, stream: int) -> np.random.Generator:
@@ -70,9 +74,9 @@ class Affinity:
         expected: Array = 3.5 + self.user_bias[users] + self.item_bias[items] + 0.9 * dot
         return expected
 
-    def ratings(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
-        """Observed star ratings: expected + Gaussian noise, rounded and clipped to 1..5."""
-        noisy = self.expected(users, items) + rng.normal(0.0, self.noise, len(users))
+    def ratings(self, users: Array, items: Array, rng: np.random.Generator, shift: Array | float = 0.0) -> Array:
+        """Observed star ratings: expected + ``shift`` + Gaussian noise, rounded and clipped to 1..5."""
+        noisy = self.expected(users, items) + shift + rng.normal(0.0, self.noise, len(users))
         stars: Array = np.clip(np.rint(noisy), 1.0, 5.0)
         return stars
 
@@ -110,6 +114,13 @@ class World:
         self.segment_names = [f"s{i}" for i in range(c.n_segments)]
         self.category_names = [f"c{i}" for i in range(c.n_categories)]
         self.prefix = prefix
+
+    def ratings(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
+        """Star ratings of the affinity, :data:`TASTE_BONUS` higher in the user's taste category (when planted)."""
+        if self.taste <= 0:
+            return self.affinity.ratings(users, items, rng)
+        liked = self.item_category[items] == self.user_taste[users]
+        return self.affinity.ratings(users, items, rng, shift=TASTE_BONUS * liked)
 
     def with_tastes(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
         """``items`` with a ``taste`` share of visits moved to an item of the visiting user's taste category.

@@ -68,7 +68,8 @@ def produce(
 
 def _send(producer: RecordProducer[R], records: Iterable[R], noun: str, rate: float | None, limit: int | None) -> None:
     """Send with a progress bar; print the delivery report; exit 1 on failed deliveries."""
-    with producer, tqdm(total=limit, unit=noun[:4], desc=f"-> {producer.topic}", disable=None) as progress:
+    unit = "item" if noun == "items" else "ev"
+    with producer, tqdm(total=limit, unit=unit, desc=f"-> {producer.topic}", disable=None) as progress:
         done = 0
         try:
             for sent in producer.send_all(records, rate=rate):

@@ -57,6 +57,18 @@ def test_planted_tastes_users_of_a_taste_visit_its_category(planted_stream: list
         assert tastes.most_common(1)[0][0] == cat, (cat, tastes.most_common(3))
 
 
+def test_planted_tastes_users_rate_their_category_higher() -> None:
+    category = {item.item_id: item.category for item in synthetic_catalogue(PLANTED)}
+    taste = user_tastes(PLANTED)
+    stars: dict[bool, list[float]] = {True: [], False: []}
+    for e in synthetic_events(PLANTED, limit=40_000):
+        if e.value is not None and "request_id" not in e.context:  # ratings (reward clicks carry 1.0)
+            stars[category[e.item_id] == taste[e.user_id]].append(e.value)
+    liked, other = (sum(v) / len(v) for v in (stars[True], stars[False]))
+    assert len(stars[True]) > 100 and len(stars[False]) > 50
+    assert liked - other > 0.6, (liked, other)  # TASTE_BONUS = 1 star, less after clipping at 5
+
+
 def test_without_planted_tastes_categories_are_unrelated_to_users() -> None:
     plain = dataclasses.replace(PLANTED, taste=0.0)
     category = {item.item_id: item.category for item in synthetic_catalogue(plain)}
