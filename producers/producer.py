@@ -1,4 +1,7 @@
-"""The producer library: framed-Avro events to Kafka, keyed by user, with delivery accounting.
+"""The producer library: framed-Avro records to Kafka with delivery accounting.
+
+Events are keyed by user (:class:`EventProducer`), catalogue entries by item, so the compacted
+``items`` topic keeps the latest entry per item (:class:`ItemProducer`).
 
 >>> from config import Settings
 >>> DeliveryReport(produced=3, failed=0).ok
@@ -12,12 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from config import Settings
-from schemas import Event, EventCodec, load_registry
+from schemas import Event, EventCodec, Item, ItemCodec, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +51,29 @@ class DeliveryReport:
         return self.failed == 0
 
 
-class EventProducer:
-    """Send :class:`schemas.Event` (or raw payloads) to the events topic, key = user id.
+R = TypeVar("R")
+
+
+class RecordProducer(Generic[R]):
+    """Send records of one kind (or raw payloads) to one topic; subclasses say how to key and encode.
 
     Use as a context manager; leaving it flushes and the report counts every delivery.
     """
 
-    def __init__(self, settings: Settings, topic: str | None = None, **config: Any) -> None:
-        self.topic = topic or settings.topic_events
-        self.codec = EventCodec(load_registry(settings.schema_registry_url))
+    def __init__(self, settings: Settings, topic: str, **config: Any) -> None:
+        self.topic = topic
         self.report = DeliveryReport()
         self._producer = Producer(settings.kafka_config(**{**DEFAULT_PRODUCER_CONFIG, **config}))
 
-    def __enter__(self) -> EventProducer:
+    def __enter__(self) -> RecordProducer[R]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
 
-    def send(self, event: Event) -> None:
-        """Encode and enqueue one event."""
-        self.send_raw(event.user_id.encode(), self.codec.encode(event))
+    def send(self, record: R) -> None:
+        """Encode and enqueue one record."""
+        raise NotImplementedError
 
     def send_raw(self, key: bytes | None, payload: bytes) -> None:
         """Enqueue a payload as it is (producers of other encodings, tests of bad input)."""
@@ -80,12 +85,12 @@ class EventProducer:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
         self._producer.poll(0)
 
-    def send_all(self, events: Iterable[Event], rate: float | None = None) -> Iterator[int]:
-        """Send every event, at most ``rate`` per second; yields how many were enqueued so far every 1,000."""
+    def send_all(self, records: Iterable[R], rate: float | None = None) -> Iterator[int]:
+        """Send every record, at most ``rate`` per second; yields how many were enqueued so far every 1,000."""
         pace = _Pacer(rate)
         sent = 0
-        for event in events:
-            self.send(event)
+        for record in records:
+            self.send(record)
             sent += 1
             if sent % 1000 == 0:
                 pace.wait(sent)
@@ -106,6 +111,36 @@ class EventProducer:
         else:
             self.report.failed += 1
             self.report.errors[err.str()] += 1
+
+
+class EventProducer(RecordProducer[Event]):
+    """Send :class:`schemas.Event` (or raw payloads) to the events topic, key = user id."""
+
+    def __init__(self, settings: Settings, topic: str | None = None, **config: Any) -> None:
+        super().__init__(settings, topic or settings.topic_events, **config)
+        self.codec = EventCodec(load_registry(settings.schema_registry_url))
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def send(self, record: Event) -> None:
+        """Encode and enqueue one event."""
+        self.send_raw(record.user_id.encode(), self.codec.encode(record))
+
+
+class ItemProducer(RecordProducer[Item]):
+    """Send :class:`schemas.Item` catalogue entries to the compacted items topic, key = item id."""
+
+    def __init__(self, settings: Settings, topic: str | None = None, **config: Any) -> None:
+        super().__init__(settings, topic or settings.topic_items, **config)
+        self.codec = ItemCodec(load_registry(settings.schema_registry_url))
+
+    def __enter__(self) -> ItemProducer:
+        return self
+
+    def send(self, record: Item) -> None:
+        """Encode and enqueue one catalogue entry."""
+        self.send_raw(record.item_id.encode(), self.codec.encode(record))
 
 
 class _Pacer:

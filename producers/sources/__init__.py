@@ -72,7 +72,7 @@ Event source, one of:
                               impressions with propensities and linked reward clicks)
   synthetic:K=V,K=V           the same with overrides, e.g. synthetic:users=1000,items=5000,zipf=1.2;
                               keys: users, items, zipf, user_zipf, gap_ms, events_per_session,
-                              impressions, arms, ctr, segments, categories, rank, rating_noise,
+                              impressions, arms, ctr, segments, categories, taste, rank, rating_noise,
                               start_ms, inter_event_ms, session_interarrival_ms, seed, and the
                               event mix weights view, click, add_to_cart (cart), purchase, rating
   movielens:PATH              MovieLens u.data, ratings.csv or ratings.dat (detected by content)

@@ -4,6 +4,9 @@ The generator draws everything in numpy batches and only builds :class:`Event` o
 the Python loop, so it costs a few µs per event. What it simulates:
 
 * items with Zipf popularity and a category each; users with Zipf-ish activity and a segment;
+* optionally (``taste`` > 0) planted tastes: each user has a taste category, that share of
+  their visits goes to its items (:meth:`World.with_tastes`) and they rate them a star higher:
+  the structure a catalogue's categories (:mod:`producers.catalogue`) reflect;
 * sessions: a user is idle for more than ``session_gap_ms`` between two sessions, and inside a
   session consecutive events are at most ``session_gap_ms // 2`` apart;
 * a funnel per item visit: view, then maybe click, add_to_cart, purchase (each step rarer), and
@@ -156,6 +159,7 @@ class _Rows(NamedTuple):
 def _generate(c: SyntheticConfig, limit: int | None) -> Iterator[Event]:
     w = World(c)
     rng = random_stream(c.seed, 2)
+    taste_rng = random_stream(c.seed, 5)
     mean_visits = max(1.0, c.mean_events_per_session / _events_per_visit(c))
     n_sessions = max(16, int(4096 / c.mean_events_per_session))
     max_interval = max(1, c.session_gap_ms // 4)
@@ -170,7 +174,7 @@ def _generate(c: SyntheticConfig, limit: int | None) -> Iterator[Event]:
     while limit is None or emitted < limit:
         plan = _plan_sessions(c, w, rng, n_sessions, mean_visits, max_interval)
         clock, starts, session_user = _assign_users(plan, free_at, clock, c.session_gap_ms)
-        rows = _visit_rows(w, rng, plan, starts, session_user, visit_base)
+        rows = _visit_rows(w, (rng, taste_rng), plan, starts, session_user, visit_base)
         visit_base += plan.n_visits
         batch = _build_events(rows, labels, next_id)
         next_id += len(batch)
@@ -247,22 +251,26 @@ def _assign_users(plan: _Plan, free_at: list[int], clock: int, gap: int) -> tupl
 
 def _visit_rows(
     w: World,
-    rng: np.random.Generator,
+    rngs: tuple[np.random.Generator, np.random.Generator],
     plan: _Plan,
     starts: list[int],
     session_user: list[int],
     visit_base: int,
 ) -> _Rows:
-    """What: each visit's item, arm shown, reward click and rating; then the rows in time order."""
+    """What: each visit's item, arm shown, reward click and rating; then the rows in time order.
+
+    ``rngs`` are the stream's generator and the one of planted tastes (used only when ``taste`` > 0).
+    """
+    rng, taste_rng = rngs
     n_visits, row_visit, row_kind = plan.n_visits, plan.row_visit, plan.row_kind
     users_np = np.asarray(session_user)[plan.visit_session]
     segments = w.user_segment[users_np]
-    items = w.item_of_rank[draw(w.item_cdf, rng, n_visits)]
+    items = w.with_tastes(users_np, w.item_of_rank[draw(w.item_cdf, rng, n_visits)], taste_rng)
     arm_idx = (plan.uniforms[:, 5, None] >= w.arm_cdf[segments]).sum(axis=1)
     clicked = rng.random(n_visits) < w.ctr[segments, arm_idx]
     values = np.full(n_visits, np.nan)
     rated = plan.flags[:, _RATING]
-    values[rated] = w.affinity.ratings(users_np[rated], items[rated], rng)
+    values[rated] = w.ratings(users_np[rated], items[rated], rng)
 
     keep = np.flatnonzero((row_kind != _REWARD) | clicked[row_visit])
     times_np = np.asarray(starts)[plan.row_session[keep]] + plan.offset[keep]

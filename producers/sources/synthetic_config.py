@@ -89,6 +89,9 @@ class SyntheticConfig:
     mean_ctr: float = 0.08
     n_segments: int = 8
     n_categories: int = 20
+    #: Planted structure (0 = none): each user has a taste category and this share of their
+    #: visits goes to items of it (Zipf-popular within the category), the rest by popularity.
+    taste: float = 0.0
     #: Rank of the hidden user x item affinity behind ratings.
     rank: int = 4
     rating_noise: float = 0.4
@@ -117,7 +120,7 @@ class SyntheticConfig:
             raise ValueError(f"n_arms ({self.n_arms}) must not exceed n_items ({self.n_items})")
         if self.mean_events_per_session < 1:
             raise ValueError(f"mean_events_per_session must be >= 1, got {self.mean_events_per_session}")
-        for name in ("impression_rate", "mean_ctr"):
+        for name in ("impression_rate", "mean_ctr", "taste"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.zipf_exponent < 0 or self.user_zipf_exponent < 0 or self.rating_noise < 0:

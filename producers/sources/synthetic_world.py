@@ -3,7 +3,9 @@
 Everything here is fixed by the config and its seed: Zipf popularity of items and activity of
 users (:func:`zipf_cdf`, :func:`draw`), segments and categories, the logging policy's arms with
 their propensities and click-through rates, and the low-rank user x item :class:`Affinity`
-behind ratings (:class:`World`). Each purpose draws from its own :func:`random_stream`.
+behind ratings (:class:`World`), and, when ``taste`` > 0, each user's taste category that a share
+of their visits goes to (:meth:`World.with_tastes`) and whose items they rate higher.
+Each purpose draws from its own :func:`random_stream`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import numpy.typing as npt
 
 from producers.sources.synthetic_config import SyntheticConfig
 
-__all__ = ["Affinity", "Array", "World", "draw", "random_stream", "zipf_cdf"]
+__all__ = ["TASTE_BONUS", "Affinity", "Array", "World", "draw", "random_stream", "zipf_cdf"]
 
 Array = npt.NDArray[Any]
+
+#: With planted tastes, how many stars higher a user rates items of their taste category.
+TASTE_BONUS = 1.0
 
 
 def random_stream(seed: int, stream: int) -> np.random.Generator:
@@ -69,9 +74,9 @@ class Affinity:
         expected: Array = 3.5 + self.user_bias[users] + self.item_bias[items] + 0.9 * dot
         return expected
 
-    def ratings(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
-        """Observed star ratings: expected + Gaussian noise, rounded and clipped to 1..5."""
-        noisy = self.expected(users, items) + rng.normal(0.0, self.noise, len(users))
+    def ratings(self, users: Array, items: Array, rng: np.random.Generator, shift: Array | float = 0.0) -> Array:
+        """Observed star ratings: expected + ``shift`` + Gaussian noise, rounded and clipped to 1..5."""
+        noisy = self.expected(users, items) + shift + rng.normal(0.0, self.noise, len(users))
         stars: Array = np.clip(np.rint(noisy), 1.0, 5.0)
         return stars
 
@@ -97,9 +102,43 @@ class World:
         self.arm_cdf[:, -1] = 1.0
         self.ctr = np.clip(c.mean_ctr * rng.lognormal(-0.18, 0.6, (c.n_segments, c.n_arms)), 0.0, 1.0)
         self.affinity = Affinity(c.seed, c.n_users, c.n_items, c.rank, c.rating_noise)
+        # Planted tastes draw from streams of their own, so taste=0 leaves the stream as it was.
+        self.taste = c.taste
+        self.user_taste = random_stream(c.seed, 4).integers(0, c.n_categories, c.n_users)
+        by_popularity = self.item_of_rank
+        self.category_items = [by_popularity[self.item_category[by_popularity] == k] for k in range(c.n_categories)]
+        self.category_cdf = [zipf_cdf(max(len(items), 1), c.zipf_exponent) for items in self.category_items]
         prefix = f"syn{c.seed}"
         self.user_names = [f"u{i}" for i in range(c.n_users)]
         self.item_names = [f"i{i}" for i in range(c.n_items)]
         self.segment_names = [f"s{i}" for i in range(c.n_segments)]
         self.category_names = [f"c{i}" for i in range(c.n_categories)]
         self.prefix = prefix
+
+    def ratings(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
+        """Star ratings of the affinity, :data:`TASTE_BONUS` higher in the user's taste category (when planted)."""
+        if self.taste <= 0:
+            return self.affinity.ratings(users, items, rng)
+        liked = self.item_category[items] == self.user_taste[users]
+        return self.affinity.ratings(users, items, rng, shift=TASTE_BONUS * liked)
+
+    def with_tastes(self, users: Array, items: Array, rng: np.random.Generator) -> Array:
+        """``items`` with a ``taste`` share of visits moved to an item of the visiting user's taste category.
+
+        >>> from producers.sources.synthetic_config import SyntheticConfig
+        >>> w = World(SyntheticConfig(seed=1, n_users=40, n_items=300, taste=1.0))
+        >>> users = np.arange(40)
+        >>> moved = w.with_tastes(users, np.zeros(40, dtype=np.int64), np.random.default_rng(0))
+        >>> bool((w.item_category[moved] == w.user_taste[users]).all())
+        True
+        """
+        if self.taste <= 0:
+            return items
+        items = items.copy()
+        moved = rng.random(len(items)) < self.taste
+        tastes = self.user_taste[users]
+        for k, (members, cdf) in enumerate(zip(self.category_items, self.category_cdf, strict=True)):
+            chosen = np.flatnonzero(moved & (tastes == k))
+            if len(chosen) and len(members):  # a tiny world may leave a category empty
+                items[chosen] = members[draw(cdf, rng, len(chosen))]
+        return items

@@ -1,52 +1,83 @@
-"""``pulse produce SOURCE``: events from a source to Kafka, with progress and delivery accounting."""
+"""``pulse produce SOURCE``: events (or, with ``--topic items``, catalogue entries) to Kafka.
+
+Events are keyed by user id; catalogue entries by item id, so the compacted items topic keeps
+the latest entry per item. Both are framed Avro, with progress and delivery accounting.
+"""
 
 from __future__ import annotations
 
 import itertools
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Annotated, TypeVar
 
 import typer
 from tqdm import tqdm
 
-from producers.producer import EventProducer
+from producers.catalogue import CATALOGUE_HELP, open_catalogue
+from producers.producer import EventProducer, ItemProducer, RecordProducer
 from producers.sources import SOURCE_HELP, ReplayOrder, open_source
 from producers.topics import ensure_topics
 from pulse.app import app, fail, settings_of
 from pulse.reach import require
 
+R = TypeVar("R")
+ITEMS_TOPIC_HELP = "Topic (default: the events topic); `items` (or PULSE_TOPIC_ITEMS) sends catalogue entries"
+
 
 @app.command()
 def produce(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP)] = "synthetic",
-    limit: Annotated[int | None, typer.Option(help="Stop after this many events")] = None,
+    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default="synthetic")] = None,
+    source_option: Annotated[
+        str | None, typer.Option("--source", help=f"The source, as an option.\n{CATALOGUE_HELP}")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events (or items)")] = None,
     rate: Annotated[float | None, typer.Option(help="At most this many events per second")] = None,
-    topic: Annotated[str | None, typer.Option(help="Topic (default: the events topic)")] = None,
+    topic: Annotated[str | None, typer.Option(help=ITEMS_TOPIC_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic generator")] = 7,
     order: Annotated[
         ReplayOrder, typer.Option(help="File sources: by event time (as `pulse eval` and sessions need) or file order")
     ] = ReplayOrder.TIME,
+    new_items: Annotated[int, typer.Option(help="Synthetic catalogue: add this many items no event names yet")] = 0,
+    unavailable: Annotated[int, typer.Option(help="Synthetic catalogue: mark this many items unavailable")] = 0,
 ) -> None:
-    """Produce events (key = user id, framed Avro). Prints produced / failed; exits 1 on failures."""
+    """Produce events (key = user id) or catalogue entries (--topic items, key = item id) as framed Avro.
+
+    Prints produced / failed; exits 1 on failures, 2 on a bad source, path or line.
+    """
     settings = settings_of(ctx)
+    if source and source_option and source != source_option:
+        raise fail(f"two sources given ({source!r} and --source {source_option!r}); give one", code=2)
+    spec = source_option or source or "synthetic"
+    items = topic in ("items", settings.topic_items)
     try:
-        events = open_source(source, seed=seed, limit=limit, order=order)
+        if not items and (new_items or unavailable):
+            raise ValueError("--new-items and --unavailable need --topic items")
+        catalogue = open_catalogue(spec, seed=seed, new_items=new_items, unavailable=unavailable) if items else None
+        events = None if items else open_source(spec, seed=seed, limit=limit, order=order)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc), code=2) from None
-    target = topic or settings.topic_events
+    target = settings.topic_items if items else topic or settings.topic_events
     require(settings, kafka=True)
     ensure_topics(settings, [target])
-    with EventProducer(settings, topic=target) as producer, tqdm(
-        total=limit, unit="ev", desc=f"-> {target}", disable=None
-    ) as progress:
+    if catalogue is not None:
+        _send(ItemProducer(settings, topic=target), itertools.islice(catalogue, limit), "items", rate, limit)
+    elif events is not None:
+        _send(EventProducer(settings, topic=target), itertools.islice(events, limit), "events", rate, limit)
+
+
+def _send(producer: RecordProducer[R], records: Iterable[R], noun: str, rate: float | None, limit: int | None) -> None:
+    """Send with a progress bar; print the delivery report; exit 1 on failed deliveries."""
+    unit = "item" if noun == "items" else "ev"
+    with producer, tqdm(total=limit, unit=unit, desc=f"-> {producer.topic}", disable=None) as progress:
         done = 0
         try:
-            for sent in producer.send_all(itertools.islice(events, limit), rate=rate):
+            for sent in producer.send_all(records, rate=rate):
                 progress.update(sent - done)
                 done = sent
         except ValueError as exc:  # a malformed line of a file source, named by file and line
             producer.flush()
-            raise fail(f"{exc} (after {producer.report.produced} events produced)", code=2) from None
+            raise fail(f"{exc} (after {producer.report.produced} {noun} produced)", code=2) from None
     report = producer.report
     typer.echo(f"produced {report.produced}, failed {report.failed}")
     for error, count in report.errors.most_common():
