@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from serving.store import RedisStore, StoreError
 
-__all__ = ["Catalogue", "CatalogueView"]
+__all__ = ["Catalogue", "CatalogueView", "ItemFilter"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,42 @@ class Catalogue:
     def category_of(self, item_id: str) -> str | None:
         """The item's category, if the catalogue names one."""
         return self.categories.get(item_id)
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """What one request may be served.
+
+    No item of ``skip`` (the request's exclusions, the session's items), nothing the catalogue says
+    is unavailable, and only items of ``categories`` (when given) and of no category in
+    ``exclude_categories``. An item the catalogue gives no category has none.
+
+    >>> only_shoes = ItemFilter(Catalogue(1, frozenset({"i3"}), {"i1": "shoes", "i3": "shoes"}),
+    ...                         skip=frozenset({"i2"}), categories=frozenset({"shoes"}))
+    >>> [item for item in ("i1", "i2", "i3", "i4") if only_shoes.allows(item)]
+    ['i1']
+    """
+
+    catalogue: Catalogue
+    skip: frozenset[str] = frozenset()
+    categories: frozenset[str] | None = None
+    exclude_categories: frozenset[str] = frozenset()
+
+    @property
+    def narrows(self) -> bool:
+        """Whether it can drop items beyond the session's (then every stored score is a candidate)."""
+        return bool(self.catalogue.unavailable or self.categories is not None or self.exclude_categories)
+
+    def allows(self, item_id: str) -> bool:
+        """Whether ``item_id`` may be served."""
+        if item_id in self.skip or item_id in self.catalogue.unavailable:
+            return False
+        if self.categories is None and not self.exclude_categories:
+            return True
+        category = self.catalogue.categories.get(item_id)
+        if self.categories is not None and category not in self.categories:
+            return False
+        return category not in self.exclude_categories
 
 
 class CatalogueView:

@@ -22,6 +22,7 @@ from schemas.events import EventType
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_FILTER_VALUES",
     "MAX_ID_LENGTH",
     "MAX_K",
     "Accepted",
@@ -45,6 +46,8 @@ __all__ = [
 
 MAX_ID_LENGTH = 256
 MAX_K = 1000
+#: Values of one recommendations filter (``exclude``, ``category``, ``exclude_category``) per request.
+MAX_FILTER_VALUES = 100
 MAX_ARMS = 100
 MAX_CONTEXT_ENTRIES = 32
 MAX_CONTEXT_VALUE = 256

@@ -17,11 +17,12 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
-from serving.catalogue import CatalogueView
+from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -114,40 +115,46 @@ class Recommender:
         self.catalogue = catalogue  # unavailable items are never served
 
     async def recommend(
-        self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None
+        self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None,
+        exclude: Sequence[str] = (), categories: Sequence[str] = (), exclude_categories: Sequence[str] = (),
     ) -> RecommendationsBody:
         """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``).
 
-        A fresh ``request_id`` names the answer: a front-end sends it back on the events it leads to.
+        Never an item of ``exclude``, an unavailable one (the catalogue), one outside ``categories``
+        (when given) or inside ``exclude_categories``. A fresh ``request_id`` names the answer: a
+        front-end sends it back on the events it leads to.
         """
-        body = await self._recommend(user_id, k, exclude_seen, explain, segment)
+        wanted = ItemFilter(self.catalogue.current if self.catalogue is not None else Catalogue(),
+                            frozenset(exclude), frozenset(categories) if categories else None,
+                            frozenset(exclude_categories))
+        body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted)
         body["request_id"] = uuid.uuid4().hex
         return body
 
     async def _recommend(
-        self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
+        self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None, wanted: ItemFilter
     ) -> RecommendationsBody:
-        unavailable = self.catalogue.current.unavailable if self.catalogue is not None else frozenset()
         try:
             # With items to filter out, every stored score is a candidate (the list keeps k entries).
-            recs, session = await self.store.user_view(user_id, top=None if unavailable else k)
+            top = None if wanted.narrows else k + len(wanted.skip)
+            recs, session = await self.store.user_view(user_id, top=top)
         except StoreUnavailableError:
             cached = self._cached(segment)
             if cached is None:
                 raise
             cached_segment, cached_envelope = cached
-            return self._popularity(user_id, k, cached_segment, cached_envelope, set(unavailable), degraded=True)
-        seen: set[str] = set(unavailable)
+            return self._popularity(user_id, k, cached_segment, cached_envelope, wanted, degraded=True)
         if exclude_seen and session is not None and session.payload.get("open"):
-            seen.update(str(item) for item in session.payload.get("recent_items", []))
+            recent = [str(item) for item in session.payload.get("recent_items", [])]
+            wanted = replace(wanted, skip=wanted.skip.union(recent))
         if recs is not None and recs.payload.get("items"):
-            return await self._model(user_id, k, recs, seen, explain)
+            return await self._model(user_id, k, recs, wanted, explain)
         names = _segments(segment)
         for name, envelope in zip(names, await self.store.popularity(names), strict=True):
             if envelope is not None:
                 if self.cache is not None:
                     self.cache.put(name, envelope)
-                return self._popularity(user_id, k, name, envelope, seen)
+                return self._popularity(user_id, k, name, envelope, wanted)
         return {"user_id": user_id, "source": Source.POPULARITY.value, "model_version": None, "event_time_ms": None,
                 "freshness_ms": None, "segment": None, "degraded": False, "items": []}
 
@@ -169,9 +176,9 @@ class Recommender:
         return None
 
     async def _model(
-        self, user_id: str, k: int, recs: Envelope, seen: set[str], explain: bool
+        self, user_id: str, k: int, recs: Envelope, wanted: ItemFilter, explain: bool
     ) -> RecommendationsBody:
-        top = _top(recs.payload["items"], seen, k)
+        top = _top(recs.payload["items"], wanted, k)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])
@@ -188,10 +195,10 @@ class Recommender:
         }
 
     def _popularity(
-        self, user_id: str, k: int, segment: str, envelope: Envelope, seen: set[str], degraded: bool = False
+        self, user_id: str, k: int, segment: str, envelope: Envelope, wanted: ItemFilter, degraded: bool = False
     ) -> RecommendationsBody:
         now = self.clock_ms()
-        items = [(item, score) for item, score in _decayed(envelope.payload, now) if item not in seen][:k]
+        items = [(item, score) for item, score in _decayed(envelope.payload, now) if wanted.allows(item)][:k]
         return {
             "user_id": user_id, "source": Source.POPULARITY.value, "model_version": envelope.model_version,
             "event_time_ms": envelope.event_time_ms, "freshness_ms": now - envelope.event_time_ms,
@@ -200,16 +207,16 @@ class Recommender:
         }
 
 
-def _top(items: list[Any], seen: set[str], k: int) -> list[tuple[str, float]]:
-    """The first ``k`` ranked ``(item, score)`` pairs not in ``seen`` (stops reading at ``k``).
+def _top(items: list[Any], wanted: ItemFilter, k: int) -> list[tuple[str, float]]:
+    """The first ``k`` ranked ``(item, score)`` pairs ``wanted`` allows (stops reading at ``k``).
 
-    >>> _top([["a", 3], ["b", 2], ["c", 1]], {"a"}, 1)
+    >>> _top([["a", 3], ["b", 2], ["c", 1]], ItemFilter(Catalogue(), frozenset({"a"})), 1)
     [('b', 2.0)]
     """
     top: list[tuple[str, float]] = []
     for item, score in items:
         name = str(item)
-        if name not in seen:
+        if wanted.allows(name):
             top.append((name, float(score)))
             if len(top) >= k:
                 break

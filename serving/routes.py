@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from serving.events import collect_batch, parse_batch, to_event
 from serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from serving.models import (
     ID_PATTERN,
+    MAX_FILTER_VALUES,
     MAX_ID_LENGTH,
     MAX_K,
     Accepted,
@@ -35,6 +37,7 @@ from serving.models import (
     Error,
     EventIn,
     Health,
+    Id,
     Recommendations,
     Session,
 )
@@ -95,17 +98,35 @@ async def recommendations(
         str | None,
         Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Segment of a cold user"),
     ] = None,
+    exclude: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES, description="Item ids never to return (repeat the parameter)"),
+    ] = [],  # noqa: B006 -- FastAPI copies the default per request
+    category: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES,
+                        description="Only items of these catalogue categories (repeat the parameter)"),
+    ] = [],  # noqa: B006
+    exclude_category: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories"),
+    ] = [],  # noqa: B006
 ) -> Response:
-    """The user's live top-k; the decayed popularity of ``segment`` (else ``*``) for cold users."""
-    return Response(await recommendations_json(svc, user_id, k, exclude_seen, explain, segment),
-                    media_type="application/json")
+    """The user's live top-k; the decayed popularity of ``segment`` (else ``*``) for cold users.
+
+    Items the catalogue marks unavailable are never returned; ``exclude``, ``category`` and
+    ``exclude_category`` narrow the list further, which still holds ``k`` items while the user's
+    stored scores (``PULSE_TOP_K``) have that many eligible ones.
+    """
+    body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment,
+                                      exclude=exclude, categories=category, exclude_categories=exclude_category)
+    return Response(body, media_type="application/json")
 
 
 async def recommendations_json(
-    svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None
+    svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None,
+    **filters: Sequence[str],
 ) -> bytes:
     """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too)."""
-    body = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment)
+    body = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment,
+                                           **filters)
     svc.metrics.recommendation(body["source"], body["degraded"])
     return orjson.dumps(body)
 
