@@ -191,6 +191,9 @@ class Settings(ConnectionSecurity):
         0.0, ge=0.0, description="Serve in-process cached popularity this long when Redis is down; 0 = off"
     )
     serving_redis_timeout_s: float = Field(0.5, gt=0, description="Socket timeout of the shim's Redis reads")
+    serving_alias_refresh_s: float = Field(
+        0.5, gt=0, description="How often each serving worker checks which prefix is live (pulse model promote)"
+    )
     serving_catalogue_refresh_s: float = Field(
         0.5, gt=0, description="How often each serving worker checks the catalogue (unavailable items) for changes"
     )

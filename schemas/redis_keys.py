@@ -223,6 +223,16 @@ class RedisKeys:
         """Metadata of one model: events learned, running prequential RMSE, version, global mean."""
         return f"{self.prefix}:model:{_component('name', name)}"
 
+    def live(self, part: str | None = None) -> str:
+        """The alias naming the prefix serving reads (``pulse model promote``); absent: this prefix.
+
+        ``part`` names its companions (``history``, ``log``), in the same cluster slot.
+
+        >>> RedisKeys("pulse").live(), RedisKeys("pulse").live("history")
+        ('pulse:{live}', 'pulse:{live}:history')
+        """
+        return f"{self.prefix}:{{live}}" if part is None else f"{self.prefix}:{{live}}:{part}"
+
     def pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for every key under this prefix.
 

@@ -28,6 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
 from schemas import DecodeError
+from schemas.redis_keys import RedisKeys
+from serving.alias import LiveAlias
 from serving.catalogue import CatalogueView
 from serving.collector import Collector, CollectorUnavailableError
 from serving.console import STATIC_DIR, console
@@ -89,6 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = svc
         ttl = settings.serving_popularity_cache_ttl_s
         refresher = asyncio.create_task(_refresh_popularity(svc.recommender, ttl / 2)) if ttl > 0 else None
+        alias = LiveAlias(svc.store, RedisKeys(settings.redis_prefix), settings.serving_alias_refresh_s,
+                          on_switch=metrics.serving_prefix)
+        with contextlib.suppress(StoreError):  # Redis down at start: the poll follows the alias later
+            await alias.refresh()  # a worker started after a promote serves the live prefix from its first request
+        metrics.serving_prefix(svc.store.keys.prefix, switched=False)
+        alias_poll = asyncio.create_task(alias.run())
         catalogue = svc.recommender.catalogue
         catalogue_poll = asyncio.create_task(catalogue.run()) if catalogue is not None else None
         # What is built by now (modules, app, services: ~80k objects) lives as long as the process. Frozen,
@@ -99,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (refresher, catalogue_poll):
+            for task in (refresher, alias_poll, catalogue_poll):
                 if task is not None:
                     task.cancel()
             left = await asyncio.to_thread(svc.collector.close)

@@ -32,6 +32,7 @@ class Catalogue:
     version: int = 0
     unavailable: frozenset[str] = frozenset()
     categories: dict[str, str] = field(default_factory=dict)
+    prefix: str | None = None  # whose catalogue (the live prefix can change: serving/alias.py)
 
     def allows(self, item_id: str) -> bool:
         """Whether ``item_id`` may be served (unknown items may: the catalogue is optional)."""
@@ -88,14 +89,15 @@ class CatalogueView:
 
     async def refresh(self) -> bool:
         """Read the indexes again if their version moved; whether it did."""
+        prefix = self.store.keys.prefix
         version = await self.store.catalogue_version()
-        if version == self.current.version:
+        if (prefix, version) == (self.current.prefix, self.current.version):
             return False
         unavailable, categories = await self.store.catalogue_indexes()
         # The version is read first: a change landing in between shows up on the next poll.
-        self.current = Catalogue(version, frozenset(unavailable), categories)
-        log.info("catalogue version %d: %d unavailable, %d with a category", version, len(unavailable),
-                 len(categories))
+        self.current = Catalogue(version, frozenset(unavailable), categories, prefix)
+        log.info("catalogue of %r version %d: %d unavailable, %d with a category", prefix, version,
+                 len(unavailable), len(categories))
         return True
 
     async def run(self) -> None:

@@ -115,7 +115,7 @@ class RecommendationsFastPath:
         if user_id is None or parsed is None or svc is None or not _authorized(state.api_keys, scope["headers"]):
             await self.app(scope, receive, send)
             return
-        from serving.routes import recommendations_json
+        from serving.routes import PREFIX_HEADER, recommendations_json
 
         scope[ROUTE_TEMPLATE_KEY] = TEMPLATE  # MetricsMiddleware's route label (the router's route.path)
         k, exclude_seen, explain, segment = parsed
@@ -130,7 +130,8 @@ class RecommendationsFastPath:
             return
         # What Response(body, media_type="application/json") sends, without building one.
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
+                                (PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())]})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
@@ -33,6 +33,10 @@ class Metrics:
                                    ["outcome"], registry=r)
         self.events = Counter("pulse_serving_events_total", "Collected events by outcome", ["outcome"], registry=r)
         self.errors = Counter("pulse_serving_errors_total", "Error responses by reason", ["reason"], registry=r)
+        self.live_prefix = Gauge("pulse_serving_live_prefix", "1 for the Redis prefix (model) this worker reads",
+                                 ["prefix"], registry=r)
+        self.prefix_switches = Counter("pulse_serving_prefix_switches_total",
+                                       "Switches of the live prefix (pulse model promote / rollback)", registry=r)
         # Label children, looked up once: ``labels()`` validates and locks on every call (hot path).
         self._latency_children: dict[tuple[str, str, int], Any] = {}
         self._recommendation_children: dict[tuple[str, bool], Any] = {}
@@ -52,6 +56,13 @@ class Metrics:
         if child is None:
             child = self._recommendation_children[key] = self.recommendations.labels(source, str(degraded).lower())
         child.inc()
+
+    def serving_prefix(self, prefix: str, switched: bool = True) -> None:
+        """Count a switch (unless ``switched`` is false) and mark ``prefix`` as the one read now."""
+        self.live_prefix.clear()
+        self.live_prefix.labels(prefix).set(1)
+        if switched:
+            self.prefix_switches.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -45,7 +45,10 @@ from serving.recommendations import Recommender, now_ms
 from serving.security import KeyScope, require
 from serving.store import RedisStore, StoreError
 
-__all__ = ["Services", "ops", "recommendations_json", "v1"]
+__all__ = ["PREFIX_HEADER", "Services", "ops", "recommendations_json", "v1"]
+
+#: Response header of a recommendations answer: the Redis prefix (model) it was read from.
+PREFIX_HEADER = "x-pulse-prefix"
 
 
 @dataclass
@@ -117,7 +120,7 @@ async def recommendations(
     """
     body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment,
                                       exclude=exclude, categories=category, exclude_categories=exclude_category)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={PREFIX_HEADER: svc.store.keys.prefix})
 
 
 async def recommendations_json(

@@ -205,6 +205,10 @@ class RedisStore:
             params[i] = envelope
         return factors, params
 
+    async def read_raw(self, commands: Sequence[tuple[str, str]]) -> list[Any]:
+        """Plain replies of ``commands`` in one round trip (e.g. ``GET`` of a string that is no envelope)."""
+        return await self._execute(commands)
+
     async def catalogue_version(self) -> int:
         """The version of the catalogue's indexes (0 when the job has written none)."""
         (reply,) = await self._execute([("GET", self.keys.catalogue_index("version"))])

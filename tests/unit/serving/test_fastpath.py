@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from config import Settings
-from schemas.redis_keys import Envelope
+from schemas.redis_keys import Envelope, RedisKeys
 from serving import create_app
 from serving.fastpath import parse_query
 from serving.metrics import Metrics, MetricsMiddleware
@@ -28,6 +28,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.down = False
         self.calls = 0
+        self.keys = RedisKeys("pulse")  # the prefix answers name (x-pulse-prefix)
         recs = {"items": [[f"i{i}", 5.0 - i / 10] for i in range(30)], "global_mean": 3.5}
         self.recs = {"u1": Envelope(recs, T0, T0 + 5, "mf-v1")}
         self.sessions = {"u1": Envelope({"open": True, "recent_items": ["i0", "i2"]}, T0, T0, "mf-v1")}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from schemas.redis_keys import Envelope
+from schemas.redis_keys import Envelope, RedisKeys
 from serving.catalogue import CatalogueView
 from serving.models import Recommendations
 from serving.recommendations import PopularityCache, RecommendationsBody, Recommender
@@ -76,6 +76,7 @@ class CatalogueStore(Store):
     def __init__(self) -> None:
         super().__init__()
         self.tops: list[int | None] = []
+        self.keys = RedisKeys("pulse")
 
     async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
         self.tops.append(top)
