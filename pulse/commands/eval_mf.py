@@ -15,11 +15,14 @@ import json as jsonlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from tqdm import tqdm
 
+from config import Settings
 from online_models.evaluation import (
     PrequentialResult,
     Rating,
@@ -96,9 +99,63 @@ def _learn_only_us(
     return best
 
 
+class Metric(StrEnum):
+    """What ``pulse eval mf`` measures."""
+
+    RMSE = "rmse"
+    RANKING = "ranking"
+
+
+def _ranking(data: list[str], settings: Settings, cfg: MFConfig, k: int, limit: int, shared: Path,
+             json: bool, progress: bool) -> None:  # fmt: skip
+    from pulse.commands import eval_ranking
+
+    builds = eval_ranking.rankers(settings, cfg)
+    out: dict[str, Any] = {}
+    for name in data or eval_ranking.DATA_SETS:
+        events = eval_ranking.load(name, shared, limit, cfg.seed)
+        results = eval_ranking.run(events, builds, k, progress, name)
+        if json:
+            out[name] = eval_ranking.as_json(results)
+        else:
+            typer.echo("\n".join([*eval_ranking.table(name, events, results), ""]))
+    if json:
+        typer.echo(jsonlib.dumps(out, indent=2))
+
+
+def _print_rmse(
+    data: str, ratings: list[Rating], params: dict[str, Any], pulse: dict[str, Any], river: dict[str, Any] | None
+) -> None:
+    n_users, n_items = len({r[0] for r in ratings}), len({r[1] for r in ratings})
+    typer.echo(f"data: {data} ({len(ratings):,} ratings, {n_users:,} users, {n_items:,} items; prequential)")
+    typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    typer.echo(f"{'':<16}{'RMSE':>8}{'MAE':>8}{'µs/event':>10}{'learn µs/ev':>13}")
+    rows = [("pulse MF", pulse)] + ([("river BiasedMF", river)] if river else [])
+    for name, r in rows:
+        typer.echo(
+            f"{name:<16}{r['rmse']:>8.4f}{r['mae']:>8.4f}{r['us_per_event']:>10.2f}"
+            f"{r['learn_only_us_per_event']:>13.2f}"
+        )
+    if river:
+        typer.echo(
+            f"{'pulse vs river':<16}{pulse['rmse'] / river['rmse'] - 1:>+8.2%}{pulse['mae'] / river['mae'] - 1:>+8.2%}"
+            f"{pulse['us_per_event'] / river['us_per_event']:>9.2f}x"
+            f"{pulse['learn_only_us_per_event'] / river['learn_only_us_per_event']:>12.2f}x"
+        )
+
+
 @eval_app.command("mf")
 def mf(
-    data: Annotated[str, typer.Option(help="Ratings: movielens:PATH (u.data, ratings.dat or ratings.csv)")],
+    ctx: typer.Context,
+    data: Annotated[list[str] | None, typer.Option(
+        help="rmse: movielens:PATH (u.data, ratings.dat or ratings.csv); ranking: planted, synthetic, obd or "
+        "otto, repeatable (default: all four)")] = None,
+    metric: Annotated[Metric, typer.Option(help="rmse: rating errors vs River's BiasedMF; ranking: "
+                                           "HitRate/NDCG/recall@k of every learner and baseline")] = Metric.RMSE,
+    k: Annotated[int, typer.Option("--k", min=1, help="Ranking: length of the top-k list")] = 10,
+    limit: Annotated[int, typer.Option(min=100, help="Ranking: events of the generated streams")] = 200_000,
+    shared_data: Annotated[Path, typer.Option(help="Ranking: folder holding obd/ and otto/")] = Path(
+        "../shared/data"),
     factors: Annotated[int, typer.Option(help="Latent factors per user and item")] = 10,
     bias_lr: Annotated[float, typer.Option(help="SGD learning rate of the biases")] = 0.01,
     latent_lr: Annotated[float, typer.Option(help="SGD learning rate of the factors")] = 0.01,
@@ -116,11 +173,17 @@ def mf(
         ReplayOrder.TIME
     ),
 ) -> None:
-    """Prequential RMSE/MAE and µs/event of Pulse's MF (and River's BiasedMF) on a ratings file."""
+    """Prequential RMSE/MAE of Pulse's MF vs River's BiasedMF, or (--metric ranking) HitRate/NDCG/recall@k."""
     cfg = MFConfig(factors, bias_lr, latent_lr, l2_bias, l2_latent, init_mu, init_sigma, clip_gradient, seed)
-    ratings = _ratings(data, order)
+    if metric is Metric.RANKING:
+        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+        _ranking(data or [], settings, cfg, k, limit, shared_data, json, progress)
+        return
+    if not data or len(data) != 1:
+        raise typer.BadParameter("rmse needs exactly one movielens:PATH", param_hint="--data")
+    ratings = _ratings(data[0], order)
     if not ratings:
-        raise typer.BadParameter(f"{data} has no ratings", param_hint="--data")
+        raise typer.BadParameter(f"{data[0]} has no ratings", param_hint="--data")
     builds = {"pulse": lambda: _pulse_model(cfg), "river": lambda: _river_model(cfg)}
     if not compare:
         del builds["river"]
@@ -133,22 +196,7 @@ def mf(
     params = {k: v for k, v in asdict(cfg).items() if k != "targets"}
     if json:
         ratio = None if river is None else {k: pulse[k] / river[k] for k in pulse if river[k]}
-        out = {"data": data, "n": len(ratings), "params": params, "pulse": pulse, "river": river, "ratio": ratio}
+        out = {"data": data[0], "n": len(ratings), "params": params, "pulse": pulse, "river": river, "ratio": ratio}
         typer.echo(jsonlib.dumps(out, indent=2))
         return
-    n_users, n_items = len({r[0] for r in ratings}), len({r[1] for r in ratings})
-    typer.echo(f"data: {data} ({len(ratings):,} ratings, {n_users:,} users, {n_items:,} items; prequential)")
-    typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    typer.echo(f"{'':<16}{'RMSE':>8}{'MAE':>8}{'µs/event':>10}{'learn µs/ev':>13}")
-    rows = [("pulse MF", pulse)] + ([("river BiasedMF", river)] if river else [])
-    for name, r in rows:
-        typer.echo(
-            f"{name:<16}{r['rmse']:>8.4f}{r['mae']:>8.4f}{r['us_per_event']:>10.2f}"
-            f"{r['learn_only_us_per_event']:>13.2f}"
-        )
-    if river:
-        typer.echo(
-            f"{'pulse vs river':<16}{pulse['rmse'] / river['rmse'] - 1:>+8.2%}{pulse['mae'] / river['mae'] - 1:>+8.2%}"
-            f"{pulse['us_per_event'] / river['us_per_event']:>9.2f}x"
-            f"{pulse['learn_only_us_per_event'] / river['learn_only_us_per_event']:>12.2f}x"
-        )
+    _print_rmse(data[0], ratings, params, pulse, river)
