@@ -52,10 +52,10 @@ class ImplicitMF(Learner):
         self,
         loss: str = "bpr",
         n_factors: int = 16,
-        lr: float = 0.05,
-        bias_lr: float = 0.01,
-        l2: float = 0.01,
-        n_negatives: int = 4,
+        lr: float = 0.1,
+        bias_lr: float = 0.05,
+        l2: float = 0.001,
+        n_negatives: int = 8,
         init_sigma: float = 0.1,
         seed: int = 0,
         weights: EventWeights | None = None,
@@ -237,4 +237,5 @@ class ImplicitMF(Learner):
             learned = learner.learn_event(event)
             return learned, learner.score_one(event.user_id, event.item_id or "")
 
-        return ContractCase(cls(n_factors=4, lr=0.05, seed=seed), mixed_events(seed), observe)
+        learner = cls(n_factors=4, lr=0.05, bias_lr=0.01, l2=0.01, n_negatives=4, seed=seed)
+        return ContractCase(learner, mixed_events(seed), observe)

@@ -74,7 +74,7 @@ class EventWeights:
     purchase: float = 3.0
     rating: float = 1.0
     rating_from: float = 4.0
-    impression: float = 0.1
+    impression: float = 0.03
 
     def positive(self, event: Event) -> float:
         """The event's weight as a positive (0.0 for impressions, erasures and low ratings)."""
@@ -88,7 +88,7 @@ class EventWeights:
 
 @dataclass(frozen=True)
 class ImplicitConfig:
-    """Hyperparameters of the implicit learner (defaults: see docs/adr/0009-implicit-learner.md).
+    """Hyperparameters of the implicit learner (defaults: see docs/adr/0008-implicit-learner.md).
 
     >>> ImplicitConfig().loss
     'bpr'
@@ -96,10 +96,10 @@ class ImplicitConfig:
 
     loss: str = "bpr"
     n_factors: int = 16
-    lr: float = 0.05
-    bias_lr: float = 0.01
-    l2: float = 0.01
-    n_negatives: int = 4
+    lr: float = 0.1
+    bias_lr: float = 0.05
+    l2: float = 0.001
+    n_negatives: int = 8
     init_sigma: float = 0.1
     seed: int = 0
     weights: EventWeights = field(default_factory=EventWeights)

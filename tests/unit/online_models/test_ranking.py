@@ -84,7 +84,7 @@ def test_popularity_decays_older_counts() -> None:
 def test_bpr_beats_explicit_mf_and_popularity_on_planted_taste() -> None:
     events = planted_stream(PlantedConfig(n_users=200, n_items=300, n_clicks=6_000, seed=2))
     rankers = {"pop": PopularityRanker(), "mf": FactorRanker(OwnerSplitMF()),
-               "bpr": FactorRanker(ImplicitMF(lr=0.1, bias_lr=0.05))}  # fmt: skip
+               "bpr": FactorRanker(ImplicitMF())}  # fmt: skip
     r = evaluate_ranking(events, rankers, k=10)
     assert r["bpr"].hit_rate > 1.2 * r["pop"].hit_rate
     assert r["bpr"].hit_rate > 2 * r["mf"].hit_rate
