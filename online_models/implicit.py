@@ -27,6 +27,7 @@ from online_models.implicit_params import (
     EventWeights,
     ImplicitConfig,
     bpr_step,
+    draw_key,
     initial_implicit_item,
     initial_implicit_user,
     negative_rows,
@@ -146,7 +147,7 @@ class ImplicitMF(Learner):
         if self.config.loss == "wmf":
             self._learn_wmf(event.user_id, row, 1.0, weight)
         else:
-            self._learn_bpr(event.user_id, row, weight)
+            self._learn_bpr(event.user_id, row, weight, draw_key(event.event_id))
         return True
 
     def _learn_wmf(self, user: UserId, row: int, target: float, weight: float) -> None:
@@ -155,9 +156,9 @@ class ImplicitMF(Learner):
         self._store(row, item)
         self._n_learned += 1
 
-    def _learn_bpr(self, user: UserId, row: int, weight: float) -> None:
+    def _learn_bpr(self, user: UserId, row: int, weight: float, key: int) -> None:
         cfg = self.config
-        rows = negative_rows(cfg.seed, self._n_learned, len(self._item_keys), cfg.n_negatives, skip=row)
+        rows = negative_rows(cfg.seed, key, len(self._item_keys), cfg.n_negatives, skip=row)
         u, item, negatives = bpr_step(self.user_params(user), self._params(row), [self._params(r) for r in rows],
                                       weight, cfg)  # fmt: skip
         self._users[user] = u

@@ -14,7 +14,8 @@ Like :mod:`online_models.mf_params`, every step takes the owners' parts (:class:
 :class:`ItemParams`) and returns new parts, inputs untouched, so a Flink job can keep users
 and items on different operators. Negatives are drawn by :func:`negative_rows`, a pure
 function of ``(seed, draw key, number of known items)``: whoever holds the item rows (the job's
-replica, or :class:`online_models.implicit.ImplicitMF`) draws the same negatives.
+replica, or :class:`online_models.implicit.ImplicitMF`) draws the same negatives; the draw
+key is :func:`draw_key` of the event's id.
 
 >>> cfg = ImplicitConfig(n_factors=2, seed=1)
 >>> user, pos = UserParams(0.0, np.array([0.1, 0.1])), ItemParams(0.0, np.array([0.1, 0.0]))
@@ -26,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 from collections.abc import Sequence
@@ -39,9 +41,11 @@ from schemas.events import Event, EventType
 
 __all__ = [
     "LOSSES",
+    "SWEPT_WMF",
     "EventWeights",
     "ImplicitConfig",
     "bpr_step",
+    "draw_key",
     "implicit_config",
     "initial_implicit_item",
     "initial_implicit_user",
@@ -124,6 +128,11 @@ class ImplicitConfig:
         return cls(LOSSES[loss], k, lr, blr, l2, n_neg, sigma, seed, EventWeights(*weights)), offset + _CONFIG.size
 
 
+#: ``wmf`` at the best of its own sweep (docs/adr/0008-implicit-learner.md); the settings' defaults are BPR's.
+SWEPT_WMF = ImplicitConfig("wmf", n_factors=8, lr=0.2, bias_lr=0.01, l2=0.05, init_sigma=0.01,
+                           weights=EventWeights(impression=0.03))  # fmt: skip
+
+
 def implicit_config(settings: Settings, loss: str | None = None) -> ImplicitConfig:
     """The implicit learner the settings describe (the job and ``pulse eval`` build it here).
 
@@ -158,6 +167,17 @@ def _splitmix(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
     return x ^ (x >> 31)
+
+
+def draw_key(event_id: str) -> int:
+    """The key of an event's negative draws: a stable 64-bit hash of its id.
+
+    The job and ``pulse eval`` so draw the same rows for the same event, whatever the order or parallelism.
+
+    >>> draw_key("e1") == draw_key("e1") != draw_key("e2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 def negative_rows(seed: int, draw_key: int, n_known: int, n: int, skip: int = -1) -> list[int]:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from config import Settings
 from online_models.implicit import ImplicitMF
-from online_models.implicit_params import implicit_config
+from online_models.implicit_params import SWEPT_WMF, implicit_config
 from online_models.mf import MFConfig, OwnerSplitMF
 from online_models.planted import PlantedConfig, planted_stream
 from online_models.rankers import CooccurrenceRanker, FactorRanker, PopularityRanker
@@ -65,13 +65,18 @@ def load(name: str, shared: Path, limit: int, seed: int) -> DataSet:
 
 
 def rankers(settings: Settings, mf: MFConfig) -> dict[str, Callable[[], Ranker]]:
-    """Builders of the baselines and learners, in table order."""
+    """Builders of the baselines and learners, in table order.
+
+    MF and BPR take their hyperparameters from ``mf`` and ``settings`` (the job's); WMF, unless the
+    settings choose it, runs at the best of its own sweep (the settings' defaults are BPR's).
+    """
+    wmf = implicit_config(settings) if settings.mf_learner == "wmf" else dataclasses.replace(SWEPT_WMF, seed=mf.seed)
     return {
         "popularity": PopularityRanker,
         "co-occurrence": CooccurrenceRanker,
         "MF (explicit)": lambda: FactorRanker(OwnerSplitMF.from_config(mf)),
         "implicit BPR": lambda: FactorRanker(ImplicitMF.from_config(implicit_config(settings, "bpr"))),
-        "implicit WMF": lambda: FactorRanker(ImplicitMF.from_config(implicit_config(settings, "wmf"))),
+        "implicit WMF": lambda: FactorRanker(ImplicitMF.from_config(wmf)),
     }
 
 
