@@ -164,7 +164,7 @@ def mf(
     init_mu: Annotated[float, typer.Option(help="Mean of the initial factors")] = 0.0,
     init_sigma: Annotated[float, typer.Option(help="Standard deviation of the initial factors")] = 0.1,
     clip_gradient: Annotated[float, typer.Option(help="Clamp of the loss gradient")] = 1e12,
-    seed: Annotated[int, typer.Option(help="Seed of the initial factors")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial factors (ranking: also of the generated streams)")] = 0,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run River's BiasedMF")] = True,
     json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
