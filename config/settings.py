@@ -149,6 +149,20 @@ class Settings(ConnectionSecurity):
     mf_learning_rate: float = Field(0.01, gt=0)
     mf_l2: float = Field(0.0, ge=0)
     mf_seed: int = 0
+    # Implicit-feedback learner (online_models/implicit.py; ADR docs/adr/0008-implicit-learner.md).
+    mf_learner: Literal["explicit", "bpr", "wmf"] = Field(
+        "explicit", description="Learner of the MF stage: explicit (squared loss on pseudo-ratings), "
+        "bpr (implicit, sampled negatives) or wmf (implicit, impressions as negatives)")
+    implicit_factors: int = Field(16, ge=1, description="Latent factors of the implicit learner")
+    implicit_lr: float = Field(0.1, gt=0, description="SGD learning rate of the implicit learner's factors")
+    implicit_bias_lr: float = Field(0.05, ge=0, description="SGD learning rate of the implicit learner's item biases")
+    implicit_l2: float = Field(0.001, ge=0, description="L2 penalty of the implicit learner")
+    implicit_negatives: int = Field(8, ge=1, description="Sampled negatives per positive (bpr)")
+    weight_view: float = Field(1.0, ge=0, description="Weight of a view as an implicit positive")
+    weight_click: float = Field(1.0, ge=0, description="Weight of a click as an implicit positive")
+    weight_add_to_cart: float = Field(2.0, ge=0, description="Weight of an add-to-cart as an implicit positive")
+    weight_purchase: float = Field(3.0, ge=0, description="Weight of a purchase as an implicit positive")
+    weight_impression: float = Field(0.03, ge=0, description="Weight of an impression as a negative (wmf)")
     bandit_policy: Literal["ts", "ucb", "egreedy"] = "ts"
     bandit_scopes: Annotated[tuple[BanditScopeName, ...], NoDecode] = Field(
         ("global", "segment", "user"), description="Bandit scopes the job learns (env: comma-separated)"

@@ -11,7 +11,7 @@ Every name of ``mf_params`` that callers use is importable from here too.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self
 
 import numpy as np
@@ -119,6 +119,7 @@ class OwnerSplitMF(Learner):
         self._global_params = GlobalParams()
         self._users: dict[UserId, UserParams] = {}
         self._item_rows: dict[ItemId, int] = {}
+        self._item_keys: list[ItemId] = []
         self._item_biases: Vector = np.zeros(16)
         self._item_factors: Vector = np.zeros((16, n_factors))
 
@@ -149,6 +150,21 @@ class OwnerSplitMF(Learner):
             return initial_item(self.config, item)
         return ItemParams(float(self._item_biases[row]), self._item_factors[row].copy())
 
+    @property
+    def item_index(self) -> Mapping[ItemId, int]:
+        """Row of every item learned from (rows of :meth:`scores_all`)."""
+        return self._item_rows
+
+    @property
+    def item_keys(self) -> Sequence[ItemId]:
+        """Items learned from, in row order."""
+        return self._item_keys
+
+    def scores_all(self, user: UserId) -> Vector:
+        """Predictions of ``user`` for every item learned from, in row order."""
+        n = len(self._item_keys)
+        return score_items(self.user_params(user), self._item_biases[:n], self._item_factors[:n], self._global_params)
+
     def _item_row(self, item: ItemId) -> int:
         row = self._item_rows.get(item)
         if row is not None:
@@ -162,6 +178,7 @@ class OwnerSplitMF(Learner):
         self._item_biases[row] = init.bias
         self._item_factors[row] = init.factors
         self._item_rows[item] = row
+        self._item_keys.append(item)
         return row
 
     # -- learning and predicting -------------------------------------------------------------
@@ -262,6 +279,7 @@ class OwnerSplitMF(Learner):
         if offset != len(data):
             raise ValueError(f"{len(data) - offset} trailing bytes after OwnerSplitMF state")
         learner._item_rows = {key: row for row, key in enumerate(item_keys)}
+        learner._item_keys = item_keys
         learner._item_biases, learner._item_factors = biases, factors
         return learner
 

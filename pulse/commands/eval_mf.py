@@ -15,11 +15,14 @@ import json as jsonlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from tqdm import tqdm
 
+from config import Settings
 from online_models.evaluation import (
     PrequentialResult,
     Rating,
@@ -96,46 +99,33 @@ def _learn_only_us(
     return best
 
 
-@eval_app.command("mf")
-def mf(
-    data: Annotated[str, typer.Option(help="Ratings: movielens:PATH (u.data, ratings.dat or ratings.csv)")],
-    factors: Annotated[int, typer.Option(help="Latent factors per user and item")] = 10,
-    bias_lr: Annotated[float, typer.Option(help="SGD learning rate of the biases")] = 0.01,
-    latent_lr: Annotated[float, typer.Option(help="SGD learning rate of the factors")] = 0.01,
-    l2_bias: Annotated[float, typer.Option(help="L2 penalty of the biases")] = 0.0,
-    l2_latent: Annotated[float, typer.Option(help="L2 penalty of the factors")] = 0.0,
-    init_mu: Annotated[float, typer.Option(help="Mean of the initial factors")] = 0.0,
-    init_sigma: Annotated[float, typer.Option(help="Standard deviation of the initial factors")] = 0.1,
-    clip_gradient: Annotated[float, typer.Option(help="Clamp of the loss gradient")] = 1e12,
-    seed: Annotated[int, typer.Option(help="Seed of the initial factors")] = 0,
-    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run River's BiasedMF")] = True,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
-    repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
-    order: Annotated[ReplayOrder, typer.Option(help="Rating order: by event time (as replayed) or file order")] = (
-        ReplayOrder.TIME
-    ),
-) -> None:
-    """Prequential RMSE/MAE and µs/event of Pulse's MF (and River's BiasedMF) on a ratings file."""
-    cfg = MFConfig(factors, bias_lr, latent_lr, l2_bias, l2_latent, init_mu, init_sigma, clip_gradient, seed)
-    ratings = _ratings(data, order)
-    if not ratings:
-        raise typer.BadParameter(f"{data} has no ratings", param_hint="--data")
-    builds = {"pulse": lambda: _pulse_model(cfg), "river": lambda: _river_model(cfg)}
-    if not compare:
-        del builds["river"]
-    pulse = _prequential("pulse MF", builds["pulse"], ratings, progress)
-    river = _prequential("river BiasedMF", builds["river"], ratings, progress) if compare else None
-    learn_only = _learn_only_us(builds, ratings, repeats)
-    pulse["learn_only_us_per_event"] = learn_only["pulse"]
-    if river is not None:
-        river["learn_only_us_per_event"] = learn_only["river"]
-    params = {k: v for k, v in asdict(cfg).items() if k != "targets"}
+class Metric(StrEnum):
+    """What ``pulse eval mf`` measures."""
+
+    RMSE = "rmse"
+    RANKING = "ranking"
+
+
+def _ranking(data: list[str], settings: Settings, cfg: MFConfig, k: int, limit: int, shared: Path,
+             json: bool, progress: bool) -> None:  # fmt: skip
+    from pulse.commands import eval_ranking
+
+    builds = eval_ranking.rankers(settings, cfg)
+    out: dict[str, Any] = {}
+    for name in data or eval_ranking.DATA_SETS:
+        events = eval_ranking.load(name, shared, limit, cfg.seed)
+        results = eval_ranking.run(events, builds, k, progress, name)
+        if json:
+            out[name] = eval_ranking.as_json(results)
+        else:
+            typer.echo("\n".join([*eval_ranking.table(name, events, results), ""]))
     if json:
-        ratio = None if river is None else {k: pulse[k] / river[k] for k in pulse if river[k]}
-        out = {"data": data, "n": len(ratings), "params": params, "pulse": pulse, "river": river, "ratio": ratio}
         typer.echo(jsonlib.dumps(out, indent=2))
-        return
+
+
+def _print_rmse(
+    data: str, ratings: list[Rating], params: dict[str, Any], pulse: dict[str, Any], river: dict[str, Any] | None
+) -> None:
     n_users, n_items = len({r[0] for r in ratings}), len({r[1] for r in ratings})
     typer.echo(f"data: {data} ({len(ratings):,} ratings, {n_users:,} users, {n_items:,} items; prequential)")
     typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
@@ -152,3 +142,61 @@ def mf(
             f"{pulse['us_per_event'] / river['us_per_event']:>9.2f}x"
             f"{pulse['learn_only_us_per_event'] / river['learn_only_us_per_event']:>12.2f}x"
         )
+
+
+@eval_app.command("mf")
+def mf(
+    ctx: typer.Context,
+    data: Annotated[list[str] | None, typer.Option(
+        help="rmse: movielens:PATH (u.data, ratings.dat or ratings.csv); ranking: planted, synthetic, obd or "
+        "otto, repeatable (default: all four)")] = None,
+    metric: Annotated[Metric, typer.Option(help="rmse: rating errors vs River's BiasedMF; ranking: "
+                                           "HitRate/NDCG/recall@k of every learner and baseline")] = Metric.RMSE,
+    k: Annotated[int, typer.Option("--k", min=1, help="Ranking: length of the top-k list")] = 10,
+    limit: Annotated[int, typer.Option(min=100, help="Ranking: events of the generated streams")] = 200_000,
+    shared_data: Annotated[Path, typer.Option(help="Ranking: folder holding obd/ and otto/")] = Path(
+        "../shared/data"),
+    factors: Annotated[int, typer.Option(help="Latent factors per user and item")] = 10,
+    bias_lr: Annotated[float, typer.Option(help="SGD learning rate of the biases")] = 0.01,
+    latent_lr: Annotated[float, typer.Option(help="SGD learning rate of the factors")] = 0.01,
+    l2_bias: Annotated[float, typer.Option(help="L2 penalty of the biases")] = 0.0,
+    l2_latent: Annotated[float, typer.Option(help="L2 penalty of the factors")] = 0.0,
+    init_mu: Annotated[float, typer.Option(help="Mean of the initial factors")] = 0.0,
+    init_sigma: Annotated[float, typer.Option(help="Standard deviation of the initial factors")] = 0.1,
+    clip_gradient: Annotated[float, typer.Option(help="Clamp of the loss gradient")] = 1e12,
+    seed: Annotated[int, typer.Option(help="Seed of the initial factors (ranking: also of the generated streams)")] = 0,
+    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run River's BiasedMF")] = True,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
+    repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
+    order: Annotated[ReplayOrder, typer.Option(help="Rating order: by event time (as replayed) or file order")] = (
+        ReplayOrder.TIME
+    ),
+) -> None:
+    """Prequential RMSE/MAE of Pulse's MF vs River's BiasedMF, or (--metric ranking) HitRate/NDCG/recall@k."""
+    cfg = MFConfig(factors, bias_lr, latent_lr, l2_bias, l2_latent, init_mu, init_sigma, clip_gradient, seed)
+    if metric is Metric.RANKING:
+        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+        _ranking(data or [], settings, cfg, k, limit, shared_data, json, progress)
+        return
+    if not data or len(data) != 1:
+        raise typer.BadParameter("rmse needs exactly one movielens:PATH", param_hint="--data")
+    ratings = _ratings(data[0], order)
+    if not ratings:
+        raise typer.BadParameter(f"{data[0]} has no ratings", param_hint="--data")
+    builds = {"pulse": lambda: _pulse_model(cfg), "river": lambda: _river_model(cfg)}
+    if not compare:
+        del builds["river"]
+    pulse = _prequential("pulse MF", builds["pulse"], ratings, progress)
+    river = _prequential("river BiasedMF", builds["river"], ratings, progress) if compare else None
+    learn_only = _learn_only_us(builds, ratings, repeats)
+    pulse["learn_only_us_per_event"] = learn_only["pulse"]
+    if river is not None:
+        river["learn_only_us_per_event"] = learn_only["river"]
+    params = {k: v for k, v in asdict(cfg).items() if k != "targets"}
+    if json:
+        ratio = None if river is None else {k: pulse[k] / river[k] for k in pulse if river[k]}
+        out = {"data": data[0], "n": len(ratings), "params": params, "pulse": pulse, "river": river, "ratio": ratio}
+        typer.echo(jsonlib.dumps(out, indent=2))
+        return
+    _print_rmse(data[0], ratings, params, pulse, river)
