@@ -15,7 +15,6 @@ Entries that do not decode go to the dead-letter queue like events. ADR 0003, "T
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,11 +22,11 @@ from pyflink.common import Row
 from pyflink.datastream import ProcessFunction, RuntimeContext
 
 from flink_jobs.batching import pack_messages, read_batch
-from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DLQ_KEY
-from flink_jobs.messages import DeadLetterCounts, RedisWrite
-from flink_jobs.routing import TO_MODEL, Message, message, to_redis
+from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DeadLetters
+from flink_jobs.messages import RedisWrite
+from flink_jobs.routing import Message, to_redis
 from flink_jobs.runtime import split_position
-from schemas import DeadLetterCodec, DecodeError, DecodeReason, Item, ItemCodec, Limits, load_registry
+from schemas import DecodeError, Item, ItemCodec, Limits, load_registry
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CatalogueValue
 
@@ -57,33 +56,23 @@ class DecodeCatalogue(ProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         registry = load_registry(self.schema_registry_url)
         self.items = ItemCodec(registry, Limits())
-        self.dead_letters = DeadLetterCodec(registry)
         metrics = runtime_context.get_metrics_group()
         self.decoded = metrics.counter("catalogue_entries_decoded")
-        self.rejected = {
-            reason: metrics.add_group("reason", reason.value).counter("dead_letters") for reason in DecodeReason
-        }
+        self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
     def process_element(self, batch: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         _, records = read_batch(batch[1])
         rows: list[Message] = []
-        bad: dict[str, int] = {}
         for _, positioned in records:
             partition, offset, value = split_position(positioned)
             try:
                 item = self.items.decode(value)
             except DecodeError as err:
-                self.rejected[err.reason].inc()
-                bad[err.reason.value] = bad.get(err.reason.value, 0) + 1
-                yield DEAD_LETTERS, self.dead_letters.encode(
-                    value, err.reason.value, err.detail, self.source_topic, partition, offset,
-                    time.time_ns() // 1_000_000,
-                )
+                yield DEAD_LETTERS, self.dead_letters.reject(err, value, partition, offset)
                 continue
             rows.append(to_redis(catalogue_write(self.keys, item), self.redis_shards))
         if rows:
             self.decoded.inc(len(rows))
             yield pack_messages(rows)
-        if bad:
-            counts = DeadLetterCounts(bad, time.time_ns() // 1_000_000)
-            yield DEAD_LETTER_COUNTS, pack_messages([message(TO_MODEL, DLQ_KEY, counts)])
+        if (counts := self.dead_letters.counts()) is not None:
+            yield DEAD_LETTER_COUNTS, counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import struct
 import time
+from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
@@ -33,6 +34,36 @@ _LENGTH = struct.Struct(">I")
 _TIME = struct.Struct(">q")
 
 
+class DeadLetters:
+    """A decoding stage's dead letters: each framed for the DLQ topic and counted by reason.
+
+    A metric per reason, and per batch a message for the model stage's ``model:dlq``.
+    """
+
+    def __init__(self, source_topic: str, registry: Any, metrics: Any) -> None:
+        self.source_topic = source_topic
+        self.codec = DeadLetterCodec(registry)
+        self.rejected = {
+            reason: metrics.add_group("reason", reason.value).counter("dead_letters") for reason in DecodeReason
+        }
+        self.by_reason: dict[str, int] = {}
+
+    def reject(self, err: DecodeError, value: bytes, partition: int, offset: int) -> bytes:
+        """The DLQ record of ``value`` (the original bytes whole, the reason, where it was read)."""
+        self.rejected[err.reason].inc()
+        self.by_reason[err.reason.value] = self.by_reason.get(err.reason.value, 0) + 1
+        return self.codec.encode(value, err.reason.value, err.detail, self.source_topic, partition, offset,
+                                 time.time_ns() // 1_000_000)
+
+    def counts(self) -> bytes | None:
+        """The dead letters since the last call by reason, packed for the model stage (``None``: none)."""
+        if not self.by_reason:
+            return None
+        counts = DeadLetterCounts(self.by_reason, time.time_ns() // 1_000_000)
+        self.by_reason = {}
+        return pack_messages([message(TO_MODEL, DLQ_KEY, counts)])
+
+
 class DecodeEvents(ProcessFunction):
     """Decode a micro-batch of payloads (``flink_jobs/batching.py``) in one call.
 
@@ -50,29 +81,20 @@ class DecodeEvents(ProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         registry = load_registry(self.schema_registry_url)
         self.events = EventCodec(registry, self.limits)
-        self.dead_letters = DeadLetterCodec(registry)
         metrics = runtime_context.get_metrics_group()
         self.decoded = metrics.counter("events_decoded")  # one call into the JVM per batch
-        self.rejected = {
-            reason: metrics.add_group("reason", reason.value).counter("dead_letters") for reason in DecodeReason
-        }
+        self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
     def process_element(self, batch: Row, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
         _, records = read_batch(batch[1])
         parts = [b""]
         good = 0
-        bad: dict[str, int] = {}
         for _, positioned in records:
             partition, offset, value = split_position(positioned)
             try:
                 event = self.events.decode(value)
             except DecodeError as err:
-                self.rejected[err.reason].inc()
-                bad[err.reason.value] = bad.get(err.reason.value, 0) + 1
-                yield DEAD_LETTERS, self.dead_letters.encode(
-                    value, err.reason.value, err.detail, self.source_topic, partition, offset,
-                    time.time_ns() // 1_000_000,
-                )
+                yield DEAD_LETTERS, self.dead_letters.reject(err, value, partition, offset)
                 continue
             user = event.user_id.encode()
             pickled = pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
@@ -83,6 +105,5 @@ class DecodeEvents(ProcessFunction):
             self.decoded.inc(good)
             parts[0] = _LENGTH.pack(good)
             yield b"".join(parts)
-        if bad:
-            counts = DeadLetterCounts(bad, time.time_ns() // 1_000_000)
-            yield DEAD_LETTER_COUNTS, pack_messages([message(TO_MODEL, DLQ_KEY, counts)])
+        if (counts := self.dead_letters.counts()) is not None:
+            yield DEAD_LETTER_COUNTS, counts

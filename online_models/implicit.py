@@ -17,7 +17,7 @@ be ranked (and drawn as negatives) before anyone clicked them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
@@ -33,17 +33,16 @@ from online_models.implicit_params import (
     negative_rows,
     wmf_step,
 )
-from online_models.mf import _pack_key, _unpack_keys, _unpack_matrix
-from online_models.mf_params import STATE_FLOAT, ItemParams, UserParams, Vector, top_k_rows
+from online_models.item_rows import ItemRows
+from online_models.mf_params import ItemParams, UserParams, Vector, top_k_rows
 from schemas.events import Event, EventType
 
 __all__ = ["ImplicitMF"]
 
-_COUNT = struct.Struct("<I")
 _LEARNED = struct.Struct("<q")
 
 
-class ImplicitMF(Learner):
+class ImplicitMF(ItemRows, Learner):
     """Implicit-feedback MF; ``loss="bpr"`` (sampled negatives) or ``"wmf"`` (impressions as negatives)."""
 
     STATE_VERSION = 1
@@ -66,10 +65,7 @@ class ImplicitMF(Learner):
         )
         self._n_learned = 0
         self._users: dict[UserId, UserParams] = {}
-        self._item_rows: dict[ItemId, int] = {}
-        self._item_keys: list[ItemId] = []
-        self._item_biases: Vector = np.zeros(16)
-        self._item_factors: Vector = np.zeros((16, n_factors))
+        self._init_items(n_factors)
 
     @classmethod
     def from_config(cls, cfg: ImplicitConfig) -> Self:
@@ -84,43 +80,8 @@ class ImplicitMF(Learner):
         params = self._users.get(user)
         return initial_implicit_user(self.config, user) if params is None else params
 
-    def item_params(self, item: ItemId) -> ItemParams:
-        """The item's parameters (a copy), or its initial ones if never seen."""
-        row = self._item_rows.get(item)
-        if row is None:
-            return initial_implicit_item(self.config, item)
-        return ItemParams(float(self._item_biases[row]), self._item_factors[row].copy())
-
-    @property
-    def item_index(self) -> Mapping[ItemId, int]:
-        """Row of every known item (rows of :meth:`scores_all`)."""
-        return self._item_rows
-
-    @property
-    def item_keys(self) -> Sequence[ItemId]:
-        """Known items in row order."""
-        return self._item_keys
-
-    def _item_row(self, item: ItemId) -> int:
-        row = self._item_rows.get(item)
-        if row is not None:
-            return row
-        row = len(self._item_keys)
-        if row == len(self._item_biases):
-            grow = max(row, 16)
-            self._item_biases = np.concatenate([self._item_biases, np.zeros(grow)])
-            self._item_factors = np.concatenate([self._item_factors, np.zeros((grow, self.config.n_factors))])
-        init = initial_implicit_item(self.config, item)
-        self._item_biases[row], self._item_factors[row] = init.bias, init.factors
-        self._item_rows[item] = row
-        self._item_keys.append(item)
-        return row
-
-    def _params(self, row: int) -> ItemParams:
-        return ItemParams(float(self._item_biases[row]), self._item_factors[row])
-
-    def _store(self, row: int, params: ItemParams) -> None:
-        self._item_biases[row], self._item_factors[row] = params.bias, params.factors
+    def _initial_item(self, item: ItemId) -> ItemParams:
+        return initial_implicit_item(self.config, item)
 
     # -- learning and scoring ----------------------------------------------------------------
 
@@ -193,22 +154,12 @@ class ImplicitMF(Learner):
 
     def to_bytes(self) -> bytes:
         """Header, hyperparameters, learned count, then users and items as key lists + raw arrays."""
-        users, n_items, k = list(self._users.values()), len(self._item_keys), self.config.n_factors
-        return b"".join(
-            (
-                self._HEADER.pack(self.STATE_VERSION),
-                self.config.pack(),
-                _LEARNED.pack(self._n_learned),
-                _COUNT.pack(len(users)),
-                *map(_pack_key, self._users),
-                np.array([u.bias for u in users], dtype=STATE_FLOAT).tobytes(),
-                np.array([u.factors for u in users], dtype=STATE_FLOAT).reshape(len(users), k).tobytes(),
-                _COUNT.pack(n_items),
-                *map(_pack_key, self._item_keys),
-                self._item_biases[:n_items].astype(STATE_FLOAT).tobytes(),
-                self._item_factors[:n_items].astype(STATE_FLOAT).tobytes(),
-            )
-        )
+        return b"".join((
+            self._HEADER.pack(self.STATE_VERSION),
+            self.config.pack(),
+            _LEARNED.pack(self._n_learned),
+            self._pack_parameters(self._users),
+        ))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -217,16 +168,7 @@ class ImplicitMF(Learner):
         cfg, offset = ImplicitConfig.unpack_from(data, offset)
         learner = cls.from_config(cfg)
         (learner._n_learned,) = _LEARNED.unpack_from(data, offset)
-        user_keys, offset = _unpack_keys(data, offset + _LEARNED.size)
-        biases, factors, offset = _unpack_matrix(data, offset, len(user_keys), cfg.n_factors)
-        learner._users = {key: UserParams(float(b), f) for key, b, f in zip(user_keys, biases, factors, strict=True)}
-        item_keys, offset = _unpack_keys(data, offset)
-        biases, factors, offset = _unpack_matrix(data, offset, len(item_keys), cfg.n_factors)
-        if offset != len(data):
-            raise ValueError(f"{len(data) - offset} trailing bytes after ImplicitMF state")
-        learner._item_keys = item_keys
-        learner._item_rows = {key: row for row, key in enumerate(item_keys)}
-        learner._item_biases, learner._item_factors = biases, factors
+        learner._users = learner._unpack_parameters(data, offset + _LEARNED.size, cfg.n_factors)
         return learner
 
     @classmethod

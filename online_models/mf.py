@@ -10,15 +10,14 @@ Every name of ``mf_params`` that callers use is importable from here too.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
 
 from online_models.base import ContractCase, ItemId, Learner, StateHeader, UserId
+from online_models.item_rows import ItemRows
 from online_models.mf_params import (
-    STATE_FLOAT,
     EventTargets,
     GlobalParams,
     ItemParams,
@@ -52,35 +51,9 @@ __all__ = [
     "top_k_rows",
 ]
 
-_COUNT = struct.Struct("<I")
-_KEY_LEN = struct.Struct("<H")
 
 
-def _pack_key(key: str) -> bytes:
-    raw = key.encode()
-    return _KEY_LEN.pack(len(raw)) + raw
-
-
-def _unpack_keys(data: bytes, offset: int) -> tuple[list[str], int]:
-    (n,) = _COUNT.unpack_from(data, offset)
-    offset += _COUNT.size
-    keys = []
-    for _ in range(n):
-        (size,) = _KEY_LEN.unpack_from(data, offset)
-        offset += _KEY_LEN.size
-        keys.append(data[offset : offset + size].decode())
-        offset += size
-    return keys, offset
-
-
-def _unpack_matrix(data: bytes, offset: int, rows: int, cols: int) -> tuple[Vector, Vector, int]:
-    biases = np.frombuffer(data, STATE_FLOAT, rows, offset).astype(np.float64)
-    offset += 8 * rows
-    factors = np.frombuffer(data, STATE_FLOAT, rows * cols, offset).astype(np.float64).reshape(rows, cols)
-    return biases, factors, offset + 8 * rows * cols
-
-
-class OwnerSplitMF(Learner):
+class OwnerSplitMF(ItemRows, Learner):
     """In-memory biased MF built from the per-owner functions of this module.
 
     Users live in a dict of :class:`UserParams`; items in one contiguous matrix so that
@@ -118,10 +91,7 @@ class OwnerSplitMF(Learner):
         )  # fmt: skip
         self._global_params = GlobalParams()
         self._users: dict[UserId, UserParams] = {}
-        self._item_rows: dict[ItemId, int] = {}
-        self._item_keys: list[ItemId] = []
-        self._item_biases: Vector = np.zeros(16)
-        self._item_factors: Vector = np.zeros((16, n_factors))
+        self._init_items(n_factors)
 
     @classmethod
     def from_config(cls, cfg: MFConfig) -> Self:
@@ -143,43 +113,13 @@ class OwnerSplitMF(Learner):
         params = self._users.get(user)
         return initial_user(self.config, user) if params is None else params
 
-    def item_params(self, item: ItemId) -> ItemParams:
-        """The item's parameters (a copy), or its initial ones if never learned from."""
-        row = self._item_rows.get(item)
-        if row is None:
-            return initial_item(self.config, item)
-        return ItemParams(float(self._item_biases[row]), self._item_factors[row].copy())
-
-    @property
-    def item_index(self) -> Mapping[ItemId, int]:
-        """Row of every item learned from (rows of :meth:`scores_all`)."""
-        return self._item_rows
-
-    @property
-    def item_keys(self) -> Sequence[ItemId]:
-        """Items learned from, in row order."""
-        return self._item_keys
-
     def scores_all(self, user: UserId) -> Vector:
         """Predictions of ``user`` for every item learned from, in row order."""
         n = len(self._item_keys)
         return score_items(self.user_params(user), self._item_biases[:n], self._item_factors[:n], self._global_params)
 
-    def _item_row(self, item: ItemId) -> int:
-        row = self._item_rows.get(item)
-        if row is not None:
-            return row
-        row = len(self._item_rows)
-        if row == len(self._item_biases):
-            grow = max(row, 16)
-            self._item_biases = np.concatenate([self._item_biases, np.zeros(grow)])
-            self._item_factors = np.concatenate([self._item_factors, np.zeros((grow, self.config.n_factors))])
-        init = initial_item(self.config, item)
-        self._item_biases[row] = init.bias
-        self._item_factors[row] = init.factors
-        self._item_rows[item] = row
-        self._item_keys.append(item)
-        return row
+    def _initial_item(self, item: ItemId) -> ItemParams:
+        return initial_item(self.config, item)
 
     # -- learning and predicting -------------------------------------------------------------
 
@@ -189,11 +129,9 @@ class OwnerSplitMF(Learner):
         if u is None:
             u = initial_user(self.config, user)
         row = self._item_row(item)
-        i = ItemParams(float(self._item_biases[row]), self._item_factors[row])
-        u, i, self._global_params = learn_step(u, i, self._global_params, y, self.config)
+        u, i, self._global_params = learn_step(u, self._params(row), self._global_params, y, self.config)
         self._users[user] = u
-        self._item_biases[row] = i.bias
-        self._item_factors[row] = i.factors
+        self._store(row, i)
 
     def learn_event(self, event: Event) -> bool:
         """Learn from ``event`` if it maps to a target; return whether it did.
@@ -245,24 +183,12 @@ class OwnerSplitMF(Learner):
 
     def to_bytes(self) -> bytes:
         """Header, hyperparameters, global part, then users and items as key lists + raw arrays."""
-        users, n_items = list(self._users.values()), len(self._item_rows)
-        k = self.config.n_factors
-        user_factors = np.array([u.factors for u in users], dtype=STATE_FLOAT).reshape(len(users), k)
-        return b"".join(
-            (
-                self._HEADER.pack(self.STATE_VERSION),
-                self.config.pack(),
-                self._global_params.pack(),
-                _COUNT.pack(len(users)),
-                *map(_pack_key, self._users),
-                np.array([u.bias for u in users], dtype=STATE_FLOAT).tobytes(),
-                user_factors.tobytes(),
-                _COUNT.pack(n_items),
-                *map(_pack_key, self._item_rows),
-                self._item_biases[:n_items].astype(STATE_FLOAT).tobytes(),
-                self._item_factors[:n_items].astype(STATE_FLOAT).tobytes(),
-            )
-        )
+        return b"".join((
+            self._HEADER.pack(self.STATE_VERSION),
+            self.config.pack(),
+            self._global_params.pack(),
+            self._pack_parameters(self._users),
+        ))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -271,16 +197,7 @@ class OwnerSplitMF(Learner):
         cfg, offset = MFConfig.unpack_from(data, offset)
         learner = cls.from_config(cfg)
         learner._global_params, offset = GlobalParams.unpack_from(data, offset)
-        user_keys, offset = _unpack_keys(data, offset)
-        biases, factors, offset = _unpack_matrix(data, offset, len(user_keys), cfg.n_factors)
-        learner._users = {key: UserParams(float(b), f) for key, b, f in zip(user_keys, biases, factors, strict=True)}
-        item_keys, offset = _unpack_keys(data, offset)
-        biases, factors, offset = _unpack_matrix(data, offset, len(item_keys), cfg.n_factors)
-        if offset != len(data):
-            raise ValueError(f"{len(data) - offset} trailing bytes after OwnerSplitMF state")
-        learner._item_rows = {key: row for row, key in enumerate(item_keys)}
-        learner._item_keys = item_keys
-        learner._item_biases, learner._item_factors = biases, factors
+        learner._users = learner._unpack_parameters(data, offset, cfg.n_factors)
         return learner
 
     @classmethod

@@ -8,12 +8,12 @@ catalogue is read again under the new prefix, and the switch is logged and count
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from schemas.redis_keys import RedisKeys
-from serving.store import RedisStore, StoreError
+from serving.polling import poll_forever
+from serving.store import RedisStore
 
 __all__ = ["LiveAlias"]
 
@@ -47,10 +47,5 @@ class LiveAlias:
         return True
 
     async def run(self) -> None:
-        """Poll forever (a task of the app's lifespan); Redis errors are retried at the next poll."""
-        while True:
-            try:
-                await self.refresh()
-            except StoreError as exc:
-                log.debug("live alias refresh failed: %s", exc)
-            await asyncio.sleep(self.refresh_s)
+        """Poll forever (a task of the app's lifespan)."""
+        await poll_forever(self.refresh, self.refresh_s, "live alias")

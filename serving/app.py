@@ -38,6 +38,7 @@ from serving.events import InvalidBatchError
 from serving.fastpath import RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
+from serving.polling import poll_forever
 from serving.recommendations import PopularityCache, Recommender
 from serving.routes import Services, ops, v1
 from serving.security import ApiKeys, BodyLimitMiddleware, Forbidden, Unauthorized, cors_origins
@@ -71,16 +72,6 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     )
 
 
-async def _refresh_popularity(recommender: Recommender, every_s: float) -> None:
-    """Keep the all-users popularity in the in-process cache (the degraded path when Redis is down)."""
-    while True:
-        try:
-            await recommender.refresh_cache()
-        except StoreError as exc:
-            log.debug("popularity cache refresh failed: %s", exc)
-        await asyncio.sleep(every_s)
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The serving app over the Redis and Kafka that ``settings`` name."""
     metrics = Metrics()
@@ -90,7 +81,9 @@ def create_app(settings: Settings) -> FastAPI:
         svc = build_services(settings, metrics)
         app.state.services = svc
         ttl = settings.serving_popularity_cache_ttl_s
-        refresher = asyncio.create_task(_refresh_popularity(svc.recommender, ttl / 2)) if ttl > 0 else None
+        # The all-users popularity in the in-process cache: the degraded path when Redis is down.
+        refresher = (asyncio.create_task(poll_forever(svc.recommender.refresh_cache, ttl / 2, "popularity cache"))
+                     if ttl > 0 else None)
         alias = LiveAlias(svc.store, RedisKeys(settings.redis_prefix), settings.serving_alias_refresh_s,
                           on_switch=metrics.serving_prefix)
         with contextlib.suppress(StoreError):  # Redis down at start: the poll follows the alias later

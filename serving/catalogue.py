@@ -14,11 +14,11 @@ memory, never against Redis: an item marked unavailable stops being served withi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from serving.store import RedisStore, StoreError
+from serving.polling import poll_forever
+from serving.store import RedisStore
 
 __all__ = ["Catalogue", "CatalogueView", "ItemFilter"]
 
@@ -101,10 +101,5 @@ class CatalogueView:
         return True
 
     async def run(self) -> None:
-        """Poll forever (a task of the app's lifespan); Redis errors are retried at the next poll."""
-        while True:
-            try:
-                await self.refresh()
-            except StoreError as exc:
-                log.debug("catalogue refresh failed: %s", exc)
-            await asyncio.sleep(self.refresh_s)
+        """Poll forever (a task of the app's lifespan)."""
+        await poll_forever(self.refresh, self.refresh_s, "catalogue")
