@@ -36,6 +36,8 @@ class Metrics:
         # Label children, looked up once: ``labels()`` validates and locks on every call (hot path).
         self._latency_children: dict[tuple[str, str, int], Any] = {}
         self._recommendation_children: dict[tuple[str, bool], Any] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
+        self._impression_children: dict[str, Any] = {}
 
     def observe_latency(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request's latency."""
@@ -51,6 +53,21 @@ class Metrics:
         child = self._recommendation_children.get(key)
         if child is None:
             child = self._recommendation_children[key] = self.recommendations.labels(source, str(degraded).lower())
+        child.inc()
+
+    def decision(self, variant: str, policy: str) -> None:
+        """Count one decision."""
+        key = (variant, policy)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(variant, policy)
+        child.inc()
+
+    def impression(self, outcome: str) -> None:
+        """Count one impression by delivery outcome (called from the Kafka poll thread too)."""
+        child = self._impression_children.get(outcome)
+        if child is None:
+            child = self._impression_children[outcome] = self.impressions.labels(outcome)
         child.inc()
 
     def render(self) -> bytes:
