@@ -92,6 +92,7 @@ class RedisStore:
         self.mux = mux
         self.legacy_reads = legacy_reads  # read format-1 keys where no format-2 value is (ADR 0003)
         self._bandits: dict[str, tuple[tuple[Any, ...], Envelope | None]] = {}  # key -> last reply, its envelope
+        self._bandit_keys: dict[tuple[str, str], str] = {}  # (policy, scope) -> key (escaping costs per request)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -211,9 +212,17 @@ class RedisStore:
         object (not parsed again): every decision reads its scope's table, which changes only when the
         job writes it.
         """
-        keys = [self.keys.bandit(policy, scope) for scope in scope_keys]
+        keys = [self._bandit_key(policy, scope) for scope in scope_keys]
         replies = await self._execute([("HGETALL", key) for key in keys])
         return [self._bandit_envelope(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    def _bandit_key(self, policy: str, scope: str) -> str:
+        key = self._bandit_keys.get((policy, scope))
+        if key is None:
+            if len(self._bandit_keys) >= _MAX_BANDIT_KEYS:
+                self._bandit_keys.clear()
+            key = self._bandit_keys[policy, scope] = self.keys.bandit(policy, scope)
+        return key
 
     def _bandit_envelope(self, key: str, reply: Any) -> Envelope | None:
         raw = tuple(reply) if isinstance(reply, list) else tuple(sorted(reply.items()))
