@@ -446,6 +446,31 @@ def _format_verdicts(lines: list[str], workers: list[int]) -> list[str]:
     return out
 
 
+#: Issue 19's targets: decisions paced at the --rate (2,000 rps) p99 <= 2 ms and <= 150 us of server CPU each;
+#: recommendations unpaced on 2 workers >= 1.6x one worker.
+DECISION_P99_MS, DECISION_CPU_US, TWO_WORKER_SCALING = 2.0, 150.0, 1.6
+
+
+def _issue19_verdicts(lines: list[str]) -> list[str]:
+    """PASS/FAIL of each decisions paced run (p99 and server CPU) and of the 2-worker recommendations scaling."""
+    out = []
+    for text in lines:
+        found = re.match(r"\[(\d+) workers?\] decisions paced @ ([\d,]+) rps .*?p99 +([\d.]+) ms .*?"
+                         r"server CPU +(\d+) us/req", text)
+        if found:
+            workers, rate, p99, cpu = found.group(1), found.group(2), float(found.group(3)), float(found.group(4))
+            out.append(f"{'PASS' if p99 <= DECISION_P99_MS else 'FAIL'}: decisions paced @ {rate} rps, {workers} "
+                       f"worker(s): p99 {p99:.2f} ms (target <= {DECISION_P99_MS:g} ms)")
+            out.append(f"{'PASS' if cpu <= DECISION_CPU_US else 'FAIL'}: decisions paced @ {rate} rps, {workers} "
+                       f"worker(s): server CPU {cpu:.0f} us/decision (target <= {DECISION_CPU_US:g} us)")
+        found = re.match(r"recommendations unpaced rps by workers: .*?2: [\d,]+ \(([\d.]+)x\)", text)
+        if found:
+            ratio = float(found.group(1))
+            out.append(f"{'PASS' if ratio >= TWO_WORKER_SCALING else 'FAIL'}: recommendations unpaced with 2 workers "
+                       f"{ratio:.2f}x one worker (target >= {TWO_WORKER_SCALING:g}x)")
+    return out
+
+
 def main() -> None:
     parser = _parser()
     args = parser.parse_args()
@@ -487,6 +512,7 @@ def main() -> None:
                 found_here += [f"[{count} worker{'s' if count > 1 else ''}] {text}" for text in found]
             lines += [f"{text}   ({_FORMAT_NAMES[fmt]})" for text in found_here] + _scaling(found_here, workers)
         lines += _format_verdicts(lines, workers)
+        lines += _issue19_verdicts(lines)
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     _print_summary(args, workers, paced_client, load_before, notes, lines)

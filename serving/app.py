@@ -35,7 +35,7 @@ from serving.collector import Collector, CollectorUnavailableError
 from serving.console import STATIC_DIR, console
 from serving.decisions import Decider, DecisionError, DecisionPolicy
 from serving.events import InvalidBatchError
-from serving.fastpath import RecommendationsFastPath
+from serving.fastpath import DecisionsFastPath, RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
 from serving.polling import poll_forever
@@ -120,7 +120,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops)
     app.include_router(console)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(RecommendationsFastPath)  # innermost: inside the body limit and the metrics
+    app.add_middleware(DecisionsFastPath)  # innermost: inside the body limit and the metrics
+    app.add_middleware(RecommendationsFastPath)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes,
                        per_path={BATCH_PATH: settings.serving_batch_max_bytes})
     app.add_middleware(MetricsMiddleware, metrics=metrics)

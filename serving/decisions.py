@@ -27,7 +27,7 @@ restored and pulled once, propensity a share of ``n_draws`` draws); decisions no
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +122,9 @@ class Decider:
         self.store = store
         self.policy = policy
         self.distributions = ArmDistributionCache(policy.cache_entries)
+        # Per scope key, the last envelope read and its parsed arm table: the store hands back the same
+        # Envelope object while the stored value is unchanged, so the table is parsed once per version.
+        self._tables: dict[str, tuple[Envelope | None, _ArmTable]] = {}
 
     async def decide(
         self, request: DecisionRequest, now_ms: int, request_id: str | None = None
@@ -139,20 +142,20 @@ class Decider:
             if found is not None:
                 scope, envelope = key, found
                 break
-        table, hyper = _arm_table(envelope, p.bandit_policy)
-        arms = tuple(request.arms) if request.arms else tuple(sorted(table))
+        parsed = self._arm_table(scope, envelope)
+        arms = tuple(request.arms) if request.arms else parsed.arms
         if not arms:
             raise DecisionError("no_arms", f"no arms in the request and no bandit parameters in scope {scope!r}", 404)
-        request_id = request_id or uuid.uuid4().hex
+        ids = os.urandom(32).hex()  # the request id (unless replayed) and the impression's event id
+        request_id = request_id or ids[:32]
         seed = int(request_id, 16) % 2**64
         variant = assign_variant(request.user_id, p.salt, p.control_share)
         if variant == CONTROL:
             index = min(int(uniform_from_seed(seed) * len(arms)), len(arms) - 1)
             propensity, policy = 1.0 / len(arms), UNIFORM
         else:
-            stats = tuple(table.get(arm, (0.0, 0.0)) for arm in arms)
-            n_updates = sum(pulls for pulls, _ in table.values()) if p.bandit_policy != THOMPSON else 0.0
-            distribution = self.distributions.get(p.bandit_policy, arms, stats, hyper, n_updates)
+            stats = parsed.stats if arms is parsed.arms else tuple(parsed.table.get(arm, (0.0, 0.0)) for arm in arms)
+            distribution = self.distributions.get(p.bandit_policy, arms, stats, parsed.hyper, parsed.n_updates)
             (index, propensity), policy = distribution.choose(seed), p.bandit_policy
         arm = arms[index]
         response = DecisionResponse(
@@ -162,19 +165,46 @@ class Decider:
         context = {**request.context, "decision_point": request.decision_point, "experiment": p.experiment,
                    "variant": variant, "bandit_scope": scope}
         event = Event(
-            event_id=uuid.uuid4().hex, type=EventType.IMPRESSION, user_id=request.user_id, event_time_ms=now_ms,
+            event_id=ids[32:], type=EventType.IMPRESSION, user_id=request.user_id, event_time_ms=now_ms,
             item_id=arm, context=context, decision=Decision(request_id, policy, arm, propensity),
         )
         return response, event
 
+    def _arm_table(self, scope: str, envelope: Envelope | None) -> _ArmTable:
+        """The parsed table of ``envelope`` (parsed once while the scope's stored value is unchanged)."""
+        known = self._tables.get(scope)
+        if known is not None and known[0] is envelope:
+            return known[1]
+        parsed = _ArmTable.of(envelope, self.policy.bandit_policy)
+        if len(self._tables) >= self.policy.cache_entries:
+            self._tables.clear()  # user scopes: bounded, and the live ones come straight back
+        self._tables[scope] = (envelope, parsed)
+        return parsed
 
-def _arm_table(envelope: Envelope | None, policy: str) -> tuple[dict[str, tuple[float, float]], tuple[float, ...]]:
-    """Per-arm statistics (ts: successes, failures; ucb/egreedy: pulls, reward_sum) and the policy's hyperparameters."""
-    defaults = _HYPERPARAMETERS[policy]
-    if envelope is None:
-        return {}, tuple(defaults.values())
-    payload: dict[str, Any] = envelope.payload
-    given = payload.get("hyperparameters") or {}
-    hyper = tuple(float(given.get(name, default)) for name, default in defaults.items())
-    arms = {str(arm): (float(pair[0]), float(pair[1])) for arm, pair in (payload.get("arms") or {}).items()}
-    return arms, hyper
+
+@dataclass(frozen=True, slots=True)
+class _ArmTable:
+    """One scope's arm table, parsed.
+
+    Per-arm statistics (ts: successes, failures; ucb/egreedy: pulls, reward_sum), the policy's
+    hyperparameters, the table's arms in order with their statistics, and its total pulls.
+    """
+
+    table: dict[str, tuple[float, float]]
+    hyper: tuple[float, ...]
+    arms: tuple[str, ...]
+    stats: tuple[tuple[float, float], ...]
+    n_updates: float
+
+    @classmethod
+    def of(cls, envelope: Envelope | None, policy: str) -> _ArmTable:
+        defaults = _HYPERPARAMETERS[policy]
+        if envelope is None:
+            return cls({}, tuple(defaults.values()), (), (), 0.0)
+        payload: dict[str, Any] = envelope.payload
+        given = payload.get("hyperparameters") or {}
+        hyper = tuple(float(given.get(name, default)) for name, default in defaults.items())
+        table = {str(arm): (float(pair[0]), float(pair[1])) for arm, pair in (payload.get("arms") or {}).items()}
+        arms = tuple(sorted(table))
+        n_updates = sum(pulls for pulls, _ in table.values()) if policy != THOMPSON else 0.0
+        return cls(table, hyper, arms, tuple(table[arm] for arm in arms), n_updates)

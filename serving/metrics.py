@@ -40,6 +40,8 @@ class Metrics:
         # Label children, looked up once: ``labels()`` validates and locks on every call (hot path).
         self._latency_children: dict[tuple[str, str, int], Any] = {}
         self._recommendation_children: dict[tuple[str, bool], Any] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
+        self._impression_children: dict[str, Any] = {}
 
     def observe_latency(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request's latency."""
@@ -63,6 +65,21 @@ class Metrics:
         self.live_prefix.labels(prefix).set(1)
         if switched:
             self.prefix_switches.inc()
+
+    def decision(self, variant: str, policy: str) -> None:
+        """Count one decision."""
+        key = (variant, policy)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(variant, policy)
+        child.inc()
+
+    def impression(self, outcome: str) -> None:
+        """Count one impression by delivery outcome (called from the Kafka poll thread too)."""
+        child = self._impression_children.get(outcome)
+        if child is None:
+            child = self._impression_children[outcome] = self.impressions.labels(outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -59,6 +59,7 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.pending: list[bytes] = []  # commands of this event-loop step, written together (send)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -94,12 +95,24 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+        """Queue ``data`` for the end of this event-loop step; futures of its ``count`` replies, in order.
+
+        The commands of every request handled in one step leave in one write (one syscall here, one
+        read for Redis), which under concurrent load is most of what a request costs both.
+        """
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(count)]
-        self.transport.write(data)
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append(data)
         self.waiters.extend(futures)
         return futures
+
+    def _flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        if data and not self.closed and self.transport is not None:
+            self.transport.write(data)
 
 
 class MultiplexedRedis:

@@ -45,7 +45,7 @@ from serving.recommendations import Recommender, now_ms
 from serving.security import KeyScope, require
 from serving.store import RedisStore, StoreError
 
-__all__ = ["PREFIX_HEADER", "Services", "ops", "recommendations_json", "v1"]
+__all__ = ["PREFIX_HEADER", "Services", "decision_json", "ops", "recommendations_json", "v1"]
 
 #: Response header of a recommendations answer: the Redis prefix (model) it was read from.
 PREFIX_HEADER = "x-pulse-prefix"
@@ -152,14 +152,19 @@ async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
          dependencies=READ)
 async def decide(svc: Svc, body: DecisionRequest) -> Response:
     """Choose an arm; the impression (with the propensity and the assignment) goes to Kafka in the background."""
+    return Response(await decision_json(svc, body), media_type="application/json")
+
+
+async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
+    """The decision response body (the route's; :mod:`serving.fastpath` calls it too); the impression is queued."""
     response, impression = await svc.decider.decide(body, now_ms())
-    counter = svc.metrics.impressions
+    metrics = svc.metrics
     try:
-        svc.collector.send_nowait(impression, lambda outcome: counter.labels(outcome).inc())
+        svc.collector.send_nowait(impression, metrics.impression)
     except CollectorUnavailableError:
-        counter.labels("dropped").inc()  # the decision stands; the lost impression is counted
-    svc.metrics.decisions.labels(response.variant, response.policy).inc()
-    return _json(response)
+        metrics.impression("dropped")  # the decision stands; the lost impression is counted
+    metrics.decision(response.variant, response.policy)
+    return response.__pydantic_serializer__.to_json(response)
 
 
 @v1.post("/events", status_code=202, response_model=Accepted, tags=["events"], dependencies=EVENTS)

@@ -31,6 +31,8 @@ __all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableErr
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+#: Bandit keys whose last value is kept parsed (:meth:`RedisStore.bandits`).
+_MAX_BANDIT_KEYS = 4096
 
 
 class StoreError(RuntimeError):
@@ -93,6 +95,8 @@ class RedisStore:
         self.keys = keys
         self.mux = mux
         self.legacy_reads = legacy_reads  # read format-1 keys where no format-2 value is (ADR 0003)
+        self._bandits: dict[str, tuple[tuple[Any, ...], Envelope | None]] = {}  # key -> last reply, its envelope
+        self._bandit_keys: dict[tuple[str, str], str] = {}  # (policy, scope) -> key (escaping costs per request)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -222,8 +226,34 @@ class RedisStore:
                 {_text(item): _text(category) for item, category in _as_mapping(categories or []).items()})
 
     async def bandits(self, policy: str, scope_keys: Sequence[str]) -> list[Envelope | None]:
-        """Arm tables of one policy in each scope."""
-        return await self.read([self.keys.bandit(policy, scope) for scope in scope_keys])
+        """Arm tables of one policy in each scope.
+
+        A key whose stored value is what it was at the last read gives the *same* :class:`Envelope`
+        object (not parsed again): every decision reads its scope's table, which changes only when the
+        job writes it.
+        """
+        keys = [self._bandit_key(policy, scope) for scope in scope_keys]
+        replies = await self._execute([("HGETALL", key) for key in keys])
+        return [self._bandit_envelope(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    def _bandit_key(self, policy: str, scope: str) -> str:
+        key = self._bandit_keys.get((policy, scope))
+        if key is None:
+            if len(self._bandit_keys) >= _MAX_BANDIT_KEYS:
+                self._bandit_keys.clear()
+            key = self._bandit_keys[policy, scope] = self.keys.bandit(policy, scope)
+        return key
+
+    def _bandit_envelope(self, key: str, reply: Any) -> Envelope | None:
+        raw = tuple(reply) if isinstance(reply, list) else tuple(sorted(reply.items()))
+        known = self._bandits.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        envelope = _envelope(key, _as_mapping(reply))
+        if len(self._bandits) >= _MAX_BANDIT_KEYS:
+            self._bandits.clear()  # user scopes: bounded, and the live ones come straight back
+        self._bandits[key] = (raw, envelope)
+        return envelope
 
     async def delete(self, keys: Sequence[str]) -> int:
         """``DEL`` the keys; returns how many existed."""
