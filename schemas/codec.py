@@ -184,6 +184,10 @@ class EventCodec(_FramedCodec):
         self._validate(record, self._clock_ms() if now_ms is None else now_ms)
         return Event.from_avro(record)
 
+    def validate(self, event: Event, now_ms: int | None = None) -> None:
+        """Raise :class:`DecodeError` where :meth:`decode` would refuse ``event`` (checks without the bytes)."""
+        self._validate(event.to_avro(), self._clock_ms() if now_ms is None else now_ms)
+
     def _validate(self, record: dict[str, Any], now_ms: int) -> None:
         self._check_id("event_id", record["event_id"])
         self._check_id("user_id", record["user_id"])

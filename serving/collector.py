@@ -120,7 +120,7 @@ class Collector:
             payload = self.codec.encode(event)
         except (ValueError, TypeError, OverflowError) as exc:
             raise DecodeError(DecodeReason.INVALID_BODY, f"does not fit event.avsc: {exc}") from None
-        self.codec._validate(event.to_avro(), time.time_ns() // 1_000_000)  # decode's own checks, on the record
+        self.codec.validate(event, time.time_ns() // 1_000_000)  # decode's own checks, on the record
         return payload
 
     async def send(self, event: Event) -> Delivered:
