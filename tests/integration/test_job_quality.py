@@ -39,16 +39,23 @@ def ratings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def eval_command(path: Path) -> list[str]:
+    return [sys.executable, "-m", "pulse", "eval", "mf", "--data", f"movielens:{path}", "--json", "--no-compare",
+            "--no-progress"]
+
+
+def offline_rmse(path: Path) -> float:
+    out = subprocess.run(eval_command(path), cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["pulse"]["rmse"])
+
+
 class OfflineRmse:
     """`pulse eval mf` on the ratings file, started at once in the background and read when needed:
     one evaluation for both parametrizations, computed while the first job runs (CI time)."""
 
     def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pulse", "eval", "mf", "--data", f"movielens:{path}", "--json", "--no-compare",
-             "--no-progress"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        self.proc = subprocess.Popen(eval_command(path), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
         self.value: float | None = None
 
     def rmse(self) -> float:
