@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -18,11 +20,13 @@ from producers.sources.movielens import read_movielens
 from producers.topics import ensure_topics
 from schemas import Decision, Event, EventType
 from schemas.redis_keys import Envelope, RedisKeys
+from tests.conftest import isolated_settings
 from tests.integration.jobs import run_job_until
 from tests.unit.online_models.synthetic_ratings import synthetic_ratings
 
 N_RATINGS = 20_000
 RATE = 500  # ratings per second
+PARALLELISMS = (1, 2)
 # Not learned from (impressions are not MF targets), but it makes the job write a Redis key.
 PROBE = Event("probe-0", EventType.IMPRESSION, "quality-probe", 900_000_000_000, item_id="probe-item",
               decision=Decision("probe-req", "probe", "probe-item", 1.0))
@@ -35,57 +39,121 @@ def ratings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def eval_command(path: Path) -> list[str]:
+    return [sys.executable, "-m", "pulse", "eval", "mf", "--data", f"movielens:{path}", "--json", "--no-compare",
+            "--no-progress"]
+
+
 def offline_rmse(path: Path) -> float:
-    out = subprocess.run(
-        [sys.executable, "-m", "pulse", "eval", "mf", "--data", f"movielens:{path}", "--json", "--no-compare",
-         "--no-progress"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    )
+    out = subprocess.run(eval_command(path), cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout)["pulse"]["rmse"])
 
 
-@pytest.mark.parametrize(("parallelism", "tolerance"), [(1, 0.005), (2, 0.01)])
-def test_running_rmse_matches_offline_evaluation(
-    settings: Settings, tmp_path: Path, ratings_file: Path, parallelism: int, tolerance: float
-) -> None:
-    # One partition per subtask, so each subtask reads its ratings in file (= time) order.
-    settings = settings.model_copy(update={
-        "partitions": parallelism, "job_parallelism": parallelism, "checkpoint_dir": tmp_path / "chk",
-    })
-    ensure_topics(settings)
+class OfflineRmse:
+    """`pulse eval mf` on the ratings file, started at once in the background and read when needed:
+    one evaluation for both parametrizations, computed while the first job runs (CI time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(eval_command(path), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.value: float | None = None
+
+    def rmse(self) -> float:
+        if self.value is None:
+            out, err = self.proc.communicate(timeout=600)
+            assert self.proc.returncode == 0, f"pulse eval mf exited {self.proc.returncode}:\n{err[-3000:]}"
+            self.value = float(json.loads(out)["pulse"]["rmse"])
+        return self.value
+
+
+@pytest.fixture(scope="module")
+def offline(ratings_file: Path) -> Iterator[OfflineRmse]:
+    evaluation = OfflineRmse(ratings_file)
+    yield evaluation
+    if evaluation.proc.poll() is None:
+        evaluation.proc.kill()
+        evaluation.proc.communicate()
+
+
+def run_paced(settings: Settings, ratings_file: Path, log: Path) -> dict[str, Any]:
+    """Run the job (unbounded) while the ratings are produced paced; the model's payload once all are learned."""
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    model_key = RedisKeys(settings.redis_prefix).model("mf")
+    failures: list[BaseException] = []
 
     def produce_paced() -> None:
         # Paced like a live stream and only once the job consumes, so the partitions advance
         # together: with a backlog one subtask runs ahead, and the other then predicts with item
         # parameters that already hold later ratings (leakage that flatters the RMSE).
-        with EventProducer(settings) as producer:
-            producer.send(PROBE)
-            producer.flush()
-            deadline = time.monotonic() + 180
-            while not client.exists(RedisKeys(settings.redis_prefix).user_record(PROBE.user_id)):
-                assert time.monotonic() < deadline, "the job never consumed the probe event"
-                time.sleep(0.2)
-            for _ in producer.send_all(read_movielens(ratings_file), rate=RATE):
-                pass
-        assert producer.report.produced == N_RATINGS + 1  # and the probe
-
-    client = redis_lib.Redis.from_url(settings.redis_url)
-    model_key = RedisKeys(settings.redis_prefix).model("mf")
+        try:
+            with EventProducer(settings) as producer:
+                producer.send(PROBE)
+                producer.flush()
+                deadline = time.monotonic() + 180
+                while not client.exists(RedisKeys(settings.redis_prefix).user_record(PROBE.user_id)):
+                    assert time.monotonic() < deadline, "the job never consumed the probe event"
+                    time.sleep(0.2)
+                for _ in producer.send_all(read_movielens(ratings_file), rate=RATE):
+                    pass
+            assert producer.report.produced == N_RATINGS + 1  # and the probe
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failures.append(exc)
 
     def learned_everything() -> bool:
+        assert not failures, failures
         model = Envelope.from_fields_or_none(client.hgetall(model_key))
         return model is not None and model.payload["events_learned"] >= N_RATINGS
 
     # Unbounded, as in production: the item-parameter loop between subtasks is live.
-    producer = threading.Thread(target=produce_paced)
+    producer = threading.Thread(target=produce_paced, daemon=True)
     producer.start()
     try:
-        run_job_until(settings, learned_everything, "--parallelism", str(parallelism), log=tmp_path / "job.log")
+        run_job_until(settings, learned_everything, "--parallelism", str(settings.job_parallelism), log=log)
     finally:
-        producer.join()
-    model = Envelope.from_fields(client.hgetall(model_key)).payload
-    offline = offline_rmse(ratings_file)
+        producer.join(timeout=300)
+    assert not failures, failures
+    return dict(Envelope.from_fields(client.hgetall(model_key)).payload)
+
+
+@pytest.fixture(scope="module")
+def running_models(
+    kafka_bootstrap: str, redis_url: str, ratings_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, dict[str, Any] | BaseException]:
+    """Both parallelisms' runs, at the same time (CI time: their paced streams overlap).
+
+    Each has its own topics, group and Redis prefix; at the paced rate neither job runs behind.
+    """
+    outcome: dict[int, dict[str, Any] | BaseException] = {}
+
+    def run(parallelism: int) -> None:
+        tmp = tmp_path_factory.mktemp(f"quality-p{parallelism}")
+        # One partition per subtask, so each subtask reads its ratings in file (= time) order.
+        settings = isolated_settings(kafka_bootstrap, redis_url, partitions=parallelism,
+                                     job_parallelism=parallelism, checkpoint_dir=tmp / "chk")
+        try:
+            ensure_topics(settings)
+            outcome[parallelism] = run_paced(settings, ratings_file, tmp / "job.log")
+        except BaseException as exc:  # noqa: BLE001 - raised by the test of this parallelism
+            outcome[parallelism] = exc
+
+    threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in PARALLELISMS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcome
+
+
+@pytest.mark.parametrize(("parallelism", "tolerance"), [(1, 0.005), (2, 0.01)])
+def test_running_rmse_matches_offline_evaluation(
+    offline: OfflineRmse, running_models: dict[int, dict[str, Any] | BaseException], parallelism: int,
+    tolerance: float,
+) -> None:
+    model = running_models[parallelism]
+    if isinstance(model, BaseException):
+        raise model
+    offline_rmse = offline.rmse()
     print(f"\nparallelism {parallelism}: job running RMSE {model['rmse']:.5f}, "
-          f"pulse eval mf RMSE {offline:.5f}, diff {model['rmse'] / offline - 1:+.3%}")
+          f"pulse eval mf RMSE {offline_rmse:.5f}, diff {model['rmse'] / offline_rmse - 1:+.3%}")
     assert model["events_learned"] == N_RATINGS
-    assert abs(model["rmse"] / offline - 1) <= tolerance
+    assert abs(model["rmse"] / offline_rmse - 1) <= tolerance
