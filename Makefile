@@ -4,6 +4,8 @@
 VENV := .venv
 PULSE := $(VENV)/bin/pulse
 PYTEST := $(VENV)/bin/pytest
+# Two pytest-xdist workers: the Flink-job tests one after another on one (tests/conftest.py), the rest beside.
+WORKERS ?= 2
 
 setup:
 	@bash infra/setup.sh
@@ -14,13 +16,13 @@ demo: setup
 
 ## Everything CI runs: unit, contract, doctests and integration tests against real services.
 test: setup
-	$(PYTEST) --durations=10
+	$(PYTEST) -n $(WORKERS) --dist loadgroup --durations=10
 
 unit: setup
 	$(PYTEST) -m "not integration"
 
 integration: setup
-	$(PYTEST) -m integration
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m integration
 
 ## The fault replay at soak size (200,000 events; ~15-20 min on 2 cores).
 soak: setup

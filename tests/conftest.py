@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,18 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration is marked ``integration``."""
+    """Everything under tests/integration is marked ``integration``; Flink-job tests share one xdist worker.
+
+    `make test` runs two workers (pytest-xdist, ``--dist loadgroup``). Two Flink jobs at once on
+    2 cores would slow each other past their timeouts, so every ``flink_job`` test lands in one
+    group that one worker runs in order, while the other worker takes unit, serving and CLI tests.
+    """
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("flink_job"):
+            item.add_marker(pytest.mark.xdist_group("flink_job"))
+    # xdist schedules by node id: a second test with the same id would never run, silently.
+    twins = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if twins:
+        raise pytest.UsageError(f"tests share a node id, so pytest-xdist would run only one of each: {twins}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis as redis_lib
 from confluent_kafka import Producer
 
@@ -24,6 +25,8 @@ from serving.sync_reads import user_envelopes
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.integration.test_job import read_topic
 from tests.integration.test_serving import serve  # noqa: F401 -- the fixture: a running shim per settings update
+
+pytestmark = pytest.mark.flink_job
 
 K = 10
 

@@ -15,6 +15,8 @@ import pytest
 from config import REPO_ROOT
 from infra.local.process import free_port
 
+pytestmark = pytest.mark.flink_job
+
 
 def pulse(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -31,6 +31,8 @@ from serving.sync_reads import user_part
 from tests.integration.browser import dump_dom, screenshot
 from tests.integration.test_cli_services import our_processes, pulse
 
+pytestmark = pytest.mark.flink_job
+
 START_TIMEOUT_S = 300
 SERVICES = ("kafka.Kafka", "redis-server")  # the local services' processes (the demo leaves them up)
 

@@ -30,10 +30,14 @@ N_EVENTS = 5_000
 #: The shaded Kafka connector where `infra/setup.sh` puts it (the only jar the count job needs).
 KAFKA_CONNECTOR_JAR = jar_dir(REPO_ROOT / ".local", "flink") / "flink-sql-connector-kafka-5.0.0-2.2.jar"
 
-pytestmark = pytest.mark.skipif(
-    not KAFKA_CONNECTOR_JAR.is_file(),
-    reason=f"{KAFKA_CONNECTOR_JAR} missing: run `python -m infra.local.jars` (needs mvn)",
-)
+pytestmark = pytest.mark.flink_job
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kafka_connector_jar() -> Path:
+    """`make test` puts the jar there; a missing one fails the tests rather than skipping them."""
+    assert KAFKA_CONNECTOR_JAR.is_file(), f"{KAFKA_CONNECTOR_JAR} missing: run `python -m infra.local.jars` (needs mvn)"
+    return KAFKA_CONNECTOR_JAR
 
 
 @pytest.fixture(scope="module", autouse=True)

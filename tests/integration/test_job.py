@@ -22,6 +22,8 @@ from serving.sync_reads import user_part
 from tests.integration.jobs import run_bounded_job
 from tests.unit.schemas.test_codec import MALFORMED
 
+pytestmark = pytest.mark.flink_job
+
 N_GOOD = 20_000
 N_BAD = 200
 

@@ -24,6 +24,8 @@ from tests.conftest import isolated_settings
 from tests.integration.jobs import run_job_until
 from tests.unit.online_models.synthetic_ratings import synthetic_ratings
 
+pytestmark = pytest.mark.flink_job
+
 N_RATINGS = 20_000
 RATE = 500  # ratings per second
 PARALLELISMS = (1, 2)

@@ -7,6 +7,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
 import redis as redis_lib
 
 from config import Settings
@@ -17,6 +18,8 @@ from producers.topics import ensure_topics
 from schemas.redis_keys import Envelope, RedisKeys
 from serving.sync_reads import user_part
 from tests.integration.jobs import run_job_until, start_job, stop_job, tail
+
+pytestmark = pytest.mark.flink_job
 
 N_EVENTS = 20_000
 LEARNABLE = {"view", "click", "add_to_cart", "purchase", "rating"}

@@ -45,6 +45,8 @@ from tests.unit.test_lag_observability import (
     serving_metric_names,
 )
 
+pytestmark = pytest.mark.flink_job
+
 N1 = 400
 M = 7
 N2 = 300

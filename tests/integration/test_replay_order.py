@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis as redis_lib
 
 from config import REPO_ROOT, Settings
@@ -21,6 +22,8 @@ from schemas.redis_keys import Envelope, RedisKeys
 from tests.integration.jobs import inherited_env, run_bounded_job
 from tests.integration.test_job_quality import offline_rmse
 from tests.unit.online_models.synthetic_ratings import synthetic_ratings
+
+pytestmark = pytest.mark.flink_job
 
 N_RATINGS = 8_000
 

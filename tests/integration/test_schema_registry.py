@@ -38,6 +38,8 @@ from serving.sync_reads import user_part
 from tests.integration.jobs import run_bounded_job
 from tests.integration.test_job import read_topic
 
+pytestmark = pytest.mark.flink_job
+
 EVENT = Event("e1", EventType.RATING, "u1", 1_700_000_000_000, item_id="i1", value=4.0, context={"segment": "s1"})
 CONTEXT = SerializationContext("events", MessageField.VALUE)
 N_EVENTS = 2_000

@@ -48,7 +48,7 @@ from tests.integration.jobs import run_job_until, stop_job
 from tests.reliability.test_security import _env, _files_containing, _wait_http
 from tests.services import start_on_free_ports
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 # Random per run: a constant could sit in some file by coincidence.
 SASL_PASSWORD = f"sasl-pw-{uuid.uuid4().hex}"

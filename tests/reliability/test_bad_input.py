@@ -57,7 +57,7 @@ from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.unit.schemas.test_codec import MALFORMED, make_event
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 PER_KIND = int(os.environ.get("PULSE_BAD_INPUT_PER_KIND", "10000"))
 OVERSIZED = int(os.environ.get("PULSE_BAD_INPUT_OVERSIZED", str(PER_KIND)))

@@ -37,7 +37,7 @@ from serving.sync_reads import user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import pulse_job, run_job_until, start_job, stop_job, tail
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 LEARNABLE = {"view", "click", "add_to_cart", "purchase", "rating"}
 
@@ -78,14 +78,34 @@ def produce(settings: Settings, events: list[Event], rate: float | None = None) 
     assert producer.report.produced == len(events)
 
 
+def produce_in_background(
+    settings: Settings, events: list[Event], rate: float
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Produce ``events`` paced at ``rate`` from a thread; its failure, if any, lands in the list."""
+    failure: list[BaseException] = []
+
+    def paced() -> None:
+        try:
+            produce(settings, events, rate=rate)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    producer = threading.Thread(target=paced, daemon=True)
+    producer.start()
+    return producer, failure
+
+
 def test_sigkill_between_a_batch_and_the_next_barrier_loses_and_doubles_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
     # Long checkpoint interval: after a checkpoint, many batches change users only in memory.
-    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 6_000})
+    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 10_000})
     ensure_topics(settings)
     events = list(open_source("synthetic", seed=41, limit=30_000))
-    produce(settings, events)
+    # The first part is there before the job starts; the rest is paced in after the first checkpoint,
+    # so the kill lands mid-stream however fast this machine drains the first part.
+    first, rest = events[:10_000], events[10_000:]
+    produce(settings, first)
     expected = Expected(events)
     client, keys = redis_lib.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix)
 
@@ -96,6 +116,7 @@ def test_sigkill_between_a_batch_and_the_next_barrier_loses_and_doubles_nothing(
         assert job.poll() is None and time.monotonic() < deadline, f"no checkpoint in time:\n{tail(log)}"
         time.sleep(0.2)
     at_checkpoint = learned_by_model(client, keys)
+    producer, failure = produce_in_background(settings, rest, rate=3_000)  # ~7 s of events after the barrier
     # Wait for batches after that barrier to show in Redis, while no newer checkpoint completed.
     while learned_by_model(client, keys) < at_checkpoint + 2_000:
         assert job.poll() is None and time.monotonic() < deadline, f"no progress after the checkpoint:\n{tail(log)}"
@@ -105,6 +126,8 @@ def test_sigkill_between_a_batch_and_the_next_barrier_loses_and_doubles_nothing(
     killed_at = learned_by_model(client, keys)
     assert still == checkpoint, "a newer checkpoint completed before the kill: the kill must land between barriers"
     assert killed_at < expected.total_learned, "the kill must land mid-stream"
+    producer.join(timeout=120)
+    assert not failure, failure
 
     run_job_until(settings, lambda: expected.difference(client, keys) is None, "--restore", str(checkpoint),
                   log=tmp_path / "job-restored.log")
@@ -127,16 +150,7 @@ def test_a_savepoint_taken_under_load_restores_every_users_cached_state(
     log = tmp_path / "pulse-job.log"
 
     job = pulse_job(settings, "submit", "--parallelism", "1", log=log)
-    failure: list[BaseException] = []
-
-    def paced() -> None:
-        try:
-            produce(settings, events, rate=800)  # ~15 s: the savepoint lands while events still arrive
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            failure.append(exc)
-
-    producer = threading.Thread(target=paced, daemon=True)
-    producer.start()
+    producer, failure = produce_in_background(settings, events, rate=800)  # ~15 s: the savepoint lands meanwhile
     wait_for(lambda: learned_by_model(client, keys) > 2_000, "the job learning under load", log)
     savepoint = Path(pulse_job(settings, "savepoint", "--stop", "--job-id", job, log=log))
     learned_at_savepoint = learned_by_model(client, keys)

@@ -38,7 +38,7 @@ from tests.conftest import isolated_settings
 from tests.integration.jobs import start_job, stop_job, tail
 from tests.integration.test_serving import AUTH, serving_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 N_USERS = 5  # per path (erase event, DELETE)
 BOUND_MS = 1000

@@ -29,7 +29,7 @@ from serving.sync_reads import user_envelopes, user_part
 from tests.conftest import isolated_settings
 from tests.integration.jobs import pulse_job
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 N_EVENTS = 4_000
 

@@ -36,7 +36,7 @@ from tests.conftest import isolated_settings
 from tests.integration import jobs
 from tests.integration.jobs import run_bounded_job, stop_job, tail
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 N_EVENTS = 400
 # Random per run: a constant could sit in some file by coincidence, or be missed by one.
