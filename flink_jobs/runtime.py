@@ -109,6 +109,16 @@ class RuntimeOptions:
         object.__setattr__(self, "jars", tuple(self.jars))  # any iterable in, a tuple kept
 
 
+#: Buffer debloating keeps about 200 ms of throughput in flight between operators, so a checkpoint
+#: barrier queues behind less data (ADR 0007, fourth session: checkpoint p99 at 5,000 ev/s 3.2 s ->
+#: 2.1 s, +12 % ev/s). Checkpoints stay aligned: an unaligned barrier could overtake the batch that
+#: writes the cached users back. ``PULSE_JOB_FLINK_CONF`` overrides both keys.
+NETWORK_BUFFERS: dict[str, str] = {
+    "taskmanager.network.memory.buffer-debloat.enabled": "true",
+    "taskmanager.network.memory.buffer-debloat.target": "200 ms",
+}
+
+
 def runtime_options(options: RuntimeOptions) -> dict[str, str]:
     """The Flink configuration (key -> string value) :func:`make_environment` applies.
 
@@ -123,6 +133,7 @@ def runtime_options(options: RuntimeOptions) -> dict[str, str]:
     if jar_urls:
         config["pipeline.jars"] = ";".join(jar_urls)
     config |= _checkpoint_config(options)
+    config |= NETWORK_BUFFERS
     config |= _restart_config(options)
     if options.rest_port is not None:
         # The local MiniCluster binds its REST endpoint to a random port unless told otherwise.

@@ -39,6 +39,9 @@ CLUSTER_DEFAULTS: dict[str, str] = {
     "heartbeat.timeout": "15000",
     "heartbeat.interval": "3000",
     "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+    # TaskManager-level on a cluster; the same as flink_jobs.runtime.NETWORK_BUFFERS (ADR 0007).
+    "taskmanager.network.memory.buffer-debloat.enabled": "true",
+    "taskmanager.network.memory.buffer-debloat.target": "200 ms",
     # As the wheel's own config.yaml: Java 17 module openings Flink (and its Kryo/ClassCache
     # clean-up) needs; without them every task end logs an InaccessibleObjectException.
     "env.java.opts.all": " ".join(
