@@ -14,7 +14,8 @@ reader resolves older versions the same way and a Schema Registry can hold them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,16 @@ from schemas.codec import DecodeError, DecodeReason, Limits, _FramedCodec
 from schemas.registry import SERVED_SUBJECT, SchemaRegistry
 
 __all__ = ["ServedItem", "ServedList", "ServedListCodec"]
+
+#: The fields of ``served.avsc`` version 1, in order: what :meth:`ServedListCodec.encode_answer` writes.
+V1_FIELDS = ("request_id", "user_id", "served_at_ms", "surface", "source", "policy", "prefix", "model_version",
+             "experiment", "variant", "segment", "items")
+_DOUBLE = struct.Struct("<d").pack
+_SMALL = [bytes(((n << 1),)) for n in range(64)]  # zigzag varints of 0..63: one byte each
+_NULL, _SOME = b"\x00", b"\x02"  # union branches 0 (null) and 1 (string)
+#: Encoded item ids seen recently (a catalogue's ids recur in every list); cleared when full.
+_ENCODED: dict[str, bytes] = {}
+_MAX_ENCODED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +94,39 @@ class ServedListCodec(_FramedCodec):
         return self._frame(served.to_avro())
 
     def encode_record(self, record: dict[str, Any]) -> bytes:
-        """Frame a record already in ``served.avsc``'s shape (serving's hot path builds it directly)."""
+        """Frame a record already in ``served.avsc``'s shape (with fastavro)."""
         return self._frame(record)
+
+    @property
+    def writes_v1(self) -> bool:
+        """Whether the newest schema of the subject is version 1's field list (:meth:`encode_answer`'s)."""
+        return tuple(field["name"] for field in self._reader["fields"]) == V1_FIELDS
+
+    def encode_answer(self, head: Sequence[Any], items: Sequence[Mapping[str, Any]]) -> bytes:
+        """The framed record of one answer, written directly (serving's hot path).
+
+        ``head`` is the first eleven fields of :data:`V1_FIELDS` in order; ``items`` the response's
+        items (``item_id``, ``score``), positioned in order. The bytes are exactly fastavro's for
+        the same record (``tests/unit/schemas/test_served.py``) at a fifth of its cost per call
+        (~30 us for ten items): Avro's binary encoding of a fixed record is zigzag varints,
+        length-prefixed UTF-8, union indexes and little-endian doubles. Only while
+        :attr:`writes_v1`; otherwise (a newer registered version) fastavro writes it.
+        """
+        if not self.writes_v1:
+            record = dict(zip(V1_FIELDS, head, strict=False))
+            record["items"] = [{"item_id": it["item_id"], "position": n, "score": it["score"]}
+                               for n, it in enumerate(items)]
+            return self._frame(record)
+        request_id, user_id, served_at_ms, surface, source, policy, prefix, *optional = head
+        parts = [self._header, _string(request_id), _string(user_id), _long(served_at_ms), _string(surface),
+                 _string(source), _string(policy), _string(prefix)]
+        parts += [_NULL if value is None else _SOME + _string(value) for value in optional]
+        if items:
+            parts.append(_long(len(items)))
+            for position, item in enumerate(items):
+                parts += (_item_id(item["item_id"]), _long(position), _DOUBLE(item["score"]))
+        parts.append(_NULL)  # end of the array
+        return b"".join(parts)
 
     def decode(self, payload: bytes) -> ServedList:
         """Decode and check one payload, or raise :class:`DecodeError`."""
@@ -93,6 +135,35 @@ class ServedListCodec(_FramedCodec):
         self._check_id("user_id", record["user_id"])
         _check_items(record["items"])
         return ServedList.from_avro(record)
+
+
+def _long(n: int) -> bytes:
+    """Avro ``int``/``long``: zigzag, then base-128 varint."""
+    if 0 <= n < 64:
+        return _SMALL[n]
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    """Avro ``string``: length, then UTF-8."""
+    raw = text.encode()
+    return _long(len(raw)) + raw
+
+
+def _item_id(text: str) -> bytes:
+    """:func:`_string` of an item id, cached (a catalogue's ids recur in every list)."""
+    encoded = _ENCODED.get(text)
+    if encoded is None:
+        if len(_ENCODED) >= _MAX_ENCODED:
+            _ENCODED.clear()
+        encoded = _ENCODED[text] = _string(text)
+    return encoded
 
 
 def _check_items(items: Sequence[dict[str, Any]]) -> None:

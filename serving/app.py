@@ -39,6 +39,7 @@ from serving.events import InvalidBatchError
 from serving.fastpath import DecisionsFastPath, RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
+from serving.outbox import LogOutbox
 from serving.polling import poll_forever
 from serving.recommendations import PopularityCache, Recommender
 from serving.routes import Services, ops, v1
@@ -69,7 +70,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     )
     catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
     collector = Collector(settings)
-    served = ServedLog(collector, settings.topic_served, metrics.served_list, settings.serving_log_served,
+    served = ServedLog(LogOutbox(settings, metrics.served_list), settings.topic_served, settings.serving_log_served,
                        settings.schema_registry_url)
     return Services(
         settings=settings, store=store,
@@ -124,8 +125,10 @@ def create_app(settings: Settings) -> FastAPI:
                 if task is not None:
                     task.cancel()
             left = await asyncio.to_thread(svc.collector.close)
+            if svc.served is not None:
+                left += await asyncio.to_thread(svc.served.close)
             if left:
-                log.warning("%d events/impressions were not delivered before shutdown", left)
+                log.warning("%d events/impressions/served lists were not delivered before shutdown", left)
             await svc.store.close()
 
     app = FastAPI(

@@ -5,9 +5,8 @@ any request waiting on the broker. :meth:`Collector.send` awaits the report (the
 and erasure need the ack); :meth:`Collector.send_nowait` only enqueues (impressions: the decision
 response never waits for the broker) and reports the outcome to a callback.
 
-Impressions (and served lists, :meth:`Collector.queue_nowait`) are handed to the producer in
-batches, every ``impression_flush_s`` (or at 1,000 queued): at 2,000 decisions/s one produce call
-and one delivery request per impression cost
+Impressions are handed to the producer in batches, every ``impression_flush_s`` (or at 1,000
+queued): at 2,000 decisions/s one produce call and one delivery request per impression cost
 librdkafka's threads more CPU than the rest of a decision (bench/serving.py); batched, the
 broker sees a few requests a second. Nothing is lost by the wait: every ``send``/``send_many``
 hands the queued impressions over first (so a user's click is never produced before the
@@ -65,9 +64,10 @@ def _settle_threadsafe(
     loop.call_soon_threadsafe(_settle, future, err, msg)
 
 
-def _delivered_nowait(what: str, on_outcome: Callable[[str], None], err: KafkaError | None, _msg: Message) -> None:
+def _impression_delivered(event_id: str, on_outcome: Callable[[str], None], err: KafkaError | None,
+                          _msg: Message) -> None:
     if err is not None:
-        log.warning("%s not delivered: %s", what, err.str())
+        log.warning("impression %s not delivered: %s", event_id, err.str())
     on_outcome("failed" if err is not None else "delivered")
 
 
@@ -80,10 +80,9 @@ class Collector:
     def __init__(self, settings: Settings, impression_flush_s: float = 0.01, **config: Any) -> None:
         self.topic = settings.topic_events
         self.impression_flush_s = impression_flush_s
-        # Impressions and served lists not yet produced (topic, produce_batch's message, outcome callback); swapped
-        # under the lock, as close() runs in another thread. A flush timer is pending while _flush_pending (set on
-        # the event loop).
-        self._impressions: list[tuple[str, dict[str, Any], Callable[[str], None]]] = []
+        # Impressions not yet produced (produce_batch's message, outcome callback); swapped under the lock, as
+        # close() runs in another thread. A flush timer is pending while _flush_pending (set on the event loop).
+        self._impressions: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         self._impressions_lock = threading.Lock()
         self._flush_pending = False
         self.timeout_s = settings.serving_kafka_timeout_s
@@ -177,16 +176,9 @@ class Collector:
         producer's queue was full.
         """
         payload = self.encode_built(event)
-        self.queue_nowait(self.topic, event.user_id, payload, on_outcome, f"impression {event.event_id}")
-
-    def queue_nowait(self, topic: str, key: str, payload: bytes, on_outcome: Callable[[str], None], what: str) -> None:
-        """Queue an encoded record for ``topic`` with the impressions (one batch, one timer; see the module doc).
-
-        ``on_outcome`` as for :meth:`send_nowait`; ``what`` names the record in a delivery warning.
-        """
-        callback = functools.partial(_delivered_nowait, what, on_outcome)
+        callback = functools.partial(_impression_delivered, event.event_id, on_outcome)
         with self._impressions_lock:
-            self._impressions.append((topic, {"key": key.encode(), "value": payload, "callback": callback},
+            self._impressions.append(({"key": event.user_id.encode(), "value": payload, "callback": callback},
                                       on_outcome))
             queued = len(self._impressions)
         if queued >= self.max_queued_impressions:
@@ -205,33 +197,21 @@ class Collector:
         self.flush_impressions()
 
     def flush_impressions(self) -> None:
-        """Hand every queued impression and served list to the producer (one ``produce_batch`` per topic)."""
+        """Hand every queued impression to the producer (one ``produce_batch``)."""
         with self._impressions_lock:
             queued, self._impressions = self._impressions, []
         if not queued:
             return
-        batches: dict[str, list[dict[str, Any]]] = {}
-        for topic, message, _ in queued:
-            batches.setdefault(topic, []).append(message)
-        for topic, batch in batches.items():
-            try:
-                self._producer.produce_batch(topic, batch)
-            except (BufferError, KafkaException) as exc:  # the whole batch was refused
-                for message in batch:
-                    message["_error"] = exc
-        for topic, message, on_outcome in queued:
-            if "_error" in message:
-                log.warning("record for %s not queued for Kafka: %s", topic, message["_error"])
-                on_outcome("dropped")
-
-    async def topic_exists(self, topic: str, timeout_s: float = 2.0) -> bool | None:
-        """Whether the broker knows ``topic``; ``None`` when it did not answer (nothing known)."""
+        batch = [message for message, _ in queued]
         try:
-            metadata = await asyncio.to_thread(self._producer.list_topics, topic=topic, timeout=timeout_s)
-        except KafkaException:
-            return None
-        found = metadata.topics.get(topic)
-        return found is not None and found.error is None
+            self._producer.produce_batch(self.topic, batch)
+        except (BufferError, KafkaException) as exc:  # the whole batch was refused
+            for message in batch:
+                message["_error"] = exc
+        for message, on_outcome in queued:
+            if "_error" in message:
+                log.warning("impression not queued for Kafka: %s", message["_error"])
+                on_outcome("dropped")
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """Broker metadata within ``timeout_s``, and the events topic exists."""

@@ -32,7 +32,7 @@ class Metrics:
         self.impressions = Counter("pulse_serving_impressions_total", "Impression events by delivery outcome",
                                    ["outcome"], registry=r)
         self.served = Counter("pulse_serving_served_lists_total", "Served-list records (topic_served) by outcome: "
-                              "delivered, failed, dropped, off", ["outcome"], registry=r)
+                              "queued, failed, dropped, off", ["outcome"], registry=r)
         self.events = Counter("pulse_serving_events_total", "Collected events by outcome", ["outcome"], registry=r)
         self.errors = Counter("pulse_serving_errors_total", "Error responses by reason", ["reason"], registry=r)
         self.live_prefix = Gauge("pulse_serving_live_prefix", "1 for the Redis prefix (model) this worker reads",
