@@ -455,6 +455,39 @@ def _format_verdicts(lines: list[str], workers: list[int]) -> list[str]:
 SERVED_LOG_P99_MS = 0.2
 
 
+def served_log_cost(settings: Settings, topic: str, calls: int = 20_000) -> str:
+    """What logging adds to one request's own path (encode + queue), timed call by call in this process.
+
+    The server-side figures move with the machine's other work by more than the effect; this is
+    the work a request does itself (the outbox's producer runs between requests, counted in the
+    server CPU of the paced runs).
+    """
+    from serving.outbox import LogOutbox
+    from serving.served import ServedLog
+
+    served = ServedLog(LogOutbox(settings, lambda outcome: None), topic)
+    bodies = [{"request_id": uuid.uuid4().hex, "user_id": f"u{i}", "source": "model", "model_version": "mf-v1",
+               "segment": None, "experiment": "home", "variant": "A",
+               "items": [{"item_id": f"i{(i + j) % 200}", "score": 3.5 - 0.01 * j, "explanation": None}
+                         for j in range(10)]} for i in range(1000)]
+
+    async def run() -> list[int]:
+        took = []
+        for n in range(calls):
+            start = time.perf_counter_ns()
+            served.recommendations(bodies[n % 1000], "pulse", "mf", T0)
+            took.append(time.perf_counter_ns() - start)
+            if n % 20 == 0:
+                await asyncio.sleep(0.01)  # paced like 2,000 rps: the outbox flushes between requests
+        return took
+
+    took_us = np.array(asyncio.run(run())[calls // 10:]) / 1000  # after a warm-up
+    served.close()
+    return (f"served-list logging on a request's own path (encode + queue, k=10, in-process, n={calls:,}): "
+            f"p50 {np.percentile(took_us, 50):.1f} us, p90 {np.percentile(took_us, 90):.1f} us, "
+            f"p99 {np.percentile(took_us, 99):.1f} us (p99: preemptions by whatever else runs)")
+
+
 def _served_log_verdicts(lines: list[str], workers: list[int]) -> list[str]:
     """Issue 18's line: recommendations paced p99 (and p50, server CPU) with served-list logging on vs off.
 
@@ -552,6 +585,8 @@ def main() -> None:
             lines += _scaling(found_here, workers)
         lines += _format_verdicts(lines, workers)
         lines += _served_log_verdicts(lines, workers)
+        if "on" in served_modes:
+            lines.append(served_log_cost(settings, served_topic))
         lines += _issue19_verdicts(lines)
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
