@@ -22,6 +22,7 @@ URL that settings print, log and pass around never carries it:
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +32,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from config.connections import ConnectionSecurity
+from config.experiments import Experiment, ExperimentConfigError, parse_experiments
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The broker's log.retention.check.interval.ms default: how often expired segments are deleted.
@@ -69,6 +71,7 @@ class Settings(ConnectionSecurity):
     topic_dlq: str = "events.dlq"
     topic_sessions: str = "sessions"
     topic_item_params: str = Field("items.params", description="Item-parameter snapshots the job shares with itself")
+    topic_served: str = Field("served", description="Every recommendation list serving answered (served.avsc)")
     partitions: int = Field(4, ge=1, description="Partitions of topics Pulse creates")
     # What erasure cannot reach: Kafka keeps an erased user's events until retention deletes them
     # (producers/topics.py, README "Erasure"). Three days bound that at about 73 h with hourly segments.
@@ -216,6 +219,12 @@ class Settings(ConnectionSecurity):
         True, description="When a user or item has no format-2 value, read its format-1 keys (one more round "
         "trip); turn off once every key has been rewritten")
     serving_kafka_timeout_s: float = Field(10.0, gt=0, description="How long a collected event may wait for its ack")
+    # Experiments (config/experiments.py; README "Running an experiment", docs/adr/0009-experiments.md).
+    experiments: Annotated[tuple[Experiment, ...], NoDecode] = Field(
+        (), description="Experiments as a JSON list of {name, surface, variants: [{name, policy, share}], salt}; "
+        "at most one per surface (recommendations, decisions)")
+    serving_log_served: bool = Field(
+        True, description="Log every served recommendation list to topic_served (batched, off the request path)")
 
     # ---------------------------------------------------------------------------------------
     # Operations (`pulse lag`, `pulse exporter`, the job's Prometheus reporter). README "Operating Pulse".
@@ -252,6 +261,25 @@ class Settings(ConnectionSecurity):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _experiments_from_text(cls, value: Any) -> Any:
+        """``PULSE_EXPERIMENTS`` (JSON) read and checked; a bad definition is one line (ExperimentConfigError)."""
+        return value if isinstance(value, tuple) and all(isinstance(v, Experiment) for v in value) \
+            else parse_experiments(value)
+
+    @model_validator(mode="after")
+    def _decision_variants_learned(self) -> Settings:
+        """A decision variant's bandit policy must be the one the job learns (its arm tables)."""
+        for experiment in self.experiments:
+            for variant in experiment.variants:
+                if experiment.surface == "decisions" and variant.policy not in ("uniform", self.bandit_policy):
+                    raise ExperimentConfigError(
+                        f"PULSE_EXPERIMENTS: experiment {experiment.name!r}: variant {variant.name!r}: policy "
+                        f"{variant.policy!r} has no arm tables (the job learns PULSE_BANDIT_POLICY="
+                        f"{self.bandit_policy})")
+        return self
+
     def to_env(self) -> dict[str, str]:
         """The ``PULSE_*`` environment that rebuilds these settings in another process."""
         env: dict[str, str] = {}
@@ -260,6 +288,8 @@ class Settings(ConnectionSecurity):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif name == "experiments":
+                value = json.dumps(value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
             env[f"PULSE_{name.upper()}"] = str(value)

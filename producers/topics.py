@@ -52,6 +52,8 @@ def pulse_topics(settings: Settings) -> dict[str, dict[str, str]]:
         # A dead letter is the original record plus its reason: allow it to be larger than any event.
         settings.topic_dlq: {**user_data, "max.message.bytes": str(2 * 1024 * 1024)},
         settings.topic_sessions: user_data,
+        # Every served recommendation list (served.avsc): users' data, so the same bounded retention.
+        settings.topic_served: user_data,
         # Not compacted: Flink's Python KafkaSink writes values without keys. Old snapshots are
         # useless (a restored job warms from checkpointed broadcast state), so keep one hour.
         # Item parameters only: no user's data.

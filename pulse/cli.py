@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pulse.app import app
-from pulse.commands import demo, eval_bandit, eval_mf, exporter, job, lag, model, produce, serve, services
+from pulse.commands import demo, eval_bandit, eval_mf, experiments, exporter, job, lag, model, produce, serve, services
 
-__all__ = ["app", "demo", "eval_bandit", "eval_mf", "exporter", "job", "lag", "model", "produce", "serve", "services"]
+__all__ = ["app", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model", "produce",
+           "serve", "services"]

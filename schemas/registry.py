@@ -21,6 +21,7 @@ DEFAULT_REGISTRY_FILE = SCHEMA_DIR / "registry.json"
 EVENTS_SUBJECT = "events-value"
 ITEMS_SUBJECT = "items-value"
 DLQ_SUBJECT = "events.dlq-value"
+SERVED_SUBJECT = "served-value"
 
 
 def parse(schema_json: str | dict[str, Any]) -> Any:

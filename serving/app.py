@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
+from config.experiments import Experiment
 from schemas import DecodeError
 from schemas.redis_keys import RedisKeys
 from serving.alias import LiveAlias
@@ -38,10 +39,12 @@ from serving.events import InvalidBatchError
 from serving.fastpath import DecisionsFastPath, RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
+from serving.outbox import LogOutbox
 from serving.polling import poll_forever
 from serving.recommendations import PopularityCache, Recommender
 from serving.routes import Services, ops, v1
 from serving.security import ApiKeys, BodyLimitMiddleware, Forbidden, Unauthorized, cors_origins
+from serving.served import ServedLog
 from serving.store import StoreCorruptError, StoreError, StoreUnavailableError
 
 __all__ = ["build_services", "create_app"]
@@ -63,13 +66,33 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         bandit_policy=settings.bandit_policy, preferred_scope=settings.serving_bandit_scope,
         experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
         control_share=settings.serving_control_share,
+        assignment=_experiment_on(settings, "decisions"),
     )
     catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
+    collector = Collector(settings)
+    served = ServedLog(LogOutbox(settings, metrics.served_list), settings.topic_served, settings.serving_log_served,
+                       settings.schema_registry_url)
     return Services(
         settings=settings, store=store,
         recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None, catalogue=catalogue),
-        decider=Decider(store, policy), collector=Collector(settings), metrics=metrics,
+        decider=Decider(store, policy), collector=collector, metrics=metrics, served=served,
+        experiment=_experiment_on(settings, "recommendations"),
     )
+
+
+def _experiment_on(settings: Settings, surface: str) -> Experiment | None:
+    """The experiment of ``PULSE_EXPERIMENTS`` on ``surface`` (settings allow one per surface)."""
+    return next((e for e in settings.experiments if e.surface == surface), None)
+
+
+async def _live_alias(svc: Services, settings: Settings, metrics: Metrics) -> LiveAlias:
+    """The alias follower, after its first read (a worker started after a promote serves the live prefix)."""
+    alias = LiveAlias(svc.store, RedisKeys(settings.redis_prefix), settings.serving_alias_refresh_s,
+                      on_switch=metrics.serving_prefix)
+    with contextlib.suppress(StoreError):  # Redis down at start: the poll follows the alias later
+        await alias.refresh()
+    metrics.serving_prefix(svc.store.keys.prefix, switched=False)
+    return alias
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -84,11 +107,9 @@ def create_app(settings: Settings) -> FastAPI:
         # The all-users popularity in the in-process cache: the degraded path when Redis is down.
         refresher = (asyncio.create_task(poll_forever(svc.recommender.refresh_cache, ttl / 2, "popularity cache"))
                      if ttl > 0 else None)
-        alias = LiveAlias(svc.store, RedisKeys(settings.redis_prefix), settings.serving_alias_refresh_s,
-                          on_switch=metrics.serving_prefix)
-        with contextlib.suppress(StoreError):  # Redis down at start: the poll follows the alias later
-            await alias.refresh()  # a worker started after a promote serves the live prefix from its first request
-        metrics.serving_prefix(svc.store.keys.prefix, switched=False)
+        alias = await _live_alias(svc, settings, metrics)
+        if svc.served is not None:
+            await svc.served.check_topic()  # a missing served topic: logging off, with a warning
         alias_poll = asyncio.create_task(alias.run())
         catalogue = svc.recommender.catalogue
         catalogue_poll = asyncio.create_task(catalogue.run()) if catalogue is not None else None
@@ -104,8 +125,10 @@ def create_app(settings: Settings) -> FastAPI:
                 if task is not None:
                     task.cancel()
             left = await asyncio.to_thread(svc.collector.close)
+            if svc.served is not None:
+                left += await asyncio.to_thread(svc.served.close)
             if left:
-                log.warning("%d events/impressions were not delivered before shutdown", left)
+                log.warning("%d events/impressions/served lists were not delivered before shutdown", left)
             await svc.store.close()
 
     app = FastAPI(

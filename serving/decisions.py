@@ -1,8 +1,11 @@
 """Bandit decisions at request time, from the arm tables the job keeps in Redis.
 
-Experiment assignment is a deterministic hash of ``salt:user_id``: a ``control_share`` of users
-get the uniform-random control (propensity ``1/K``), the others the deployment's bandit policy
-(``ts``, ``ucb`` or ``egreedy``).
+Experiment assignment is a deterministic hash of ``salt:user_id`` (:func:`config.experiments.bucket`):
+the decisions experiment of ``PULSE_EXPERIMENTS`` when there is one, else the split of
+``serving_control_share`` (a ``control`` variant, then ``treatment``). A ``uniform`` variant is
+the random control (propensity ``1/K``), any other the deployment's bandit policy (``ts``,
+``ucb`` or ``egreedy``; settings reject another policy, the job keeps no tables for it). Users
+beyond the shares get the bandit policy, with no experiment in the response.
 
 No per-request Monte Carlo: the policy's arm distribution (the probability of choosing each
 candidate arm) is computed once per arm-table content and cached
@@ -26,7 +29,6 @@ restored and pulled once, propensity a share of ``n_draws`` draws); decisions no
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from config.experiments import Experiment, Variant, bucket
 from online_models.bandits.distribution import uniform_from_seed
 from online_models.bandits.mab import UCB, EpsilonGreedy
 from schemas.events import Decision, Event, EventType
@@ -68,9 +71,7 @@ class DecisionError(ValueError):
 
 def assign_variant(user_id: str, salt: str, control_share: float) -> str:
     """``control`` for a ``control_share`` of users (by hash of ``salt:user_id``), else ``treatment``."""
-    digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") / 2.0**64
-    return CONTROL if bucket < control_share else TREATMENT
+    return CONTROL if bucket(user_id, salt) < control_share else TREATMENT
 
 
 def thompson_choice(
@@ -100,6 +101,18 @@ class DecisionPolicy:
     control_share: float = 0.1
     #: Arm distributions kept (one per policy, candidate arms and their statistics).
     cache_entries: int = 4096
+    #: The decisions experiment of PULSE_EXPERIMENTS; None: the control/treatment split of the fields above.
+    assignment: Experiment | None = None
+
+    def experiment_definition(self) -> Experiment:
+        """The experiment decisions assign users by (the configured one, else the control share's split)."""
+        if self.assignment is not None:
+            return self.assignment
+        variants = (Variant.model_construct(name=CONTROL, policy=UNIFORM, share=self.control_share),
+                    Variant.model_construct(name=TREATMENT, policy=self.bandit_policy, share=1.0 - self.control_share))
+        # Not validated: the name and salt are the settings' own (checked there) and any text hashed before.
+        return Experiment.model_construct(name=self.experiment, surface="decisions", variants=variants,
+                                          salt=self.salt)
 
 
 def _scope_keys(preferred: str, user_id: str, segment: str | None) -> list[str]:
@@ -121,6 +134,7 @@ class Decider:
     def __init__(self, store: RedisStore, policy: DecisionPolicy) -> None:
         self.store = store
         self.policy = policy
+        self.experiment = policy.experiment_definition()
         self.distributions = ArmDistributionCache(policy.cache_entries)
         # Per scope key, the last envelope read and its parsed arm table: the store hands back the same
         # Envelope object while the stored value is unchanged, so the table is parsed once per version.
@@ -149,8 +163,8 @@ class Decider:
         ids = os.urandom(32).hex()  # the request id (unless replayed) and the impression's event id
         request_id = request_id or ids[:32]
         seed = int(request_id, 16) % 2**64
-        variant = assign_variant(request.user_id, p.salt, p.control_share)
-        if variant == CONTROL:
+        variant = self._variant(request.user_id)
+        if variant is not None and variant.policy == UNIFORM:
             index = min(int(uniform_from_seed(seed) * len(arms)), len(arms) - 1)
             propensity, policy = 1.0 / len(arms), UNIFORM
         else:
@@ -158,17 +172,26 @@ class Decider:
             distribution = self.distributions.get(p.bandit_policy, arms, stats, parsed.hyper, parsed.n_updates)
             (index, propensity), policy = distribution.choose(seed), p.bandit_policy
         arm = arms[index]
+        experiment = self.experiment.name if variant is not None else None
         response = DecisionResponse(
-            request_id=request_id, arm=arm, propensity=propensity, policy=policy, experiment=p.experiment,
-            variant=variant, scope=scope, model_version=envelope.model_version if envelope else None,
+            request_id=request_id, arm=arm, propensity=propensity, policy=policy, experiment=experiment,
+            variant=variant.name if variant is not None else None, scope=scope,
+            model_version=envelope.model_version if envelope else None,
         )
-        context = {**request.context, "decision_point": request.decision_point, "experiment": p.experiment,
-                   "variant": variant, "bandit_scope": scope}
+        assigned = {"experiment": self.experiment.name, "variant": variant.name} if variant is not None else {}
+        context = {**request.context, "decision_point": request.decision_point, **assigned, "bandit_scope": scope}
         event = Event(
             event_id=ids[32:], type=EventType.IMPRESSION, user_id=request.user_id, event_time_ms=now_ms,
             item_id=arm, context=context, decision=Decision(request_id, policy, arm, propensity),
         )
         return response, event
+
+    def _variant(self, user_id: str) -> Variant | None:
+        """The user's variant (the legacy split's last share may end a rounding step short of 1: treatment)."""
+        variant = self.experiment.assign(user_id)
+        if variant is None and self.policy.assignment is None:
+            return self.experiment.variants[-1]
+        return variant
 
     def _arm_table(self, scope: str, envelope: Envelope | None) -> _ArmTable:
         """The parsed table of ``envelope`` (parsed once while the scope's stored value is unchanged)."""

@@ -31,6 +31,8 @@ class Metrics:
                                  ["variant", "policy"], registry=r)
         self.impressions = Counter("pulse_serving_impressions_total", "Impression events by delivery outcome",
                                    ["outcome"], registry=r)
+        self.served = Counter("pulse_serving_served_lists_total", "Served-list records (topic_served) by outcome: "
+                              "queued, failed, dropped, off", ["outcome"], registry=r)
         self.events = Counter("pulse_serving_events_total", "Collected events by outcome", ["outcome"], registry=r)
         self.errors = Counter("pulse_serving_errors_total", "Error responses by reason", ["reason"], registry=r)
         self.live_prefix = Gauge("pulse_serving_live_prefix", "1 for the Redis prefix (model) this worker reads",
@@ -42,6 +44,7 @@ class Metrics:
         self._recommendation_children: dict[tuple[str, bool], Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._impression_children: dict[str, Any] = {}
+        self._served_children: dict[str, Any] = {}
 
     def observe_latency(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request's latency."""
@@ -79,6 +82,13 @@ class Metrics:
         child = self._impression_children.get(outcome)
         if child is None:
             child = self._impression_children[outcome] = self.impressions.labels(outcome)
+        child.inc()
+
+    def served_list(self, outcome: str) -> None:
+        """Count one served-list record by delivery outcome (called from the Kafka poll thread too)."""
+        child = self._served_children.get(outcome)
+        if child is None:
+            child = self._served_children[outcome] = self.served.labels(outcome)
         child.inc()
 
     def render(self) -> bytes:

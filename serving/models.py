@@ -115,6 +115,9 @@ class Recommendations(_Model):
     degraded: bool = Field(default=False, description="True when served from the in-process cache because Redis failed")
     items: list[RecommendedItem]
     request_id: str = Field(description="Names this answer; send it back as request_id on the events it leads to")
+    experiment: str | None = Field(default=None, description="The recommendations experiment the user is in "
+                                   "(PULSE_EXPERIMENTS); None: none")
+    variant: str | None = Field(default=None, description="The user's variant of that experiment (hashed assignment)")
 
 
 class Session(_Model):
@@ -161,8 +164,8 @@ class DecisionResponse(_Model):
     arm: str
     propensity: float = Field(gt=0.0, le=1.0)
     policy: str = Field(description="The bandit policy, ts, ucb or egreedy (treatment), or uniform (control)")
-    experiment: str
-    variant: str = Field(description="treatment or control")
+    experiment: str | None = Field(description="The decisions experiment (None: the user is outside its shares)")
+    variant: str | None = Field(description="The user's variant, e.g. treatment or control (None: outside the shares)")
     scope: str = Field(description="Bandit scope whose parameters were used, e.g. global, segment:men")
     model_version: str | None = Field(default=None, description="Version of the bandit parameters (None: prior only)")
 

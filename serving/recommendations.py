@@ -48,7 +48,9 @@ class RecommendationsBody(TypedDict):
     segment: str | None
     degraded: bool
     items: list[ItemBody]
-    request_id: NotRequired[str]  # set last by Recommender.recommend
+    request_id: NotRequired[str]  # set last by Recommender.recommend, with the experiment and variant
+    experiment: NotRequired[str | None]
+    variant: NotRequired[str | None]
 
 
 class _CacheEntry(NamedTuple):
@@ -117,8 +119,12 @@ class Recommender:
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None,
         exclude: Sequence[str] = (), categories: Sequence[str] = (), exclude_categories: Sequence[str] = (),
+        policy: str = "mf", experiment: str | None = None, variant: str | None = None,
     ) -> RecommendationsBody:
         """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``).
+
+        ``policy`` ``popularity`` (an experiment's variant) serves the popularity even when the
+        model has scores for the user; ``experiment`` and ``variant`` are echoed in the body.
 
         Never an item of ``exclude``, an unavailable one (the catalogue), one outside ``categories``
         (when given) or inside ``exclude_categories``. A fresh ``request_id`` names the answer: a
@@ -127,12 +133,15 @@ class Recommender:
         wanted = ItemFilter(self.catalogue.current if self.catalogue is not None else Catalogue(),
                             frozenset(exclude), frozenset(categories) if categories else None,
                             frozenset(exclude_categories))
-        body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted)
+        body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted, policy != "popularity")
         body["request_id"] = uuid.uuid4().hex
+        body["experiment"] = experiment
+        body["variant"] = variant
         return body
 
     async def _recommend(
-        self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None, wanted: ItemFilter
+        self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None, wanted: ItemFilter,
+        use_model: bool = True,
     ) -> RecommendationsBody:
         try:
             # With items to filter out, every stored score is a candidate (the list keeps k entries).
@@ -147,7 +156,7 @@ class Recommender:
         if exclude_seen and session is not None and session.payload.get("open"):
             recent = [str(item) for item in session.payload.get("recent_items", [])]
             wanted = replace(wanted, skip=wanted.skip.union(recent))
-        if recs is not None and recs.payload.get("items"):
+        if use_model and recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, wanted, explain)
         names = _segments(segment)
         for name, envelope in zip(names, await self.store.popularity(names), strict=True):

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from config import Settings
+from config.experiments import Experiment
 from schemas.events import Event, EventType
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider
@@ -43,6 +44,7 @@ from serving.models import (
 )
 from serving.recommendations import Recommender, now_ms
 from serving.security import KeyScope, require
+from serving.served import ServedLog
 from serving.store import RedisStore, StoreError
 
 __all__ = ["PREFIX_HEADER", "Services", "decision_json", "ops", "recommendations_json", "v1"]
@@ -61,6 +63,10 @@ class Services:
     decider: Decider
     collector: Collector
     metrics: Metrics
+    #: Logs every served list (None: not logged, e.g. services built by hand in tests).
+    served: ServedLog | None = None
+    #: The recommendations experiment of PULSE_EXPERIMENTS (None: every user gets ``mf``).
+    experiment: Experiment | None = None
 
 
 async def services(request: Request) -> Services:
@@ -127,10 +133,21 @@ async def recommendations_json(
     svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None,
     **filters: Sequence[str],
 ) -> bytes:
-    """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too)."""
-    body = await svc.recommender.recommend(user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment,
-                                           **filters)
+    """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too).
+
+    The user's variant of the recommendations experiment picks the policy; the answer is queued
+    for the served topic (:class:`~serving.served.ServedLog`) before it is returned.
+    """
+    experiment = svc.experiment
+    variant = experiment.assign(user_id) if experiment is not None else None
+    policy = variant.policy if variant is not None else "mf"
+    body = await svc.recommender.recommend(
+        user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment, policy=policy,
+        experiment=experiment.name if variant is not None and experiment is not None else None,
+        variant=variant.name if variant is not None else None, **filters)
     svc.metrics.recommendation(body["source"], body["degraded"])
+    if svc.served is not None:
+        svc.served.recommendations(body, svc.store.keys.prefix, policy, now_ms())
     return orjson.dumps(body)
 
 
@@ -163,7 +180,7 @@ async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
         svc.collector.send_nowait(impression, metrics.impression)
     except CollectorUnavailableError:
         metrics.impression("dropped")  # the decision stands; the lost impression is counted
-    metrics.decision(response.variant, response.policy)
+    metrics.decision(response.variant or "none", response.policy)
     return response.__pydantic_serializer__.to_json(response)
 
 

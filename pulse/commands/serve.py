@@ -32,7 +32,8 @@ def serve(
     warn(redis_problem(settings), later)
     if kafka_ok and create_topics:
         try:
-            ensure_topics(settings, [settings.topic_events], timeout_s=10.0)
+            served = [settings.topic_served] if settings.serving_log_served else []  # every served list (ADR 0009)
+            ensure_topics(settings, [settings.topic_events, *served], timeout_s=10.0)
         except Exception as exc:  # noqa: BLE001 - serving still starts; /readyz reports Kafka
             typer.secho(f"warning: could not ensure topic {settings.topic_events}: {exc}", err=True)
     run(settings)
