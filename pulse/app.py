@@ -16,6 +16,8 @@ import orjson
 import typer
 
 from config import Settings
+from config.experiments import ExperimentConfigError
+from config.settings import ConflictingPasswordsError
 
 app = typer.Typer(
     help="Pulse: real-time personalization. Kafka events -> PyFlink + River learners -> live scores in Redis.",
@@ -66,7 +68,10 @@ def main(
         "redis_port": redis_port,
         "partitions": partitions,
     }
-    ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (ExperimentConfigError, ConflictingPasswordsError) as exc:  # one line, not a traceback
+        raise fail(str(exc), 2) from None
 
 
 class RepeatFilter(logging.Filter):
