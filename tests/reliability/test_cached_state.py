@@ -144,14 +144,19 @@ def test_a_savepoint_taken_under_load_restores_every_users_cached_state(
                                  checkpoint_dir=tmp_path / "chk", savepoint_dir=tmp_path / "savepoints",
                                  checkpoint_interval_ms=30_000)  # only the savepoint writes users back here
     ensure_topics(settings)
-    events = list(open_source("synthetic", seed=43, limit=12_000))
+    events = list(open_source("synthetic", seed=43, limit=24_000))
     expected = Expected(events)
     client, keys = redis_lib.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix)
     log = tmp_path / "pulse-job.log"
 
+    # A first part waits for the job; the rest is paced in once it learns (~26 s at 800 ev/s), so the
+    # savepoint lands while events arrive however long the job took to start.
+    first, rest = events[:3_000], events[3_000:]
+    produce(settings, first)
     job = pulse_job(settings, "submit", "--parallelism", "1", log=log)
-    producer, failure = produce_in_background(settings, events, rate=800)  # ~15 s: the savepoint lands meanwhile
-    wait_for(lambda: learned_by_model(client, keys) > 2_000, "the job learning under load", log)
+    wait_for(lambda: learned_by_model(client, keys) > 2_000, "the job learning", log)
+    producer, failure = produce_in_background(settings, rest, rate=800)
+    wait_for(lambda: learned_by_model(client, keys) > 3_500, "the job learning under load", log)
     savepoint = Path(pulse_job(settings, "savepoint", "--stop", "--job-id", job, log=log))
     learned_at_savepoint = learned_by_model(client, keys)
     assert producer.is_alive(), "the savepoint must be taken while events still arrive"
