@@ -65,23 +65,21 @@ def _serve(settings: Settings) -> tuple[list[dict[str, Any]], set[str]]:
     return decisions, clicked  # the shim has stopped: every queued impression was flushed to Kafka
 
 
-def _evaluate(settings: Settings, tmp_path: Path, *policies: list[str]) -> list[dict[str, Any]]:
-    """``pulse eval bandit --data kafka:TOPIC --json`` for each policy's arguments, as processes running at once."""
-    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "PULSE_HOME": str(tmp_path)}
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pulse", "eval", "bandit", "--data", f"kafka:{settings.topic_events}", *args,
-             "--json", "--no-progress"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for args in policies
-    ]
-    outputs = []
-    for run in runs:
-        stdout, stderr = run.communicate(timeout=60)
-        assert run.returncode == 0, stderr
-        outputs.append(json.loads(stdout))
-    return outputs
+def _evaluate(settings: Settings, tmp_path: Path, user: list[str], second: list[str]) -> list[dict[str, Any]]:
+    """``pulse eval bandit --data kafka:TOPIC --json`` of ``user``'s policy and of ``second``'s, at once.
+
+    The first runs as a process, as a user runs it; the second meanwhile in this process (the same
+    command, without a second interpreter's start-up).
+    """
+    args = ["eval", "bandit", "--data", f"kafka:{settings.topic_events}", "--json", "--no-progress"]
+    env = {"PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "PULSE_HOME": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "pulse", *args, *user], cwd=REPO_ROOT, env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    in_process = CliRunner().invoke(app, [*args, *second], env=env)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert in_process.exit_code == 0, in_process.output
+    return [json.loads(stdout), json.loads(in_process.stdout)]
 
 
 def _line(name: str, out: dict[str, Any]) -> str:
