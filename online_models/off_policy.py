@@ -21,6 +21,11 @@ With ``w_i = pi_i(a_i) / p_i`` (``p_i`` the logged propensity):
   the rows are split into ``folds`` by ``i % folds`` and row ``i`` uses the ``q`` fitted on
   the other folds (``folds=1`` fits ``q`` on the whole log).
 
+**The logging policy itself** (:func:`evaluate_logging_policy`): ``pi = mu``, so ``w_i = 1``
+and IPW = SNIPS = the observed CTR. The log records only the chosen arm's probability, not the
+rest of ``mu``, so DR's direct term ``sum_a mu_i(a) q(a)`` is estimated by ``q(a_i)`` (unbiased:
+``a_i ~ mu_i``) and DR is the CTR too; the interval is the CTR's, ``± 1.96 sd(r) / sqrt(n)``.
+
 **Intervals** are 95 % normal approximations on the per-row terms: ``value ± 1.96 sd / sqrt(n)``
 with the sample sd of ``w_i r_i`` (IPW), of the DR terms (DR), and for SNIPS of its
 linearisation ``w_i (r_i - SNIPS) / mean(w)`` (delta method). Under sequential replay the
@@ -56,9 +61,21 @@ from online_models.bandits import Bandit, BanditScope, scope_key
 from online_models.base import ArmId
 from schemas.events import Event, EventType
 
-__all__ = ["Estimate", "LoggedRow", "OffPolicyReport", "evaluate_policy", "logged_rows"]
+__all__ = [
+    "DecisionLog",
+    "Estimate",
+    "JoinCounts",
+    "LoggedRow",
+    "OffPolicyReport",
+    "evaluate_logging_policy",
+    "evaluate_policy",
+    "join_decisions",
+    "logged_rows",
+]
 
 Z95 = 1.959963984540054
+#: Per-row values (weights, rewards, estimator terms).
+Vector = np.ndarray[tuple[int], np.dtype[np.float64]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,22 +103,72 @@ class LoggedRow:
         return self.impression.context
 
 
+@dataclass(frozen=True, slots=True)
+class JoinCounts:
+    """What :func:`join_decisions` found besides the rows."""
+
+    #: Impressions whose request id an earlier impression already had (the first is kept).
+    duplicate_impressions: int = 0
+    #: Reward events naming a logged decision (several on one decision count as one reward).
+    reward_events: int = 0
+    #: Reward events naming a request id no logged decision has (ignored).
+    unknown_decision: int = 0
+    #: Reward events naming no request id at all (ignored: nothing says which decision caused them).
+    no_request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionLog:
+    """Logged decisions with their rewards, and the join's counts."""
+
+    rows: list[LoggedRow]
+    counts: JoinCounts
+
+    @property
+    def rewarded(self) -> int:
+        """Decisions with reward 1."""
+        return sum(1 for row in self.rows if row.reward > 0)
+
+
+def join_decisions(
+    events: Iterable[Event], reward_types: frozenset[EventType] = frozenset({EventType.CLICK})
+) -> DecisionLog:
+    """Impressions that carry a ``Decision``, in order, each with reward 1.0 if a reward event names it.
+
+    The rule: a reward event (a type in ``reward_types``) names a decision by ``context["request_id"]``,
+    in any order relative to its impression; a decision named by one or more of them earns reward 1.0
+    (binary: the bandits learn Bernoulli rewards), else 0.0. A repeated impression request id keeps
+    the first impression; reward events naming an unknown request id, or none, are counted and ignored.
+    """
+    impressions: dict[str, Event] = {}
+    duplicates = 0
+    named: dict[str, int] = {}
+    no_request_id = 0
+    for event in events:
+        if event.type is EventType.IMPRESSION and event.decision is not None:
+            if event.decision.request_id in impressions:
+                duplicates += 1
+            else:
+                impressions[event.decision.request_id] = event
+        elif event.type in reward_types:
+            request_id = event.context.get("request_id")
+            if request_id:
+                named[request_id] = named.get(request_id, 0) + 1
+            else:
+                no_request_id += 1
+    rows = [LoggedRow(event, 1.0 if request_id in named else 0.0) for request_id, event in impressions.items()]
+    joined = sum(n for request_id, n in named.items() if request_id in impressions)
+    unknown = sum(named.values()) - joined
+    return DecisionLog(rows, JoinCounts(duplicates, joined, unknown, no_request_id))
+
+
 def logged_rows(events: Iterable[Event]) -> list[LoggedRow]:
     """Impressions with a decision, in order, each with reward 1.0 if a click names its request id.
 
     A click names its impression by ``context["request_id"]``; clicks naming no impression are
-    ignored, and several clicks on one impression still count once.
+    ignored, and several clicks on one impression still count once (:func:`join_decisions`).
     """
-    impressions: list[Event] = []
-    clicked: set[str] = set()
-    for event in events:
-        if event.type is EventType.IMPRESSION and event.decision is not None:
-            impressions.append(event)
-        elif event.type is EventType.CLICK and "request_id" in event.context:
-            clicked.add(event.context["request_id"])
-    return [
-        LoggedRow(e, 1.0 if e.decision is not None and e.decision.request_id in clicked else 0.0) for e in impressions
-    ]
+    return join_decisions(events).rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +275,18 @@ def evaluate_policy(
         bandit.update(row.arm, row.reward, row.context)
         if on_row is not None:
             on_row()
+    return _report(weights, rewards, dr_terms, n_scopes=len(policies))
+
+
+def evaluate_logging_policy(rows: Sequence[LoggedRow]) -> OffPolicyReport:
+    """The logging policy's own value: ``w_i = 1`` and DR's direct term at the logged arm (module docstring)."""
+    rewards = np.fromiter((row.reward for row in rows), dtype=np.float64, count=len(rows))
+    return _report(np.ones(len(rows)), rewards, rewards.copy(), n_scopes=0)
+
+
+def _report(weights: Vector, rewards: Vector, dr_terms: Vector, n_scopes: int) -> OffPolicyReport:
+    """IPW, SNIPS and DR with their intervals from the per-row weights, rewards and DR terms."""
+    n = len(rewards)
     ipw_terms = weights * rewards
     ipw = float(ipw_terms.mean()) if n else math.nan
     mean_weight = float(weights.mean()) if n else math.nan
@@ -219,5 +298,5 @@ def evaluate_policy(
         ipw=Estimate.normal(ipw, ipw_terms),
         snips=Estimate.normal(snips, snips_terms),
         dr=Estimate.normal(float(dr_terms.mean()) if n else math.nan, dr_terms),
-        n_scopes=len(policies),
+        n_scopes=n_scopes,
     )

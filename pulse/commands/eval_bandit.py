@@ -1,14 +1,19 @@
 """``pulse eval bandit``: off-policy evaluation of a bandit on a logged-bandit dataset.
 
-Reads the log as the events the job would see (``producers.sources.obd``), joins clicks to
-impressions (``online_models.off_policy.logged_rows``), replays them through the chosen
-policy and prints the logged policy's CTR and the policy's IPW / SNIPS / DR estimates with
-95 % intervals (method in ``online_models/off_policy.py``).
+Reads the log as the events the job would see: an Open Bandit Dataset file
+(``producers.sources.obd``) or Pulse's own events topic (``kafka:TOPIC``, read from its beginning
+to its end offsets at the start, :mod:`pulse.commands.topic_reader`), where serving logged every
+``/v1/decisions`` answer as an impression with its propensity. Joins reward events to
+impressions by request id (``online_models.off_policy.join_decisions``), replays them through the
+chosen policy (``logged``: the logging policy itself) and prints the logged policy's CTR and the
+policy's IPW / SNIPS / DR estimates with 95 % intervals (method in ``online_models/off_policy.py``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,18 +22,31 @@ import typer
 from tqdm import tqdm
 
 from online_models.bandits import BanditScope, make_bandit
-from online_models.off_policy import Estimate, OffPolicyReport, evaluate_policy, logged_rows
+from online_models.off_policy import (
+    DecisionLog,
+    Estimate,
+    OffPolicyReport,
+    evaluate_logging_policy,
+    evaluate_policy,
+    join_decisions,
+)
 from producers.sources import ReplayOrder
 from producers.sources.obd import read_obd
 from producers.sources.ordering import ordered
-from pulse.app import eval_app, fail, print_json
+from pulse.app import eval_app, fail, print_json, settings_of
+from pulse.commands.topic_reader import TopicReader, TopicReadError
+from pulse.reach import require
+from schemas.events import Event, EventType
 
 POLICY_NAMES = {
     "ts": "Thompson sampling (Beta-Bernoulli)",
     "ucb": "UCB1",
     "egreedy": "epsilon-greedy",
     "linucb": "LinUCB (disjoint)",
+    "logged": "The logging policy itself (w = 1; DR's direct term at the logged arm)",
 }
+#: Event types ``--reward`` may name: a decision named by one of them earned reward 1.
+REWARD_TYPES = (EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
 DEFAULT_LINUCB_FEATURES = "user_feature_0,user_feature_1,user_feature_2,user_feature_3,position"
 
 
@@ -39,9 +57,12 @@ class PolicyName(StrEnum):
     UCB = "ucb"
     EGREEDY = "egreedy"
     LINUCB = "linucb"
+    LOGGED = "logged"
 
 
 def _hyperparameters(policy: PolicyName, **options: Any) -> dict[str, Any]:
+    if policy is PolicyName.LOGGED:
+        return {}
     if policy is PolicyName.TS:
         keys = ("prior_alpha", "prior_beta", "n_draws")
     elif policy is PolicyName.UCB:
@@ -53,11 +74,53 @@ def _hyperparameters(policy: PolicyName, **options: Any) -> dict[str, Any]:
     return {key: options[key] for key in keys}
 
 
-def _data_path(data: str) -> Path:
-    scheme, sep, path = data.partition(":")
-    if not sep or scheme != "obd" or not path:
-        raise ValueError(f"--data must look like obd:PATH (an Open Bandit Dataset CSV), got {data!r}")
-    return Path(path)
+def _source(data: str) -> tuple[str, str]:
+    """``(scheme, rest)`` of ``--data``."""
+    scheme, sep, rest = data.partition(":")
+    if not sep or scheme not in ("obd", "kafka") or not rest:
+        raise ValueError(
+            f"--data must look like obd:PATH (an Open Bandit Dataset CSV) or kafka:TOPIC (Pulse's events), got {data!r}"
+        )
+    return scheme, rest
+
+
+def _reward_types(reward: str) -> frozenset[EventType]:
+    names = [name.strip() for name in reward.split(",") if name.strip()]
+    known = {t.value: t for t in REWARD_TYPES}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"--reward takes event types among {', '.join(known)}, got {reward!r}")
+    return frozenset(known[name] for name in names)
+
+
+def _load(ctx: typer.Context, data: str, rewards: frozenset[EventType], order: ReplayOrder,
+          progress: bool) -> tuple[str, DecisionLog, int]:
+    """The path or topic of ``--data``, its decisions joined with their rewards, and its undecodable records."""
+    scheme, where = _source(data)
+    if scheme == "kafka":
+        return (where, *_read_topic(ctx, where, rewards, order, progress))
+    return where, join_decisions(ordered(read_obd(Path(where)), order), rewards), 0
+
+
+def _read_topic(ctx: typer.Context, topic: str, rewards: frozenset[EventType], order: ReplayOrder,
+                progress: bool) -> tuple[DecisionLog, int]:
+    """The decisions logged on ``topic`` joined with their rewards, and how many records did not decode."""
+    settings = settings_of(ctx)
+    require(settings, kafka=True, code=2)
+    try:
+        with TopicReader(settings, topic) as reader, tqdm(
+            total=reader.total, unit="record", desc=f"read {topic}", file=sys.stderr,
+            disable=None if progress else True,
+        ) as bar:
+            kept = (e for e in reader.events(lambda: bar.update(1)) if _joined(e, rewards))
+            return join_decisions(ordered(kept, order), rewards), reader.undecodable
+    except TopicReadError as exc:
+        raise fail(f"cannot read kafka:{topic} at {settings.kafka_bootstrap}: {exc}", code=2) from None
+
+
+def _joined(event: Event, rewards: frozenset[EventType]) -> bool:
+    """Only impressions and reward events are kept (and sorted) for the join."""
+    return event.type is EventType.IMPRESSION or event.type in rewards
 
 
 def _percent(value: float) -> str:
@@ -73,8 +136,9 @@ def _estimate_line(name: str, estimate: Estimate) -> str:
 
 @eval_app.command("bandit")
 def bandit(
-    data: Annotated[str, typer.Option(help="Logged data, obd:PATH to an Open Bandit Dataset CSV")],
-    policy: Annotated[PolicyName, typer.Option(help="Policy to evaluate")] = PolicyName.TS,
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(help="Logged data: obd:PATH (Open Bandit Dataset CSV) or kafka:TOPIC")],
+    policy: Annotated[PolicyName, typer.Option(help="Policy to evaluate (logged: the logging policy)")] = PolicyName.TS,
     scope: Annotated[BanditScope, typer.Option(help="One bandit state for all, per segment or per user")] = (
         BanditScope.GLOBAL
     ),
@@ -95,85 +159,108 @@ def bandit(
     order: Annotated[ReplayOrder, typer.Option(help="Replay by event time (as `pulse produce`) or file order")] = (
         ReplayOrder.TIME
     ),
+    reward: Annotated[str, typer.Option(help="Event types that reward the decision they name by request id, "
+                                        "comma-separated (click, add_to_cart, purchase)")] = "click",
 ) -> None:
     """Estimate a bandit's CTR off-policy (IPW, SNIPS, DR with 95% intervals) from a logged dataset."""
     hyper = _hyperparameters(
-        policy,
-        n_draws=n_draws,
-        prior_alpha=prior_alpha,
-        prior_beta=prior_beta,
-        c=c,
-        epsilon=epsilon,
-        decay=decay,
-        alpha=alpha,
-        ridge=ridge,
-        n_features=n_features,
-        features=[f.strip() for f in features.split(",") if f.strip()],
+        policy, n_draws=n_draws, prior_alpha=prior_alpha, prior_beta=prior_beta, c=c, epsilon=epsilon, decay=decay,
+        alpha=alpha, ridge=ridge, n_features=n_features, features=[f.strip() for f in features.split(",") if f.strip()],
     )
     try:
-        path = _data_path(data)
-        rows = logged_rows(ordered(read_obd(path), order))
-        learner = make_bandit(policy.value, seed=seed, **hyper)
+        rewards = _reward_types(reward)
+        learner = make_bandit(policy.value, seed=seed, **hyper) if policy is not PolicyName.LOGGED else None
+        where, log, undecodable = _load(ctx, data, rewards, order, progress)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc), code=2) from None
+    rows = log.rows
     if not rows:
-        raise fail(f"{path} has no logged decisions", code=2)
-    with tqdm(
-        total=len(rows), unit="row", desc=f"replay {policy.value}", file=sys.stderr, disable=None if progress else True
-    ) as bar:
-        report = evaluate_policy(rows, learner, scope=scope, folds=folds, on_row=lambda: bar.update(1))
-    n_arms = len({row.arm for row in rows})
+        raise fail(f"{where} has no logged decisions", code=2)
+    if learner is None:
+        report = evaluate_logging_policy(rows)
+    else:
+        with tqdm(total=len(rows), unit="row", desc=f"replay {policy.value}", file=sys.stderr,
+                  disable=None if progress else True) as bar:
+            report = evaluate_policy(rows, learner, scope=scope, folds=folds, on_row=lambda: bar.update(1))
+    run = _Run(data, policy, scope, seed, hyper, len({row.arm for row in rows}), sorted(rewards), log, undecodable)
     if json:
-        print_json(_as_json(data, policy, scope, seed, hyper, n_arms, report))
-        return
-    logged_by = rows[0].impression.decision.policy if rows[0].impression.decision else "?"
-    _print_report(data, logged_by, policy, scope, seed, hyper, n_arms, report)
+        print_json(_as_json(run, report))
+    else:
+        _print_report(run, report)
 
 
-def _print_report(
-    data: str,
-    logged_by: str,
-    policy: PolicyName,
-    scope: BanditScope,
-    seed: int,
-    hyper: dict[str, Any],
-    n_arms: int,
-    report: OffPolicyReport,
-) -> None:
-    """The text output: the log, the logged policy's CTR, the policy's estimates."""
-    typer.echo(f"data: {data} ({report.n:,} decisions logged by {logged_by!r}, {n_arms} arms)")
-    typer.echo(f"logged policy CTR: {report.logged_clicks:,.0f} clicks / {report.n:,} = {report.logged_ctr:.2%}")
-    settings = ", ".join(f"{k}={v}" for k, v in hyper.items() if k != "features" or policy is PolicyName.LINUCB)
-    typer.echo(
-        f"{POLICY_NAMES[policy.value]} ({settings}; scope {scope.value}, seed {seed}; "
-        f"{report.n_scopes} state(s)), estimated CTR:"
-    )
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What was evaluated, on which log (for the outputs)."""
+
+    data: str
+    policy: PolicyName
+    scope: BanditScope
+    seed: int
+    hyper: dict[str, Any]
+    n_arms: int
+    rewards: list[str]
+    log: DecisionLog
+    undecodable: int
+
+    def logged_by(self) -> dict[str, int]:
+        """Decisions per logging policy (Pulse logs its bandit's and the uniform control's)."""
+        return dict(Counter(row.impression.decision.policy for row in self.log.rows if row.impression.decision))
+
+
+def _print_report(run: _Run, report: OffPolicyReport) -> None:
+    """The text output: the log, the join, the logged policy's CTR, the policy's estimates."""
+    logged_by = run.logged_by()
+    by = ", ".join(f"{name!r} ({n:,})" if len(logged_by) > 1 else repr(name) for name, n in logged_by.items())
+    typer.echo(f"data: {run.data} ({report.n:,} decisions logged by {by}, {run.n_arms} arms)")
+    counts = run.log.counts
+    if run.data.startswith("kafka:"):
+        typer.echo(
+            f"join by request id ({'/'.join(run.rewards)} = reward 1): {run.log.rewarded:,} decisions rewarded by "
+            f"{counts.reward_events:,} events; ignored: {counts.unknown_decision:,} naming no logged decision, "
+            f"{counts.no_request_id:,} naming none, {counts.duplicate_impressions:,} repeated impressions, "
+            f"{run.undecodable:,} undecodable records"
+        )
+    noun = "clicks" if run.rewards == ["click"] else "rewarded"
+    typer.echo(f"logged policy CTR: {report.logged_clicks:,.0f} {noun} / {report.n:,} = {report.logged_ctr:.2%}")
+    policy = run.policy
+    if policy is PolicyName.LOGGED:
+        typer.echo(f"{POLICY_NAMES[policy.value]}, estimated CTR:")
+    else:
+        settings = ", ".join(f"{k}={v}" for k, v in run.hyper.items() if k != "features" or policy is PolicyName.LINUCB)
+        typer.echo(
+            f"{POLICY_NAMES[policy.value]} ({settings}; scope {run.scope.value}, seed {run.seed}; "
+            f"{report.n_scopes} state(s)), estimated CTR:"
+        )
     typer.echo(_estimate_line("IPW", report.ipw))
     typer.echo(_estimate_line("SNIPS", report.snips))
     typer.echo(_estimate_line("DR", report.dr))
 
 
-def _as_json(
-    data: str,
-    policy: PolicyName,
-    scope: BanditScope,
-    seed: int,
-    hyper: dict[str, Any],
-    n_arms: int,
-    report: OffPolicyReport,
-) -> dict[str, Any]:
+def _as_json(run: _Run, report: OffPolicyReport) -> dict[str, Any]:
     def estimate(e: Estimate) -> dict[str, float]:
         return {"value": e.value, "stderr": e.stderr, "low": e.low, "high": e.high}
 
+    counts = run.log.counts
     return {
-        "data": data,
-        "arms": n_arms,
+        "data": run.data,
+        "arms": run.n_arms,
         "logged": {"clicks": report.logged_clicks, "impressions": report.n, "ctr": report.logged_ctr},
+        "logged_by": run.logged_by(),
+        "join": {
+            "reward_types": run.rewards,
+            "rewarded": run.log.rewarded,
+            "reward_events": counts.reward_events,
+            "unknown_decision": counts.unknown_decision,
+            "no_request_id": counts.no_request_id,
+            "duplicate_impressions": counts.duplicate_impressions,
+            "undecodable": run.undecodable,
+        },
         "policy": {
-            "name": policy.value,
-            "scope": scope.value,
-            "seed": seed,
-            "hyperparameters": hyper,
+            "name": run.policy.value,
+            "scope": run.scope.value,
+            "seed": run.seed,
+            "hyperparameters": run.hyper,
             "states": report.n_scopes,
         },
         "interval": "95% normal approximation on per-row terms",
