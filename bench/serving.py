@@ -25,6 +25,8 @@ workers) around each scenario.
     .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000 --client python
     .venv/bin/python bench/serving.py --only recommendations --workers 1 --served-log off,on --rounds 3
         # served-list logging off vs on, taking turns; verdict on the medians (issue 18: <= 0.2 ms of p99)
+    .venv/bin/python bench/serving.py --only recommendations --workers 1 --shop
+        # plain recommendations, then with filters + session re-rank + diversity cap, same server (issue 16)
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
-from schemas.redis_values import CompactValue, encode_user_value
+from schemas.redis_values import CatalogueValue, CompactValue, encode_user_value
 
 T0 = 1_700_000_000_000
 
@@ -93,6 +95,26 @@ def user_values(keys: RedisKeys, user: str, scores: list[tuple[str, float]], fmt
         return [(keys.user_record(user), T0, CompactValue(encode_user_value(counts, session, factors, recs)))]
     return [(keys.recs(user), T0, recs), (keys.session(user), T0, session), (keys.counts(user), T0, counts),
             (keys.factors(user), T0, factors)]
+
+
+#: The shop scenario's query (--shop): two exclusions, a category left out, the session re-rank, a diversity cap.
+SHOP_QUERY = "k=10&exclude=i3&exclude=i8&exclude_category=c4&session_boost=0.5&max_per_category=3"
+
+
+def seed_shop(redis_url: str, prefix: str, users: int, items: int) -> None:
+    """A catalogue (item i<n> in category c<n % 5>, all available) and 3 blocked items per user (--shop)."""
+    import redis
+
+    keys = RedisKeys(prefix)
+    with RedisWriter(keys, "mf-v1", url=redis_url) as writer:
+        writer.write_batch([(keys.catalogue_item(f"i{i}"), T0, CatalogueValue(f"i{i}", f"c{i % 5}", True))
+                            for i in range(items)])
+    client = redis.Redis.from_url(redis_url)
+    with client.pipeline(transaction=False) as pipe:
+        for u in range(users):
+            pipe.sadd(keys.blocks(f"u{u}"), *(f"i{(u + j * 7) % items}" for j in range(3)))
+        pipe.execute()
+    client.close()
 
 
 def seed(redis_url: str, prefix: str, users: int, items: int, fmt: str = "compact") -> None:
@@ -327,6 +349,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-log", default="on",
                         help="Served-list logging (PULSE_SERVING_LOG_SERVED) to measure, comma-separated: off, on; "
                              "with both, they take turns in each round and a verdict compares the medians")
+    parser.add_argument("--shop", action="store_true",
+                        help="Also seed a catalogue and 3 blocked items per user, and measure recommendations with "
+                             f"filters, session re-rank and diversity ({SHOP_QUERY}) beside the plain ones")
     parser.add_argument("--pin", action="store_true",
                         help="Pin the server (and a private Redis) to CPU 1 and this load client to CPU 0, so the "
                              "client's own scheduling does not land in the server's latency")
@@ -351,10 +376,12 @@ def _load_clients(args: argparse.Namespace, parser: argparse.ArgumentParser, not
     return use_wrk, paced_client
 
 
-def _endpoints(users: int) -> list[tuple[str, str, list[str], list[bytes] | None]]:
+def _endpoints(users: int, shop: bool = False) -> list[tuple[str, str, list[str], list[bytes] | None]]:
     rec_paths = [f"/v1/users/u{i % users}/recommendations?k=10" for i in range(4096)]
     bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
+    shop_paths = [f"/v1/users/u{i % users}/recommendations?{SHOP_QUERY}" for i in range(4096)]
     return [("recommendations", "GET", rec_paths, None),
+            *([("shop-recommendations", "GET", shop_paths, None)] if shop else []),
             ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
 
 
@@ -362,8 +389,8 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: b
                        home: Path) -> list[str]:
     """Paced, then unpaced load on each endpoint of the running server; one report line per run."""
     lines = []
-    for name, method, paths, body in _endpoints(args.users):
-        if args.only and name != args.only:
+    for name, method, paths, body in _endpoints(args.users, args.shop):
+        if args.only and name.removeprefix("shop-") != args.only:
             continue
         reqs = http_requests(method, paths, body)
         run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
@@ -564,6 +591,8 @@ def main() -> None:
     with redis_target(args.redis_url) as redis_url:
         for fmt in formats:
             seed(redis_url, f"{prefix}-{fmt}", args.users, 200, fmt)
+            if args.shop:
+                seed_shop(redis_url, f"{prefix}-{fmt}", args.users, 200)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic, served_topic], timeout_s=10)
         if args.pin:

@@ -214,6 +214,10 @@ class Settings(ConnectionSecurity):
     serving_catalogue_refresh_s: float = Field(
         0.5, gt=0, description="How often each serving worker checks the catalogue (unavailable items) for changes"
     )
+    serving_session_boost: float = Field(
+        0.0, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="Session re-rank: added to the score of an item whose category the user's open session "
+        "visited, times that category's share of the session (the query's session_boost overrides it); 0 = off")
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
     serving_legacy_reads: bool = Field(
         True, description="When a user or item has no format-2 value, read its format-1 keys (one more round "

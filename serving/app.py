@@ -74,7 +74,8 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
                        settings.schema_registry_url)
     return Services(
         settings=settings, store=store,
-        recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None, catalogue=catalogue),
+        recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None, catalogue=catalogue, blocks=True,
+                                session_boost=settings.serving_session_boost),
         decider=Decider(store, policy), collector=collector, metrics=metrics, served=served,
         experiment=_experiment_on(settings, "recommendations"),
     )
@@ -150,7 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if origins := cors_origins(settings):
         # Outermost: preflights are answered before the body limit, the metrics and the keys.
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     _add_error_handlers(app, metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -5,7 +5,9 @@ request; for the recommendations read that was most of the CPU a request cost (b
 :class:`RecommendationsFastPath` is an ASGI middleware that answers the *plain* form of that request
 itself: a ``GET`` of exactly ``/v1/users/<id>/recommendations`` whose id and query parameters are
 already in canonical form (``k`` digits within 1..MAX_K, booleans ``true``/``false``/``1``/``0``, a
-``segment`` of id characters, no duplicates, no percent-encoding, no other parameter) and, when API
+``segment`` of id characters, no duplicates, no percent-encoding; the shop options ``exclude``,
+``category``, ``exclude_category`` (repeatable, id characters), ``session_boost`` (0-100, at most
+6 decimals) and ``max_per_category`` (digits) in the same canonical form; no other parameter) and, when API
 keys are on, one ``Authorization: Bearer <key with the read scope>`` header. It then calls the same
 :func:`serving.routes.recommendations_json` as the route, and answers errors with the app's own
 exception handlers. Anything else, valid or not, goes on to FastAPI unchanged, so the route (and
@@ -32,10 +34,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.models import MAX_ID_LENGTH, MAX_K, DecisionRequest
+from serving.models import MAX_FILTER_VALUES, MAX_ID_LENGTH, MAX_K, DecisionRequest
 from serving.security import ApiKeys, KeyScope
 
-__all__ = ["ROUTE_TEMPLATE_KEY", "DecisionsFastPath", "RecommendationsFastPath", "parse_query"]
+__all__ = ["ROUTE_TEMPLATE_KEY", "DecisionsFastPath", "RecommendationsFastPath", "parse_options", "parse_query"]
 
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
@@ -48,20 +50,52 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@-]+")
 _PATH_ID = re.compile(r"[A-Za-z0-9_.:@+=-]+")
 _K = re.compile(rb"[1-9][0-9]{0,3}")
 _BOOLS = {b"true": True, b"false": False, b"1": True, b"0": False}
+_BOOST = re.compile(rb"(?:[0-9]|[1-9][0-9])(?:\.[0-9]{1,6})?|100")
+#: Repeatable filters of the shop: query name -> keyword of Recommender.recommend.
+_LISTS = {b"exclude": "exclude", b"category": "categories", b"exclude_category": "exclude_categories"}
+
+Base = tuple[int, bool, bool, str | None]
 
 
-def parse_query(query: bytes) -> tuple[int, bool, bool, str | None] | None:
+def parse_query(query: bytes) -> Base | None:
     """``(k, exclude_seen, explain, segment)`` of a canonical query string, else ``None`` (let FastAPI decide)."""
+    parsed = parse_options(query)
+    return parsed[0] if parsed is not None and not parsed[1] else None
+
+
+def parse_options(query: bytes) -> tuple[Base, dict[str, Any]] | None:
+    """:func:`parse_query`'s tuple and the shop options (keywords of ``recommendations_json``), else ``None``.
+
+    >>> parse_options(b"k=5&exclude=i1&exclude=i2&session_boost=0.5&max_per_category=3")
+    ((5, True, False, None), {'exclude': ['i1', 'i2'], 'session_boost': 0.5, 'max_per_category': 3})
+    >>> parse_options(b"session_boost=100.5"), parse_options(b"max_per_category=0"), parse_options(b"exclude=a+b")
+    (None, None, None)
+    """
     k, exclude_seen, explain, segment = 10, True, False, None
+    options: dict[str, Any] = {}
     if not query:
-        return k, exclude_seen, explain, segment
+        return (k, exclude_seen, explain, segment), options
     seen: set[bytes] = set()
     for part in query.split(b"&"):
         name, eq, value = part.partition(b"=")
-        if not eq or not value or name in seen:
+        if not eq or not value or (name in seen and name not in _LISTS):
             return None
         seen.add(name)
-        if name == b"k":
+        if name in _LISTS:
+            text = value.decode("ascii", "replace")
+            values = options.setdefault(_LISTS[name], [])
+            if len(value) > MAX_ID_LENGTH or _PLAIN_ID.fullmatch(text) is None or len(values) >= MAX_FILTER_VALUES:
+                return None
+            values.append(text)
+        elif name == b"session_boost":
+            if _BOOST.fullmatch(value) is None:
+                return None
+            options["session_boost"] = float(value)
+        elif name == b"max_per_category":
+            if _K.fullmatch(value) is None or int(value) > MAX_K:
+                return None
+            options["max_per_category"] = int(value)
+        elif name == b"k":
             if _K.fullmatch(value) is None or int(value) > MAX_K:
                 return None
             k = int(value)
@@ -82,7 +116,7 @@ def parse_query(query: bytes) -> tuple[int, bool, bool, str | None] | None:
             segment = text
         else:
             return None
-    return k, exclude_seen, explain, segment
+    return (k, exclude_seen, explain, segment), options
 
 
 def _user_id(path: str) -> str | None:
@@ -116,7 +150,7 @@ class RecommendationsFastPath:
             await self.app(scope, receive, send)
             return
         user_id = _user_id(scope["path"])
-        parsed = parse_query(scope["query_string"]) if user_id is not None else None
+        parsed = parse_options(scope["query_string"]) if user_id is not None else None
         app: Any = scope.get("app")
         state: Any = getattr(app, "state", None)
         svc = getattr(state, "services", None)
@@ -126,9 +160,9 @@ class RecommendationsFastPath:
         from serving.routes import PREFIX_HEADER, recommendations_json
 
         scope[ROUTE_TEMPLATE_KEY] = TEMPLATE  # MetricsMiddleware's route label (the router's route.path)
-        k, exclude_seen, explain, segment = parsed
+        (k, exclude_seen, explain, segment), options = parsed
         try:
-            body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment)
+            body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment, **options)
         except Exception as exc:
             handler = _handler(app, exc)
             if handler is None:

@@ -25,8 +25,11 @@ __all__ = [
     "MAX_FILTER_VALUES",
     "MAX_ID_LENGTH",
     "MAX_K",
+    "MAX_SESSION_BOOST",
     "Accepted",
     "BatchResult",
+    "Blocks",
+    "BlocksIn",
     "DecisionIn",
     "DecisionRequest",
     "DecisionResponse",
@@ -48,6 +51,8 @@ MAX_ID_LENGTH = 256
 MAX_K = 1000
 #: Values of one recommendations filter (``exclude``, ``category``, ``exclude_category``) per request.
 MAX_FILTER_VALUES = 100
+#: Upper bound of the ``session_boost`` query parameter (scores are on the model's scale, a few units).
+MAX_SESSION_BOOST = 100.0
 MAX_ARMS = 100
 MAX_CONTEXT_ENTRIES = 32
 MAX_CONTEXT_VALUE = 256
@@ -93,6 +98,8 @@ class Explanation(_Model):
     dot: float = Field(description="Dot product of user and item factors")
     total: float = Field(description="global_mean + user_bias + item_bias + dot")
     item_params_version: int | None = Field(default=None, description="Updates the item parameters had seen")
+    session_boost: float = Field(default=0.0, description="What the session re-rank added: the item's score "
+                                 "is total + session_boost")
 
 
 class RecommendedItem(_Model):
@@ -241,6 +248,20 @@ class BatchResult(_Model):
     rejected: int
     failed: int
     results: list[EventResult]
+
+
+class BlocksIn(_Model):
+    """Items to block for a user ("not interested"), or to unblock."""
+
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_FILTER_VALUES, description="Item ids")
+
+
+class Blocks(_Model):
+    """The items a user has blocked now: never in that user's recommendations."""
+
+    user_id: str
+    item_ids: list[str] = Field(description="Every item the user has blocked, sorted")
+    changed: int = Field(description="How many of the request's items were added (POST) or removed (DELETE); 0 for GET")
 
 
 class Erased(_Model):

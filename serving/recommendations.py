@@ -1,7 +1,8 @@
 """Recommendations: the live top-k of a user, or the decayed popularity of a segment for cold users.
 
 Scores are the job's; this module only filters (the session's items, unavailable items of the
-catalogue: :mod:`serving.catalogue`), truncates, explains and falls back. The
+catalogue: :mod:`serving.catalogue`, the user's blocks), re-ranks by the session and caps
+categories (:mod:`serving.rerank`), truncates, explains and falls back. The
 response is built as plain data (:class:`RecommendationsBody`, exactly the fields of
 :class:`~serving.models.Recommendations`, which documents it) and serialised with orjson: the hot
 path skips constructing and re-validating a pydantic model per item
@@ -17,13 +18,14 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
 from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
+from serving.rerank import boost_of, cap_per_category, session_rerank, session_shares
 from serving.store import RedisStore, StoreUnavailableError
 
 __all__ = ["PopularityCache", "RecommendationsBody", "Recommender", "now_ms"]
@@ -91,6 +93,30 @@ class PopularityCache:
         return entry.envelope
 
 
+@dataclass(frozen=True)
+class Shape:
+    """How one request reorders and thins its eligible items (:mod:`serving.rerank`).
+
+    ``shares``: each category's part of the user's open session (filled once the session is read).
+    """
+
+    boost: float = 0.0
+    max_per_category: int | None = None
+    shares: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def whole_list(self) -> bool:
+        """Whether the answer can come from deeper in the stored list than its first ``k`` eligible items."""
+        return self.boost > 0 or self.max_per_category is not None
+
+    def apply(self, eligible: list[tuple[str, float]], categories: dict[str, str], k: int,
+              rerank: bool = True) -> list[tuple[str, float]]:
+        """The ``k`` items served from ``eligible`` (best first): re-ranked (``rerank``), then capped."""
+        if rerank:
+            eligible = session_rerank(eligible, self.shares, categories, self.boost)
+        return cap_per_category(eligible, categories, self.max_per_category, k)
+
+
 def _segments(segment: str | None) -> list[str]:
     return [segment, ALL] if segment and segment != ALL else [ALL]
 
@@ -109,17 +135,20 @@ class Recommender:
 
     def __init__(
         self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms,
-        catalogue: CatalogueView | None = None,
+        catalogue: CatalogueView | None = None, *, blocks: bool = False, session_boost: float = 0.0,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock_ms = clock_ms
         self.catalogue = catalogue  # unavailable items are never served
+        self.blocks = blocks  # read the user's blocked items with the user (stores built by hand may not have them)
+        self.session_boost = session_boost  # the default of a request's session re-rank (0: off)
 
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None,
         exclude: Sequence[str] = (), categories: Sequence[str] = (), exclude_categories: Sequence[str] = (),
         policy: str = "mf", experiment: str | None = None, variant: str | None = None,
+        session_boost: float | None = None, max_per_category: int | None = None,
     ) -> RecommendationsBody:
         """The user's top-k from the model, else the popularity of ``segment`` (fallback ``*``).
 
@@ -127,13 +156,17 @@ class Recommender:
         model has scores for the user; ``experiment`` and ``variant`` are echoed in the body.
 
         Never an item of ``exclude``, an unavailable one (the catalogue), one outside ``categories``
-        (when given) or inside ``exclude_categories``. A fresh ``request_id`` names the answer: a
+        (when given) or inside ``exclude_categories``, nor one the user blocked. ``session_boost``
+        (default: the recommender's) lifts the open session's categories; ``max_per_category`` caps
+        each category (:mod:`serving.rerank`). A fresh ``request_id`` names the answer: a
         front-end sends it back on the events it leads to.
         """
         wanted = ItemFilter(self.catalogue.current if self.catalogue is not None else Catalogue(),
                             frozenset(exclude), frozenset(categories) if categories else None,
                             frozenset(exclude_categories))
-        body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted, policy != "popularity")
+        shape = Shape(self.session_boost if session_boost is None else session_boost, max_per_category)
+        body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted, shape,
+                                     policy != "popularity")
         body["request_id"] = uuid.uuid4().hex
         body["experiment"] = experiment
         body["variant"] = variant
@@ -141,29 +174,37 @@ class Recommender:
 
     async def _recommend(
         self, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None, wanted: ItemFilter,
-        use_model: bool = True,
+        shape: Shape, use_model: bool = True,
     ) -> RecommendationsBody:
         try:
-            # With items to filter out, every stored score is a candidate (the list keeps k entries).
-            top = None if wanted.narrows else k + len(wanted.skip)
-            recs, session = await self.store.user_view(user_id, top=top)
+            # With items to filter out or a list to reshape, every stored score is a candidate (k kept).
+            top = None if wanted.narrows or shape.whole_list else k + len(wanted.skip)
+            if self.blocks:
+                recs, session, blocked = await self.store.user_view_blocked(user_id, top=top)
+                wanted = replace(wanted, skip=wanted.skip | blocked) if blocked else wanted
+            else:
+                recs, session = await self.store.user_view(user_id, top=top)
         except StoreUnavailableError:
             cached = self._cached(segment)
             if cached is None:
                 raise
             cached_segment, cached_envelope = cached
-            return self._popularity(user_id, k, cached_segment, cached_envelope, wanted, degraded=True)
-        if exclude_seen and session is not None and session.payload.get("open"):
+            return self._popularity(user_id, k, cached_segment, cached_envelope, wanted, shape, degraded=True)
+        if session is not None and session.payload.get("open"):
             recent = [str(item) for item in session.payload.get("recent_items", [])]
-            wanted = replace(wanted, skip=wanted.skip.union(recent))
+            if exclude_seen:
+                wanted = replace(wanted, skip=wanted.skip.union(recent))
+            if shape.boost > 0:
+                shares = session_shares(recent, session.payload.get("categories") or {}, wanted.catalogue.categories)
+                shape = replace(shape, shares=shares)
         if use_model and recs is not None and recs.payload.get("items"):
-            return await self._model(user_id, k, recs, wanted, explain)
+            return await self._model(user_id, k, recs, wanted, explain, shape)
         names = _segments(segment)
         for name, envelope in zip(names, await self.store.popularity(names), strict=True):
             if envelope is not None:
                 if self.cache is not None:
                     self.cache.put(name, envelope)
-                return self._popularity(user_id, k, name, envelope, wanted)
+                return self._popularity(user_id, k, name, envelope, wanted, shape)
         return {"user_id": user_id, "source": Source.POPULARITY.value, "model_version": None, "event_time_ms": None,
                 "freshness_ms": None, "segment": None, "degraded": False, "items": []}
 
@@ -185,15 +226,22 @@ class Recommender:
         return None
 
     async def _model(
-        self, user_id: str, k: int, recs: Envelope, wanted: ItemFilter, explain: bool
+        self, user_id: str, k: int, recs: Envelope, wanted: ItemFilter, explain: bool, shape: Shape
     ) -> RecommendationsBody:
-        top = _top(recs.payload["items"], wanted, k)
+        categories = wanted.catalogue.categories
+        if shape.whole_list:
+            top = shape.apply(_top(recs.payload["items"], wanted, None), categories, k)
+        else:
+            top = _top(recs.payload["items"], wanted, k)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])
             mean = float(recs.payload.get("global_mean") or 0.0)
-            explanations = [None if why is None else why.model_dump()
-                            for why in (_explain(mean, factors, item) for item in params)]
+            whys = [_explain(mean, factors, item) for item in params]
+            explanations = [None if why is None else
+                            why.model_copy(update={"session_boost": boost_of(item, shape.shares, categories,
+                                                                             shape.boost)}).model_dump()
+                            for why, (item, _) in zip(whys, top, strict=True)]
         now = self.clock_ms()
         return {
             "user_id": user_id, "source": Source.MODEL.value, "model_version": recs.model_version,
@@ -204,10 +252,13 @@ class Recommender:
         }
 
     def _popularity(
-        self, user_id: str, k: int, segment: str, envelope: Envelope, wanted: ItemFilter, degraded: bool = False
+        self, user_id: str, k: int, segment: str, envelope: Envelope, wanted: ItemFilter, shape: Shape,
+        degraded: bool = False,
     ) -> RecommendationsBody:
         now = self.clock_ms()
-        items = [(item, score) for item, score in _decayed(envelope.payload, now) if wanted.allows(item)][:k]
+        eligible = [(item, score) for item, score in _decayed(envelope.payload, now) if wanted.allows(item)]
+        # Popularity is not re-ranked by the session (its scores are counts, not the model's scale); capped, yes.
+        items = shape.apply(eligible, wanted.catalogue.categories, k, rerank=False)
         return {
             "user_id": user_id, "source": Source.POPULARITY.value, "model_version": envelope.model_version,
             "event_time_ms": envelope.event_time_ms, "freshness_ms": now - envelope.event_time_ms,
@@ -216,8 +267,8 @@ class Recommender:
         }
 
 
-def _top(items: list[Any], wanted: ItemFilter, k: int) -> list[tuple[str, float]]:
-    """The first ``k`` ranked ``(item, score)`` pairs ``wanted`` allows (stops reading at ``k``).
+def _top(items: list[Any], wanted: ItemFilter, k: int | None) -> list[tuple[str, float]]:
+    """The first ``k`` ranked ``(item, score)`` pairs ``wanted`` allows (stops reading at ``k``; None: all).
 
     >>> _top([["a", 3], ["b", 2], ["c", 1]], ItemFilter(Catalogue(), frozenset({"a"})), 1)
     [('b', 2.0)]
@@ -227,7 +278,7 @@ def _top(items: list[Any], wanted: ItemFilter, k: int) -> list[tuple[str, float]
         name = str(item)
         if wanted.allows(name):
             top.append((name, float(score)))
-            if len(top) >= k:
+            if k is not None and len(top) >= k:
                 break
     return top
 

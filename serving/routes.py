@@ -30,8 +30,11 @@ from serving.models import (
     MAX_FILTER_VALUES,
     MAX_ID_LENGTH,
     MAX_K,
+    MAX_SESSION_BOOST,
     Accepted,
     BatchResult,
+    Blocks,
+    BlocksIn,
     DecisionRequest,
     DecisionResponse,
     Erased,
@@ -117,21 +120,34 @@ async def recommendations(
     exclude_category: Annotated[
         list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories"),
     ] = [],  # noqa: B006
+    session_boost: Annotated[
+        float | None,
+        Query(ge=0.0, le=MAX_SESSION_BOOST, allow_inf_nan=False,
+              description="Added to the score of an item whose category the open session visited, times that "
+              "category's share of the session; 0 = off (default: PULSE_SERVING_SESSION_BOOST). Model lists only"),
+    ] = None,
+    max_per_category: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_K, description="At most this many items of one catalogue category (items without "
+              "a category are not capped); the list still holds k items while enough are eligible"),
+    ] = None,
 ) -> Response:
     """The user's live top-k; the decayed popularity of ``segment`` (else ``*``) for cold users.
 
-    Items the catalogue marks unavailable are never returned; ``exclude``, ``category`` and
-    ``exclude_category`` narrow the list further, which still holds ``k`` items while the user's
-    stored scores (``PULSE_TOP_K``) have that many eligible ones.
+    Items the catalogue marks unavailable, and items the user blocked, are never returned;
+    ``exclude``, ``category`` and ``exclude_category`` narrow the list further, which still holds
+    ``k`` items while the user's stored scores (``PULSE_TOP_K``) have that many eligible ones.
+    ``session_boost`` re-ranks by the open session's categories, ``max_per_category`` diversifies.
     """
     body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment,
-                                      exclude=exclude, categories=category, exclude_categories=exclude_category)
+                                      exclude=exclude, categories=category, exclude_categories=exclude_category,
+                                      session_boost=session_boost, max_per_category=max_per_category)
     return Response(body, media_type="application/json", headers={PREFIX_HEADER: svc.store.keys.prefix})
 
 
 async def recommendations_json(
     svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None,
-    **filters: Sequence[str],
+    session_boost: float | None = None, max_per_category: int | None = None, **filters: Sequence[str],
 ) -> bytes:
     """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too).
 
@@ -144,7 +160,8 @@ async def recommendations_json(
     body = await svc.recommender.recommend(
         user_id, k, exclude_seen=exclude_seen, explain=explain, segment=segment, policy=policy,
         experiment=experiment.name if variant is not None and experiment is not None else None,
-        variant=variant.name if variant is not None else None, **filters)
+        variant=variant.name if variant is not None else None, session_boost=session_boost,
+        max_per_category=max_per_category, **filters)
     svc.metrics.recommendation(body["source"], body["degraded"])
     if svc.served is not None:
         svc.served.recommendations(body, svc.store.keys.prefix, policy, now_ms())
@@ -163,6 +180,29 @@ async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
     return Session(**{**fields, "open": bool(payload.get("open")), "user_id": user_id,
                       "model_version": envelope.model_version, "event_time_ms": envelope.event_time_ms,
                       "freshness_ms": now_ms() - envelope.event_time_ms})
+
+
+@v1.get("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=READ)
+async def blocks(svc: Svc, user_id: UserId) -> Blocks:
+    """The items the user blocked."""
+    return Blocks(user_id=user_id, item_ids=sorted(await svc.store.blocked(user_id)), changed=0)
+
+
+@v1.post("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=EVENTS)
+async def block(svc: Svc, user_id: UserId, body: BlocksIn) -> Blocks:
+    """Block items for the user ("not interested"): never in the user's recommendations from the next request on.
+
+    A publishable key may call it (like posting an event); erasing the user deletes the blocks.
+    """
+    changed, now = await svc.store.block(user_id, body.item_ids)
+    return Blocks(user_id=user_id, item_ids=sorted(now), changed=changed)
+
+
+@v1.delete("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=EVENTS)
+async def unblock(svc: Svc, user_id: UserId, body: BlocksIn) -> Blocks:
+    """Unblock items (the body names them, as for ``POST``)."""
+    changed, now = await svc.store.block(user_id, body.item_ids, unblock=True)
+    return Blocks(user_id=user_id, item_ids=sorted(now), changed=changed)
 
 
 @v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"],

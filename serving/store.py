@@ -138,6 +138,13 @@ class RedisStore:
         """
         key = self.keys.user_record(user_id)
         (data,) = await self._execute([("GET", key)])
+        return await self._user_parts(user_id, data, kinds, top)
+
+    async def _user_parts(
+        self, user_id: str, data: Any, kinds: Sequence[UserKind], top: int | None
+    ) -> list[Envelope | None]:
+        """:meth:`user_parts` from the user's format-2 value as ``GET`` answered it."""
+        key = self.keys.user_record(user_id)
         value = _compact(key, data, lambda raw: decode_user_value(raw, top))
         if value is not None:
             return [value.envelope(kind) for kind in kinds]
@@ -182,6 +189,38 @@ class RedisStore:
         """The user's ranked scores (enough for the ``top`` best not in the session) and live session."""
         recs, session = await self.user_parts(user_id, (UserKind.RECS, UserKind.SESSION), top)
         return recs, session
+
+    async def user_view_blocked(
+        self, user_id: str, top: int | None = None
+    ) -> tuple[Envelope | None, Envelope | None, frozenset[str]]:
+        """:meth:`user_view` and the items the user blocked, read in the same round trip.
+
+        ``top`` counts the items to serve; as many more are decoded as the user blocked.
+        """
+        data, blocked = await self._execute([("GET", self.keys.user_record(user_id)),
+                                             ("SMEMBERS", self.keys.blocks(user_id))])
+        items = frozenset(_text(item) for item in blocked or ())
+        recs, session = await self._user_parts(user_id, data, (UserKind.RECS, UserKind.SESSION),
+                                               None if top is None else top + len(items))
+        return recs, session, items
+
+    async def blocked(self, user_id: str) -> set[str]:
+        """The items ``user_id`` blocked."""
+        (reply,) = await self._execute([("SMEMBERS", self.keys.blocks(user_id))])
+        return {_text(item) for item in reply or ()}
+
+    async def block(self, user_id: str, items: Sequence[str], *, unblock: bool = False) -> tuple[int, set[str]]:
+        """``SADD`` (``SREM`` with ``unblock``) ``items`` to the user's blocks; how many changed, and the blocks now."""
+        key = self.keys.blocks(user_id)
+
+        async def change() -> list[Any]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                (pipe.srem if unblock else pipe.sadd)(key, *items)
+                pipe.smembers(key)
+                return list(await pipe.execute())
+
+        changed, members = await self._guard(change)
+        return int(changed), {_text(item) for item in members or ()}
 
     async def session(self, user_id: str) -> Envelope | None:
         """The user's live session."""

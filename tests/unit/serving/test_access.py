@@ -29,6 +29,9 @@ ROUTES: dict[tuple[str, str], tuple[str, bytes | None, str]] = {
     ("POST", "/v1/events"): ("/v1/events", b"{}", "events"),
     ("POST", "/v1/events:batch"): ("/v1/events:batch", b"not json", "events"),
     ("DELETE", "/v1/users/{user_id}"): ("/v1/users/bad%7Bid", None, "admin"),
+    ("GET", "/v1/users/{user_id}/blocks"): ("/v1/users/bad%7Bid/blocks", None, "read"),
+    ("POST", "/v1/users/{user_id}/blocks"): ("/v1/users/u1/blocks", b"{}", "events"),
+    ("DELETE", "/v1/users/{user_id}/blocks"): ("/v1/users/u1/blocks", b'{"item_ids": []}', "events"),
 }
 #: Which scope each kind of key has.
 HAS = {"admin-k": {"read", "events", "admin"}, "read-k": {"read"}, "pub-k": {"events"}}

@@ -72,6 +72,10 @@ def _both(fast: str, slow: str, api_keys: str | None = None,
     ("/v1/users/u1/recommendations?k=5&exclude_seen=false", "/v1/users/u1/recommendations?k=5&exclude_seen=no"),
     ("/v1/users/cold/recommendations?segment=men", "/v1/users/cold/recommendations?segment=me%6E"),
     ("/v1/users/u1/recommendations?k=1000", "/v1/users/u1/recommendations?k=1000&k=1000"),
+    ("/v1/users/u1/recommendations?k=5&exclude=i1&exclude=i3&category=c1&session_boost=0.5&max_per_category=2",
+     "/v1/users/u1/recommendations?k=5&exclude=i1&exclude=i3&category=c1&session_boost=5e-1&max_per_category=02"),
+    ("/v1/users/u1/recommendations?exclude_category=c2&exclude=i4&session_boost=100",
+     "/v1/users/u1/recommendations?exclude_category=c2&exclude=i4&session_boost=100.0"),
 ])
 def test_the_fast_path_answers_what_the_route_answers(fast: str, slow: str) -> None:
     a, b = _both(fast, slow)
