@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from config import Settings
 from schemas import DecodeError, DecodeReason, Event, EventCodec, load_registry
+from serving.flush_timer import FlushTimer
 
 __all__ = ["Collector", "CollectorUnavailableError", "Delivered"]
 
@@ -81,10 +82,10 @@ class Collector:
         self.topic = settings.topic_events
         self.impression_flush_s = impression_flush_s
         # Impressions not yet produced (produce_batch's message, outcome callback); swapped under the lock, as
-        # close() runs in another thread. A flush timer is pending while _flush_pending (set on the event loop).
+        # close() runs in another thread.
         self._impressions: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         self._impressions_lock = threading.Lock()
-        self._flush_pending = False
+        self._impression_timer = FlushTimer(self.flush_impressions, impression_flush_s, self.max_queued_impressions)
         self.timeout_s = settings.serving_kafka_timeout_s
         self.codec = EventCodec(load_registry(settings.schema_registry_url))
         producer_config = {
@@ -181,20 +182,7 @@ class Collector:
             self._impressions.append(({"key": event.user_id.encode(), "value": payload, "callback": callback},
                                       on_outcome))
             queued = len(self._impressions)
-        if queued >= self.max_queued_impressions:
-            self.flush_impressions()
-        elif not self._flush_pending:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not on an event loop: nothing would fire a timer
-                self.flush_impressions()
-                return
-            self._flush_pending = True
-            loop.call_later(self.impression_flush_s, self._flush_on_timer)
-
-    def _flush_on_timer(self) -> None:
-        self._flush_pending = False
-        self.flush_impressions()
+        self._impression_timer.queued(queued)
 
     def flush_impressions(self) -> None:
         """Hand every queued impression to the producer (one ``produce_batch``)."""

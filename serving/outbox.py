@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from config import Settings
+from serving.flush_timer import FlushTimer
 
 __all__ = ["LogOutbox"]
 
@@ -44,7 +45,7 @@ class LogOutbox:
         # (topic, produce_batch's message); swapped under the lock (close() runs in another thread).
         self._queued: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        self._flush_pending = False
+        self._timer = FlushTimer(self.flush, flush_s, max_queued)
 
     def put(self, topic: str, key: str, payload: bytes) -> None:
         """Queue one record; the next flush hands it to the producer (never blocks on Kafka)."""
@@ -52,20 +53,7 @@ class LogOutbox:
             self._queued.append((topic, {"key": key.encode(), "value": payload}))
             queued = len(self._queued)
         self.on_outcome("queued")
-        if queued >= self.max_queued:
-            self.flush()
-        elif not self._flush_pending:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not on an event loop: nothing would fire a timer
-                self.flush()
-                return
-            self._flush_pending = True
-            loop.call_later(self.flush_s, self._flush_on_timer)
-
-    def _flush_on_timer(self) -> None:
-        self._flush_pending = False
-        self.flush()
+        self._timer.queued(queued)
 
     def flush(self) -> None:
         """Hand every queued record to the producer (one ``produce_batch`` per topic), serve its reports."""
