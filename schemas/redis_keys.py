@@ -11,7 +11,8 @@ Keys, all under one configurable prefix (``pulse`` by default):
 ``<prefix>:user:{<user_id>}:session``       the user's live session
 ``<prefix>:user:{<user_id>}:counts``        lifetime event counts by type + events learned
 ``<prefix>:user:{<user_id>}:factors``       user bias + factors (for explanations)
-``<prefix>:user:{<user_id>}:blocks``        set of item ids the user blocked (serving writes and reads it)
+``<prefix>:user:{<user_id>}:blocks``        set of item ids the user blocked (serving and the job write it)
+``<prefix>:user:{<user_id>}:blocked_categories``  set of categories the user blocked
 ``<prefix>:item:{<item_id>}:params``        item bias + factors (format 1)
 ``<prefix>:bandit:<policy>:<scope_key>``    bandit arm parameters of one scope
 ``<prefix>:popularity:<segment>``           decayed popularity top-n of one segment
@@ -31,7 +32,7 @@ can never move the hash tag.
 ('pulse:user:{u1}', 'pulse:item:{i9}')
 >>> keys.user_keys("u1")  # doctest: +NORMALIZE_WHITESPACE
 ['pulse:user:{u1}', 'pulse:user:{u1}:recs', 'pulse:user:{u1}:session', 'pulse:user:{u1}:counts',
- 'pulse:user:{u1}:factors', 'pulse:user:{u1}:blocks']
+ 'pulse:user:{u1}:factors', 'pulse:user:{u1}:blocks', 'pulse:user:{u1}:blocked_categories']
 >>> keys.item_params("i{9}")
 'pulse:item:{i%7B9%7D}:params'
 >>> keys.bandit("eps:greedy", "home/mobile"), keys.popularity("all"), keys.model("mf")
@@ -163,16 +164,26 @@ class RedisKeys:
     def blocks(self, user_id: str) -> str:
         """The items one user blocked ("not interested"), a set; never served to that user.
 
-        Not a :class:`UserKind`: serving writes it (``POST /v1/users/{id}/blocks``), not the job.
+        Not a :class:`UserKind`: a set both serving (``POST /v1/users/{id}/blocks``) and the job
+        (a version-2 ``block`` event) add to, never part of the user's format-2 record.
 
         >>> RedisKeys().blocks("u1")
         'pulse:user:{u1}:blocks'
         """
         return f"{self.prefix}:user:{{{_component('user_id', user_id)}}}:blocks"
 
+    def blocked_categories(self, user_id: str) -> str:
+        """The categories one user blocked ("not interested"), a set; no item of them is served to that user.
+
+        >>> RedisKeys().blocked_categories("u1")
+        'pulse:user:{u1}:blocked_categories'
+        """
+        return f"{self.prefix}:user:{{{_component('user_id', user_id)}}}:blocked_categories"
+
     def user_keys(self, user_id: str) -> list[str]:
         """Every key holding data of one user, both formats (what erasure deletes); all in one cluster slot."""
-        return [self.user_record(user_id), *(self.user(user_id, kind) for kind in UserKind), self.blocks(user_id)]
+        return [self.user_record(user_id), *(self.user(user_id, kind) for kind in UserKind), self.blocks(user_id),
+                self.blocked_categories(user_id)]
 
     def erasures(self) -> str:
         """The erasure log (a stream): what each erasure removed, when; no user id, only its digest.

@@ -142,7 +142,7 @@ def test_delete_user_removes_every_key_of_that_user_and_no_other(
               (keys.model("mf"), 1, {"events": 4})]
     writer.write_batch(batch)
 
-    assert writer.delete_user("a}b") == 6  # format 2's one key, format 1's four, the blocks set
+    assert writer.delete_user("a}b") == 7  # format 2's one key, format 1's four, the two block sets
     assert not any(redis_client.exists(key) for key in keys.user_keys("a}b"))
     survivors = [key for key, _, _ in batch if key not in keys.user_keys("a}b")]
     assert redis_client.exists(*survivors) == len(survivors)

@@ -43,8 +43,8 @@ def test_layout_of_every_key() -> None:
 def test_user_keys_cover_every_kind() -> None:
     keys = RedisKeys("p")
     assert keys.user_keys("u1") == [keys.user_record("u1"), *(keys.user("u1", kind) for kind in UserKind),
-                                    keys.blocks("u1")]
-    assert len(set(keys.user_keys("u1"))) == len(UserKind) + 2 == 6
+                                    keys.blocks("u1"), keys.blocked_categories("u1")]
+    assert len(set(keys.user_keys("u1"))) == len(UserKind) + 3 == 7
 
 
 def test_awkward_user_ids_give_distinct_keys() -> None:
