@@ -201,7 +201,7 @@ class EventCodec(_FramedCodec):
         fields = {f["name"]: f for f in self._writer["fields"]}
         self._writer_types = frozenset(fields["type"]["type"]["symbols"])
         self._writer_has_category = "category" in fields
-        self._newest = writer_version is None
+        self._newest = self.schema_id == self.reader_id
 
     def encode(self, event: Event) -> bytes:
         """Frame ``event`` with the writer schema's id; ValueError if that version cannot carry it."""

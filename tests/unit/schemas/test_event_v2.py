@@ -88,7 +88,7 @@ def test_block_events_round_trip_as_v2(event: Event) -> None:
 def test_the_v1_writer_refuses_block_events_and_categories() -> None:
     old = codec(1)
     for event in (BLOCK_ITEM, BLOCK_CATEGORY):
-        with pytest.raises(ValueError, match="version 1 of the events schema .* has no event type 'block'"):
+        with pytest.raises(ValueError, match=r"version 1 of the events schema .* has no event type 'block'"):
             old.encode(event)
     with pytest.raises(ValueError, match="has no category field"):
         old.encode(Event("e4", EventType.VIEW, "u1", NOW_MS, item_id="i1", category="shoes"))
