@@ -40,7 +40,8 @@ def test_a_block_follows_what_the_user_was_just_shown(stream: list[Event]) -> No
             continue
         assert before.type is not EventType.BLOCK and block.user_id == before.user_id
         assert block.event_time_ms == before.event_time_ms and block.event_id == f"{before.event_id}-block"
-        assert block.item_id == before.item_id if block.category is None else block.category == before.context["category"]
+        blocked = block.item_id if block.category is None else block.category
+        assert blocked == (before.item_id if block.category is None else before.context["category"])
         assert "category" not in block.context and "request_id" not in block.context
 
 
