@@ -163,16 +163,34 @@ class ConfluentRegistry:
         return versions[version]
 
     def _register(self, subject: str) -> dict[int, tuple[int, Any]]:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         if subject not in self._registered:
             ids: dict[int, tuple[int, Any]] = {}
             for entry in self._local.versions(subject):  # oldest first: each new one is checked against the last
-                schema_str = json.dumps(_unparsed(entry.parsed))
-                schema_id = self._client.register_schema(subject, self._schema_cls(schema_str, "AVRO"))
+                schema = self._schema_cls(schema_text(entry.parsed), "AVRO")
+                try:
+                    schema_id = self._client.register_schema(subject, schema)
+                except SchemaRegistryError as exc:  # one line naming subject and version, not just "409"
+                    raise RuntimeError(f"registering version {entry.version} of {subject!r} failed: {exc}") from None
                 ids[entry.version] = (schema_id, entry.parsed)
             if not ids:
                 raise KeyError(f"no schema registered for subject {subject!r}")
             self._registered[subject] = ids
         return self._registered[subject]
+
+
+def schema_text(parsed: Any) -> str:
+    """The JSON Pulse registers for a parsed schema: the same text in every process.
+
+    Keys sorted: fastavro builds a parsed schema's keys from a set, so their order follows the
+    process's hash seed, and a registry that compares text (Apicurio) would take the same schema
+    from another process (the job) for a new version, or refuse it as incompatible.
+
+    >>> schema_text(parse('{"type": "enum", "name": "T", "symbols": ["a"], "doc": "x"}'))
+    '{"doc": "x", "name": "T", "symbols": ["a"], "type": "enum"}'
+    """
+    return json.dumps(_unparsed(parsed), sort_keys=True)
 
 
 def _unparsed(parsed: Any) -> Any:

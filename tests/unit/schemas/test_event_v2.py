@@ -195,3 +195,20 @@ def test_a_v1_reader_given_the_v2_writer_schema_fails_only_on_block() -> None:
         with pytest.raises(DecodeError) as err:
             old_reader.decode(codec().encode(block))
         assert err.value.reason is DecodeReason.INVALID_BODY and "block not found" in err.value.detail
+
+
+def test_the_registered_schema_text_is_the_same_in_every_process() -> None:
+    # A registry comparing text would take v1 from another process (the job) for a new version of
+    # the subject and check it against v2, which it fails (ADR 0010).
+    import os
+    import subprocess
+    import sys
+
+    code = ("from schemas.registry import LocalRegistry, schema_text; "
+            "print([schema_text(e.parsed) for e in LocalRegistry.from_file().versions('events-value')])")
+    texts = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in range(6)
+    }
+    assert len(texts) == 1
