@@ -256,10 +256,9 @@ class EventCodec(_FramedCodec):
         if ts > now_ms + self.limits.max_future_ms:
             raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is {ts - now_ms} ms in the future")
 
-
     def _check_category(self, event_type: EventType, record: dict[str, Any]) -> None:
         """A block names exactly one of item and category; only a block has a category (ADR 0010)."""
-        category = record.get("category")  # absent: a v1 record validated without its bytes
+        category = record.get("category")  # absent when the reader is version 1 (a registry without v2)
         if event_type is EventType.BLOCK:
             item_id = record["item_id"]
             if item_id is not None and category is not None:
