@@ -214,6 +214,12 @@ class Settings(ConnectionSecurity):
     serving_catalogue_refresh_s: float = Field(
         0.5, gt=0, description="How often each serving worker checks the catalogue (unavailable items) for changes"
     )
+    serving_similar_refresh_s: float = Field(
+        10.0, gt=0, description="How often each serving worker re-reads every item's factors (SCAN) for "
+        "GET /v1/items/{item_id}/similar; a new item is found from the next read on")
+    serving_max_blocks: int = Field(
+        1000, ge=1, description="Most items and categories one user may block, together (POST /v1/users/{id}/blocks "
+        "beyond it answers 422)")
     serving_session_boost: float = Field(
         0.0, ge=0.0, le=100.0, allow_inf_nan=False,
         description="Session re-rank: added to the score of an item whose category the user's open session "
