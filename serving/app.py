@@ -98,6 +98,21 @@ async def _live_alias(svc: Services, settings: Settings, metrics: Metrics) -> Li
     return alias
 
 
+async def _item_polls(svc: Services) -> list[asyncio.Task[None]]:
+    """The background reads of the catalogue and of every item's factors (similar items), started.
+
+    The factors are read once before serving: a known item does not answer 404 at start.
+    """
+    polls = []
+    if svc.recommender.catalogue is not None:
+        polls.append(asyncio.create_task(svc.recommender.catalogue.run()))
+    if svc.similar is not None:
+        with contextlib.suppress(StoreError):  # Redis down at start: the poll reads them later
+            await svc.similar.refresh()
+        polls.append(asyncio.create_task(svc.similar.run()))
+    return polls
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The serving app over the Redis and Kafka that ``settings`` name."""
     metrics = Metrics()
@@ -113,14 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         alias = await _live_alias(svc, settings, metrics)
         if svc.served is not None:
             await svc.served.check_topic()  # a missing served topic: logging off, with a warning
-        alias_poll = asyncio.create_task(alias.run())
-        catalogue = svc.recommender.catalogue
-        catalogue_poll = asyncio.create_task(catalogue.run()) if catalogue is not None else None
-        similar_poll = None
-        if svc.similar is not None:
-            with contextlib.suppress(StoreError):  # the first read before serving: no 404 for known items at start
-                await svc.similar.refresh()
-            similar_poll = asyncio.create_task(svc.similar.run())
+        polls = [asyncio.create_task(alias.run()), *await _item_polls(svc)]
         # What is built by now (modules, app, services: ~80k objects) lives as long as the process. Frozen,
         # the cycle collector's full collections, which come every few seconds under load, skip it: they
         # took ~45 ms each, a pause every request in flight waited for (the bench's p99).
@@ -129,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (refresher, alias_poll, catalogue_poll, similar_poll):
+            for task in (refresher, *polls):
                 if task is not None:
                     task.cancel()
             left = await asyncio.to_thread(svc.collector.close)
