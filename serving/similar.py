@@ -118,7 +118,7 @@ class ItemIndex:
     dropped: int = 0  # items whose factors had another length than most (a model being replaced)
 
     @classmethod
-    def build(cls, factors: Mapping[str, Sequence[float]], versions: Mapping[str, str] | None = None,
+    def build(cls, factors: Mapping[str, Sequence[float] | Matrix], versions: Mapping[str, str] | None = None,
               prefix: str | None = None, read_at_ms: int = 0) -> ItemIndex:
         """The index of ``factors`` (item -> factors); items whose length differs from the most common are dropped."""
         lengths = Counter(len(vector) for vector in factors.values())
@@ -191,10 +191,10 @@ class SimilarIndexView:
                   len(self.current), self.current.dropped, time.monotonic() - started)
         return True
 
-    async def _read(self, prefix: str) -> tuple[dict[str, list[float]], dict[str, str]]:
+    async def _read(self, prefix: str) -> tuple[dict[str, Matrix], dict[str, str]]:
         """Every item's factors and model version under ``prefix`` (format 2 wins over format 1)."""
         store, keys = self.store, self.store.keys
-        factors: dict[str, list[float]] = {}
+        factors: dict[str, Matrix] = {}  # float32 from the start: a Python float per factor would be 8x the memory
         versions: dict[str, str] = {}
         legacy: set[str] = set()
         seen_versions: dict[str, str] = {}  # one string object per model version
@@ -213,7 +213,7 @@ class SimilarIndexView:
                 vector = envelope.payload.get("factors")
                 if not isinstance(vector, list):
                     continue
-                factors[item_id] = [float(value) for value in vector]
+                factors[item_id] = np.asarray(vector, dtype=np.float32)
                 versions[item_id] = seen_versions.setdefault(envelope.model_version, envelope.model_version)
                 (legacy.add if not compact else legacy.discard)(item_id)
             await asyncio.sleep(0)  # let requests in between pages
