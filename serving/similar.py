@@ -89,7 +89,7 @@ def most_similar(
     taken = min(n, 2 * k + 16)
     while True:
         if taken < n:
-            best = np.argpartition(-similarity, taken - 1)[:taken]
+            best = np.argpartition(similarity, n - taken)[n - taken:]  # the ``taken`` largest
             # argpartition leaves its slice unordered: stable order by (-similarity, row) for repeatable answers.
             best = best[np.lexsort((best, -similarity[best]))]
         else:
