@@ -112,6 +112,11 @@ class Settings(ConnectionSecurity):
     job_batch_max_ms: int = Field(
         20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
     )
+    job_write_back_per_batch: int = Field(
+        64, ge=0, description="Quiet users the user stage writes back to keyed state per batch between "
+        "checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")
+    job_write_back_quiet_ms: int = Field(
+        1000, ge=0, description="A user is written back between checkpoints only after this long without a change")
     job_flink_conf: dict[str, str] = Field(
         default_factory=dict,
         description="Extra Flink options for the job, as JSON ({\"key\": \"value\"}); they win over Pulse's own",
