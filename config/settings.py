@@ -153,6 +153,11 @@ class Settings(ConnectionSecurity):
         0, ge=0, description="Expire a user's compact Redis value this long after its last write (0: never); "
         "serving falls back to popularity")
     model_version: str = "mf-v1"
+    drift_reaction: Literal["off", "alert", "boost"] = Field(
+        "alert", description="When a drift detector alarms (online_models/drift.py): off (no detectors), alert "
+        "(count it: metric drift_alarms, last_drift_ms in the model key) or boost (also raise the MF learning rates)")
+    drift_boost_factor: float = Field(3.0, gt=1, description="boost: the MF learning rates are multiplied by this")
+    drift_boost_events: int = Field(2000, ge=1, description="boost: for this many learned events a subtask")
     mf_factors: int = Field(10, ge=1)
     mf_learning_rate: float = Field(0.01, gt=0)
     mf_l2: float = Field(0.0, ge=0)

@@ -47,6 +47,7 @@ from flink_jobs.user_steps import (
     UserSteps,
     session_payload,
 )
+from online_models.drift import DriftAlarm
 from schemas import Event, EventType
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
@@ -138,6 +139,8 @@ class UserState(KeyedBroadcastProcessFunction):
         self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
                           for t in EventType}
         self.late = BatchedCount(metrics.counter("late_events"), every=1 << 30)
+        self.metrics = metrics
+        self.drift_alarms: dict[str, Any] = {}
         self.unmatched = BatchedCount(metrics.counter("rewards_unmatched"), every=1 << 30)
         self.items_known = JvmGauge(metrics.counter("item_replica_size"))
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
@@ -289,8 +292,18 @@ class UserState(KeyedBroadcastProcessFunction):
                 self.late.add()
             elif isinstance(output, RewardUnmatched):
                 self.unmatched.add()
+            elif isinstance(output, DriftAlarm):
+                self._drift_alarms(output.signal).inc()
+                self._send(output, rows)
             else:
                 self._send(output, rows)
+
+    def _drift_alarms(self, signal: str) -> Any:
+        """The ``drift_alarms`` counter of one detector (``error``, ``mix:<event type>``)."""
+        counter = self.drift_alarms.get(signal)
+        if counter is None:
+            counter = self.drift_alarms[signal] = self.metrics.add_group("signal", signal).counter("drift_alarms")
+        return counter
 
     def _send(self, output: Any, rows: list[Message]) -> None:
         """Redis-bound messages to the outbox; the others as rows for their stage."""
@@ -337,7 +350,7 @@ def route(output: Any, redis_shards: int) -> Message:
         return message(TO_ITEMS, output.item_id, output)
     if isinstance(output, BanditFeedback | ForgetScope):
         return message(TO_BANDITS, output.scope_key, output)
-    if isinstance(output, ModelProgress):
+    if isinstance(output, ModelProgress | DriftAlarm):
         return message(TO_MODEL, MODEL_KEY, output)
     if isinstance(output, ClosedSession):
         return raw_message(CLOSED_SESSION, output.summary_json)
