@@ -112,6 +112,11 @@ class Settings(ConnectionSecurity):
     job_batch_max_ms: int = Field(
         20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
     )
+    job_write_back_per_batch: int = Field(
+        64, ge=0, description="Quiet users the user stage writes back to keyed state per batch between "
+        "checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")
+    job_write_back_quiet_ms: int = Field(
+        1000, ge=0, description="A user is written back between checkpoints only after this long without a change")
     job_flink_conf: dict[str, str] = Field(
         default_factory=dict,
         description="Extra Flink options for the job, as JSON ({\"key\": \"value\"}); they win over Pulse's own",
@@ -148,6 +153,11 @@ class Settings(ConnectionSecurity):
         0, ge=0, description="Expire a user's compact Redis value this long after its last write (0: never); "
         "serving falls back to popularity")
     model_version: str = "mf-v1"
+    drift_reaction: Literal["off", "alert", "boost"] = Field(
+        "alert", description="When a drift detector alarms (online_models/drift.py): off (no detectors), alert "
+        "(count it: metric drift_alarms, last_drift_ms in the model key) or boost (also raise the MF learning rates)")
+    drift_boost_factor: float = Field(3.0, gt=1, description="boost: the MF learning rates are multiplied by this")
+    drift_boost_events: int = Field(2000, ge=1, description="boost: for this many learned events a subtask")
     mf_factors: int = Field(10, ge=1)
     mf_learning_rate: float = Field(0.01, gt=0)
     mf_l2: float = Field(0.0, ge=0)

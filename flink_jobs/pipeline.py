@@ -42,6 +42,7 @@ from flink_jobs.shared_state import (
     SharedStageConfig,
 )
 from flink_jobs.user_state import ITEM_PARAMS, UserStageConfig, UserState
+from flink_jobs.user_steps import DriftReaction
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
 from schemas import DeadLetterCodec, Limits
@@ -165,6 +166,7 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         redis_shards=redis_shards(settings),
         value_format=settings.redis_value_format,
         user_ttl_ms=settings.redis_user_ttl_s * 1000,
+        drift=DriftReaction(settings.drift_reaction, settings.drift_boost_factor, settings.drift_boost_events),
     )
     batches = batched(keyed_rows(events), max_records=settings.job_batch_max_events,
                       max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
@@ -172,7 +174,9 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
     packed = (
         batches
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
-        .process(UserState(config, redis_writer(settings), settings.redis_flush_ms), output_type=PACKED)
+        .process(UserState(config, redis_writer(settings), settings.redis_flush_ms,
+                           write_back_per_batch=settings.job_write_back_per_batch,
+                           write_back_quiet_ms=settings.job_write_back_quiet_ms), output_type=PACKED)
         .name("user-state")
         .uid("user-state")
     )

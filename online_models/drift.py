@@ -51,6 +51,11 @@ class DriftAlarm:
     before: float
     after: float
 
+    @property
+    def event_time_ms(self) -> int:
+        """``time_ms``, under the name the job's messages carry their event time."""
+        return self.time_ms
+
 
 class _BlockDetector:
     """ADWIN on the means of blocks of ``block`` values.
