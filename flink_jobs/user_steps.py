@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from flink_jobs.attribution import ATTRIBUTED
 from flink_jobs.item_replica import ItemReplica
 from flink_jobs.messages import (
     BanditFeedback,
@@ -42,7 +43,7 @@ from online_models.bandits import BanditScope, scope_key
 from online_models.drift import DriftAlarm, DriftWatch
 from online_models.mf import GlobalParams, MFConfig, initial_user, learn_step, predict
 from online_models.popularity import InteractionWeights
-from schemas import Event, EventType
+from schemas import Event, EventType, ServedList
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_user_value
 
@@ -78,6 +79,9 @@ class UserStageConfig:
     value_format: str = "compact"  # "legacy": format-1 hashes (schemas.redis_keys)
     user_ttl_ms: int = 0
     drift: DriftReaction = DriftReaction()
+    attribution: bool = False  # credit outcomes to experiment variants (settings.attribution_on)
+    attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
+    max_exposures: int = 20  # lists kept per user for attribution
 
 
 class PendingImpression(NamedTuple):
@@ -166,9 +170,22 @@ class UserSteps:
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
+        if event.type.value in ATTRIBUTED and self.config.attribution:
+            tally = record.exposures.credit(event.type.value, event.item_id, event.context.get("request_id"),
+                                            event.event_time_ms, self.config.attribution_window_ms,
+                                            self.config.max_exposures)
+            if tally is not None:
+                outputs.append(tally)
         if self.alarms:
             outputs.extend(self._react())
         return record, outputs
+
+    def on_served(self, record: UserRecord | None, served: ServedList) -> tuple[UserRecord | None, list[Any]]:
+        """A list serving answered the user: kept for attribution when it ran under an experiment."""
+        if served.experiment is None:
+            return record, []
+        record = record or UserRecord()
+        return record, list(record.exposures.expose(served, self.config.max_exposures))
 
     def _react(self) -> list[DriftAlarm]:
         """The alarms raised since the last call, out; an error alarm starts a boost when configured."""
