@@ -91,14 +91,21 @@ class Exposures:
     #: Outcomes naming a list not here yet: ``(event type, item, request id, event time)``, oldest first.
     parked: list[tuple[str, str | None, str, int]] = field(default_factory=list)
 
-    def expose(self, served: ServedList, max_lists: int) -> list[ExperimentTally]:
-        """Keep ``served`` (when under an experiment and not seen before): its exposure, and parked outcomes."""
+    def expose(self, served: ServedList, max_lists: int, window_ms: int | None = None) -> list[ExperimentTally]:
+        """Keep ``served`` (when under an experiment and not seen before): its exposure, and parked outcomes.
+
+        Lists older than ``window_ms`` before the newest leave, and the oldest beyond ``max_lists``.
+        """
         if served.experiment is None or served.variant is None or served.request_id in self.lists:
             return []  # not in an experiment, or a replayed record of a list already counted
         self.lists[served.request_id] = Exposure(served.experiment, served.variant, served.served_at_ms,
                                                  frozenset(item.item_id for item in served.items))
         while len(self.lists) > max_lists:
             del self.lists[next(iter(self.lists))]
+        if window_ms is not None:
+            newest = max(exposure.served_at_ms for exposure in self.lists.values())
+            for request_id in [r for r, e in self.lists.items() if newest - e.served_at_ms > window_ms]:
+                del self.lists[request_id]
         tallies = [ExperimentTally(served.experiment, served.variant, served.served_at_ms, exposures=1)]
         waiting = [outcome for outcome in self.parked if outcome[2] == served.request_id]
         if waiting:

@@ -81,7 +81,7 @@ class UserStageConfig:
     drift: DriftReaction = DriftReaction()
     attribution: bool = False  # credit outcomes to experiment variants (settings.attribution_on)
     attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
-    max_exposures: int = 20  # lists kept per user for attribution
+    max_exposures: int = 100  # lists kept per user for attribution (within the window)
 
 
 class PendingImpression(NamedTuple):
@@ -185,7 +185,7 @@ class UserSteps:
         if served.experiment is None:
             return record, []
         record = record or UserRecord()
-        return record, list(record.exposures.expose(served, self.config.max_exposures))
+        return record, record.exposures.expose(served, self.config.max_exposures, self.config.attribution_window_ms)
 
     def _react(self) -> list[DriftAlarm]:
         """The alarms raised since the last call, out; an error alarm starts a boost when configured."""

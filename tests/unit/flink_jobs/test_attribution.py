@@ -102,3 +102,12 @@ def test_the_user_steps_credit_a_click_and_the_experiment_stage_sums_the_variant
         "experiment": "home", "window_ms": WINDOW,
         "variants": {"A": {"exposures": 1, "clicked": 0, "clicks": 0, "carted": 0, "purchased": 0, "purchases": 0},
                      "B": {"exposures": 1, "clicked": 1, "clicks": 1, "carted": 0, "purchased": 0, "purchases": 0}}}
+
+
+def test_lists_older_than_the_window_before_the_newest_leave() -> None:
+    lists = Exposures()
+    lists.expose(served("r1", ("i1",), 1_000), max_lists=100, window_ms=WINDOW)
+    lists.expose(served("r2", ("i2",), 1_000 + WINDOW), max_lists=100, window_ms=WINDOW)
+    assert list(lists.lists) == ["r1", "r2"]
+    lists.expose(served("r3", ("i3",), 1_001 + WINDOW), max_lists=100, window_ms=WINDOW)
+    assert list(lists.lists) == ["r2", "r3"]
