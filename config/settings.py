@@ -112,6 +112,11 @@ class Settings(ConnectionSecurity):
     job_batch_max_ms: int = Field(
         20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
     )
+    job_write_back_per_batch: int = Field(
+        64, ge=0, description="Quiet users the user stage writes back to keyed state per batch between "
+        "checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")
+    job_write_back_quiet_ms: int = Field(
+        1000, ge=0, description="A user is written back between checkpoints only after this long without a change")
     job_flink_conf: dict[str, str] = Field(
         default_factory=dict,
         description="Extra Flink options for the job, as JSON ({\"key\": \"value\"}); they win over Pulse's own",
@@ -148,6 +153,11 @@ class Settings(ConnectionSecurity):
         0, ge=0, description="Expire a user's compact Redis value this long after its last write (0: never); "
         "serving falls back to popularity")
     model_version: str = "mf-v1"
+    drift_reaction: Literal["off", "alert", "boost"] = Field(
+        "alert", description="When a drift detector alarms (online_models/drift.py): off (no detectors), alert "
+        "(count it: metric drift_alarms, last_drift_ms in the model key) or boost (also raise the MF learning rates)")
+    drift_boost_factor: float = Field(3.0, gt=1, description="boost: the MF learning rates are multiplied by this")
+    drift_boost_events: int = Field(2000, ge=1, description="boost: for this many learned events a subtask")
     mf_factors: int = Field(10, ge=1)
     mf_learning_rate: float = Field(0.01, gt=0)
     mf_l2: float = Field(0.0, ge=0)
@@ -214,6 +224,12 @@ class Settings(ConnectionSecurity):
     serving_catalogue_refresh_s: float = Field(
         0.5, gt=0, description="How often each serving worker checks the catalogue (unavailable items) for changes"
     )
+    serving_similar_refresh_s: float = Field(
+        10.0, gt=0, description="How often each serving worker re-reads every item's factors (SCAN) for "
+        "GET /v1/items/{item_id}/similar; a new item is found from the next read on")
+    serving_max_blocks: int = Field(
+        1000, ge=1, description="Most items and categories one user may block, together (POST /v1/users/{id}/blocks "
+        "beyond it answers 422)")
     serving_session_boost: float = Field(
         0.0, ge=0.0, le=100.0, allow_inf_nan=False,
         description="Session re-rank: added to the score of an item whose category the user's open session "
@@ -229,6 +245,12 @@ class Settings(ConnectionSecurity):
         "at most one per surface (recommendations, decisions)")
     serving_log_served: bool = Field(
         True, description="Log every served recommendation list to topic_served (batched, off the request path)")
+    job_attribution: Literal["auto", "on", "off"] = Field(
+        "auto", description="The job reads topic_served and credits clicks, carts and purchases to the variant whose "
+        "list led to them (auto: on when a recommendations experiment is configured)")
+    attribution_window_ms: int = Field(
+        30 * 60 * 1000, gt=0, description="An outcome without a request id goes to the user's list that showed "
+        "the item at most this long before")
 
     # ---------------------------------------------------------------------------------------
     # Operations (`pulse lag`, `pulse exporter`, the job's Prometheus reporter). README "Operating Pulse".
@@ -271,6 +293,13 @@ class Settings(ConnectionSecurity):
         """``PULSE_EXPERIMENTS`` (JSON) read and checked; a bad definition is one line (ExperimentConfigError)."""
         return value if isinstance(value, tuple) and all(isinstance(v, Experiment) for v in value) \
             else parse_experiments(value)
+
+    @property
+    def attribution_on(self) -> bool:
+        """Whether the job credits outcomes to experiment variants (``job_attribution``)."""
+        if self.job_attribution == "auto":
+            return any(experiment.surface == "recommendations" for experiment in self.experiments)
+        return self.job_attribution == "on"
 
     @model_validator(mode="after")
     def _decision_variants_learned(self) -> Settings:

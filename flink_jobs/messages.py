@@ -32,6 +32,17 @@ class RedisWrite:
 
 @pickled_as_call
 @dataclass(frozen=True, slots=True)
+class SetMember:
+    """A :class:`RedisWrite` payload: add ``member`` to the set at the write's key (a user's blocks).
+
+    Adding twice is adding once, so a replay after recovery needs no event-time guard.
+    """
+
+    member: str
+
+
+@pickled_as_call
+@dataclass(frozen=True, slots=True)
 class RedisWrites:
     """Several writes routed together (one message instead of one per key: each costs a Python call)."""
 

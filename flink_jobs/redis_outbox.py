@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites
+from flink_jobs.messages import DeleteKeys, EraseUser, RedisWrite, RedisWrites, SetMember
 from flink_jobs.metrics import JvmGauge
 from flink_jobs.redis_writer import BatchItem, RedisWriter
 
@@ -104,4 +104,6 @@ def parking_key(message: RedisMessage) -> str:
     if isinstance(message, DeleteKeys):
         return f"delete\0{message.route}"
     first = message.writes[0] if isinstance(message, RedisWrites) else message
+    if isinstance(first.payload, SetMember):  # members of one set add up: none replaces another
+        return f"{first.key}\0{first.payload.member}"
     return first.key

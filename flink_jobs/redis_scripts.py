@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["CATALOGUE_SCRIPT_SHA", "GUARDED_CATALOGUE_LUA", "GUARDED_SET_LUA", "GUARDED_WRITE_LUA", "SCRIPTS",
+__all__ = ["ADD_MEMBER_LUA", "ADD_MEMBER_SCRIPT_SHA", "CATALOGUE_SCRIPT_SHA",
+           "GUARDED_CATALOGUE_LUA", "GUARDED_SET_LUA", "GUARDED_WRITE_LUA", "SCRIPTS",
            "SCRIPT_SHA", "SET_SCRIPT_SHA"]
 
 #: KEYS[1] = key; ARGV = event time ms, orjson value, write time ms, model version.
@@ -71,5 +72,12 @@ end
 return 1
 """
 CATALOGUE_SCRIPT_SHA = hashlib.sha1(GUARDED_CATALOGUE_LUA.encode()).hexdigest()
+#: A member added to a set (:class:`flink_jobs.messages.SetMember`): KEYS[1] = set, ARGV[1] = member.
+#: A script like the others so one pipeline of EVALSHA carries every kind of write.
+ADD_MEMBER_LUA = """\
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+ADD_MEMBER_SCRIPT_SHA = hashlib.sha1(ADD_MEMBER_LUA.encode()).hexdigest()
 SCRIPTS = {SCRIPT_SHA: GUARDED_WRITE_LUA, SET_SCRIPT_SHA: GUARDED_SET_LUA,
-            CATALOGUE_SCRIPT_SHA: GUARDED_CATALOGUE_LUA}
+           CATALOGUE_SCRIPT_SHA: GUARDED_CATALOGUE_LUA, ADD_MEMBER_SCRIPT_SHA: ADD_MEMBER_LUA}

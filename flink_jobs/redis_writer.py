@@ -37,7 +37,9 @@ from pydantic import SecretStr
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
+from flink_jobs.messages import SetMember
 from flink_jobs.redis_scripts import (
+    ADD_MEMBER_SCRIPT_SHA,
     CATALOGUE_SCRIPT_SHA,
     GUARDED_CATALOGUE_LUA,
     GUARDED_SET_LUA,
@@ -312,6 +314,9 @@ class RedisWriter:
                 continue
             if isinstance(payload, CatalogueValue):
                 prepared.append(self._catalogue(key, event_time_ms, payload, write_time))
+                continue
+            if isinstance(payload, SetMember):
+                prepared.append(_Prepared(key, ADD_MEMBER_SCRIPT_SHA, (payload.member,)))
                 continue
             try:
                 fields = Envelope(payload, event_time_ms, write_time, self.model_version).to_fields()

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from flink_jobs.attribution import ExperimentTally
 from flink_jobs.messages import (
     BanditFeedback,
     DeadLetterCounts,
@@ -36,6 +37,7 @@ from flink_jobs.messages import (
     RedisWrite,
 )
 from online_models.bandits import make_bandit
+from online_models.drift import DriftAlarm
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
 from schemas.redis_keys import RedisKeys
@@ -175,13 +177,20 @@ class ModelTotals(SharedSteps):
     n_factors: int
     keys: RedisKeys
 
-    def apply(self, value: dict[str, Any] | None, update: ModelProgress | DeadLetterCounts) -> dict[str, Any]:
+    def apply(self, value: dict[str, Any] | None,
+              update: ModelProgress | DeadLetterCounts | DriftAlarm) -> dict[str, Any]:
         if isinstance(update, DeadLetterCounts):  # the "dlq" key: lifetime dead letters by reason
             counts = value or {"by_reason": {}}
             for reason, n in update.by_reason.items():
                 counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + n
             return counts
         totals = value or {"learned": 0, "se": 0.0, "ae": 0.0, "matched": 0, "unmatched": 0, "late": 0}
+        if isinstance(update, DriftAlarm):  # a detector of one user-stage subtask alarmed
+            alarms = totals.setdefault("drift_alarms", {})
+            alarms[update.signal] = alarms.get(update.signal, 0) + 1
+            totals["last_drift_ms"] = max(totals.get("last_drift_ms") or 0, update.time_ms)
+            totals["last_drift"] = update.signal
+            return totals
         totals["learned"] += update.learned
         totals["se"] += update.squared_error
         totals["ae"] += update.absolute_error
@@ -207,8 +216,30 @@ class ModelTotals(SharedSteps):
             "rewards_unmatched": totals["unmatched"],
             "late_events": totals["late"],
             "n_factors": self.n_factors,
+            "drift_alarms": dict(sorted(totals.get("drift_alarms", {}).items())),
+            "last_drift_ms": totals.get("last_drift_ms"),
+            "last_drift": totals.get("last_drift"),
         }
         yield RedisWrite(self.keys.model(key), entry.event_time_ms, payload, key)
+
+
+@dataclass(frozen=True)
+class ExperimentTotals(SharedSteps):
+    """``keyBy(experiment)``: exposures and credited outcomes by variant (:mod:`flink_jobs.attribution`)."""
+
+    keys: RedisKeys
+    window_ms: int
+
+    def apply(self, value: dict[str, Any] | None, tally: ExperimentTally) -> dict[str, Any]:
+        variants = value or {}
+        counts = variants.setdefault(tally.variant, dict.fromkeys(tally.counts(), 0))
+        for name, n in tally.counts().items():
+            counts[name] += n
+        return variants
+
+    def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
+        payload = {"experiment": key, "variants": dict(sorted(entry.value.items())), "window_ms": self.window_ms}
+        yield RedisWrite(self.keys.experiment(key), entry.event_time_ms, payload, key)
 
 
 def segment_ranking(

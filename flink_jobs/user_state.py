@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
+from flink_jobs.attribution import ExperimentTally, merge_tallies
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import (
     BanditFeedback,
@@ -36,7 +37,17 @@ from flink_jobs.messages import (
 from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.redis_outbox import RedisOutbox
 from flink_jobs.redis_writer import RedisWriter
-from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, Message, message, raw_message, to_redis
+from flink_jobs.routing import (
+    CLOSED_SESSION,
+    TO_BANDITS,
+    TO_EXPERIMENTS,
+    TO_ITEMS,
+    TO_MODEL,
+    Message,
+    message,
+    raw_message,
+    to_redis,
+)
 from flink_jobs.user_steps import (
     EventTimer,
     LateEvent,
@@ -47,13 +58,15 @@ from flink_jobs.user_steps import (
     UserSteps,
     session_payload,
 )
-from schemas import Event, EventType
+from online_models.drift import DriftAlarm
+from schemas import Event, EventType, ServedList
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
 #: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
 ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
-__all__ = ["ITEM_PARAMS", "MODEL_KEY", "UserStageConfig", "UserState", "route", "session_payload", "subtask_index"]
+__all__ = ["ITEM_PARAMS", "MODEL_KEY", "UserStageConfig", "UserState", "quiet_users", "route", "session_payload",
+           "subtask_index"]
 
 
 class ImpressionsState:
@@ -98,17 +111,23 @@ class UserState(KeyedBroadcastProcessFunction):
     A user's record is read from keyed state once, kept as a plain object while its events arrive,
     and written back to keyed state in the batch the batcher sends before every checkpoint
     barrier (flag ``CHECKPOINT``), so each checkpoint and savepoint holds every user as of that
-    barrier, and a restore or rescale starts with an empty cache. Score refreshes are due times
-    kept here (not a Flink timer per user): a batch runs those that are due, and the batch before a
-    barrier runs all, so none is pending in a checkpoint. Session and impression deadlines stay
-    Flink event-time timers. The broadcast input carries item snapshots from the item owner.
+    barrier, and a restore or rescale starts with an empty cache. Between barriers each batch also
+    writes back up to ``write_back_per_batch`` users unchanged for ``write_back_quiet_ms``, oldest
+    first, so the batch before a barrier (which holds the barrier back) has little left to write.
+    Score refreshes are due times kept here (not a Flink timer per user): a batch runs those that
+    are due, and the batch before a barrier runs all, so none is pending in a checkpoint. Session
+    and impression deadlines stay Flink event-time timers. The broadcast input carries item
+    snapshots from the item owner.
     """
 
-    def __init__(self, config: UserStageConfig, writer: RedisWriter, flush_ms: int,
+    def __init__(self, config: UserStageConfig, writer: RedisWriter, flush_ms: int, *,
+                 write_back_per_batch: int = 0, write_back_quiet_ms: int = 1000,
                  max_cached_users: int = 200_000) -> None:
         self.config = config
         self.writer = writer
         self.flush_ms = flush_ms
+        self.write_back_per_batch = write_back_per_batch
+        self.write_back_quiet_s = write_back_quiet_ms / 1000
         self.max_cached_users = max_cached_users
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -120,7 +139,8 @@ class UserState(KeyedBroadcastProcessFunction):
         ), self.keys)
         self.steps = UserSteps(self.config, subtask_index(runtime_context))
         self.cache: dict[str, UserRecord] = {}
-        self.dirty: set[str] = set()
+        self.dirty: dict[str, float] = {}  # changed users -> monotonic time of the change, oldest first
+        self.now = time.monotonic()
         self.due: dict[str, float] = {}  # user -> monotonic time its score refresh is due
         metrics = runtime_context.get_metrics_group()
         # The users' keys are written from here, not through a sink stage: no pickling of payloads.
@@ -130,6 +150,10 @@ class UserState(KeyedBroadcastProcessFunction):
         self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
                           for t in EventType}
         self.late = BatchedCount(metrics.counter("late_events"), every=1 << 30)
+        self.served = BatchedCount(metrics.counter("served_lists"), every=1 << 30)
+        self.metrics = metrics
+        self.drift_alarms: dict[str, Any] = {}
+        self.tallies: list[ExperimentTally] = []  # this batch's attribution counts
         self.unmatched = BatchedCount(metrics.counter("rewards_unmatched"), every=1 << 30)
         self.items_known = JvmGauge(metrics.counter("item_replica_size"))
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
@@ -160,20 +184,29 @@ class UserState(KeyedBroadcastProcessFunction):
         if not self.warm:
             self._warm_replica(ctx)
         self.keys.current = None  # Flink set the batch's key
+        self.now = time.monotonic()
         flags, records = read_batch(batch)
         rows: list[Message] = []
         touches: list[ItemTouch] = []
+        self.tallies = []
         for user_id, value in records:
-            event: Event = pickle.loads(value)
-            self.processed[event.type].add()
-            record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
+            event: Event | ServedList = pickle.loads(value)
+            if isinstance(event, ServedList):  # a list served to the user (attribution)
+                self.served.add()
+                record, outputs = self.steps.on_served(self._record(user_id), event)
+            else:
+                self.processed[event.type].add()
+                record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
             self._keep(user_id, record)
             self._emit(user_id, outputs, ctx, rows, touches)
         # One message per item and batch: the owner applies the summed update (messages.ItemTouches).
         rows.extend(message(TO_ITEMS, merged.item_id, merged) for merged in ItemTouches.merge(touches))
+        rows.extend(message(TO_EXPERIMENTS, tally.experiment, tally) for tally in merge_tallies(self.tallies))
         self._refresh(rows, everyone=bool(flags & (CHECKPOINT | END)))
         if flags & CHECKPOINT:
             self._write_back()
+        else:
+            self._write_back_quiet()
         if flags or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
             self.outbox.flush()
         self._flush_metrics()
@@ -199,7 +232,7 @@ class UserState(KeyedBroadcastProcessFunction):
             # Written through: a timer can fire after the batch that wrote users back for a checkpoint
             # and before that checkpoint's snapshot (the barrier of the broadcast input may come later).
             self.cache[user_id] = record
-            self.dirty.discard(user_id)
+            self.dirty.pop(user_id, None)
             self.keys.use(user_id)
             self.user.update(record.to_state())
         # At once: a timer can fire after the batch flushed for a checkpoint and before its snapshot.
@@ -222,13 +255,14 @@ class UserState(KeyedBroadcastProcessFunction):
     def _keep(self, user_id: str, record: UserRecord | None) -> None:
         if record is None:  # erased (or never there): gone from memory and from keyed state
             self.cache.pop(user_id, None)
-            self.dirty.discard(user_id)
+            self.dirty.pop(user_id, None)
             self.due.pop(user_id, None)
             self.keys.use(user_id)
             self.user.clear()
         else:
             self.cache[user_id] = record
-            self.dirty.add(user_id)
+            self.dirty.pop(user_id, None)  # to the end: the dict stays in order of the last change
+            self.dirty[user_id] = self.now
 
     def _write_back(self) -> None:
         """Before a barrier: every changed user to keyed state, so the checkpoint holds it."""
@@ -238,6 +272,18 @@ class UserState(KeyedBroadcastProcessFunction):
         self.dirty.clear()
         if len(self.cache) > self.max_cached_users:  # all are clean now: any may go
             self.cache.clear()
+
+    def _write_back_quiet(self) -> None:
+        """Between barriers: a few users unchanged for a while, oldest first (the barrier's batch stays small).
+
+        A user changed again later is dirty again and written again at the next barrier at the latest,
+        so every checkpoint still holds every user as of its barrier.
+        """
+        for user_id in quiet_users(self.dirty, self.now - self.write_back_quiet_s, self.write_back_per_batch,
+                                   skip=self.due):
+            del self.dirty[user_id]
+            self.keys.use(user_id)
+            self.user.update(self.cache[user_id].to_state())
 
     def _refresh(self, rows: list[Message], everyone: bool) -> None:
         """Users whose score refresh is due (all, before a barrier): their Redis keys and progress."""
@@ -256,6 +302,8 @@ class UserState(KeyedBroadcastProcessFunction):
         for output in outputs:
             if touches is not None and isinstance(output, ItemTouch):
                 touches.append(output)
+            elif isinstance(output, ExperimentTally):
+                self.tallies.append(output)
             elif isinstance(output, EventTimer):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
@@ -265,8 +313,18 @@ class UserState(KeyedBroadcastProcessFunction):
                 self.late.add()
             elif isinstance(output, RewardUnmatched):
                 self.unmatched.add()
+            elif isinstance(output, DriftAlarm):
+                self._drift_alarms(output.signal).inc()
+                self._send(output, rows)
             else:
                 self._send(output, rows)
+
+    def _drift_alarms(self, signal: str) -> Any:
+        """The ``drift_alarms`` counter of one detector (``error``, ``mix:<event type>``)."""
+        counter = self.drift_alarms.get(signal)
+        if counter is None:
+            counter = self.drift_alarms[signal] = self.metrics.add_group("signal", signal).counter("drift_alarms")
+        return counter
 
     def _send(self, output: Any, rows: list[Message]) -> None:
         """Redis-bound messages to the outbox; the others as rows for their stage."""
@@ -276,12 +334,35 @@ class UserState(KeyedBroadcastProcessFunction):
             rows.append(route(output, self.config.redis_shards))
 
     def _flush_metrics(self) -> None:
-        for count in (*self.processed.values(), self.late, self.unmatched):
+        for count in (*self.processed.values(), self.late, self.unmatched, self.served):
             count.flush()
         if (now := time.monotonic()) - self.gauges_set_at >= 1.0:  # each set is a call into the JVM
             self.gauges_set_at = now
             self.items_known.set(len(self.steps.replica.items))
             self.staleness.set(self.staleness_ms)
+
+
+def quiet_users(changed: dict[str, float], quiet_since: float, limit: int, skip: Container[str] = ()) -> list[str]:
+    """Up to ``limit`` users of ``changed`` (user -> time of change, oldest first) unchanged since ``quiet_since``.
+
+    Users in ``skip`` are passed over (a pending refresh changes them again soon).
+
+    >>> quiet_users({"a": 1.0, "b": 2.0, "c": 3.0, "d": 9.0}, quiet_since=5.0, limit=2, skip={"a"})
+    ['b', 'c']
+    >>> quiet_users({"a": 1.0, "d": 9.0}, quiet_since=5.0, limit=0)
+    []
+    """
+    users: list[str] = []
+    if limit <= 0:
+        return users
+    for user_id, changed_at in changed.items():
+        if changed_at > quiet_since:
+            break  # in order of change: every later one changed later
+        if user_id not in skip:
+            users.append(user_id)
+            if len(users) == limit:
+                break
+    return users
 
 
 def route(output: Any, redis_shards: int) -> Message:
@@ -290,7 +371,7 @@ def route(output: Any, redis_shards: int) -> Message:
         return message(TO_ITEMS, output.item_id, output)
     if isinstance(output, BanditFeedback | ForgetScope):
         return message(TO_BANDITS, output.scope_key, output)
-    if isinstance(output, ModelProgress):
+    if isinstance(output, ModelProgress | DriftAlarm):
         return message(TO_MODEL, MODEL_KEY, output)
     if isinstance(output, ClosedSession):
         return raw_message(CLOSED_SESSION, output.summary_json)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from flink_jobs.attribution import ATTRIBUTED
 from flink_jobs.item_replica import ItemReplica
 from flink_jobs.messages import (
     BanditFeedback,
@@ -34,17 +35,33 @@ from flink_jobs.messages import (
     ModelProgress,
     RedisWrite,
     RedisWrites,
+    SetMember,
 )
+from flink_jobs.user_record import Progress, UserRecord
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
-from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
+from online_models.drift import DriftAlarm, DriftWatch
+from online_models.mf import GlobalParams, MFConfig, initial_user, learn_step, predict
 from online_models.popularity import InteractionWeights
-from schemas import Event, EventType
+from schemas import Event, EventType, ServedList
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_user_value
 
 #: A user's learned events between ModelProgress reports (also sent on the user's timers).
 REPORT_EVERY = 500
+
+
+@dataclass(frozen=True)
+class DriftReaction:
+    """What the user stage does when a drift detector alarms (``drift_reaction`` and its settings).
+
+    ``off``: no detectors; ``alert``: the alarms go out (metric, model metadata); ``boost``: also
+    learn with the MF learning rates times ``boost_factor`` for the next ``boost_events`` events.
+    """
+
+    reaction: str = "alert"
+    boost_factor: float = 3.0
+    boost_events: int = 2000
 
 
 @dataclass(frozen=True)
@@ -61,74 +78,10 @@ class UserStageConfig:
     redis_shards: int
     value_format: str = "compact"  # "legacy": format-1 hashes (schemas.redis_keys)
     user_ttl_ms: int = 0
-
-
-@dataclass
-class Progress:
-    """The user's progress not yet reported to the model stage.
-
-    It lives in the user's keyed state, so a restore rolls it back together with what it counts:
-    model counters stay exact across failures (an operator-level tally would lose what it held).
-    In state it is the list ``[learned, squared error, absolute error, matched, unmatched, late]``.
-    """
-
-    learned: int = 0
-    squared_error: float = 0.0
-    absolute_error: float = 0.0
-    rewards_matched: int = 0
-    rewards_unmatched: int = 0
-    late_events: int = 0
-
-    def any(self) -> bool:
-        """Anything to report."""
-        return any(self.as_list())
-
-    def as_list(self) -> list[Any]:
-        """The state's shape (ADR 0005)."""
-        return [self.learned, self.squared_error, self.absolute_error,
-                self.rewards_matched, self.rewards_unmatched, self.late_events]
-
-
-@dataclass
-class UserRecord:
-    """One user's state (ADR 0005): one pickled dict of primitives in keyed state.
-
-    In memory the session and the user's parameters are objects; they become bytes only when
-    the record is written to keyed state (before a checkpoint barrier), not on every event.
-
-    >>> record = UserRecord.from_state({"counts": {"view": 2}, "learned": 1, "session": None,
-    ...                                 "factors": None, "t": 5, "pending": [1, 0.25, 0.5, 0, 0, 0]})
-    >>> record.progress.squared_error, record.due, record.session_timer
-    (0.25, False, None)
-    >>> UserRecord.from_state(record.to_state()) == record
-    True
-    """
-
-    counts: dict[str, int] = field(default_factory=dict)
-    learned: int = 0
-    session: sessions.SessionState | None = None  # in state: SessionState.to_bytes()
-    factors: UserParams | None = None  # in state: UserParams.to_bytes()
-    t: int = 0  # latest event time seen
-    progress: Progress = field(default_factory=Progress)
-    due: bool = False  # a score refresh is scheduled
-    session_timer: int | None = None  # the session's pending deadline timer
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> UserRecord:
-        """From keyed state (records written before ``pending``/``due``/``session_timer`` existed load too)."""
-        session, factors = state["session"], state["factors"]
-        return cls(state["counts"], state["learned"],
-                   sessions.SessionState.from_bytes(session) if session else None,
-                   UserParams.from_bytes(factors) if factors else None, state["t"],
-                   Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"))
-
-    def to_state(self) -> dict[str, Any]:
-        """The dict keyed state holds (the same keys and value types as ever)."""
-        return {"counts": self.counts, "learned": self.learned,
-                "session": None if self.session is None else self.session.to_bytes(),
-                "factors": None if self.factors is None else self.factors.to_bytes(),
-                "t": self.t, "pending": self.progress.as_list(), "due": self.due,
-                "session_timer": self.session_timer}
+    drift: DriftReaction = DriftReaction()
+    attribution: bool = False  # credit outcomes to experiment variants (settings.attribution_on)
+    attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
+    max_exposures: int = 100  # lists kept per user for attribution (within the window)
 
 
 class PendingImpression(NamedTuple):
@@ -180,6 +133,12 @@ class UserSteps:
         self.global_params = GlobalParams()
         self.weights = InteractionWeights()
         self.last_event_ms = 0
+        # Per subtask, over its users' events in arrival order; rebuilt fresh after a restore (drift.py).
+        self.drift = DriftWatch() if config.drift.reaction != "off" else None
+        self.alarms: list[DriftAlarm] = []
+        self.boost_left = 0
+        self.boosted = replace(config.mf, bias_lr=config.mf.bias_lr * config.drift.boost_factor,
+                               latent_lr=config.mf.latent_lr * config.drift.boost_factor)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -191,13 +150,18 @@ class UserSteps:
         An erasure empties ``impressions`` and returns no record: the user's state is cleared.
         """
         self.last_event_ms = max(self.last_event_ms, event.event_time_ms)
+        if self.drift is not None:
+            self.alarms.extend(self.drift.observe_event(event))
         if event.type is EventType.ERASE:
             return None, list(self._erase(record, event, impressions))
         record = record or UserRecord()
         record.counts[event.type.value] = record.counts.get(event.type.value, 0) + 1
         record.t = max(record.t, event.event_time_ms)
-        outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
-        if event.item_id is not None:
+        if event.type == "block":  # v2 (EventType.BLOCK) "not interested": no session step, nothing to learn
+            outputs: list[Any] = [self._block(event)]
+        else:
+            outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
+        if event.item_id is not None and event.type != "block":
             touch = self._touch(record, event)
             if touch is not None:
                 outputs.append(touch)
@@ -206,7 +170,29 @@ class UserSteps:
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
+        if event.type.value in ATTRIBUTED and self.config.attribution:
+            tally = record.exposures.credit(event.type.value, event.item_id, event.context.get("request_id"),
+                                            event.event_time_ms, self.config.attribution_window_ms,
+                                            self.config.max_exposures)
+            if tally is not None:
+                outputs.append(tally)
+        if self.alarms:
+            outputs.extend(self._react())
         return record, outputs
+
+    def on_served(self, record: UserRecord | None, served: ServedList) -> tuple[UserRecord | None, list[Any]]:
+        """A list serving answered the user: kept for attribution when it ran under an experiment."""
+        if served.experiment is None:
+            return record, []
+        record = record or UserRecord()
+        return record, record.exposures.expose(served, self.config.max_exposures, self.config.attribution_window_ms)
+
+    def _react(self) -> list[DriftAlarm]:
+        """The alarms raised since the last call, out; an error alarm starts a boost when configured."""
+        alarms, self.alarms = self.alarms, []
+        if self.config.drift.reaction == "boost" and any(alarm.signal == "error" for alarm in alarms):
+            self.boost_left = self.config.drift.boost_events
+        return alarms
 
     def _erase(self, record: UserRecord | None, event: Event, impressions: Impressions) -> Iterator[Any]:
         if record is not None:
@@ -215,6 +201,14 @@ class UserSteps:
         yield EraseUser(event.user_id, event.event_time_ms)
         if BanditScope.USER in self.config.scopes:  # the user's own bandit is the user's data too
             yield ForgetScope(scope_key(BanditScope.USER, event), event.event_time_ms)
+
+    def _block(self, event: Event) -> RedisWrite:
+        """The blocked item or category added to the user's set serving filters on (event schema v2)."""
+        keys, user_id = self.config.keys, event.user_id
+        if event.item_id is not None:
+            return RedisWrite(keys.blocks(user_id), event.event_time_ms, SetMember(event.item_id), user_id)
+        assert event.category is not None  # decode guarantees one of the two
+        return RedisWrite(keys.blocked_categories(user_id), event.event_time_ms, SetMember(event.category), user_id)
 
     def _session(self, record: UserRecord, event: Event) -> Iterator[Any]:
         state, outputs = sessions.step(record.session, event, gap_ms=self.config.session_gap_ms)
@@ -263,6 +257,8 @@ class UserSteps:
         if target is None:
             return ItemTouch(event.item_id, event.event_time_ms, weight, segment) if weight > 0 else None
         cfg = self.config.mf
+        if self.boost_left:
+            cfg, self.boost_left = self.boosted, self.boost_left - 1
         user = record.factors if record.factors is not None else initial_user(cfg, event.user_id)
         item = self.replica.items.get(event.item_id)
         error = predict(user, item, self.global_params) - target  # prequential: predict, then learn
@@ -273,6 +269,8 @@ class UserSteps:
         record.progress.learned += 1
         record.progress.squared_error += error * error
         record.progress.absolute_error += abs(error)
+        if self.drift is not None:
+            self.alarms.extend(self.drift.observe_error(error * error, event.event_time_ms))
         return ItemTouch(event.item_id, event.event_time_ms, weight, segment, update.d_bias,
                          update.d_factors.astype("<f8").tobytes(), self.replica.subtask, update.seq)
 

@@ -45,6 +45,7 @@ from serving.recommendations import PopularityCache, Recommender
 from serving.routes import Services, ops, v1
 from serving.security import ApiKeys, BodyLimitMiddleware, Forbidden, Unauthorized, cors_origins
 from serving.served import ServedLog
+from serving.similar import SimilarIndexView
 from serving.store import StoreCorruptError, StoreError, StoreUnavailableError
 
 __all__ = ["build_services", "create_app"]
@@ -78,6 +79,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
                                 session_boost=settings.serving_session_boost),
         decider=Decider(store, policy), collector=collector, metrics=metrics, served=served,
         experiment=_experiment_on(settings, "recommendations"),
+        similar=SimilarIndexView(store, settings.serving_similar_refresh_s),
     )
 
 
@@ -96,6 +98,21 @@ async def _live_alias(svc: Services, settings: Settings, metrics: Metrics) -> Li
     return alias
 
 
+async def _item_polls(svc: Services) -> list[asyncio.Task[None]]:
+    """The background reads of the catalogue and of every item's factors (similar items), started.
+
+    The factors are read once before serving: a known item does not answer 404 at start.
+    """
+    polls = []
+    if svc.recommender.catalogue is not None:
+        polls.append(asyncio.create_task(svc.recommender.catalogue.run()))
+    if svc.similar is not None:
+        with contextlib.suppress(StoreError):  # Redis down at start: the poll reads them later
+            await svc.similar.refresh()
+        polls.append(asyncio.create_task(svc.similar.run()))
+    return polls
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The serving app over the Redis and Kafka that ``settings`` name."""
     metrics = Metrics()
@@ -111,9 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         alias = await _live_alias(svc, settings, metrics)
         if svc.served is not None:
             await svc.served.check_topic()  # a missing served topic: logging off, with a warning
-        alias_poll = asyncio.create_task(alias.run())
-        catalogue = svc.recommender.catalogue
-        catalogue_poll = asyncio.create_task(catalogue.run()) if catalogue is not None else None
+        polls = [asyncio.create_task(alias.run()), *await _item_polls(svc)]
         # What is built by now (modules, app, services: ~80k objects) lives as long as the process. Frozen,
         # the cycle collector's full collections, which come every few seconds under load, skip it: they
         # took ~45 ms each, a pause every request in flight waited for (the bench's p99).
@@ -122,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (refresher, alias_poll, catalogue_poll):
+            for task in (refresher, *polls):
                 if task is not None:
                     task.cancel()
             left = await asyncio.to_thread(svc.collector.close)
@@ -222,7 +237,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 responses = operation.get("responses", {})
-                if responses.pop("422", None) is not None:
+                invalid = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                if invalid.get("$ref", "").endswith("/HTTPValidationError") and responses.pop("422"):
                     responses.setdefault("400", {"description": "Bad Request", "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
         components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -15,7 +15,7 @@ memory, never against Redis: an item marked unavailable stops being served withi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from serving.polling import poll_forever
 from serving.store import RedisStore
@@ -66,6 +66,18 @@ class ItemFilter:
     def narrows(self) -> bool:
         """Whether it can drop items beyond the session's (then every stored score is a candidate)."""
         return bool(self.catalogue.unavailable or self.categories is not None or self.exclude_categories)
+
+    def blocking(self, items: frozenset[str], categories: frozenset[str]) -> ItemFilter:
+        """The same filter, also refusing what a user blocked: ``items`` and every item of ``categories``.
+
+        >>> wanted = ItemFilter(Catalogue(1, frozenset(), {"i1": "shoes", "i2": "hats"})).blocking(
+        ...     frozenset({"i3"}), frozenset({"hats"}))
+        >>> [item for item in ("i1", "i2", "i3", "i4") if wanted.allows(item)]
+        ['i1', 'i4']
+        """
+        if not items and not categories:
+            return self
+        return replace(self, skip=self.skip | items, exclude_categories=self.exclude_categories | categories)
 
     def allows(self, item_id: str) -> bool:
         """Whether ``item_id`` may be served."""

@@ -15,7 +15,16 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from schemas.codec import Limits
 from schemas.events import EventType
@@ -44,6 +53,8 @@ __all__ = [
     "Recommendations",
     "RecommendedItem",
     "Session",
+    "SimilarItem",
+    "SimilarItems",
     "Source",
 ]
 
@@ -251,17 +262,48 @@ class BatchResult(_Model):
 
 
 class BlocksIn(_Model):
-    """Items to block for a user ("not interested"), or to unblock."""
+    """Items and catalogue categories to block for a user ("not interested"), or to unblock; at least one."""
 
-    item_ids: list[Id] = Field(min_length=1, max_length=MAX_FILTER_VALUES, description="Item ids")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["item_ids"]}, {"required": ["categories"]}]})
+
+    item_ids: list[Id] = Field(default_factory=list, min_length=1, max_length=MAX_FILTER_VALUES,
+                               description="Item ids")
+    categories: list[Id] = Field(default_factory=list, min_length=1, max_length=MAX_FILTER_VALUES,
+                                 description="Catalogue categories: no item of them is served to the user")
+
+    @model_validator(mode="after")
+    def _something(self) -> BlocksIn:
+        if not self.item_ids and not self.categories:
+            raise ValueError("name at least one of item_ids, categories")
+        return self
 
 
 class Blocks(_Model):
-    """The items a user has blocked now: never in that user's recommendations."""
+    """What a user has blocked now: never in that user's recommendations or similar items."""
 
     user_id: str
     item_ids: list[str] = Field(description="Every item the user has blocked, sorted")
-    changed: int = Field(description="How many of the request's items were added (POST) or removed (DELETE); 0 for GET")
+    categories: list[str] = Field(default_factory=list, description="Every category the user has blocked, sorted")
+    changed: int = Field(description="How many of the request's items and categories were added (POST) or "
+                         "removed (DELETE); 0 for GET")
+
+
+class SimilarItem(_Model):
+    """One similar item and how similar it is."""
+
+    item_id: str
+    similarity: float = Field(description="Cosine similarity of the two items' factors, from -1 to 1")
+
+
+class SimilarItems(_Model):
+    """The items most similar to one item by the model's item factors, most similar first."""
+
+    item_id: str
+    model_version: str | None = Field(description="Model version that wrote the item's factors")
+    indexed_at_ms: int = Field(description="When this worker last read every item's factors (the index answered "
+                               "from; a new item is found from the next read on)")
+    items: list[SimilarItem]
 
 
 class Erased(_Model):

@@ -156,7 +156,8 @@ class Recommender:
         model has scores for the user; ``experiment`` and ``variant`` are echoed in the body.
 
         Never an item of ``exclude``, an unavailable one (the catalogue), one outside ``categories``
-        (when given) or inside ``exclude_categories``, nor one the user blocked. ``session_boost``
+        (when given) or inside ``exclude_categories``, nor one the user blocked or of a category the user
+        blocked (the model's list and the popularity fallback alike). ``session_boost``
         (default: the recommender's) lifts the open session's categories; ``max_per_category`` caps
         each category (:mod:`serving.rerank`). A fresh ``request_id`` names the answer: a
         front-end sends it back on the events it leads to.
@@ -180,8 +181,8 @@ class Recommender:
             # With items to filter out or a list to reshape, every stored score is a candidate (k kept).
             top = None if wanted.narrows or shape.whole_list else k + len(wanted.skip)
             if self.blocks:
-                recs, session, blocked = await self.store.user_view_blocked(user_id, top=top)
-                wanted = replace(wanted, skip=wanted.skip | blocked) if blocked else wanted
+                recs, session, blocked, blocked_categories = await self.store.user_view_blocked(user_id, top=top)
+                wanted = wanted.blocking(blocked, blocked_categories)
             else:
                 recs, session = await self.store.user_view(user_id, top=top)
         except StoreUnavailableError:

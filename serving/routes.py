@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from config import Settings
 from config.experiments import Experiment
 from schemas.events import Event, EventType
+from serving.catalogue import Catalogue
 from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider
 from serving.erasure import MAX_ENTRIES, ErasureRecord
@@ -44,11 +45,13 @@ from serving.models import (
     Id,
     Recommendations,
     Session,
+    SimilarItems,
 )
 from serving.recommendations import Recommender, now_ms
 from serving.security import KeyScope, require
 from serving.served import ServedLog
-from serving.store import RedisStore, StoreError
+from serving.similar import SimilarIndexView, similar_items
+from serving.store import RedisStore, StoreError, TooManyBlocksError
 
 __all__ = ["PREFIX_HEADER", "Services", "decision_json", "ops", "recommendations_json", "v1"]
 
@@ -70,6 +73,8 @@ class Services:
     served: ServedLog | None = None
     #: The recommendations experiment of PULSE_EXPERIMENTS (None: every user gets ``mf``).
     experiment: Experiment | None = None
+    #: Every item's factors, for similar items (None: the endpoint answers 404).
+    similar: SimilarIndexView | None = None
 
 
 async def services(request: Request) -> Services:
@@ -184,25 +189,75 @@ async def session(svc: Svc, user_id: UserId) -> Session | JSONResponse:
 
 @v1.get("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=READ)
 async def blocks(svc: Svc, user_id: UserId) -> Blocks:
-    """The items the user blocked."""
-    return Blocks(user_id=user_id, item_ids=sorted(await svc.store.blocked(user_id)), changed=0)
+    """The items and the catalogue categories the user blocked."""
+    items, categories = await svc.store.blocked(user_id)
+    return Blocks(user_id=user_id, item_ids=sorted(items), categories=sorted(categories), changed=0)
 
 
-@v1.post("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=EVENTS)
-async def block(svc: Svc, user_id: UserId, body: BlocksIn) -> Blocks:
-    """Block items for the user ("not interested"): never in the user's recommendations from the next request on.
+@v1.post("/users/{user_id}/blocks", response_model=Blocks, responses=_errors(422), tags=["users"],
+         dependencies=EVENTS)
+async def block(svc: Svc, user_id: UserId, body: BlocksIn) -> Blocks | JSONResponse:
+    """Block items and/or catalogue categories for the user ("not interested").
 
-    A publishable key may call it (like posting an event); erasing the user deletes the blocks.
+    From the next request on, neither the items nor any item of the categories is in the user's
+    recommendations (model or popularity) or in similar items asked with the user's ``user_id``.
+    A user may block at most ``PULSE_SERVING_MAX_BLOCKS`` items and categories together: a request
+    that would go past it answers 422 and changes nothing. A publishable key may call it (like
+    posting an event); erasing the user deletes the blocks.
     """
-    changed, now = await svc.store.block(user_id, body.item_ids)
-    return Blocks(user_id=user_id, item_ids=sorted(now), changed=changed)
+    try:
+        changed, items, categories = await svc.store.block(user_id, body.item_ids, body.categories,
+                                                           max_blocks=svc.settings.serving_max_blocks)
+    except TooManyBlocksError as exc:
+        svc.metrics.errors.labels(exc.reason).inc()
+        return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=422)
+    return Blocks(user_id=user_id, item_ids=sorted(items), categories=sorted(categories), changed=changed)
 
 
 @v1.delete("/users/{user_id}/blocks", response_model=Blocks, tags=["users"], dependencies=EVENTS)
 async def unblock(svc: Svc, user_id: UserId, body: BlocksIn) -> Blocks:
-    """Unblock items (the body names them, as for ``POST``)."""
-    changed, now = await svc.store.block(user_id, body.item_ids, unblock=True)
-    return Blocks(user_id=user_id, item_ids=sorted(now), changed=changed)
+    """Unblock items and/or categories (the body names them, as for ``POST``)."""
+    changed, items, categories = await svc.store.block(user_id, body.item_ids, body.categories, unblock=True)
+    return Blocks(user_id=user_id, item_ids=sorted(items), categories=sorted(categories), changed=changed)
+
+
+@v1.get("/items/{item_id}/similar", response_model=SimilarItems, responses=_errors(404), tags=["items"],
+        dependencies=READ)
+async def similar(
+    svc: Svc,
+    item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
+    user_id: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                          description="Whose blocks apply (items and categories the user blocked are left out)"),
+    ] = None,
+    exclude: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES, description="Item ids never to return (repeat the parameter)"),
+    ] = [],  # noqa: B006 -- FastAPI copies the default per request
+    category: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES,
+                        description="Only items of these catalogue categories (repeat the parameter)"),
+    ] = [],  # noqa: B006
+    exclude_category: Annotated[
+        list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories"),
+    ] = [],  # noqa: B006
+) -> SimilarItems | JSONResponse:
+    """The items whose factors are most like the item's (cosine similarity), most similar first.
+
+    From every item's factors as this worker last read them (every ``PULSE_SERVING_SIMILAR_REFRESH_S``);
+    404 until the model has learned factors for the item. The item itself, unavailable items and
+    the filters' items (as for recommendations) are left out; the list still holds ``k`` items while
+    that many are eligible.
+    """
+    view = svc.similar
+    catalogue = svc.recommender.catalogue
+    found = None if view is None else await similar_items(
+        view, catalogue.current if catalogue is not None else Catalogue(), item_id, k, user_id=user_id,
+        exclude=exclude, categories=category, exclude_categories=exclude_category)
+    if found is None:
+        return JSONResponse({"error": "not_found", "detail": f"no factors for item {item_id!r} yet: the model "
+                             "has not learned it (or this worker has not read it since)"}, status_code=404)
+    return found
 
 
 @v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"],

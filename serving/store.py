@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,11 +27,28 @@ from schemas.redis_keys import Envelope, RedisKeys, UserKind
 from schemas.redis_values import decode_item_value, decode_user_value
 from serving.redis_mux import MultiplexedRedis
 
-__all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableError"]
+__all__ = ["RedisStore", "StoreCorruptError", "StoreError", "StoreUnavailableError", "TooManyBlocksError"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+#: Adds (``add``) or removes (``rem``) a user's blocks; an add past the cap (ARGV[2], -1: none) changes nothing.
+#: KEYS: the blocked items, the blocked categories (one hash slot). ARGV: mode, cap, how many of the rest are
+#: items, the items, the categories. Answers ``{changed, items, categories}``, or ``{-1, blocks, new}`` over the cap.
+_BLOCK_SCRIPT = """
+local n_items, cap = tonumber(ARGV[3]), tonumber(ARGV[2])
+local function key_of(i) if i - 3 <= n_items then return KEYS[1] end return KEYS[2] end
+if ARGV[1] == 'add' and cap >= 0 then
+  local new = 0
+  for i = 4, #ARGV do new = new + 1 - redis.call('SISMEMBER', key_of(i), ARGV[i]) end
+  local total = redis.call('SCARD', KEYS[1]) + redis.call('SCARD', KEYS[2])
+  if new > 0 and total + new > cap then return {-1, total, new} end
+end
+local changed, command = 0, 'SADD'
+if ARGV[1] == 'rem' then command = 'SREM' end
+for i = 4, #ARGV do changed = changed + redis.call(command, key_of(i), ARGV[i]) end
+return {changed, redis.call('SMEMBERS', KEYS[1]), redis.call('SMEMBERS', KEYS[2])}
+"""
 #: Bandit keys whose last value is kept parsed (:meth:`RedisStore.bandits`).
 _MAX_BANDIT_KEYS = 4096
 
@@ -45,6 +63,16 @@ class StoreUnavailableError(StoreError):
     """Redis did not answer (down, timeout, refused)."""
 
     reason = "redis_unavailable"
+
+
+class TooManyBlocksError(ValueError):
+    """Blocking would take a user past the cap; nothing was changed."""
+
+    reason = "too_many_blocks"
+
+    def __init__(self, blocked: int, adding: int, cap: int) -> None:
+        super().__init__(f"the user has {blocked} blocks and this adds {adding} new ones: at most {cap} items "
+                         "and categories together (PULSE_SERVING_MAX_BLOCKS); unblock some first")
 
 
 class StoreCorruptError(StoreError):
@@ -66,6 +94,11 @@ def _as_mapping(reply: Any) -> Any:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _members(reply: Any) -> frozenset[str]:
+    """An ``SMEMBERS`` reply (list, or set under RESP3) as text."""
+    return frozenset(_text(member) for member in reply or ())
 
 
 def _envelope(key: str, fields: Any) -> Envelope | None:
@@ -97,6 +130,7 @@ class RedisStore:
         self.legacy_reads = legacy_reads  # read format-1 keys where no format-2 value is (ADR 0003)
         self._bandits: dict[str, tuple[tuple[Any, ...], Envelope | None]] = {}  # key -> last reply, its envelope
         self._bandit_keys: dict[tuple[str, str], str] = {}  # (policy, scope) -> key (escaping costs per request)
+        self._block_script: AsyncScript | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -192,35 +226,50 @@ class RedisStore:
 
     async def user_view_blocked(
         self, user_id: str, top: int | None = None
-    ) -> tuple[Envelope | None, Envelope | None, frozenset[str]]:
-        """:meth:`user_view` and the items the user blocked, read in the same round trip.
+    ) -> tuple[Envelope | None, Envelope | None, frozenset[str], frozenset[str]]:
+        """:meth:`user_view`, the items and the categories the user blocked, read in the same round trip.
 
-        ``top`` counts the items to serve; as many more are decoded as the user blocked.
+        ``top`` counts the items to serve; as many more are decoded as the user blocked items, and
+        all of them when the user blocked a category (any stored item may be in one).
         """
-        data, blocked = await self._execute([("GET", self.keys.user_record(user_id)),
-                                             ("SMEMBERS", self.keys.blocks(user_id))])
-        items = frozenset(_text(item) for item in blocked or ())
-        recs, session = await self._user_parts(user_id, data, (UserKind.RECS, UserKind.SESSION),
-                                               None if top is None else top + len(items))
-        return recs, session, items
+        data, items, categories = await self._execute([("GET", self.keys.user_record(user_id)),
+                                                       ("SMEMBERS", self.keys.blocks(user_id)),
+                                                       ("SMEMBERS", self.keys.blocked_categories(user_id))])
+        blocked_items, blocked_categories = _members(items), _members(categories)
+        if top is not None:
+            top = None if blocked_categories else top + len(blocked_items)
+        recs, session = await self._user_parts(user_id, data, (UserKind.RECS, UserKind.SESSION), top)
+        return recs, session, blocked_items, blocked_categories
 
-    async def blocked(self, user_id: str) -> set[str]:
-        """The items ``user_id`` blocked."""
-        (reply,) = await self._execute([("SMEMBERS", self.keys.blocks(user_id))])
-        return {_text(item) for item in reply or ()}
+    async def blocked(self, user_id: str) -> tuple[frozenset[str], frozenset[str]]:
+        """The items and the categories ``user_id`` blocked (one round trip)."""
+        items, categories = await self._execute([("SMEMBERS", self.keys.blocks(user_id)),
+                                                 ("SMEMBERS", self.keys.blocked_categories(user_id))])
+        return _members(items), _members(categories)
 
-    async def block(self, user_id: str, items: Sequence[str], *, unblock: bool = False) -> tuple[int, set[str]]:
-        """``SADD`` (``SREM`` with ``unblock``) ``items`` to the user's blocks; how many changed, and the blocks now."""
-        key = self.keys.blocks(user_id)
+    async def block(
+        self, user_id: str, items: Sequence[str], categories: Sequence[str] = (), *, unblock: bool = False,
+        max_blocks: int | None = None,
+    ) -> tuple[int, frozenset[str], frozenset[str]]:
+        """Add (remove with ``unblock``) blocks atomically; how many changed, and the items and categories now.
 
-        async def change() -> list[Any]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                (pipe.srem if unblock else pipe.sadd)(key, *items)
-                pipe.smembers(key)
-                return list(await pipe.execute())
+        An add that would take the user past ``max_blocks`` (items and categories together) changes
+        nothing and raises :class:`TooManyBlocksError`.
+        """
+        items, categories = list(dict.fromkeys(items)), list(dict.fromkeys(categories))  # SISMEMBER counts once
+        args = ["rem" if unblock else "add", -1 if max_blocks is None else max_blocks, len(items), *items, *categories]
+        script = self._block_script or self.client.register_script(_BLOCK_SCRIPT)
+        self._block_script = script
+        reply = await self._guard(lambda: script(keys=[self.keys.blocks(user_id),
+                                                       self.keys.blocked_categories(user_id)], args=args))
+        if int(reply[0]) < 0:
+            raise TooManyBlocksError(int(reply[1]), int(reply[2]), int(max_blocks or 0))
+        return int(reply[0]), _members(reply[1]), _members(reply[2])
 
-        changed, members = await self._guard(change)
-        return int(changed), {_text(item) for item in members or ()}
+    async def scan(self, pattern: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One ``SCAN`` page of the keys matching ``pattern``: the next cursor (0: done) and the keys."""
+        next_cursor, keys = await self._guard(lambda: self.client.scan(cursor, match=pattern, count=count))
+        return int(next_cursor), [_text(key) for key in keys]
 
     async def session(self, user_id: str) -> Envelope | None:
         """The user's live session."""

@@ -86,15 +86,17 @@ class Store:
 
     def __init__(self) -> None:
         self.blocked: frozenset[str] = frozenset({"a1"})
+        self.blocked_categories: frozenset[str] = frozenset()
         self.tops: list[int | None] = []
 
     async def user_view_blocked(self, user_id: str, top: int | None = None
-                                ) -> tuple[Envelope | None, Envelope | None, frozenset[str]]:
+                                ) -> tuple[Envelope | None, Envelope | None, frozenset[str], frozenset[str]]:
         self.tops.append(top)
         recs = {"items": [[f"a{n}", 4.0 - n / 10] for n in range(4)] + [[f"b{n}", 3.5 - n / 10] for n in range(4)],
                 "global_mean": 3.5}
         session = {"open": True, "recent_items": ["b9"], "categories": {}}
-        return Envelope(recs, T0, T0, "mf-v1"), Envelope(session, T0, T0, "mf-v1"), self.blocked
+        return (Envelope(recs, T0, T0, "mf-v1"), Envelope(session, T0, T0, "mf-v1"), self.blocked,
+                self.blocked_categories)
 
     async def catalogue_version(self) -> int:
         return 1

@@ -1,0 +1,247 @@
+"""Similar items: the items whose factors point the way one item's do (cosine), from an in-process index.
+
+The job writes each item's bias and factors to Redis (``RedisKeys.item_record``, format 2; format 1
+``item_params`` hashes are read too when ``legacy_reads`` is on). Serving never computes over Redis
+per request: :class:`SimilarIndexView` SCANs every item record every ``refresh_s`` in the background
+and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). A request is one
+matrix-vector product; the catalogue (availability, categories), the request's filters and the
+user's blocks apply then, against memory, so an item marked unavailable leaves similar lists as
+fast as it leaves recommendations (the catalogue's refresh), while a brand-new item is found
+from the next index read on.
+
+>>> index = ItemIndex.build({"a": [1.0, 0.0], "b": [0.9, 0.1], "c": [0.0, 1.0], "d": [-1.0, 0.0]})
+>>> [(item, round(similarity, 3)) for item, similarity in index.similar("a", 2)]
+[('b', 0.994), ('c', 0.0)]
+>>> index.similar("a", 2, allows=lambda item: item != "b")
+[('c', 0.0), ('d', -1.0)]
+>>> index.similar("zz", 2) is None
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.redis_keys import Envelope
+from schemas.redis_values import decode_item_value
+from serving.catalogue import Catalogue, ItemFilter
+from serving.models import SimilarItem, SimilarItems
+from serving.polling import poll_forever
+from serving.store import RedisStore
+
+__all__ = ["ItemIndex", "SimilarIndexView", "item_id_of_key", "most_similar", "similar_items"]
+
+log = logging.getLogger(__name__)
+
+Matrix = npt.NDArray[np.float32]
+#: Keys per SCAN page and per GET round trip: small enough that decoding one page never holds the event loop long.
+PAGE = 500
+_UNESCAPE = {"%25": "%", "%7B": "{", "%7D": "}"}
+_ESCAPED = re.compile("%25|%7B|%7D")
+
+
+def item_id_of_key(key: str, prefix: str) -> tuple[str, bool] | None:
+    """``(item id, format 2)`` of an item key under ``prefix``: ``RedisKeys.item_record``/``item_params`` reversed.
+
+    >>> item_id_of_key("pulse:item:{i%7B9%7D}", "pulse"), item_id_of_key("pulse:item:{i9}:params", "pulse")
+    (('i{9}', True), ('i9', False))
+    >>> item_id_of_key("pulse:item:{i9}:other", "pulse"), item_id_of_key("pulse:user:{u1}", "pulse")
+    (None, None)
+    """
+    head = f"{prefix}:item:{{"
+    if not key.startswith(head):
+        return None
+    escaped, brace, rest = key[len(head):].partition("}")
+    if not brace or not escaped or rest not in ("", ":params"):
+        return None
+    return _ESCAPED.sub(lambda match: _UNESCAPE[match.group()], escaped), rest == ""
+
+
+def most_similar(
+    unit: Matrix, row: int, k: int, allows: Callable[[int], bool] | None = None
+) -> list[tuple[int, float]]:
+    """The ``k`` rows of ``unit`` most similar to ``row`` (cosine of unit rows), best first, ``row`` itself excluded.
+
+    Only rows ``allows`` accepts count; candidates are taken best first in growing slices, so the
+    answer holds ``k`` rows whenever that many are allowed. Ties go to the lower row.
+
+    >>> unit = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]], dtype=np.float32)
+    >>> [(row, round(cos, 2)) for row, cos in most_similar(unit, 0, 2)]
+    [(3, 0.8), (1, 0.6)]
+    >>> [row for row, _ in most_similar(unit, 0, 5, allows=lambda row: row != 3)]
+    [1, 2]
+    """
+    n = unit.shape[0]
+    if k <= 0 or n <= 1:
+        return []
+    similarity = unit @ unit[row]
+    similarity[row] = -np.inf  # never the item itself
+    taken = min(n, 2 * k + 16)
+    while True:
+        if taken < n:
+            best = np.argpartition(similarity, n - taken)[n - taken:]  # the ``taken`` largest
+            # argpartition leaves its slice unordered: stable order by (-similarity, row) for repeatable answers.
+            best = best[np.lexsort((best, -similarity[best]))]
+        else:
+            best = np.lexsort((np.arange(n), -similarity))
+        found: list[tuple[int, float]] = []
+        for candidate in best.tolist():
+            if candidate != row and (allows is None or allows(candidate)):
+                found.append((candidate, float(similarity[candidate])))
+                if len(found) == k:
+                    return found
+        if taken >= n:
+            return found
+        taken = min(n, taken * 4)
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """One read of every item's factors: ids by row and the factors as unit rows (a zero vector stays zero)."""
+
+    items: tuple[str, ...] = ()
+    unit: Matrix = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    versions: tuple[str, ...] = ()  # the model version that wrote each row
+    rows: dict[str, int] = field(default_factory=dict)
+    prefix: str | None = None  # whose items (the live prefix can change: serving/alias.py)
+    read_at_ms: int = 0  # when the read started (0: never read)
+    dropped: int = 0  # items whose factors had another length than most (a model being replaced)
+
+    @classmethod
+    def build(cls, factors: Mapping[str, Sequence[float] | Matrix], versions: Mapping[str, str] | None = None,
+              prefix: str | None = None, read_at_ms: int = 0) -> ItemIndex:
+        """The index of ``factors`` (item -> factors); items whose length differs from the most common are dropped."""
+        lengths = Counter(len(vector) for vector in factors.values())
+        if not lengths:
+            return cls(prefix=prefix, read_at_ms=read_at_ms)
+        dimension = lengths.most_common(1)[0][0]
+        items = tuple(sorted(item for item, vector in factors.items() if len(vector) == dimension))
+        matrix = np.array([factors[item] for item in items], dtype=np.float32).reshape(len(items), dimension)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        unit = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+        named = versions or {}
+        return cls(items, unit, tuple(named.get(item, "") for item in items),
+                   {item: row for row, item in enumerate(items)}, prefix, read_at_ms, len(factors) - len(items))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def version_of(self, item_id: str) -> str | None:
+        """The model version of the item's factors, if indexed."""
+        row = self.rows.get(item_id)
+        return None if row is None or not self.versions[row] else self.versions[row]
+
+    def similar(
+        self, item_id: str, k: int, allows: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, float]] | None:
+        """The ``k`` items most similar to ``item_id`` that ``allows`` accepts; ``None`` when it has no factors here."""
+        row = self.rows.get(item_id)
+        if row is None:
+            return None
+        items = self.items
+        by_row = None if allows is None else (lambda candidate: allows(items[candidate]))
+        return [(items[found], similarity) for found, similarity in most_similar(self.unit, row, k, by_row)]
+
+
+def _decoded(key: str, data: Any, legacy: bool) -> Envelope | None:
+    """An item's value as :meth:`RedisStore.read_raw` answered it (``GET``, or ``HGETALL`` for format 1).
+
+    A value that is no item record is skipped with a warning: one bad key must not empty the index.
+    """
+    try:
+        if legacy:
+            return Envelope.from_fields_or_none(dict(zip(data[::2], data[1::2], strict=True))
+                                                if isinstance(data, list) else data or {})
+        return None if data is None else decode_item_value(data)
+    except ValueError as exc:
+        log.warning("similar items: %s is not an item record (%s); skipped", key, exc)
+        return None
+
+
+class SimilarIndexView:
+    """The newest :class:`ItemIndex` this process has read; :meth:`run` keeps it current."""
+
+    def __init__(self, store: RedisStore, refresh_s: float, clock_ms: Callable[[], int] | None = None) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.current = ItemIndex()
+        self._read_at = -float("inf")  # monotonic time of the last full read
+
+    async def refresh(self) -> bool:
+        """Read every item's factors again if ``refresh_s`` passed or the live prefix moved; whether it did."""
+        prefix = self.store.keys.prefix
+        if prefix == self.current.prefix and time.monotonic() - self._read_at < self.refresh_s:
+            return False
+        started_ms, started = self.clock_ms(), time.monotonic()
+        factors, versions = await self._read(prefix)
+        self.current = ItemIndex.build(factors, versions, prefix, started_ms)
+        self._read_at = started
+        log.debug("similar-items index of %r: %d items (%d of another length) in %.2f s", prefix,
+                  len(self.current), self.current.dropped, time.monotonic() - started)
+        return True
+
+    async def _read(self, prefix: str) -> tuple[dict[str, Matrix], dict[str, str]]:
+        """Every item's factors and model version under ``prefix`` (format 2 wins over format 1)."""
+        store, keys = self.store, self.store.keys
+        factors: dict[str, Matrix] = {}  # float32 from the start: a Python float per factor would be 8x the memory
+        versions: dict[str, str] = {}
+        legacy: set[str] = set()
+        seen_versions: dict[str, str] = {}  # one string object per model version
+        cursor: int | None = None
+        while cursor != 0:
+            cursor, page = await store.scan(f"{prefix}:item:{{*", cursor or 0, PAGE)
+            found = [parsed for parsed in (item_id_of_key(key, prefix) for key in page)
+                     if parsed is not None and (parsed[1] or store.legacy_reads)]
+            commands = [("GET", keys.item_record(item)) if compact else ("HGETALL", keys.item_params(item))
+                        for item, compact in found]
+            replies = await store.read_raw(commands)
+            for (item_id, compact), (_, key), reply in zip(found, commands, replies, strict=True):
+                envelope = _decoded(key, reply, not compact)
+                if envelope is None or (not compact and item_id in factors and item_id not in legacy):
+                    continue  # deleted since the SCAN, or format 1 where format 2 was read
+                vector = envelope.payload.get("factors")
+                if not isinstance(vector, list):
+                    continue
+                factors[item_id] = np.asarray(vector, dtype=np.float32)
+                versions[item_id] = seen_versions.setdefault(envelope.model_version, envelope.model_version)
+                (legacy.add if not compact else legacy.discard)(item_id)
+            await asyncio.sleep(0)  # let requests in between pages
+        return factors, versions
+
+    async def run(self) -> None:
+        """Refresh forever (a task of the app's lifespan); the prefix is checked every second at most."""
+        await poll_forever(self.refresh, min(self.refresh_s, 1.0), "similar items")
+
+
+
+async def similar_items(
+    view: SimilarIndexView, catalogue: Catalogue, item_id: str, k: int, *, user_id: str | None = None,
+    exclude: Sequence[str] = (), categories: Sequence[str] = (), exclude_categories: Sequence[str] = (),
+) -> SimilarItems | None:
+    """The ``k`` items most similar to ``item_id`` that may be served; ``None`` when the index has no factors for it.
+
+    Never an unavailable item (``catalogue``), one of ``exclude``, one outside ``categories`` (when
+    given) or inside ``exclude_categories``, nor, with a ``user_id``, one that user blocked or of a
+    category the user blocked (read from Redis: one round trip).
+    """
+    index = view.current
+    if item_id not in index.rows:
+        return None
+    wanted = ItemFilter(catalogue, frozenset(exclude), frozenset(categories) if categories else None,
+                        frozenset(exclude_categories))
+    if user_id is not None:
+        wanted = wanted.blocking(*await view.store.blocked(user_id))
+    found = index.similar(item_id, k, wanted.allows if wanted.narrows or wanted.skip else None) or []
+    return SimilarItems(item_id=item_id, model_version=index.version_of(item_id), indexed_at_ms=index.read_at_ms,
+                        items=[SimilarItem(item_id=item, similarity=similarity) for item, similarity in found])
