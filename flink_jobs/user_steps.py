@@ -157,11 +157,11 @@ class UserSteps:
         record = record or UserRecord()
         record.counts[event.type.value] = record.counts.get(event.type.value, 0) + 1
         record.t = max(record.t, event.event_time_ms)
-        if event.type == "block":  # v2 (EventType.BLOCK) "not interested": no session step, nothing to learn
+        if event.type is EventType.BLOCK:  # v2 "not interested": no session step, nothing to learn
             outputs: list[Any] = [self._block(event)]
         else:
             outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
-        if event.item_id is not None and event.type != "block":
+        if event.item_id is not None and event.type is not EventType.BLOCK:
             touch = self._touch(record, event)
             if touch is not None:
                 outputs.append(touch)
