@@ -40,6 +40,7 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "OUTCOMES",
+    "RATE_NAMES",
     "Z95",
     "Comparison",
     "ExperimentCounts",
