@@ -129,3 +129,14 @@ def test_exporter_gauges_are_the_stored_counts(kafka_bootstrap: str, redis_url: 
             assert samples[key] == counts[outcome]
     # The decisions split (bandit-v1) has no results: no samples, and no error.
     assert {dict(labels)["experiment"] for _, labels in samples} == {"home-recs"}
+
+
+def test_unreachable_redis_is_one_line_and_exit_2(settings: Settings) -> None:
+    from infra.local.process import free_port
+
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"  # free a moment ago: nothing listens there
+    env = {"PULSE_REDIS_URL": redis_url, "PULSE_EXPERIMENTS": json.dumps(definition("home-recs"))}
+    result = CliRunner().invoke(app, ["experiments", "report", "home-recs"], env=env)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot reach Redis at {redis_url}" in line and "PULSE_REDIS_URL" in line, line
