@@ -53,7 +53,7 @@ def report(
     outcome: Annotated[str, typer.Option(help="What counts as a success of a served list: "
                                               + " | ".join(OUTCOMES))] = "clicked",
     control: Annotated[str | None, typer.Option(help="The variant the others are compared with "
-                                                     "[default: the experiment's first]")] = None,
+                                                     "(default: the experiment's first)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per variant: exposures, CTR and conversion with 95% intervals, the lift against control and its p-value.
