@@ -153,6 +153,9 @@ class UserState(KeyedBroadcastProcessFunction):
         self.served = BatchedCount(metrics.counter("served_lists"), every=1 << 30)
         self.metrics = metrics
         self.drift_alarms: dict[str, Any] = {}
+        if self.steps.drift is not None:  # every detector's counter from the start: alert rules see 0, not nothing
+            for signal in ("error", *(f"mix:{kind.value}" for kind in self.steps.drift.types)):
+                self._drift_alarms(signal)
         self.tallies: list[ExperimentTally] = []  # this batch's attribution counts
         self.unmatched = BatchedCount(metrics.counter("rewards_unmatched"), every=1 << 30)
         self.items_known = JvmGauge(metrics.counter("item_replica_size"))
