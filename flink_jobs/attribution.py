@@ -98,8 +98,8 @@ class Exposures:
         """
         if served.experiment is None or served.variant is None or served.request_id in self.lists:
             return []  # not in an experiment, or a replayed record of a list already counted
-        self.lists[served.request_id] = Exposure(served.experiment, served.variant, served.served_at_ms,
-                                                 frozenset(item.item_id for item in served.items))
+        exposure = self.lists[served.request_id] = Exposure(served.experiment, served.variant, served.served_at_ms,
+                                                            frozenset(item.item_id for item in served.items))
         while len(self.lists) > max_lists:
             del self.lists[next(iter(self.lists))]
         if window_ms is not None:
@@ -110,10 +110,8 @@ class Exposures:
         waiting = [outcome for outcome in self.parked if outcome[2] == served.request_id]
         if waiting:
             self.parked = [outcome for outcome in self.parked if outcome[2] != served.request_id]
-            for event_type, _, request_id, event_time_ms in waiting:
-                tally = self._credit_to(self.lists[request_id], event_type, event_time_ms)
-                if tally is not None:
-                    tallies.append(tally)
+            for event_type, _, _, event_time_ms in waiting:
+                tallies.append(self._credit_to(exposure, event_type, event_time_ms))  # even if it left already
         return tallies
 
     def credit(self, event_type: str, item_id: str | None, request_id: str | None, event_time_ms: int,

@@ -32,28 +32,30 @@ HOME = Experiment(name="home", surface="recommendations", salt="t",
 CTR = {"A": 0.10, "B": 0.20}
 
 
-def planted(n_lists: int, seed: int) -> tuple[list[ServedList], list[Event], dict[str, Counter[str]]]:
-    """Lists served to 200 users; each clicked with its variant's CTR, a third of the clicked bought."""
+def planted(n_lists: int, seed: int, experiment: Experiment = HOME, ctr: dict[str, float] = CTR,
+            n_users: int = 200) -> tuple[list[ServedList], list[Event], dict[str, Counter[str]]]:
+    """Lists served to ``n_users`` users; each clicked with its variant's CTR, a third of the clicked bought."""
     rng, base = random.Random(seed), 1_750_000_000_000
     lists, events, want = [], [], {"A": Counter(), "B": Counter()}
     for n in range(n_lists):
-        user = f"u{rng.randrange(200)}"
-        variant = HOME.assign(user).name
+        user = f"u{rng.randrange(n_users)}"
+        variant = experiment.assign(user).name
         at = base + 100 * n
         items = tuple(ServedItem(f"i{rng.randrange(500)}", p, 1.0 - p / 10) for p in range(5))
-        lists.append(ServedList(f"r{n}", user, at, "recommendations", "model", "mf", "pulse", None, "home", variant,
-                                None, items))
+        lists.append(ServedList(f"{experiment.name}-r{n}", user, at, "recommendations", "model", "mf", "pulse", None,
+                                experiment.name, variant, None, items))
         want[variant]["exposures"] += 1
-        events.append(Event(f"v{n}", EventType.VIEW, user, at + 500, item_id=items[0].item_id))  # not an outcome
-        if rng.random() < CTR[variant]:
+        name = experiment.name
+        events.append(Event(f"{name}-v{n}", EventType.VIEW, user, at + 500, item_id=items[0].item_id))  # no outcome
+        if rng.random() < ctr[variant]:
             clicks = 1 + (rng.random() < 0.2)
             for c in range(clicks):
-                events.append(Event(f"c{n}.{c}", EventType.CLICK, user, at + 1_000 + c, item_id=items[c].item_id,
-                                    context={"request_id": f"r{n}"}))
+                events.append(Event(f"{name}-c{n}.{c}", EventType.CLICK, user, at + 1_000 + c,
+                                    item_id=items[c].item_id, context={"request_id": f"{name}-r{n}"}))
             want[variant].update(clicked=1, clicks=clicks)
             if rng.random() < 1 / 3:
-                events.append(Event(f"p{n}", EventType.PURCHASE, user, at + 2_000, item_id=items[0].item_id,
-                                    context={"request_id": f"r{n}"}))
+                events.append(Event(f"{name}-p{n}", EventType.PURCHASE, user, at + 2_000,
+                                    item_id=items[0].item_id, context={"request_id": f"{name}-r{n}"}))
                 want[variant].update(purchased=1, purchases=1)
     return lists, events, want
 

@@ -111,3 +111,12 @@ def test_lists_older_than_the_window_before_the_newest_leave() -> None:
     assert list(lists.lists) == ["r1", "r2"]
     lists.expose(served("r3", ("i3",), 1_001 + WINDOW), max_lists=100, window_ms=WINDOW)
     assert list(lists.lists) == ["r2", "r3"]
+
+
+def test_a_list_older_than_the_window_still_takes_the_outcomes_parked_for_it() -> None:
+    lists = Exposures()
+    lists.expose(served("r2", ("i2",), 10 * WINDOW), max_lists=100, window_ms=WINDOW)
+    assert lists.credit("click", "i1", "r1", 2_000, WINDOW) is None  # r1 is older, and late
+    tallies = lists.expose(served("r1", ("i1",), 1_000), max_lists=100, window_ms=WINDOW)
+    assert [t.counts()["exposures"] + t.counts()["clicked"] for t in tallies] == [1, 1]
+    assert list(lists.lists) == ["r2"]
