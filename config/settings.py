@@ -246,8 +246,8 @@ class Settings(ConnectionSecurity):
     serving_log_served: bool = Field(
         True, description="Log every served recommendation list to topic_served (batched, off the request path)")
     job_attribution: Literal["auto", "on", "off"] = Field(
-        "auto", description="The job reads topic_served and credits clicks, carts and purchases to the variant whose "
-        "list led to them (auto: on when a recommendations experiment is configured)")
+        "auto", description="The job credits clicks, carts and purchases to the experiment variant whose list "
+        "(topic_served) or decision led to them (auto: on when PULSE_EXPERIMENTS defines an experiment)")
     attribution_window_ms: int = Field(
         30 * 60 * 1000, gt=0, description="An outcome without a request id goes to the user's list that showed "
         "the item at most this long before")
@@ -296,10 +296,14 @@ class Settings(ConnectionSecurity):
 
     @property
     def attribution_on(self) -> bool:
-        """Whether the job credits outcomes to experiment variants (``job_attribution``)."""
-        if self.job_attribution == "auto":
-            return any(experiment.surface == "recommendations" for experiment in self.experiments)
-        return self.job_attribution == "on"
+        """Whether the job credits outcomes to experiment variants (``job_attribution``; auto: any experiment)."""
+        return bool(self.experiments) if self.job_attribution == "auto" else self.job_attribution == "on"
+
+    @property
+    def attribution_reads_served(self) -> bool:
+        """Whether the job reads the served topic: attribution on and a recommendations experiment (or on)."""
+        return self.attribution_on and (self.job_attribution == "on" or any(
+            experiment.surface == "recommendations" for experiment in self.experiments))
 
     @model_validator(mode="after")
     def _decision_variants_learned(self) -> Settings:

@@ -56,8 +56,8 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     raw = read_events(env, settings, bounded)
     decoded = decode(raw, settings)
     catalogue = decode_catalogue(read_catalogue(env, settings, bounded), settings)
-    # Served lists only when outcomes are credited to experiment variants (settings.attribution_on).
-    served = [decode_served(read_served(env, settings, bounded), settings)] if settings.attribution_on else []
+    # Served lists only when outcomes are credited to the variants of a recommendations experiment.
+    served = [decode_served(read_served(env, settings, bounded), settings)] if settings.attribution_reads_served else []
     write_dead_letters([decoded, catalogue, *served], settings)
     events = unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events")
     if served:

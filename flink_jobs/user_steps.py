@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from flink_jobs.attribution import ATTRIBUTED
+from flink_jobs.attribution import ATTRIBUTED, ExperimentTally
 from flink_jobs.item_replica import ItemReplica
 from flink_jobs.messages import (
     BanditFeedback,
@@ -85,20 +85,22 @@ class UserStageConfig:
 
 
 class PendingImpression(NamedTuple):
-    """An impression waiting for its click (in state: the tuple ``(arm, scope keys, expires)``)."""
+    """An impression waiting for its click (in state: ``(arm, scope keys, expires[, experiment, variant])``)."""
 
     arm: str
     scopes: list[str]
     expires_ms: int
+    experiment: str | None = None  # the decision's experiment and variant, when attribution counts them
+    variant: str | None = None
 
 
 class Impressions(Protocol):
     """The user's pending impressions by request id: Flink ``MapState`` in the job, a dict in tests."""
 
-    def get(self, request_id: str) -> tuple[str, list[str], int] | None: ...
-    def __setitem__(self, request_id: str, value: tuple[str, list[str], int]) -> None: ...
+    def get(self, request_id: str) -> tuple[Any, ...] | None: ...
+    def __setitem__(self, request_id: str, value: tuple[Any, ...]) -> None: ...
     def __delitem__(self, request_id: str) -> None: ...
-    def items(self) -> Iterable[tuple[str, tuple[str, list[str], int]]]: ...
+    def items(self) -> Iterable[tuple[str, tuple[Any, ...]]]: ...
     def clear(self) -> None: ...
 
 
@@ -133,6 +135,7 @@ class UserSteps:
         self.global_params = GlobalParams()
         self.weights = InteractionWeights()
         self.last_event_ms = 0
+        self.joined = False
         # Per subtask, over its users' events in arrival order; rebuilt fresh after a restore (drift.py).
         self.drift = DriftWatch() if config.drift.reaction != "off" else None
         self.alarms: list[DriftAlarm] = []
@@ -170,7 +173,7 @@ class UserSteps:
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
-        if event.type.value in ATTRIBUTED and self.config.attribution:
+        if event.type.value in ATTRIBUTED and self.config.attribution and not self.joined:
             tally = record.exposures.credit(event.type.value, event.item_id, event.context.get("request_id"),
                                             event.event_time_ms, self.config.attribution_window_ms,
                                             self.config.max_exposures)
@@ -231,10 +234,16 @@ class UserSteps:
                 yield LateEvent()
 
     def _rewards(self, record: UserRecord, event: Event, impressions: Impressions) -> Iterator[Any]:
+        self.joined = False  # whether this event answered a decision (then no served list gets it)
         if event.type is EventType.IMPRESSION and event.decision is not None:
             expires = event.event_time_ms + self.config.impression_ttl_ms
             scopes = [scope_key(scope, event) for scope in self.config.scopes]
-            impressions[event.decision.request_id] = (event.decision.arm, scopes, expires)
+            experiment, variant = event.context.get("experiment"), event.context.get("variant")
+            if self.config.attribution and experiment and variant:  # a decision under an experiment: exposed
+                impressions[event.decision.request_id] = (event.decision.arm, scopes, expires, experiment, variant)
+                yield ExperimentTally(experiment, variant, event.event_time_ms, exposures=1)
+            else:
+                impressions[event.decision.request_id] = (event.decision.arm, scopes, expires)
             yield EventTimer(expires)
         elif event.type is EventType.CLICK and (request_id := event.context.get("request_id")):
             stored = impressions.get(request_id)
@@ -245,6 +254,9 @@ class UserSteps:
             del impressions[request_id]
             record.progress.rewards_matched += 1
             pending = PendingImpression(*stored)
+            self.joined = True
+            if pending.experiment and pending.variant:
+                yield ExperimentTally(pending.experiment, pending.variant, event.event_time_ms, clicked=1, clicks=1)
             for key in pending.scopes:
                 yield BanditFeedback(key, pending.arm, 1.0, event.event_time_ms)
 

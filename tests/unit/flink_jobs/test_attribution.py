@@ -120,3 +120,23 @@ def test_a_list_older_than_the_window_still_takes_the_outcomes_parked_for_it() -
     tallies = lists.expose(served("r1", ("i1",), 1_000), max_lists=100, window_ms=WINDOW)
     assert [t.counts()["exposures"] + t.counts()["clicked"] for t in tallies] == [1, 1]
     assert list(lists.lists) == ["r2"]
+
+
+def test_a_decision_under_an_experiment_is_an_exposure_and_its_click_a_credit() -> None:
+    from schemas import Decision
+
+    steps = UserSteps(UserStageConfig(mf=MFConfig(n_factors=2), keys=RedisKeys("t"), scopes=(BanditScope.GLOBAL,),
+                                      session_gap_ms=1_800_000, impression_ttl_ms=600_000, top_k=5,
+                                      score_refresh_ms=200, redis_shards=1, attribution=True), subtask=0)
+    impressions: dict[str, tuple[object, ...]] = {}
+    shown = Event("e1", EventType.IMPRESSION, "u1", 1_000, item_id="banner-2",
+                  context={"experiment": "banner", "variant": "bandit"},
+                  decision=Decision("d1", "ts", "banner-2", 0.5))
+    record, out = steps.on_event(None, shown, impressions)  # type: ignore[arg-type]
+    assert [o for o in out if isinstance(o, ExperimentTally)] == [ExperimentTally("banner", "bandit", 1_000,
+                                                                                  exposures=1)]
+    click = Event("e2", EventType.CLICK, "u1", 2_000, item_id="banner-2", context={"request_id": "d1"})
+    record, out = steps.on_event(record, click, impressions)  # type: ignore[arg-type]
+    assert [o for o in out if isinstance(o, ExperimentTally)] == [ExperimentTally("banner", "bandit", 2_000,
+                                                                                  clicked=1, clicks=1)]
+    assert record is not None and not record.exposures  # the decision's click waits for no served list
