@@ -26,7 +26,7 @@ from tests.integration.test_attribution import planted
 
 pytestmark = pytest.mark.flink_job
 
-N_LISTS = 23_000  # with their views, clicks and purchases: over 50,000 records per test
+N_LISTS = 23_500  # with their views, clicks and purchases: over 50,000 records per test
 
 
 def experiment(name: str) -> Experiment:
