@@ -67,7 +67,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     policy = DecisionPolicy(
         bandit_policy=settings.bandit_policy, preferred_scope=settings.serving_bandit_scope,
         experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
-        control_share=settings.serving_control_share,
+        control_share=settings.serving_control_share, table_max_age_s=settings.serving_bandit_table_max_age_s,
         assignment=_experiment_on(settings, "decisions"),
     )
     catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
