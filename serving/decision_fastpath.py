@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from serving.fastpath import DECISIONS, ROUTE_TEMPLATE_KEY, app_handler, authorized, read_body, replay, send_json
 from serving.metrics import Metrics
 from serving.models import DecisionRequest
+from serving.routes import decision_json
 
 __all__ = ["DecisionsFastPath", "ServingApp"]
 
@@ -83,8 +84,6 @@ class DecisionsFastPath:
         except ValidationError:
             await stack(scope, replay(messages, receive), send)  # the route answers its 400
             return
-        from serving.routes import decision_json
-
         scope[ROUTE_TEMPLATE_KEY] = DECISIONS
         try:
             answer = await decision_json(svc, request)

@@ -59,6 +59,19 @@ def _string(text: str) -> bytes:
     return long_bytes(len(data)) + data
 
 
+#: Encoded texts that repeat from event to event (context keys and values, policies, arms), bounded.
+_REPEATED: dict[str, bytes] = {}
+
+
+def _repeated(text: str) -> bytes:
+    found = _REPEATED.get(text)
+    if found is None:
+        if len(_REPEATED) >= 4096:
+            _REPEATED.clear()
+        found = _REPEATED[text] = _string(text)
+    return found
+
+
 def _probes() -> list[Event]:
     """Events covering every field's branches (none, one and several context entries, non-ASCII text), every type."""
     every_type = [Event(f"t{n}", event_type, "u", 1_700_000_000_000 + n, "i") for n, event_type in enumerate(EventType)]
@@ -96,19 +109,19 @@ class DirectEventWriter:
             raise OverflowError(f"event_time_ms {event.event_time_ms!r} is not an Avro long")
         parts = [self._header, _string(event.event_id), _SMALL[_TYPE_INDEX[event.type.value]],
                  _string(event.user_id),
-                 _NULL if event.item_id is None else _SOME + _string(event.item_id),
+                 _NULL if event.item_id is None else _SOME + _repeated(event.item_id),
                  _NULL if event.value is None else _SOME + _DOUBLE(event.value),
                  long_bytes(event.event_time_ms)]
         context = event.context
         if context:
             parts.append(long_bytes(len(context)))
             for key, value in context.items():
-                parts += (_string(key), _string(value))
+                parts += (_repeated(key), _repeated(value))
         parts.append(_NULL)
         decision = event.decision
         if decision is None:
             parts.append(_NULL)
         else:
-            parts += (_SOME, _string(decision.request_id), _string(decision.policy), _string(decision.arm),
+            parts += (_SOME, _string(decision.request_id), _repeated(decision.policy), _repeated(decision.arm),
                       _DOUBLE(decision.propensity))
         return b"".join(parts)
