@@ -249,6 +249,12 @@ class Settings(ConnectionSecurity):
         "at most one per surface (recommendations, decisions)")
     serving_log_served: bool = Field(
         True, description="Log every served recommendation list to topic_served (batched, off the request path)")
+    job_attribution: Literal["auto", "on", "off"] = Field(
+        "auto", description="The job reads topic_served and credits clicks, carts and purchases to the variant whose "
+        "list led to them (auto: on when a recommendations experiment is configured)")
+    attribution_window_ms: int = Field(
+        30 * 60 * 1000, gt=0, description="An outcome without a request id goes to the user's list that showed "
+        "the item at most this long before")
 
     # ---------------------------------------------------------------------------------------
     # Operations (`pulse lag`, `pulse exporter`, the job's Prometheus reporter). README "Operating Pulse".
@@ -291,6 +297,13 @@ class Settings(ConnectionSecurity):
         """``PULSE_EXPERIMENTS`` (JSON) read and checked; a bad definition is one line (ExperimentConfigError)."""
         return value if isinstance(value, tuple) and all(isinstance(v, Experiment) for v in value) \
             else parse_experiments(value)
+
+    @property
+    def attribution_on(self) -> bool:
+        """Whether the job credits outcomes to experiment variants (``job_attribution``)."""
+        if self.job_attribution == "auto":
+            return any(experiment.surface == "recommendations" for experiment in self.experiments)
+        return self.job_attribution == "on"
 
     @model_validator(mode="after")
     def _decision_variants_learned(self) -> Settings:

@@ -14,7 +14,7 @@ from flink_jobs.batching import PACKED, pack_messages, read_batch
 from flink_jobs.messages import DeadLetterCounts
 from flink_jobs.routing import TO_MODEL, message
 from flink_jobs.runtime import split_position
-from schemas import DeadLetterCodec, DecodeError, DecodeReason, EventCodec, Limits, load_registry
+from schemas import DeadLetterCodec, DecodeError, DecodeReason, EventCodec, Limits, ServedListCodec, load_registry
 
 #: Dead letters (framed ``dlq.avsc`` records), typed as raw bytes for the Kafka sink.
 DEAD_LETTERS = OutputTag("dead-letters", Types.PRIMITIVE_ARRAY(Types.BYTE()))
@@ -104,6 +104,51 @@ class DecodeEvents(ProcessFunction):
         if good:
             self.decoded.inc(good)
             parts[0] = _LENGTH.pack(good)
+            yield b"".join(parts)
+        if (counts := self.dead_letters.counts()) is not None:
+            yield DEAD_LETTER_COUNTS, counts
+
+
+class DecodeServed(ProcessFunction):
+    """Decode a micro-batch of served lists (``served.avsc``) for attribution, in one call.
+
+    Only lists served under an experiment go on (the others credit no variant), packed like
+    :class:`DecodeEvents` output with event time 0: a list's server time must not move the
+    events' watermark (replayed events can be older than the lists), and nothing downstream
+    reads a list's Flink timestamp. Bad records go to the DLQ with the reason and position.
+    """
+
+    def __init__(self, source_topic: str, schema_registry_url: str | None) -> None:
+        self.source_topic = source_topic
+        self.schema_registry_url = schema_registry_url
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        registry = load_registry(self.schema_registry_url)
+        self.codec = ServedListCodec(registry, Limits())
+        metrics = runtime_context.get_metrics_group()
+        self.decoded = metrics.counter("served_lists_decoded")
+        self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
+
+    def process_element(self, batch: Row, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
+        _, records = read_batch(batch[1])
+        parts = [b""]
+        kept = 0
+        for _, positioned in records:
+            partition, offset, value = split_position(positioned)
+            try:
+                served = self.codec.decode(value)
+            except DecodeError as err:
+                yield DEAD_LETTERS, self.dead_letters.reject(err, value, partition, offset)
+                continue
+            if served.experiment is None or served.variant is None:
+                continue
+            user = served.user_id.encode()
+            pickled = pickle.dumps(served, protocol=pickle.HIGHEST_PROTOCOL)
+            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(pickled)) + pickled + _TIME.pack(0))
+            kept += 1
+        self.decoded.inc(len(records))
+        if kept:
+            parts[0] = _LENGTH.pack(kept)
             yield b"".join(parts)
         if (counts := self.dead_letters.counts()) is not None:
             yield DEAD_LETTER_COUNTS, counts

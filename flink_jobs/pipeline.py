@@ -18,13 +18,14 @@ from pyflink.java_gateway import get_gateway
 from config import Settings
 from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events
 from flink_jobs.catalogue import DecodeCatalogue
-from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DECODED, DecodeEvents
+from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DECODED, DecodeEvents, DecodeServed
 from flink_jobs.redis_sink import RedisSink
 from flink_jobs.redis_writer import RedisWriter
 from flink_jobs.routing import (
     CLOSED_SESSION,
     ITEM_SNAPSHOT,
     TO_BANDITS,
+    TO_EXPERIMENTS,
     TO_ITEMS,
     TO_MODEL,
     TO_POPULARITY,
@@ -36,6 +37,7 @@ from flink_jobs.routing import (
 from flink_jobs.runtime import kafka_sink, kafka_source
 from flink_jobs.shared_state import (
     BanditArms,
+    ExperimentResults,
     ItemParamsOwner,
     ModelMetadata,
     SegmentPopularity,
@@ -54,12 +56,17 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     raw = read_events(env, settings, bounded)
     decoded = decode(raw, settings)
     catalogue = decode_catalogue(read_catalogue(env, settings, bounded), settings)
-    write_dead_letters([decoded, catalogue], settings)
-    events = with_event_time(unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events"), settings)
+    # Served lists only when outcomes are credited to experiment variants (settings.attribution_on).
+    served = [decode_served(read_served(env, settings, bounded), settings)] if settings.attribution_on else []
+    write_dead_letters([decoded, catalogue, *served], settings)
+    events = unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events")
+    if served:
+        events = events.union(served_lists(served[0]))
+    events = with_event_time(events, settings)
     item_snapshots = read_item_snapshots(env, settings, bounded)
     users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
-    shared = shared_state(users.union(dead_letter_counts([decoded, catalogue])), settings)
+    shared = shared_state(users.union(dead_letter_counts([decoded, catalogue, *served])), settings)
     write_item_snapshots(shared[0], settings)
     write_redis(shared[0].union(*shared[1:], catalogue_writes(catalogue)), settings)
 
@@ -99,6 +106,26 @@ def decode_catalogue(raw: DataStream, settings: Settings) -> DataStream:
 def catalogue_writes(catalogue: DataStream) -> DataStream:
     """The catalogue's Redis writes as message rows for the Redis sink."""
     return unpacked(catalogue).name("catalogue-messages").uid("catalogue-messages")
+
+
+def read_served(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
+    """Raw framed-Avro served lists (``served.avsc``) serving logged, each after its position."""
+    source = kafka_source(settings.kafka_bootstrap, settings.topic_served, f"{settings.job_group_id}-served",
+                          bounded=bounded, with_position=True, properties=settings.kafka_java_properties())
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "served").uid("source-served")
+
+
+def decode_served(raw: DataStream, settings: Settings) -> DataStream:
+    """Bytes -> the lists served under an experiment, as ``(Row(user_id, ServedList), 0)``; bad ones to the DLQ."""
+    batches = raw_batches(raw, max_records=settings.job_batch_max_events, max_delay_ms=settings.job_batch_max_ms,
+                          uid="served-batches")
+    decoder = DecodeServed(settings.topic_served, settings.schema_registry_url)
+    return batches.process(decoder, output_type=PACKED).name("decode-served").uid("decode-served")
+
+
+def served_lists(decoded: DataStream) -> DataStream:
+    """The decoded lists, unpacked in the JVM beside the events (the user stage credits their outcomes)."""
+    return unpacked_events(decoded, DECODED).name("served-lists").uid("served-lists")
 
 
 def write_dead_letters(decoders: list[DataStream], settings: Settings) -> None:
@@ -167,6 +194,8 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         value_format=settings.redis_value_format,
         user_ttl_ms=settings.redis_user_ttl_s * 1000,
         drift=DriftReaction(settings.drift_reaction, settings.drift_boost_factor, settings.drift_boost_events),
+        attribution=settings.attribution_on,
+        attribution_window_ms=settings.attribution_window_ms,
     )
     batches = batched(keyed_rows(events), max_records=settings.job_batch_max_events,
                       max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
@@ -202,12 +231,16 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         model_version=settings.model_version,
         redis_shards=redis_shards(settings),
         value_format=settings.redis_value_format,
+        attribution_window_ms=settings.attribution_window_ms,
     )
     items = _batched_stage(users, TO_ITEMS, ItemParamsOwner(config), "item-params", settings)
     bandits = _batched_stage(users, TO_BANDITS, BanditArms(config), "bandit-arms", settings)
     popularity = _batched_stage(items, TO_POPULARITY, SegmentPopularity(config), "popularity", settings)
     model = _batched_stage(users, TO_MODEL, ModelMetadata(config), "model-metadata", settings)
-    return [items, bandits, popularity, model]
+    if not settings.attribution_on:
+        return [items, bandits, popularity, model]
+    experiments = _batched_stage(users, TO_EXPERIMENTS, ExperimentResults(config), "experiment-results", settings)
+    return [items, bandits, popularity, model, experiments]
 
 
 def write_redis(messages: DataStream, settings: Settings) -> None:

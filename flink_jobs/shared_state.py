@@ -29,7 +29,7 @@ from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
 from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
-from flink_jobs.shared_steps import Coalesced, ItemOwner, ModelTotals, segment_ranking
+from flink_jobs.shared_steps import Coalesced, ExperimentTotals, ItemOwner, ModelTotals, segment_ranking
 from online_models.mf import MFConfig
 from schemas.redis_keys import RedisKeys
 
@@ -51,6 +51,7 @@ class SharedStageConfig:
     model_name: str = "mf"
     model_version: str = "mf-v1"
     value_format: str = "compact"  # "legacy": format-1 item hashes
+    attribution_window_ms: int = 30 * 60 * 1000
 
     def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
@@ -184,6 +185,13 @@ class ModelMetadata(_CoalescedWrites):
 
     def make_steps(self, config: SharedStageConfig) -> ModelTotals:
         return ModelTotals(config.model_version, config.mf.n_factors, config.keys)
+
+
+class ExperimentResults(_CoalescedWrites):
+    """``keyBy(experiment)``: its results by variant (:class:`flink_jobs.shared_steps.ExperimentTotals`)."""
+
+    def make_steps(self, config: SharedStageConfig) -> ExperimentTotals:
+        return ExperimentTotals(config.keys, config.attribution_window_ms)
 
 
 class SegmentPopularity(KeyedProcessFunction):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from flink_jobs.attribution import ExperimentTally
 from flink_jobs.messages import (
     BanditFeedback,
     DeadLetterCounts,
@@ -220,6 +221,25 @@ class ModelTotals(SharedSteps):
             "last_drift": totals.get("last_drift"),
         }
         yield RedisWrite(self.keys.model(key), entry.event_time_ms, payload, key)
+
+
+@dataclass(frozen=True)
+class ExperimentTotals(SharedSteps):
+    """``keyBy(experiment)``: exposures and credited outcomes by variant (:mod:`flink_jobs.attribution`)."""
+
+    keys: RedisKeys
+    window_ms: int
+
+    def apply(self, value: dict[str, Any] | None, tally: ExperimentTally) -> dict[str, Any]:
+        variants = value or {}
+        counts = variants.setdefault(tally.variant, dict.fromkeys(tally.counts(), 0))
+        for name, n in tally.counts().items():
+            counts[name] += n
+        return variants
+
+    def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
+        payload = {"experiment": key, "variants": dict(sorted(entry.value.items())), "window_ms": self.window_ms}
+        yield RedisWrite(self.keys.experiment(key), entry.event_time_ms, payload, key)
 
 
 def segment_ranking(

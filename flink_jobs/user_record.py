@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flink_jobs.attribution import Exposures
 from online_models import session as sessions
 from online_models.mf import UserParams
 
@@ -63,6 +64,7 @@ class UserRecord:
     progress: Progress = field(default_factory=Progress)
     due: bool = False  # a score refresh is scheduled
     session_timer: int | None = None  # the session's pending deadline timer
+    exposures: Exposures = field(default_factory=Exposures)  # lists served under an experiment (attribution)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UserRecord:
@@ -71,7 +73,8 @@ class UserRecord:
         return cls(state["counts"], state["learned"],
                    sessions.SessionState.from_bytes(session) if session else None,
                    UserParams.from_bytes(factors) if factors else None, state["t"],
-                   Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"))
+                   Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"),
+                   Exposures.from_state(state.get("served")))
 
     def to_state(self) -> dict[str, Any]:
         """The dict keyed state holds (the same keys and value types as ever)."""
@@ -79,4 +82,5 @@ class UserRecord:
                 "session": None if self.session is None else self.session.to_bytes(),
                 "factors": None if self.factors is None else self.factors.to_bytes(),
                 "t": self.t, "pending": self.progress.as_list(), "due": self.due,
-                "session_timer": self.session_timer}
+                "session_timer": self.session_timer,
+                **({"served": self.exposures.to_state()} if self.exposures else {})}

@@ -19,6 +19,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
+from flink_jobs.attribution import ExperimentTally, merge_tallies
 from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
 from flink_jobs.messages import (
     BanditFeedback,
@@ -36,7 +37,17 @@ from flink_jobs.messages import (
 from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.redis_outbox import RedisOutbox
 from flink_jobs.redis_writer import RedisWriter
-from flink_jobs.routing import CLOSED_SESSION, TO_BANDITS, TO_ITEMS, TO_MODEL, Message, message, raw_message, to_redis
+from flink_jobs.routing import (
+    CLOSED_SESSION,
+    TO_BANDITS,
+    TO_EXPERIMENTS,
+    TO_ITEMS,
+    TO_MODEL,
+    Message,
+    message,
+    raw_message,
+    to_redis,
+)
 from flink_jobs.user_steps import (
     EventTimer,
     LateEvent,
@@ -48,7 +59,7 @@ from flink_jobs.user_steps import (
     session_payload,
 )
 from online_models.drift import DriftAlarm
-from schemas import Event, EventType
+from schemas import Event, EventType, ServedList
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
 #: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
@@ -139,8 +150,13 @@ class UserState(KeyedBroadcastProcessFunction):
         self.processed = {t: BatchedCount(metrics.add_group("type", t.value).counter("events_processed"))
                           for t in EventType}
         self.late = BatchedCount(metrics.counter("late_events"), every=1 << 30)
+        self.served = BatchedCount(metrics.counter("served_lists"), every=1 << 30)
         self.metrics = metrics
         self.drift_alarms: dict[str, Any] = {}
+        if self.steps.drift is not None:  # every detector's counter from the start: alert rules see 0, not nothing
+            for signal in ("error", *(f"mix:{kind.value}" for kind in self.steps.drift.types)):
+                self._drift_alarms(signal)
+        self.tallies: list[ExperimentTally] = []  # this batch's attribution counts
         self.unmatched = BatchedCount(metrics.counter("rewards_unmatched"), every=1 << 30)
         self.items_known = JvmGauge(metrics.counter("item_replica_size"))
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
@@ -175,14 +191,20 @@ class UserState(KeyedBroadcastProcessFunction):
         flags, records = read_batch(batch)
         rows: list[Message] = []
         touches: list[ItemTouch] = []
+        self.tallies = []
         for user_id, value in records:
-            event: Event = pickle.loads(value)
-            self.processed[event.type].add()
-            record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
+            event: Event | ServedList = pickle.loads(value)
+            if isinstance(event, ServedList):  # a list served to the user (attribution)
+                self.served.add()
+                record, outputs = self.steps.on_served(self._record(user_id), event)
+            else:
+                self.processed[event.type].add()
+                record, outputs = self.steps.on_event(self._record(user_id), event, self.impressions.of(user_id))
             self._keep(user_id, record)
             self._emit(user_id, outputs, ctx, rows, touches)
         # One message per item and batch: the owner applies the summed update (messages.ItemTouches).
         rows.extend(message(TO_ITEMS, merged.item_id, merged) for merged in ItemTouches.merge(touches))
+        rows.extend(message(TO_EXPERIMENTS, tally.experiment, tally) for tally in merge_tallies(self.tallies))
         self._refresh(rows, everyone=bool(flags & (CHECKPOINT | END)))
         if flags & CHECKPOINT:
             self._write_back()
@@ -283,6 +305,8 @@ class UserState(KeyedBroadcastProcessFunction):
         for output in outputs:
             if touches is not None and isinstance(output, ItemTouch):
                 touches.append(output)
+            elif isinstance(output, ExperimentTally):
+                self.tallies.append(output)
             elif isinstance(output, EventTimer):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
@@ -313,7 +337,7 @@ class UserState(KeyedBroadcastProcessFunction):
             rows.append(route(output, self.config.redis_shards))
 
     def _flush_metrics(self) -> None:
-        for count in (*self.processed.values(), self.late, self.unmatched):
+        for count in (*self.processed.values(), self.late, self.unmatched, self.served):
             count.flush()
         if (now := time.monotonic()) - self.gauges_set_at >= 1.0:  # each set is a call into the JVM
             self.gauges_set_at = now

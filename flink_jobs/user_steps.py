@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from flink_jobs.attribution import ATTRIBUTED
 from flink_jobs.item_replica import ItemReplica
 from flink_jobs.messages import (
     BanditFeedback,
@@ -42,7 +43,7 @@ from online_models.bandits import BanditScope, scope_key
 from online_models.drift import DriftAlarm, DriftWatch
 from online_models.mf import GlobalParams, MFConfig, initial_user, learn_step, predict
 from online_models.popularity import InteractionWeights
-from schemas import Event, EventType
+from schemas import Event, EventType, ServedList
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_user_value
 
@@ -78,6 +79,9 @@ class UserStageConfig:
     value_format: str = "compact"  # "legacy": format-1 hashes (schemas.redis_keys)
     user_ttl_ms: int = 0
     drift: DriftReaction = DriftReaction()
+    attribution: bool = False  # credit outcomes to experiment variants (settings.attribution_on)
+    attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
+    max_exposures: int = 100  # lists kept per user for attribution (within the window)
 
 
 class PendingImpression(NamedTuple):
@@ -153,11 +157,11 @@ class UserSteps:
         record = record or UserRecord()
         record.counts[event.type.value] = record.counts.get(event.type.value, 0) + 1
         record.t = max(record.t, event.event_time_ms)
-        if event.type == "block":  # v2 (EventType.BLOCK) "not interested": no session step, nothing to learn
+        if event.type is EventType.BLOCK:  # v2 "not interested": no session step, nothing to learn
             outputs: list[Any] = [self._block(event)]
         else:
             outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
-        if event.item_id is not None and event.type != "block":
+        if event.item_id is not None and event.type is not EventType.BLOCK:
             touch = self._touch(record, event)
             if touch is not None:
                 outputs.append(touch)
@@ -166,9 +170,22 @@ class UserSteps:
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
+        if event.type.value in ATTRIBUTED and self.config.attribution:
+            tally = record.exposures.credit(event.type.value, event.item_id, event.context.get("request_id"),
+                                            event.event_time_ms, self.config.attribution_window_ms,
+                                            self.config.max_exposures)
+            if tally is not None:
+                outputs.append(tally)
         if self.alarms:
             outputs.extend(self._react())
         return record, outputs
+
+    def on_served(self, record: UserRecord | None, served: ServedList) -> tuple[UserRecord | None, list[Any]]:
+        """A list serving answered the user: kept for attribution when it ran under an experiment."""
+        if served.experiment is None:
+            return record, []
+        record = record or UserRecord()
+        return record, record.exposures.expose(served, self.config.max_exposures, self.config.attribution_window_ms)
 
     def _react(self) -> list[DriftAlarm]:
         """The alarms raised since the last call, out; an error alarm starts a boost when configured."""

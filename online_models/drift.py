@@ -58,23 +58,17 @@ class DriftAlarm:
 
 
 class _BlockDetector:
-    """ADWIN on the means of blocks of ``block`` values.
+    """ADWIN on the means of blocks of values (the caller averages each block).
 
     Far cheaper per value, and block means are near-normal even when the values are 0/1 and
     clustered in sessions.
     """
 
-    def __init__(self, block: int, delta: float, clock: int) -> None:
-        self.block, self.total, self.count = block, 0.0, 0
+    def __init__(self, delta: float, clock: int) -> None:
         self.adwin = ADWIN(delta=delta, clock=clock)  # type: ignore[no-untyped-call]
 
-    def add(self, value: float) -> tuple[float, float] | None:
-        """Add a value; ``(mean of the part ADWIN dropped, mean of the part it kept)`` when it cut its window."""
-        self.total += value
-        self.count += 1
-        if self.count < self.block:
-            return None
-        mean, self.total, self.count = self.total / self.count, 0.0, 0
+    def add_block(self, mean: float) -> tuple[float, float] | None:
+        """Add a block's mean; ``(mean of the part ADWIN dropped, of the part it kept)`` when it cut its window."""
         adwin = self.adwin
         width, sum_before = adwin.width + 1, adwin.estimation * adwin.width + mean
         adwin.update(mean)  # type: ignore[no-untyped-call]
@@ -127,11 +121,14 @@ class DriftWatch:
         half_life_blocks: float = 200.0,
         delta: float = 0.002,
         mix_block: int = 10,
-        clock: int = 4,
+        clock: int = 64,
     ) -> None:
         self.types = tuple(types)
         self._error = _RelativeRise(error_block, tolerance, threshold, half_life_blocks)
-        self._mix = {kind: _BlockDetector(mix_block, delta, clock) for kind in self.types}
+        self._mix = {kind: _BlockDetector(delta, clock) for kind in self.types}
+        self.mix_block = mix_block
+        self._block_counts: dict[EventType, int] = {}
+        self._in_block = 0
         self.n_errors = 0
         self.n_events = 0
         self.last_drift_ms: int | None = None
@@ -151,9 +148,15 @@ class DriftWatch:
     def observe_event(self, event: Event) -> list[DriftAlarm]:
         """Add one event to the type shares; an alarm per share that moved."""
         self.n_events += 1
+        counts = self._block_counts
+        counts[event.type] = counts.get(event.type, 0) + 1  # one step per event; the detectors per block
+        self._in_block += 1
+        if self._in_block < self.mix_block:
+            return []
+        size, self._in_block, self._block_counts = self._in_block, 0, {}
         alarms = []
         for kind, detector in self._mix.items():
-            moved = detector.add(1.0 if event.type is kind else 0.0)
+            moved = detector.add_block(counts.get(kind, 0) / size)
             if moved is not None:
                 alarms.append(self._alarm(f"mix:{kind.value}", self.n_events, event.event_time_ms, moved))
         return alarms

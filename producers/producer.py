@@ -114,11 +114,17 @@ class RecordProducer(Generic[R]):
 
 
 class EventProducer(RecordProducer[Event]):
-    """Send :class:`schemas.Event` (or raw payloads) to the events topic, key = user id."""
+    """Send :class:`schemas.Event` (or raw payloads) to the events topic, key = user id.
 
-    def __init__(self, settings: Settings, topic: str | None = None, **config: Any) -> None:
+    ``event_schema`` is the version of the events schema written (default: the newest, 2);
+    1 writes what producers before version 2 wrote and refuses block events (ValueError).
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str | None = None, *, event_schema: int | None = None, **config: Any
+    ) -> None:
         super().__init__(settings, topic or settings.topic_events, **config)
-        self.codec = EventCodec(load_registry(settings.schema_registry_url))
+        self.codec = EventCodec(load_registry(settings.schema_registry_url), writer_version=event_schema)
 
     def __enter__(self) -> EventProducer:
         return self

@@ -7,10 +7,13 @@ is machine-readable, so the job can count and dead-letter bad records by reason.
 >>> from schemas.events import Event, EventType
 >>> e = Event("e1", EventType.VIEW, "u1", 1_700_000_000_000, item_id="i1")
 >>> payload = codec.encode(e)
->>> payload[:5]
-b'\x00\x00\x00\x00\x01'
+>>> payload[:5]  # schema id 5: version 2 of the events subject, the newest
+b'\x00\x00\x00\x00\x05'
 >>> codec.decode(payload, now_ms=1_700_000_000_000) == e
 True
+>>> old = EventCodec(writer_version=1)  # what an old producer writes: schema id 1
+>>> old.encode(e)[:5], codec.decode(old.encode(e), now_ms=1_700_000_000_000) == e
+(b'\x00\x00\x00\x00\x01', True)
 >>> try:
 ...     codec.decode(b"\x07garbage")
 ... except DecodeError as err:
@@ -91,20 +94,30 @@ def _now_ms() -> int:
 
 
 class _FramedCodec:
-    """Framing and schema lookup shared by the event and item codecs."""
+    """Framing and schema lookup shared by the event and item codecs.
+
+    Reads every registered version of the subject into the newest one (``reader_id``); writes
+    the newest too unless ``writer_version`` names an older version (``schema_id``).
+    """
 
     subject: str
 
-    def __init__(self, registry: SchemaRegistry | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self, registry: SchemaRegistry | None = None, limits: Limits | None = None, writer_version: int | None = None
+    ) -> None:
         self.registry = registry if registry is not None else load_registry()
         self.limits = limits or Limits()
-        self.schema_id, self._reader = self.registry.latest(self.subject)
+        self.reader_id, self._reader = self.registry.latest(self.subject)
+        self.schema_id, self._writer = (
+            (self.reader_id, self._reader) if writer_version is None
+            else self.registry.version(self.subject, writer_version)
+        )
         self._header = bytes([MAGIC_BYTE]) + self.schema_id.to_bytes(4, "big")
 
     def _frame(self, record: dict[str, Any]) -> bytes:
         buffer = io.BytesIO()
         buffer.write(self._header)
-        schemaless_writer(buffer, self._reader, record)
+        schemaless_writer(buffer, self._writer, record)
         return buffer.getvalue()
 
     def _unframe(self, payload: bytes) -> dict[str, Any]:
@@ -119,7 +132,7 @@ class _FramedCodec:
         writer = self.registry.writer_schema(schema_id)
         if writer is None:
             raise DecodeError(DecodeReason.UNKNOWN_SCHEMA, f"schema id {schema_id} is not registered")
-        reader = None if schema_id == self.schema_id else self._reader
+        reader = None if schema_id == self.reader_id else self._reader
         body = io.BytesIO(payload)
         body.seek(HEADER_SIZE)
         try:
@@ -161,7 +174,17 @@ class _FramedCodec:
 
 
 class EventCodec(_FramedCodec):
-    """Encode and decode :class:`Event` for the ``events`` topic."""
+    """Encode and decode :class:`Event` for the ``events`` topic.
+
+    Decodes frames of every version of ``events-value`` (ids 1 and 5 in ``registry.json``) into
+    the newest schema. ``writer_version`` (default: the newest) picks the schema :meth:`encode`
+    writes; an older one refuses events it cannot carry (``block``, ``category`` on version 1).
+
+    >>> EventCodec(writer_version=1).encode(Event("e1", EventType.BLOCK, "u1", 1, item_id="i1"))
+    Traceback (most recent call last):
+    ...
+    ValueError: event e1: version 1 of the events schema (id 1) has no event type 'block' (added in version 2)
+    """
 
     subject = EVENTS_SUBJECT
 
@@ -170,13 +193,29 @@ class EventCodec(_FramedCodec):
         registry: SchemaRegistry | None = None,
         limits: Limits | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        writer_version: int | None = None,
     ) -> None:
-        super().__init__(registry, limits)
+        super().__init__(registry, limits, writer_version)
         self._clock_ms = clock_ms
+        self.writer_version = writer_version
+        fields = {f["name"]: f for f in self._writer["fields"]}
+        self._writer_types = frozenset(fields["type"]["type"]["symbols"])
+        self._writer_has_category = "category" in fields
+        self._newest = self.schema_id == self.reader_id
 
     def encode(self, event: Event) -> bytes:
-        """Frame ``event`` with the newest schema id of the events subject."""
+        """Frame ``event`` with the writer schema's id; ValueError if that version cannot carry it."""
+        if not self._newest:
+            self.check_writable(event)
         return self._frame(event.to_avro())
+
+    def check_writable(self, event: Event) -> None:
+        """Raise ValueError when the writer schema (an older version) cannot carry ``event``."""
+        where = f"event {event.event_id}: version {self.writer_version} of the events schema (id {self.schema_id})"
+        if event.type.value not in self._writer_types:
+            raise ValueError(f"{where} has no event type {event.type.value!r} (added in version 2)")
+        if event.category is not None and not self._writer_has_category:
+            raise ValueError(f"{where} has no category field (added in version 2)")
 
     def decode(self, payload: bytes, now_ms: int | None = None) -> Event:
         """Decode and validate one payload, or raise :class:`DecodeError`."""
@@ -194,6 +233,7 @@ class EventCodec(_FramedCodec):
         event_type = EventType(record["type"])
         if event_type in ITEM_EVENT_TYPES or record["item_id"] is not None:
             self._check_id("item_id", record["item_id"])
+        self._check_category(event_type, record)
         segment = (record["context"] or {}).get("segment")
         if segment and segment.startswith(_BOM_STARTS):  # a keyBy key of the job (popularity)
             raise DecodeError(DecodeReason.BAD_ID, f"context.segment starts with a byte-order mark: {segment!r}")
@@ -215,6 +255,21 @@ class EventCodec(_FramedCodec):
             raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is before 1990-01-01 (seconds, not ms?)")
         if ts > now_ms + self.limits.max_future_ms:
             raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"event_time_ms {ts} is {ts - now_ms} ms in the future")
+
+    def _check_category(self, event_type: EventType, record: dict[str, Any]) -> None:
+        """A block names exactly one of item and category; only a block has a category (ADR 0010)."""
+        category = record.get("category")  # absent when the reader is version 1 (a registry without v2)
+        if event_type is EventType.BLOCK:
+            item_id = record["item_id"]
+            if item_id is not None and category is not None:
+                raise DecodeError(DecodeReason.BAD_VALUE, "a block names an item or a category, not both")
+            if item_id is None:
+                self._check_id("category", category)  # neither (or ""): missing_field
+        elif category is not None:
+            raise DecodeError(
+                DecodeReason.BAD_VALUE,
+                f"category is only for block events, not {event_type.value} (an item's category goes in context)",
+            )
 
 
 class ItemCodec(_FramedCodec):

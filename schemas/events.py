@@ -1,4 +1,4 @@
-"""Frozen dataclasses mirroring ``event.avsc`` and ``item.avsc``.
+"""Frozen dataclasses mirroring ``event_v2.avsc`` (the newest events schema) and ``item.avsc``.
 
 These are what the rest of Pulse sees: producers build them, the codec turns them into
 framed Avro and back, learners and the session step consume them.
@@ -7,6 +7,8 @@ framed Avro and back, learners and the session step consume them.
 ...           event_time_ms=1_700_000_000_000)
 >>> e.type.value, e.value, dict(e.context)
 ('click', None, {})
+>>> Event("e2", EventType.BLOCK, "u1", 1_700_000_000_000, category="shoes").to_avro()["category"]
+'shoes'
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ _T = TypeVar("_T")
 
 
 class EventType(StrEnum):
-    """The ``EventType`` enum of ``event.avsc``; the string value is the Avro symbol."""
+    """The ``EventType`` enum of the events schema; the string value is the Avro symbol.
+
+    Members are only ever appended, in the schema's symbol order (their position is also their
+    one-byte code in Redis values, :mod:`schemas.compact_bytes`). ``BLOCK`` is new in version 2.
+    """
 
     VIEW = "view"
     CLICK = "click"
@@ -33,6 +39,10 @@ class EventType(StrEnum):
     RATING = "rating"
     IMPRESSION = "impression"
     ERASE = "erase"
+    #: "Not interested": the user blocks ``item_id`` or ``category`` (exactly one). Version 2.
+    #: Not learned from, so in none of the learners' sets (and not in ITEM_EVENT_TYPES: a block
+    #: of a category has no item).
+    BLOCK = "block"
 
 
 #: Event types that are about one item and so must carry ``item_id``.
@@ -86,7 +96,8 @@ class Event:
     """One user interaction, as on the ``events`` topic (key = ``user_id``).
 
     ``context`` is a plain dict so events pickle (Flink ships them between workers);
-    treat it as read-only.
+    treat it as read-only. ``category`` (schema version 2) is the category a ``block`` event
+    blocks; other types carry their item's category, if at all, in ``context["category"]``.
     """
 
     event_id: str
@@ -97,9 +108,10 @@ class Event:
     value: float | None = None
     context: dict[str, str] = field(default_factory=dict)
     decision: Decision | None = None
+    category: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes for ``event.avsc``."""
+        """The dict fastavro writes for ``event_v2.avsc`` (a version 1 writer ignores ``category``)."""
         return {
             "event_id": self.event_id,
             "type": self.type.value,
@@ -116,6 +128,7 @@ class Event:
                 "arm": self.decision.arm,
                 "propensity": self.decision.propensity,
             },
+            "category": self.category,
         }
 
     @classmethod
@@ -131,6 +144,7 @@ class Event:
             event_time_ms=record["event_time_ms"],
             context=dict(record.get("context") or {}),
             decision=None if decision is None else Decision(**decision),
+            category=record.get("category"),
         )
 
 

@@ -17,6 +17,7 @@ Keys, all under one configurable prefix (``pulse`` by default):
 ``<prefix>:bandit:<policy>:<scope_key>``    bandit arm parameters of one scope
 ``<prefix>:popularity:<segment>``           decayed popularity top-n of one segment
 ``<prefix>:model:<name>``                   model metadata (events learned, RMSE, version, ...)
+``<prefix>:experiment:<name>``              an experiment's exposures and attributed outcomes by variant
 =========================================  ==============================================
 
 The braces are Redis Cluster hash tags: every key of one user hashes to the same slot, so a
@@ -240,6 +241,14 @@ class RedisKeys:
     def popularity(self, segment: str) -> str:
         """Decayed popularity top-n of one segment."""
         return f"{self.prefix}:popularity:{_component('segment', segment)}"
+
+    def experiment(self, name: str) -> str:
+        """One experiment's attributed results by variant (the job writes it; serving and the CLI report it).
+
+        >>> RedisKeys().experiment("home-recs")
+        'pulse:experiment:home-recs'
+        """
+        return f"{self.prefix}:experiment:{_component('experiment', name)}"
 
     def model(self, name: str) -> str:
         """Metadata of one model: events learned, running prequential RMSE, version, global mean."""

@@ -2,7 +2,8 @@
 
 The wire frame carries a writer-schema id; decoding looks the writer schema up by that id and
 reads it into the newest schema of the subject (Avro schema resolution), so a reader on v2
-reads v1 records.
+reads v1 records. Writers use the newest version unless told an older one (old producers).
+Evolution rules: docs/adr/0010-event-schema-v2.md.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class SchemaRegistry(Protocol):
     def latest(self, subject: str) -> tuple[int, Any]:
         """Id and parsed schema of the newest version of ``subject`` (the reader schema)."""
 
+    def version(self, subject: str, version: int) -> tuple[int, Any]:
+        """Id and parsed schema of one version of ``subject`` (a writer for old producers); KeyError if none."""
+
 
 @dataclass(frozen=True)
 class RegisteredSchema:
@@ -54,8 +58,8 @@ class LocalRegistry:
     """Registry backed by ``schemas/registry.json`` (or another file of the same shape).
 
     >>> reg = LocalRegistry.from_file()
-    >>> reg.latest("events-value")[0]
-    1
+    >>> reg.latest("events-value")[0], reg.version("events-value", 1)[0]
+    (5, 1)
     >>> reg.writer_schema(999) is None
     True
     """
@@ -96,6 +100,18 @@ class LocalRegistry:
         entry = self._by_id.get(schema_id)
         return None if entry is None else entry.parsed
 
+    def versions(self, subject: str) -> list[RegisteredSchema]:
+        """Every version of ``subject``, oldest first."""
+        return sorted((e for e in self._by_id.values() if e.subject == subject), key=lambda e: e.version)
+
+    def version(self, subject: str, version: int) -> tuple[int, Any]:
+        """Id and parsed schema of ``version`` of ``subject``."""
+        for entry in self.versions(subject):
+            if entry.version == version:
+                return entry.schema_id, entry.parsed
+        known = [e.version for e in self.versions(subject)]
+        raise KeyError(f"{subject!r} has no version {version} (versions: {known})")
+
     def latest(self, subject: str) -> tuple[int, Any]:
         """Id and parsed schema of the newest version of ``subject``."""
         entry = self._latest.get(subject)
@@ -107,8 +123,9 @@ class LocalRegistry:
 class ConfluentRegistry:
     """A real Schema Registry through ``confluent_kafka.schema_registry``.
 
-    Registers the project's schemas under their subjects on first use (idempotent on the
-    registry side) and caches lookups by id.
+    Registers the project's schemas under their subjects on first use, every version oldest
+    first (idempotent on the registry side: a version already there keeps its id, and a new one
+    passes the subject's compatibility check, BACKWARD by default), and caches lookups by id.
     """
 
     def __init__(self, url: str) -> None:
@@ -117,7 +134,7 @@ class ConfluentRegistry:
         self._client = SchemaRegistryClient({"url": url})
         self._schema_cls = Schema
         self._local = LocalRegistry.from_file()
-        self._latest: dict[str, tuple[int, Any]] = {}
+        self._registered: dict[str, dict[int, tuple[int, Any]]] = {}  # subject -> version -> (id, parsed)
 
     def writer_schema(self, schema_id: int) -> Any | None:
         """The parsed schema with this id from the registry, or None when it has none."""
@@ -134,13 +151,46 @@ class ConfluentRegistry:
         return None if schema.schema_str is None else parse(schema.schema_str)
 
     def latest(self, subject: str) -> tuple[int, Any]:
-        """Register the project's schema for ``subject`` (no-op if present) and return it."""
-        if subject not in self._latest:
-            _, parsed = self._local.latest(subject)
-            schema_str = json.dumps(_unparsed(parsed))
-            schema_id = self._client.register_schema(subject, self._schema_cls(schema_str, "AVRO"))
-            self._latest[subject] = (schema_id, parsed)
-        return self._latest[subject]
+        """Register the project's versions of ``subject`` (no-op if present); the newest one's id and schema."""
+        versions = self._register(subject)
+        return versions[max(versions)]
+
+    def version(self, subject: str, version: int) -> tuple[int, Any]:
+        """The registry's id of one of the project's versions of ``subject`` (registered if missing)."""
+        versions = self._register(subject)
+        if version not in versions:
+            raise KeyError(f"{subject!r} has no version {version} (versions: {sorted(versions)})")
+        return versions[version]
+
+    def _register(self, subject: str) -> dict[int, tuple[int, Any]]:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        if subject not in self._registered:
+            ids: dict[int, tuple[int, Any]] = {}
+            for entry in self._local.versions(subject):  # oldest first: each new one is checked against the last
+                schema = self._schema_cls(schema_text(entry.parsed), "AVRO")
+                try:
+                    schema_id = self._client.register_schema(subject, schema)
+                except SchemaRegistryError as exc:  # one line naming subject and version, not just "409"
+                    raise RuntimeError(f"registering version {entry.version} of {subject!r} failed: {exc}") from None
+                ids[entry.version] = (schema_id, entry.parsed)
+            if not ids:
+                raise KeyError(f"no schema registered for subject {subject!r}")
+            self._registered[subject] = ids
+        return self._registered[subject]
+
+
+def schema_text(parsed: Any) -> str:
+    """The JSON Pulse registers for a parsed schema: the same text in every process.
+
+    Keys sorted: fastavro builds a parsed schema's keys from a set, so their order follows the
+    process's hash seed, and a registry that compares text (Apicurio) would take the same schema
+    from another process (the job) for a new version, or refuse it as incompatible.
+
+    >>> schema_text(parse('{"type": "enum", "name": "T", "symbols": ["a"], "doc": "x"}'))
+    '{"doc": "x", "name": "T", "symbols": ["a"], "type": "enum"}'
+    """
+    return json.dumps(_unparsed(parsed), sort_keys=True)
 
 
 def _unparsed(parsed: Any) -> Any:

@@ -59,6 +59,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, **extra: Any) -> Set
         topic_dlq=f"events.dlq-{suffix}",
         topic_sessions=f"sessions-{suffix}",
         topic_item_params=f"items.params-{suffix}",
+        topic_served=f"served-{suffix}",
         redis_prefix=f"pulse-test-{suffix}",
         job_group_id=f"pulse-job-{suffix}",
         job_name=f"pulse-test-{suffix}",

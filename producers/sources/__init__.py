@@ -63,6 +63,7 @@ SYNTHETIC_ALIASES = {
     "start_ms": "start_time_ms",
     "inter_event_ms": "mean_inter_event_ms",
     "session_interarrival_ms": "mean_session_interarrival_ms",
+    "blocks": "block_share",
 }
 _MIX_KEYS = {f.name for f in dataclasses.fields(EventMix)} | {"cart"}
 
@@ -73,8 +74,9 @@ Event source, one of:
   synthetic:K=V,K=V           the same with overrides, e.g. synthetic:users=1000,items=5000,zipf=1.2;
                               keys: users, items, zipf, user_zipf, gap_ms, events_per_session,
                               impressions, arms, ctr, segments, categories, taste, rank, rating_noise,
-                              start_ms, inter_event_ms, session_interarrival_ms, seed, and the
-                              event mix weights view, click, add_to_cart (cart), purchase, rating
+                              start_ms, inter_event_ms, session_interarrival_ms, blocks (share of
+                              block events, schema v2), seed, and the event mix weights view,
+                              click, add_to_cart (cart), purchase, rating
   movielens:PATH              MovieLens u.data, ratings.csv or ratings.dat (detected by content)
   obd:PATH                    Open Bandit Dataset logged impressions
   jsonl:PATH                  JSON lines of Pulse events and/or OTTO sessions (.gz ok)
@@ -129,7 +131,12 @@ def _obd_reader() -> Callable[[Path], Iterator[Event]]:
 
 
 def open_source(
-    spec: str, *, seed: int = 7, limit: int | None = None, order: ReplayOrder = ReplayOrder.TIME
+    spec: str,
+    *,
+    seed: int = 7,
+    limit: int | None = None,
+    order: ReplayOrder = ReplayOrder.TIME,
+    block_share: float | None = None,
 ) -> Iterator[Event]:
     """Open the event source named by ``spec`` (see :data:`SOURCE_HELP`).
 
@@ -137,7 +144,8 @@ def open_source(
     of events of any source. A file source is replayed in ``order`` (by default by event time,
     so ``limit`` keeps the earliest events); the synthetic source is generated as it goes.
     Unknown schemes raise :class:`ValueError` listing the valid ones, missing files
-    :class:`FileNotFoundError` naming the path, both before the first event.
+    :class:`FileNotFoundError` naming the path, both before the first event. ``block_share``
+    (synthetic only) overrides the synthetic ``blocks=`` share of block events.
 
     >>> open_source("kafka:events")
     Traceback (most recent call last):
@@ -149,9 +157,14 @@ def open_source(
     scheme, _, arg = spec.strip().partition(":")
     scheme = scheme.strip().lower()
     if scheme == "synthetic":
-        return synthetic_events(parse_synthetic_overrides(arg, seed=seed), limit)
+        config = parse_synthetic_overrides(arg, seed=seed)
+        if block_share is not None:
+            config = dataclasses.replace(config, block_share=block_share)
+        return synthetic_events(config, limit)
     if scheme not in SOURCE_SCHEMES:
         raise ValueError(f"unknown source scheme {scheme!r} in {spec!r}; valid: {', '.join(SOURCE_SCHEMES)}")
+    if block_share:
+        raise ValueError(f"a block share applies to the synthetic source only, not {scheme!r}")
     if not arg.strip():
         raise ValueError(f"source {scheme!r} needs a path: {scheme}:PATH")
     path = Path(arg.strip()).expanduser()

@@ -2,7 +2,8 @@ r"""Read and write events as JSON lines (orjson).
 
 Each input line is one of two shapes, told apart per line:
 
-* a Pulse event, the dict of :meth:`Event.to_avro` (what :func:`write_jsonl` writes);
+* a Pulse event, the dict of :meth:`Event.to_avro` (what :func:`write_jsonl` writes), e.g. a
+  block (event schema version 2): ``{"type": "block", "category": "shoes", ...}``;
 * an OTTO session, ``{"session": 12, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}``
   (the ``otto-de/recsys-dataset`` layout; ``ts`` in ms): one event per entry, with
   ``user_id=f"otto-{session}"``, ``item_id=str(aid)``, clicks/carts/orders mapped to
@@ -87,10 +88,12 @@ def _pulse_event(obj: dict[str, Any]) -> Event:
         raise _BadLine(f"Pulse event without {exc.args[0]!r}") from None
     except ValueError:
         raise _BadLine(f"unknown event type {obj.get('type')!r}") from None
-    item_id, value = obj.get("item_id"), obj.get("value")
+    item_id, value, category = obj.get("item_id"), obj.get("value"), obj.get("category")
     context = obj.get("context") or {}
     if not (isinstance(event_id, str) and isinstance(user_id, str) and isinstance(item_id, str | None)):
         raise _BadLine("event_id and user_id must be strings, item_id a string or null")
+    if not isinstance(category, str | None):
+        raise _BadLine(f"category must be a string or null, got {category!r}")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise _BadLine(f"event_time_ms must be an integer (ms since epoch), got {ts!r}")
     if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
@@ -109,7 +112,8 @@ def _pulse_event(obj: dict[str, Any]) -> Event:
             )
         except (KeyError, TypeError, ValueError):
             raise _BadLine(f"decision needs request_id, policy, arm, propensity: {raw_decision!r}") from None
-    return Event(event_id, event_type, user_id, ts, item_id, None if value is None else float(value), context, decision)
+    value = None if value is None else float(value)
+    return Event(event_id, event_type, user_id, ts, item_id, value, context, decision, category)
 
 
 def _otto_events(obj: dict[str, Any]) -> list[Event]:

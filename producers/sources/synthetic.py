@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import operator
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from producers.sources.blocks import with_blocks
 from producers.sources.movielens import write_movielens
 from producers.sources.synthetic_config import DEFAULT_START_MS, EventMix, SyntheticConfig
 from producers.sources.synthetic_world import Affinity, Array, World, draw, random_stream, zipf_cdf
@@ -86,7 +88,10 @@ def synthetic_events(config: SyntheticConfig, limit: int | None = None) -> Itera
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    return _generate(config, limit)
+    if not config.block_share:
+        return _generate(config, limit)
+    events = with_blocks(_generate(config, None), config.block_share, config.seed)  # blocks count in limit
+    return events if limit is None else itertools.islice(events, limit)
 
 
 class _Labels(NamedTuple):

@@ -100,6 +100,9 @@ class SyntheticConfig:
     mean_inter_event_ms: int = 15_000
     #: Mean time between the starts of two sessions (of any users).
     mean_session_interarrival_ms: int = 1_000
+    #: Share of the stream that is block events (event schema version 2; 0 = none, as before v2):
+    #: a user blocks an item just shown or its category (:mod:`producers.sources.blocks`).
+    block_share: float = 0.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -123,5 +126,7 @@ class SyntheticConfig:
         for name in ("impression_rate", "mean_ctr", "taste"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.block_share <= 0.5:
+            raise ValueError(f"block_share must be in [0, 0.5], got {self.block_share}")
         if self.zipf_exponent < 0 or self.user_zipf_exponent < 0 or self.rating_noise < 0:
             raise ValueError("zipf exponents and rating_noise must be >= 0")

@@ -22,6 +22,8 @@ from pulse.reach import require
 
 R = TypeVar("R")
 ITEMS_TOPIC_HELP = "Topic (default: the events topic); `items` (or PULSE_TOPIC_ITEMS) sends catalogue entries"
+EVENT_SCHEMA_HELP = "Version of the events schema to write: 2 (block events, the default) or 1 (as producers before v2)"
+BLOCK_SHARE_HELP = "Synthetic events: this share of the stream are block events (an item just shown, or its category)"
 
 
 @app.command()
@@ -40,10 +42,14 @@ def produce(
     ] = ReplayOrder.TIME,
     new_items: Annotated[int, typer.Option(help="Synthetic catalogue: add this many items no event names yet")] = 0,
     unavailable: Annotated[int, typer.Option(help="Synthetic catalogue: mark this many items unavailable")] = 0,
+    event_schema: Annotated[int, typer.Option(min=1, max=2, help=EVENT_SCHEMA_HELP)] = 2,
+    block_share: Annotated[float, typer.Option(min=0.0, max=0.5, help=BLOCK_SHARE_HELP)] = 0.0,
 ) -> None:
     """Produce events (key = user id) or catalogue entries (--topic items, key = item id) as framed Avro.
 
-    Prints produced / failed; exits 1 on failures, 2 on a bad source, path or line.
+    Events are written with version 2 of the events schema unless --event-schema 1 (an old
+    producer: no block events). Prints produced / failed; exits 1 on failures, 2 on a bad
+    source, path or line.
     """
     settings = settings_of(ctx)
     if source and source_option and source != source_option:
@@ -53,8 +59,13 @@ def produce(
     try:
         if not items and (new_items or unavailable):
             raise ValueError("--new-items and --unavailable need --topic items")
+        if items and block_share:
+            raise ValueError("--block-share is for events, not --topic items")
+        if block_share and event_schema < 2:
+            raise ValueError("--block-share needs --event-schema 2: version 1 has no block events")
         catalogue = open_catalogue(spec, seed=seed, new_items=new_items, unavailable=unavailable) if items else None
-        events = None if items else open_source(spec, seed=seed, limit=limit, order=order)
+        events = None if items else open_source(
+            spec, seed=seed, limit=limit, order=order, block_share=block_share or None)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc), code=2) from None
     target = settings.topic_items if items else topic or settings.topic_events
@@ -63,7 +74,8 @@ def produce(
     if catalogue is not None:
         _send(ItemProducer(settings, topic=target), itertools.islice(catalogue, limit), "items", rate, limit)
     elif events is not None:
-        _send(EventProducer(settings, topic=target), itertools.islice(events, limit), "events", rate, limit)
+        producer = EventProducer(settings, topic=target, event_schema=event_schema)
+        _send(producer, itertools.islice(events, limit), "events", rate, limit)
 
 
 def _send(producer: RecordProducer[R], records: Iterable[R], noun: str, rate: float | None, limit: int | None) -> None:

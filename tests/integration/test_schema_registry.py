@@ -5,6 +5,8 @@
   same bytes Pulse's codec writes and reads (interop both ways).
 * The job, given ``PULSE_SCHEMA_REGISTRY_URL``, decodes records by registry id, and a record
   whose schema id the registry does not know goes to the DLQ as ``unknown_schema``.
+* Event schema version 2 (ADR 0010) is version 2 of ``events-value`` and passes the registry's
+  BACKWARD check (set globally here); an old producer still writes version 1, both decode.
 
 The registry is started by infra/local/registry.py (built from infra/registry/pom.xml once).
 """
@@ -23,6 +25,7 @@ import pytest
 import redis as redis_lib
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from config import REPO_ROOT, Settings
@@ -33,7 +36,7 @@ from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, Event, EventCodec, EventType
 from schemas.redis_keys import RedisKeys
-from schemas.registry import EVENTS_SUBJECT, ConfluentRegistry
+from schemas.registry import EVENTS_SUBJECT, SCHEMA_DIR, ConfluentRegistry
 from serving.sync_reads import user_part
 from tests.integration.jobs import run_bounded_job
 from tests.integration.test_job import read_topic
@@ -41,8 +44,10 @@ from tests.integration.test_job import read_topic
 pytestmark = pytest.mark.flink_job
 
 EVENT = Event("e1", EventType.RATING, "u1", 1_700_000_000_000, item_id="i1", value=4.0, context={"segment": "s1"})
+BLOCK = Event("e2", EventType.BLOCK, "u1", 1_700_000_000_000, category="shoes")
 CONTEXT = SerializationContext("events", MessageField.VALUE)
 N_EVENTS = 2_000
+V1_SCHEMA, V2_SCHEMA = ((SCHEMA_DIR / name).read_text() for name in ("event.avsc", "event_v2.avsc"))
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +64,10 @@ def registry_url() -> Iterator[str]:
             server = None
     assert server is not None, "the local Schema Registry did not start"
     try:
+        client = SchemaRegistryClient({"url": server.url})
+        client.set_compatibility(level="BACKWARD")  # every new version must read the data of the last
         # Another subject first, so Pulse's schema cannot get id 1 (schemas/registry.json's id) by chance.
-        SchemaRegistryClient({"url": server.url}).register_schema(
+        client.register_schema(
             "unrelated-value", Schema(json.dumps({"type": "record", "name": "X", "fields": []}), "AVRO"))
         yield server.url
     finally:
@@ -85,6 +92,47 @@ def test_confluent_serializer_writes_what_pulse_reads(registry_url: str) -> None
     confluent_bytes = serializer(EVENT.to_avro(), CONTEXT)
     assert confluent_bytes == pulse_bytes
     assert codec.decode(confluent_bytes, now_ms=EVENT.event_time_ms) == EVENT
+
+
+def frame_id(payload: bytes) -> int:
+    return int(struct.unpack(">I", payload[1:5])[0])
+
+
+def test_v2_is_version_2_of_the_subject_and_old_producers_keep_writing_v1(registry_url: str) -> None:
+    client = SchemaRegistryClient({"url": registry_url})
+    new = EventCodec(ConfluentRegistry(registry_url))
+    old = EventCodec(ConfluentRegistry(registry_url), writer_version=1)
+    assert client.get_compatibility() == "BACKWARD"
+    assert client.get_versions(EVENTS_SUBJECT) == [1, 2]  # registered oldest first, each once
+    v1, v2 = (client.get_version(EVENTS_SUBJECT, n) for n in (1, 2))
+    assert '"block"' not in (v1.schema.schema_str or "") and '"block"' in (v2.schema.schema_str or "")
+    assert frame_id(old.encode(EVENT)) == v1.schema_id != v2.schema_id == frame_id(new.encode(BLOCK))
+    assert new.decode(old.encode(EVENT), now_ms=EVENT.event_time_ms) == EVENT  # v1 bytes, v2 reader
+    assert new.decode(new.encode(BLOCK), now_ms=BLOCK.event_time_ms) == BLOCK
+    assert AvroDeserializer(client)(old.encode(EVENT), CONTEXT) == {  # Confluent reads them with v1
+        k: v for k, v in EVENT.to_avro().items() if k != "category"}
+    with pytest.raises(ValueError, match="no event type 'block'"):
+        old.encode(BLOCK)
+
+
+def test_the_registry_holds_v2_to_backward_and_refuses_a_breaking_change(registry_url: str) -> None:
+    client = SchemaRegistryClient({"url": registry_url})
+    breaking = json.loads(V2_SCHEMA)
+    breaking["fields"].append({"name": "session_id", "type": "string"})  # no default: v1 data lacks it
+    subject = "events-evolution-value"
+    client.register_schema(subject, Schema(V1_SCHEMA, "AVRO"))
+    assert not client.test_compatibility(subject, Schema(json.dumps(breaking), "AVRO"))
+    with pytest.raises(SchemaRegistryError):
+        client.register_schema(subject, Schema(json.dumps(breaking), "AVRO"))
+    assert client.test_compatibility(subject, Schema(V2_SCHEMA, "AVRO"))
+    client.register_schema(subject, Schema(V2_SCHEMA, "AVRO"))
+    assert client.get_versions(subject) == [1, 2]
+    # FORWARD (old readers, new data) would refuse v2: a v1 reader has no symbol "block". Hence
+    # the order of an upgrade: the job first, then producers of v2 (ADR 0010).
+    forward = "events-forward-value"
+    client.set_compatibility(forward, "FORWARD")
+    client.register_schema(forward, Schema(V1_SCHEMA, "AVRO"))
+    assert not client.test_compatibility(forward, Schema(V2_SCHEMA, "AVRO"))
 
 
 def test_job_decodes_registry_ids_and_dead_letters_unknown_ones(

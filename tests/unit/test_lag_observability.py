@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from config import REPO_ROOT, Settings
+from pulse.experiment_results import METRIC_NAMES as EXPERIMENT_METRIC_NAMES
 from pulse.lag import METRIC_NAMES
 from serving.metrics import Metrics
 
@@ -81,7 +82,7 @@ def serving_metric_names() -> set[str]:
 
 
 def test_pulse_metric_names_are_ones_the_exporter_or_serving_publishes() -> None:
-    published = set(METRIC_NAMES) | serving_metric_names()
+    published = set(METRIC_NAMES) | set(EXPERIMENT_METRIC_NAMES) | serving_metric_names()
     referenced = metric_names_in_rules(load_rules()) | metric_names_in_dashboard(load_dashboard())
     ours = {name for name in referenced if name.startswith("pulse_")}
     assert ours <= published, sorted(ours - published)
@@ -126,6 +127,13 @@ def test_dashboard_has_a_serving_panel_for_each_question() -> None:
     assert any_expr('reason="redis_unavailable"'), "Redis down"
 
 
+def test_dashboard_shows_experiment_ctr_by_variant() -> None:
+    panels = {panel["title"]: panel for panel in load_dashboard()["panels"]}
+    exprs = [target["expr"] for target in panels["Experiment CTR by variant"]["targets"]]
+    assert any(metric_names(e) == set(EXPERIMENT_METRIC_NAMES) and 'outcome="clicked"' in e
+               and "by (experiment, variant)" in e for e in exprs), exprs
+
+
 def test_readme_explains_every_alert() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert "## Operating Pulse" in readme
@@ -133,6 +141,6 @@ def test_readme_explains_every_alert() -> None:
     for group in load_rules()["groups"]:
         for rule in group["rules"]:
             assert rule["alert"] in section, rule["alert"]
-    for name in METRIC_NAMES:
+    for name in (*METRIC_NAMES, *EXPERIMENT_METRIC_NAMES):
         assert name in section, name
 

@@ -29,3 +29,18 @@ def test_users_get_the_variants_serving_assigns(monkeypatch: pytest.MonkeyPatch)
     assert set(rows[1]["users"].values()) <= {"control", "treatment"} and rows[1]["salt"] == "pulse"
     text = CliRunner().invoke(app, ["experiments", "list", "-u", "u1"]).stdout
     assert "home-recs (recommendations, salt 'home-recs'): A=mf 45%, B=popularity 45%, outside 10%" in text
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["nope"], "no experiment 'nope' in PULSE_EXPERIMENTS (defined: home-recs, bandit-v1)"),
+    (["home-recs", "--control", "C"], "--control 'C' is not a variant of 'home-recs' (A, B)"),
+    (["home-recs", "--outcome", "viewed"], "--outcome 'viewed': one of clicked, carted, purchased"),
+])
+def test_report_of_a_bad_name_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                      needle: str) -> None:
+    # Checked before Redis is asked: the URL points nowhere.
+    monkeypatch.setenv("PULSE_EXPERIMENTS", json.dumps(RECS))
+    monkeypatch.setenv("PULSE_REDIS_URL", "redis://127.0.0.1:1/0")
+    result = CliRunner().invoke(app, ["experiments", "report", *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {needle}"]

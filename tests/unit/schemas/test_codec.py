@@ -80,19 +80,19 @@ def test_items_round_trip() -> None:
     assert codec.encode(item)[1:5] != EventCodec().encode(make_event())[1:5]  # own schema id
 
 
-def test_reader_on_v2_reads_v1_records() -> None:
-    v1 = json.loads((SCHEMA_DIR / "event.avsc").read_text())
-    v2 = json.loads(json.dumps(v1))
-    v2["fields"].append({"name": "session_id", "type": ["null", "string"], "default": None})
-    v2["doc"] = "Version 2: adds session_id."
-    registry = LocalRegistry.from_file().with_schema(EVENTS_SUBJECT, schema_id=100, version=2, schema=v2)
-    old_writer = EventCodec(clock_ms=lambda: NOW_MS)
+def test_a_future_v3_reader_reads_v1_and_v2_records() -> None:
+    v2 = json.loads((SCHEMA_DIR / "event_v2.avsc").read_text())
+    v3 = json.loads(json.dumps(v2))
+    v3["fields"].append({"name": "session_id", "type": ["null", "string"], "default": None})
+    v3["doc"] = "Version 3: adds session_id."
+    registry = LocalRegistry.from_file().with_schema(EVENTS_SUBJECT, schema_id=100, version=3, schema=v3)
     new_reader = EventCodec(registry, clock_ms=lambda: NOW_MS)
-    assert new_reader.schema_id == 100
+    assert new_reader.schema_id == new_reader.reader_id == 100
     event = make_event(5)
-    payload_v1 = old_writer.encode(event)
-    assert payload_v1[1:5] == (1).to_bytes(4, "big")
-    assert new_reader.decode(payload_v1) == event  # v1 bytes, read through the v2 schema
+    for version, schema_id in ((1, 1), (2, 5)):
+        payload = EventCodec(writer_version=version, clock_ms=lambda: NOW_MS).encode(event)
+        assert payload[1:5] == schema_id.to_bytes(4, "big")
+        assert new_reader.decode(payload) == event  # old bytes, read through the v3 schema
     assert new_reader.decode(new_reader.encode(event)) == event
 
 
@@ -145,6 +145,8 @@ def bad_missing_field(codec: EventCodec, rng: random.Random, i: int) -> bytes:
         make_event(i, type=EventType.CLICK, item_id=None, decision=None),
         make_event(i, decision=None),  # impression without its decision
         make_event(i, type=EventType.RATING, value=None, decision=None),
+        make_event(i, type=EventType.BLOCK, item_id=None, decision=None),  # a block of nothing
+        make_event(i, type=EventType.BLOCK, item_id=None, category="", decision=None),
     ]
     return codec.encode(variants[i % len(variants)] if event else event)
 
@@ -165,6 +167,7 @@ def bad_id(codec: EventCodec, rng: random.Random, i: int) -> bytes:
         make_event(i, user_id=f"user\x00{i}"),
         make_event(i, item_id=f"item\n{i}"),
         make_event(i, user_id="u" * rng.randrange(257, 2000)),
+        make_event(i, type=EventType.BLOCK, item_id=None, category=f"cat\x01{i}", decision=None),
     ]
     return codec.encode(variants[i % len(variants)])
 
@@ -174,6 +177,8 @@ def bad_value(codec: EventCodec, rng: random.Random, i: int) -> bytes:
         make_event(i, value=float("nan")),
         make_event(i, value=float("inf")),
         make_event(i, decision=Decision(f"r{i}", "ts", "a", rng.choice([0.0, -0.5, 1.5]))),
+        make_event(i, type=EventType.BLOCK, category=f"cat-{i}", decision=None),  # an item and a category
+        make_event(i, category=f"cat-{i}"),  # category on an impression
     ]
     return codec.encode(variants[i % len(variants)])
 
