@@ -1,11 +1,12 @@
-r"""An event's framed Avro bytes written directly: fastavro's bytes for ``event.avsc`` version 1.
+r"""An event's framed Avro bytes written directly: fastavro's bytes for the events schema (versions 1 and 2).
 
 Every decision logs an impression; fastavro's generic writer took ~10 % of a decision's server CPU
 (py-spy on bench/serving.py), for a record whose layout is fixed: Avro's binary encoding is zigzag
 varints, length-prefixed UTF-8, union branch indexes, little-endian doubles and maps as one block
-of pairs then 0. :class:`DirectEventWriter` writes exactly that, and checks at start that its
-bytes equal the codec's for a few probe events; when they do not (a newer events schema
-registered, with other fields), it leaves every event to the codec.
+of pairs then 0. :class:`DirectEventWriter` writes exactly that for the codec's writer schema
+(version 1's fields, and version 2's trailing ``category``; the type's index from the schema's
+symbols), and checks at start that its bytes equal the codec's for a probe event of every type;
+when they do not (another schema), it leaves every event to the codec.
 
 >>> from schemas import EventCodec
 >>> from schemas.events import Decision, Event, EventType
@@ -24,6 +25,7 @@ True
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from schemas import EventCodec
 from schemas.codec import MAGIC_BYTE
@@ -35,10 +37,8 @@ _SMALL = [bytes([n << 1]) for n in range(64)]
 _NULL = b"\x00"
 _SOME = b"\x02"  # the second branch of a ["null", T] union
 _DOUBLE = struct.Struct("<d").pack
-#: Enum symbols' indexes in event.avsc version 1.
-_TYPE_INDEX = {symbol: index for index, symbol in enumerate(
-    ("view", "click", "add_to_cart", "purchase", "rating", "impression", "erase"))}
 _V1_FIELDS = ("event_id", "type", "user_id", "item_id", "value", "event_time_ms", "context", "decision")
+_V2_FIELDS = (*_V1_FIELDS, "category")
 
 
 def long_bytes(n: int) -> bytes:
@@ -80,6 +80,8 @@ def _probes() -> list[Event]:
               Decision("0123456789abcdef0123456789abcdef", "ts", "a", 0.123456789)),
         Event("e2", EventType.CLICK, "u-2", 946_684_800_000, "i" * 70, 1.5, {}, None),
         Event("e3", EventType.VIEW, "u3", 1_700_000_000_001, None, -0.0, {"k": ""}, None),
+        *[Event("e4", event_type, "u4", 1_700_000_000_002, None, category="shoes")
+          for event_type in EventType if event_type.value == "block"],  # schema version 2
     ]
 
 
@@ -89,11 +91,16 @@ class DirectEventWriter:
     def __init__(self, codec: EventCodec) -> None:
         self.codec = codec
         self._header = bytes([MAGIC_BYTE]) + codec.schema_id.to_bytes(4, "big")
-        _, schema = codec.registry.latest(codec.subject)
-        names = tuple(field["name"] for field in schema.get("fields", ())) if isinstance(schema, dict) else ()
-        self.direct = names == _V1_FIELDS
-        if self.direct:
-            self.direct = all(self._write(event) == codec.encode(event) for event in _probes())
+        fields = _fields(codec.registry.writer_schema(codec.schema_id))
+        self._category = tuple(fields) == _V2_FIELDS
+        self.direct = tuple(fields) == _V1_FIELDS or self._category
+        try:
+            symbols = fields["type"]["type"]["symbols"] if self.direct else []
+            self._type_index = {symbol: _SMALL[index] for index, symbol in enumerate(symbols)}
+            self.direct = self.direct and all(self._write(event) == codec.encode(event) for event in _probes()
+                                              if event.type.value in self._type_index)
+        except (KeyError, TypeError, ValueError, IndexError):  # not the layout written here
+            self.direct = False
 
     def encode(self, event: Event) -> bytes:
         """The framed record (``TypeError``/``ValueError``/``OverflowError`` for values Avro cannot hold)."""
@@ -107,7 +114,10 @@ class DirectEventWriter:
     def _write(self, event: Event) -> bytes:
         if not isinstance(event.event_time_ms, int) or not -(2**63) <= event.event_time_ms < 2**63:
             raise OverflowError(f"event_time_ms {event.event_time_ms!r} is not an Avro long")
-        parts = [self._header, _string(event.event_id), _SMALL[_TYPE_INDEX[event.type.value]],
+        type_index = self._type_index.get(event.type.value)
+        if type_index is None:
+            return self.codec.encode(event)  # a type this schema version lacks: the codec's error
+        parts = [self._header, _string(event.event_id), type_index,
                  _string(event.user_id),
                  _NULL if event.item_id is None else _SOME + _repeated(event.item_id),
                  _NULL if event.value is None else _SOME + _DOUBLE(event.value),
@@ -124,4 +134,14 @@ class DirectEventWriter:
         else:
             parts += (_SOME, _string(decision.request_id), _repeated(decision.policy), _repeated(decision.arm),
                       _DOUBLE(decision.propensity))
+        if self._category:
+            category = getattr(event, "category", None)  # schema version 2's field
+            parts.append(_NULL if category is None else _SOME + _repeated(category))
         return b"".join(parts)
+
+
+def _fields(schema: Any) -> dict[str, Any]:
+    """A record schema's fields by name, in order (empty for anything else)."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("fields"), list):
+        return {}
+    return {field["name"]: field for field in schema["fields"] if isinstance(field, dict) and "name" in field}

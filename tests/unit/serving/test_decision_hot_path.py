@@ -29,23 +29,34 @@ _TEXT = st.text(min_size=1, max_size=80)
 @given(event_id=_TEXT, event_type=st.sampled_from(list(EventType)), user_id=_TEXT,
        item_id=st.none() | _TEXT, value=st.none() | st.floats(allow_nan=False),
        event_time_ms=st.integers(-(2**63), 2**63 - 1), context=st.dictionaries(st.text(max_size=20), _TEXT, max_size=5),
-       decision=st.none() | st.builds(Decision, _TEXT, _TEXT, _TEXT, st.floats(0.0, 1.0, exclude_min=True)))
+       decision=st.none() | st.builds(Decision, _TEXT, _TEXT, _TEXT, st.floats(0.0, 1.0, exclude_min=True)),
+       category=st.none() | _TEXT)
 def test_the_direct_writer_writes_the_codecs_bytes(event_id: str, event_type: EventType, user_id: str,
                                                    item_id: str | None, value: float | None, event_time_ms: int,
-                                                   context: dict[str, str], decision: Decision | None) -> None:
-    event = Event(event_id, event_type, user_id, event_time_ms, item_id, value, context, decision)
+                                                   context: dict[str, str], decision: Decision | None,
+                                                   category: str | None) -> None:
+    event = Event(event_id, event_type, user_id, event_time_ms, item_id, value, context, decision, category)
     assert WRITER.direct
     assert WRITER.encode(event) == CODEC.encode(event)
+
+
+def test_an_older_writer_version_is_written_directly_too() -> None:
+    old = EventCodec(writer_version=1)
+    writer = DirectEventWriter(old)
+    event = Event("e1", EventType.IMPRESSION, "u1", T0, "a", None, {"k": "v"}, Decision("r1", "ts", "a", 0.5))
+    assert writer.direct and writer.encode(event) == old.encode(event) != CODEC.encode(event)
+    with pytest.raises(ValueError, match="no event type 'block'"):
+        writer.encode(Event("e2", EventType.BLOCK, "u1", T0, "i1"))
 
 
 def test_the_direct_writer_leaves_another_schema_to_the_codec() -> None:
     _, schema = CODEC.registry.latest(CODEC.subject)
 
     class NewerRegistry:
-        """The newest events schema has one field more."""
+        """The writer schema has one field more."""
 
-        def latest(self, subject: str) -> tuple[int, dict[str, Any]]:
-            return CODEC.schema_id, {**schema, "fields": [*schema["fields"], {"name": "extra", "type": "string"}]}
+        def writer_schema(self, schema_id: int) -> dict[str, Any]:
+            return {**schema, "fields": [*schema["fields"], {"name": "extra", "type": "string"}]}
 
     class NewerCodec:
         subject, schema_id, registry, encode = CODEC.subject, CODEC.schema_id, NewerRegistry(), CODEC.encode
