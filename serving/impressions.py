@@ -115,8 +115,8 @@ class DirectEventWriter:
         if not isinstance(event.event_time_ms, int) or not -(2**63) <= event.event_time_ms < 2**63:
             raise OverflowError(f"event_time_ms {event.event_time_ms!r} is not an Avro long")
         type_index = self._type_index.get(event.type.value)
-        if type_index is None:
-            return self.codec.encode(event)  # a type this schema version lacks: the codec's error
+        if type_index is None or (event.category is not None and not self._category):
+            return self.codec.encode(event)  # what this schema version cannot carry: the codec's error
         parts = [self._header, _string(event.event_id), type_index,
                  _string(event.user_id),
                  _NULL if event.item_id is None else _SOME + _repeated(event.item_id),
@@ -134,9 +134,8 @@ class DirectEventWriter:
         else:
             parts += (_SOME, _string(decision.request_id), _repeated(decision.policy), _repeated(decision.arm),
                       _DOUBLE(decision.propensity))
-        if self._category:
-            category = getattr(event, "category", None)  # schema version 2's field
-            parts.append(_NULL if category is None else _SOME + _repeated(category))
+        if self._category:  # schema version 2's field
+            parts.append(_NULL if event.category is None else _SOME + _repeated(event.category))
         return b"".join(parts)
 
 
