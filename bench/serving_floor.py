@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,15 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", APP.format(root=root, port=port)], start_new_session=True)
     home = Path(tempfile.mkdtemp(prefix="pulse-floor-"))
     try:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while True:  # until the server accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the floor server did not start") from None
+                time.sleep(0.1)
         bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
         requests = bench.http_requests("POST", ["/v1/decisions"] * 4096, bodies)
         bench.run_load(port, requests, 2000, args.concurrency, 0.0, 10.0)  # warm-up
