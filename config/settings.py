@@ -213,6 +213,10 @@ class Settings(ConnectionSecurity):
     serving_bandit_scope: Literal["global", "segment", "user"] = Field(
         "global", description="Preferred bandit scope; falls back to less specific scopes without data"
     )
+    serving_bandit_table_max_age_s: float = Field(
+        0.1, ge=0.0, le=60.0, description="Decisions reuse an arm table read from Redis this long (the job writes "
+        "them at most every flush interval); 0 = read on every decision"
+    )
     serving_ts_draws: int = Field(1000, ge=1, le=100_000, description="Thompson-sampling Monte-Carlo draws")
     serving_popularity_cache_ttl_s: float = Field(
         0.0, ge=0.0, description="Serve in-process cached popularity this long when Redis is down; 0 = off"

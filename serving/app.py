@@ -34,9 +34,10 @@ from serving.alias import LiveAlias
 from serving.catalogue import CatalogueView
 from serving.collector import Collector, CollectorUnavailableError
 from serving.console import STATIC_DIR, console
+from serving.decision_fastpath import DecisionsFastPath, ServingApp
 from serving.decisions import Decider, DecisionError, DecisionPolicy
 from serving.events import InvalidBatchError
-from serving.fastpath import DecisionsFastPath, RecommendationsFastPath
+from serving.fastpath import RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
 from serving.outbox import LogOutbox
@@ -66,7 +67,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     policy = DecisionPolicy(
         bandit_policy=settings.bandit_policy, preferred_scope=settings.serving_bandit_scope,
         experiment=settings.serving_experiment_name, salt=settings.serving_experiment_salt,
-        control_share=settings.serving_control_share,
+        control_share=settings.serving_control_share, table_max_age_s=settings.serving_bandit_table_max_age_s,
         assignment=_experiment_on(settings, "decisions"),
     )
     catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
@@ -147,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
                 log.warning("%d events/impressions/served lists were not delivered before shutdown", left)
             await svc.store.close()
 
-    app = FastAPI(
+    app = ServingApp(
         title="Pulse serving", version="1", lifespan=lifespan,
         description="Live recommendations, sessions and bandit decisions from Redis; event collection to Kafka.",
         # Metrics are Prometheus (/metrics). FastAPI's native OpenTelemetry, on by default, looks up the
@@ -159,12 +160,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops)
     app.include_router(console)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(DecisionsFastPath)  # innermost: inside the body limit and the metrics
-    app.add_middleware(RecommendationsFastPath)
+    app.add_middleware(RecommendationsFastPath)  # innermost: inside the body limit and the metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving_max_body_bytes,
                        per_path={BATCH_PATH: settings.serving_batch_max_bytes})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    if origins := cors_origins(settings):
+    origins = cors_origins(settings)
+    # Ahead of all of it: plain decisions (what the middleware would pass through unchanged).
+    app.decisions_fast_path = DecisionsFastPath(metrics, settings.serving_max_body_bytes, cors=bool(origins))
+    if origins:
         # Outermost: preflights are answered before the body limit, the metrics and the keys.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)

@@ -13,11 +13,8 @@ keys are on, one ``Authorization: Bearer <key with the read scope>`` header. It 
 exception handlers. Anything else, valid or not, goes on to FastAPI unchanged, so the route (and
 its documented schema, its 400/401 bodies) stays the one definition of the endpoint.
 
-:class:`DecisionsFastPath` does the same for ``POST /v1/decisions`` (no query string, exactly
-``Content-Type: application/json``, the read key when keys are on): the body is validated with the
-route's own :class:`~serving.models.DecisionRequest` (``model_validate_json``) and answered by the
-route's :func:`serving.routes.decision_json`. A body that does not validate goes on to FastAPI,
-replayed as it came, so its 400 is the route's.
+:mod:`serving.decision_fastpath` does the same for ``POST /v1/decisions``, ahead of the whole
+middleware stack, with the helpers below.
 
 >>> parse_query(b"k=10&explain=true")
 (10, True, True, None)
@@ -30,14 +27,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.models import MAX_FILTER_VALUES, MAX_ID_LENGTH, MAX_K, DecisionRequest
+from serving.models import MAX_FILTER_VALUES, MAX_ID_LENGTH, MAX_K
 from serving.security import ApiKeys, KeyScope
 
-__all__ = ["ROUTE_TEMPLATE_KEY", "DecisionsFastPath", "RecommendationsFastPath", "parse_options", "parse_query"]
+__all__ = ["DECISIONS", "ROUTE_TEMPLATE_KEY", "RecommendationsFastPath", "app_handler", "authorized", "parse_options",
+           "parse_query", "read_body", "replay", "send_json"]
 
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
@@ -128,7 +125,8 @@ def _user_id(path: str) -> str | None:
     return user_id
 
 
-def _authorized(keys: ApiKeys, headers: list[tuple[bytes, bytes]]) -> bool:
+def authorized(keys: ApiKeys, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Keys off, or exactly one ``Authorization: Bearer <key with the read scope>`` header."""
     if not keys.enabled:
         return True
     found = [value for name, value in headers if name == b"authorization"]
@@ -154,7 +152,7 @@ class RecommendationsFastPath:
         app: Any = scope.get("app")
         state: Any = getattr(app, "state", None)
         svc = getattr(state, "services", None)
-        if user_id is None or parsed is None or svc is None or not _authorized(state.api_keys, scope["headers"]):
+        if user_id is None or parsed is None or svc is None or not authorized(state.api_keys, scope["headers"]):
             await self.app(scope, receive, send)
             return
         from serving.routes import PREFIX_HEADER, recommendations_json
@@ -164,56 +162,16 @@ class RecommendationsFastPath:
         try:
             body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment, **options)
         except Exception as exc:
-            handler = _handler(app, exc)
+            handler = app_handler(app, exc)
             if handler is None:
                 raise  # ServerErrorMiddleware: the 500 handler, as for the route
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
-        await _send_json(send, body, [(PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())])
+        await send_json(send, body, [(PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())])
 
 
-class DecisionsFastPath:
-    """Answers a ``POST /v1/decisions`` whose JSON body validates directly; passes everything else to ``app``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        if (scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != DECISIONS
-                or scope["query_string"] or scope.get("root_path")):
-            await self.app(scope, receive, send)
-            return
-        app: Any = scope.get("app")
-        state: Any = getattr(app, "state", None)
-        svc = getattr(state, "services", None)
-        headers = scope["headers"]
-        json_body = [value for name, value in headers if name == b"content-type"] == [b"application/json"]
-        if svc is None or not json_body or not _authorized(state.api_keys, headers):
-            await self.app(scope, receive, send)
-            return
-        body, messages = await _read_body(receive)
-        try:
-            request = DecisionRequest.model_validate_json(body)
-        except ValidationError:
-            await self.app(scope, _replay(messages, receive), send)  # the route answers its 400
-            return
-        from serving.routes import decision_json
-
-        scope[ROUTE_TEMPLATE_KEY] = DECISIONS
-        try:
-            answer = await decision_json(svc, request)
-        except Exception as exc:
-            handler = _handler(app, exc)
-            if handler is None:
-                raise
-            response = await handler(Request(scope, _replay(messages, receive)), exc)
-            await response(scope, receive, send)
-            return
-        await _send_json(send, answer)
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
+async def read_body(receive: Receive) -> tuple[bytes, list[Message]]:
     """The whole request body and the messages it came in (a body over the limit raises in ``receive``)."""
     messages: list[Message] = []
     while True:
@@ -224,7 +182,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
     return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request"), messages
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
     """A ``receive`` that gives ``messages`` again, then whatever ``receive`` gives (a disconnect)."""
     pending = list(messages)
 
@@ -234,7 +192,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-async def _send_json(send: Send, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(send: Send, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """What Response(body, media_type="application/json") sends, without building one."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
@@ -242,7 +200,7 @@ async def _send_json(send: Send, body: bytes, extra_headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
-def _handler(app: Any, exc: Exception) -> Any:
+def app_handler(app: Any, exc: Exception) -> Any:
     """The app's handler for ``exc`` as Starlette's ExceptionMiddleware picks it (``Exception`` excluded)."""
     handlers = app.exception_handlers
     for cls in type(exc).__mro__:

@@ -78,7 +78,7 @@ def _fast_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(body)
         return validate(body)
 
-    monkeypatch.setattr("serving.fastpath.DecisionRequest.model_validate_json", spy)
+    monkeypatch.setattr("serving.decision_fastpath.DecisionRequest.model_validate_json", spy)
     return calls
 
 
