@@ -16,56 +16,21 @@ publishes the counts as gauges (:func:`metric_families`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from config.experiments import Experiment
-from online_models.ab_results import (
-    OUTCOMES,
-    RATE_NAMES,
-    Z95,
-    ExperimentCounts,
-    Interval,
-    Outcome,
-    VariantResult,
-    compare,
-)
+from online_models.ab_results import OUTCOMES, RATE_NAMES, ExperimentCounts
 from schemas.redis_keys import Envelope, RedisKeys
+from serving.experiment_results import StoredResults, build_report, running_experiments, stored_results
 
 if TYPE_CHECKING:
     import redis
-
-    from config import Settings
 
 __all__ = ["METRIC_NAMES", "StoredResults", "build_report", "metric_families", "read_results", "render",
            "running_experiments"]
 
 #: The metrics ``pulse exporter`` publishes per configured experiment (names as in a scrape).
 METRIC_NAMES = ("pulse_experiment_exposures", "pulse_experiment_outcomes")
-
-
-def running_experiments(settings: Settings) -> list[Experiment]:
-    """The configured experiments, and the control-share split decisions run when none is on decisions."""
-    from serving.decisions import DecisionPolicy
-
-    running = list(settings.experiments)
-    if not any(e.surface == "decisions" for e in running):
-        running.append(DecisionPolicy(bandit_policy=settings.bandit_policy, experiment=settings.serving_experiment_name,
-                                      salt=settings.serving_experiment_salt,
-                                      control_share=settings.serving_control_share).experiment_definition())
-    return running
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResults:
-    """What Redis holds for one experiment: where it was read, and the counts (``None``: the key is absent)."""
-
-    prefix: str
-    key: str
-    counts: ExperimentCounts | None
-    event_time_ms: int | None = None
-    write_time_ms: int | None = None
 
 
 def read_results(client: redis.Redis, home: RedisKeys, name: str) -> StoredResults:
@@ -76,58 +41,9 @@ def read_results(client: redis.Redis, home: RedisKeys, name: str) -> StoredResul
     key = RedisKeys(prefix).experiment(name)
     try:
         envelope = Envelope.from_fields_or_none(client.hgetall(key))  # type: ignore[arg-type]
-        if envelope is None:
-            return StoredResults(prefix, key, None)
-        counts = ExperimentCounts.from_payload(envelope.payload)
     except ValueError as exc:
         raise ValueError(f"{key} does not hold experiment results: {exc}") from None
-    return StoredResults(prefix, key, counts, envelope.event_time_ms, envelope.write_time_ms)
-
-
-def _interval(interval: Interval | None) -> list[float] | None:
-    return None if interval is None else interval.as_list()
-
-
-def _rate(result: VariantResult) -> dict[str, Any]:
-    return {"rate": result.rate, "interval": _interval(result.interval), "successes": result.successes}
-
-
-def build_report(experiment: Experiment, stored: StoredResults, outcome: Outcome, control: str) -> dict[str, Any]:
-    """The report as JSON-ready data: every variant's counts and rates, and each one against ``control``.
-
-    Variants come in the definition's order; a variant the results name but the definition does
-    not (a removed one) follows, marked ``"defined": false``.
-    """
-    counts = stored.counts or ExperimentCounts(experiment.name)
-    policies = {v.name: v.policy for v in experiment.variants}
-    names = [*policies, *(v for v in counts.variants if v not in policies)]
-    base = counts.variant(control)
-    rows, verdicts = [], []
-    for name in names:
-        variant = counts.variant(name)
-        row: dict[str, Any] = {
-            "variant": name, "policy": policies.get(name), "defined": name in policies,
-            "exposures": variant.exposures, "clicked": variant.clicked, "clicks": variant.clicks,
-            "carted": variant.carted, "purchased": variant.purchased, "purchases": variant.purchases,
-            "rates": {o: _rate(VariantResult.of(variant, o, Z95)) for o in OUTCOMES},
-            "vs_control": None,
-        }
-        if name != control:
-            result = compare(base, variant, outcome)
-            row["vs_control"] = {
-                "outcome": outcome, "difference": result.difference,
-                "difference_interval": _interval(result.difference_interval), "lift": result.lift,
-                "lift_interval": _interval(result.lift_interval), "p_value": result.p_value,
-                "excludes_zero": result.shows_difference, "verdict": result.verdict(), "notes": list(result.notes),
-            }
-            verdicts.append(result.verdict())
-        rows.append(row)
-    return {
-        "experiment": experiment.name, "surface": experiment.surface, "prefix": stored.prefix, "key": stored.key,
-        "outcome": outcome, "control": control, "confidence": 0.95, "window_ms": counts.window_ms,
-        "event_time_ms": stored.event_time_ms, "write_time_ms": stored.write_time_ms,
-        "variants": rows, "verdicts": verdicts,
-    }
+    return stored_results(prefix, key, envelope)
 
 
 def _pct(value: float | None, signed: bool = False, digits: int = 2) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -319,3 +319,25 @@ class Health(_Model):
 
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ExperimentReport(_Model):
+    """An experiment's results as the job attributed them: per variant its counts, rates and the comparison.
+
+    The same data as ``pulse experiments report NAME --json`` (``serving/experiment_results.py``).
+    """
+
+    experiment: str
+    surface: str
+    prefix: str = Field(description="The live prefix the results were read under")
+    key: str = Field(description="The Redis key the job writes them to")
+    outcome: str = Field(description="What counts as a success of an exposure: clicked, carted or purchased")
+    control: str
+    confidence: float
+    window_ms: int | None = Field(description="The attribution window of the job that counted them")
+    event_time_ms: int | None
+    write_time_ms: int | None
+    variants: list[dict[str, Any]] = Field(description="Per variant: exposures, clicked, clicks, carted, purchased, "
+                                           "purchases, rates with 95% intervals, and vs_control (difference, lift, "
+                                           "their intervals, p-value, verdict)")
+    verdicts: list[str]

@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -25,6 +25,7 @@ from serving.collector import Collector, CollectorUnavailableError
 from serving.decisions import Decider
 from serving.erasure import MAX_ENTRIES, ErasureRecord
 from serving.events import collect_batch, parse_batch, to_event
+from serving.experiment_results import build_report, running_experiments, stored_results
 from serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from serving.models import (
     ID_PATTERN,
@@ -41,6 +42,7 @@ from serving.models import (
     Erased,
     Error,
     EventIn,
+    ExperimentReport,
     Health,
     Id,
     Recommendations,
@@ -258,6 +260,41 @@ async def similar(
         return JSONResponse({"error": "not_found", "detail": f"no factors for item {item_id!r} yet: the model "
                              "has not learned it (or this worker has not read it since)"}, status_code=404)
     return found
+
+
+@v1.get("/experiments/{name}", response_model=ExperimentReport, responses=_errors(404), tags=["experiments"],
+        dependencies=READ)
+async def experiment_report(
+    svc: Svc,
+    name: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@+=-]+$")],
+    outcome: Annotated[Literal["clicked", "carted", "purchased"],
+                       Query(description="What counts as a success of an exposure")] = "clicked",
+    control: Annotated[Id | None, Query(description="The variant the others are compared with "
+                                                    "(default: the experiment's first)")] = None,
+) -> ExperimentReport | JSONResponse:
+    """Per variant: exposures, CTR and conversion with 95% intervals, the lift against control and its p-value.
+
+    From the counts the job's attribution keeps (``<prefix>:experiment:<name>``, under the live
+    prefix); 404 for an experiment that is not configured, a control that is not one of its
+    variants, or results the job has not written yet.
+    """
+    experiment = {e.name: e for e in running_experiments(svc.settings)}.get(name)
+    if experiment is None:
+        return _not_found(f"no experiment {name!r} is configured (PULSE_EXPERIMENTS)")
+    control = control or experiment.variants[0].name
+    if control not in {variant.name for variant in experiment.variants}:
+        return _not_found(f"{control!r} is not a variant of {name!r}")
+    keys = svc.store.keys
+    (envelope,) = await svc.store.read([keys.experiment(name)])
+    stored = stored_results(keys.prefix, keys.experiment(name), envelope)
+    if stored.counts is None:
+        return _not_found(f"no results for {name!r} yet: the job writes them once served lists or decisions "
+                          "and the events they led to arrive (PULSE_JOB_ATTRIBUTION)")
+    return ExperimentReport(**build_report(experiment, stored, outcome, control))
+
+
+def _not_found(detail: str) -> JSONResponse:
+    return JSONResponse({"error": "not_found", "detail": detail}, status_code=404)
 
 
 @v1.post("/decisions", response_model=DecisionResponse, responses=_errors(404, 501), tags=["decisions"],

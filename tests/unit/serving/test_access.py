@@ -33,6 +33,7 @@ ROUTES: dict[tuple[str, str], tuple[str, bytes | None, str]] = {
     ("POST", "/v1/users/{user_id}/blocks"): ("/v1/users/u1/blocks", b"{}", "events"),
     ("DELETE", "/v1/users/{user_id}/blocks"): ("/v1/users/u1/blocks", b'{"item_ids": []}', "events"),
     ("GET", "/v1/items/{item_id}/similar"): ("/v1/items/i1/similar?k=0", None, "read"),
+    ("GET", "/v1/experiments/{name}"): ("/v1/experiments/home?outcome=views", None, "read"),
 }
 #: Which scope each kind of key has.
 HAS = {"admin-k": {"read", "events", "admin"}, "read-k": {"read"}, "pub-k": {"events"}}
