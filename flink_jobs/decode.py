@@ -85,31 +85,39 @@ class DecodeEvents(ProcessFunction):
         self.decoded = metrics.counter("events_decoded")  # one call into the JVM per batch
         self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
+    def keyed(self, value: bytes) -> tuple[str, Any, int] | None:
+        """``(user id, decoded, event time)`` of a payload (``DecodeError`` when bad; ``None``: skip it)."""
+        event = self.events.decode(value)
+        return event.user_id, event, event.event_time_ms
+
     def process_element(self, batch: Row, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
         _, records = read_batch(batch[1])
         parts = [b""]
-        good = 0
+        good = kept = 0
         for _, positioned in records:
             partition, offset, value = split_position(positioned)
             try:
-                event = self.events.decode(value)
+                keyed = self.keyed(value)
             except DecodeError as err:
                 yield DEAD_LETTERS, self.dead_letters.reject(err, value, partition, offset)
                 continue
-            user = event.user_id.encode()
-            pickled = pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
-            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(pickled)) + pickled
-                         + _TIME.pack(event.event_time_ms))
             good += 1
+            if keyed is None:
+                continue
+            user, decoded, time_ms = keyed[0].encode(), keyed[1], keyed[2]
+            pickled = pickle.dumps(decoded, protocol=pickle.HIGHEST_PROTOCOL)
+            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(pickled)) + pickled + _TIME.pack(time_ms))
+            kept += 1
         if good:
             self.decoded.inc(good)
-            parts[0] = _LENGTH.pack(good)
+        if kept:
+            parts[0] = _LENGTH.pack(kept)
             yield b"".join(parts)
         if (counts := self.dead_letters.counts()) is not None:
             yield DEAD_LETTER_COUNTS, counts
 
 
-class DecodeServed(ProcessFunction):
+class DecodeServed(DecodeEvents):
     """Decode a micro-batch of served lists (``served.avsc``) for attribution, in one call.
 
     Only lists served under an experiment go on (the others credit no variant), packed like
@@ -119,36 +127,15 @@ class DecodeServed(ProcessFunction):
     """
 
     def __init__(self, source_topic: str, schema_registry_url: str | None) -> None:
-        self.source_topic = source_topic
-        self.schema_registry_url = schema_registry_url
+        super().__init__(source_topic, schema_registry_url, Limits())
 
     def open(self, runtime_context: RuntimeContext) -> None:
         registry = load_registry(self.schema_registry_url)
-        self.codec = ServedListCodec(registry, Limits())
+        self.codec = ServedListCodec(registry, self.limits)
         metrics = runtime_context.get_metrics_group()
         self.decoded = metrics.counter("served_lists_decoded")
         self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
-    def process_element(self, batch: Row, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
-        _, records = read_batch(batch[1])
-        parts = [b""]
-        kept = 0
-        for _, positioned in records:
-            partition, offset, value = split_position(positioned)
-            try:
-                served = self.codec.decode(value)
-            except DecodeError as err:
-                yield DEAD_LETTERS, self.dead_letters.reject(err, value, partition, offset)
-                continue
-            if served.experiment is None or served.variant is None:
-                continue
-            user = served.user_id.encode()
-            pickled = pickle.dumps(served, protocol=pickle.HIGHEST_PROTOCOL)
-            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(pickled)) + pickled + _TIME.pack(0))
-            kept += 1
-        self.decoded.inc(len(records))
-        if kept:
-            parts[0] = _LENGTH.pack(kept)
-            yield b"".join(parts)
-        if (counts := self.dead_letters.counts()) is not None:
-            yield DEAD_LETTER_COUNTS, counts
+    def keyed(self, value: bytes) -> tuple[str, Any, int] | None:
+        served = self.codec.decode(value)
+        return None if served.experiment is None or served.variant is None else (served.user_id, served, 0)

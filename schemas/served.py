@@ -22,7 +22,7 @@ from typing import Any
 from schemas.codec import DecodeError, DecodeReason, Limits, _FramedCodec
 from schemas.registry import SERVED_SUBJECT, SchemaRegistry
 
-__all__ = ["ServedItem", "ServedList", "ServedListCodec"]
+__all__ = ["ServedItem", "ServedList", "ServedListCodec", "avro_long"]
 
 #: The fields of ``served.avsc`` version 1, in order: what :meth:`ServedListCodec.encode_answer` writes.
 V1_FIELDS = ("request_id", "user_id", "served_at_ms", "surface", "source", "policy", "prefix", "model_version",
@@ -118,13 +118,13 @@ class ServedListCodec(_FramedCodec):
                                for n, it in enumerate(items)]
             return self._frame(record)
         request_id, user_id, served_at_ms, surface, source, policy, prefix, *optional = head
-        parts = [self._header, _string(request_id), _string(user_id), _long(served_at_ms), _string(surface),
+        parts = [self._header, _string(request_id), _string(user_id), avro_long(served_at_ms), _string(surface),
                  _string(source), _string(policy), _string(prefix)]
         parts += [_NULL if value is None else _SOME + _string(value) for value in optional]
         if items:
-            parts.append(_long(len(items)))
+            parts.append(avro_long(len(items)))
             for position, item in enumerate(items):
-                parts += (_item_id(item["item_id"]), _long(position), _DOUBLE(item["score"]))
+                parts += (_item_id(item["item_id"]), avro_long(position), _DOUBLE(item["score"]))
         parts.append(_NULL)  # end of the array
         return b"".join(parts)
 
@@ -137,8 +137,8 @@ class ServedListCodec(_FramedCodec):
         return ServedList.from_avro(record)
 
 
-def _long(n: int) -> bytes:
-    """Avro ``int``/``long``: zigzag, then base-128 varint."""
+def avro_long(n: int) -> bytes:
+    """Avro ``int``/``long``: zigzag, then base-128 varint (serving's impression writer uses it too)."""
     if 0 <= n < 64:
         return _SMALL[n]
     n = (n << 1) ^ (n >> 63)
@@ -153,7 +153,7 @@ def _long(n: int) -> bytes:
 def _string(text: str) -> bytes:
     """Avro ``string``: length, then UTF-8."""
     raw = text.encode()
-    return _long(len(raw)) + raw
+    return avro_long(len(raw)) + raw
 
 
 def _item_id(text: str) -> bytes:

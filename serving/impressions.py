@@ -30,6 +30,7 @@ from typing import Any
 from schemas import EventCodec
 from schemas.codec import MAGIC_BYTE
 from schemas.events import Decision, Event, EventType
+from schemas.served import avro_long
 
 __all__ = ["DirectEventWriter", "long_bytes"]
 
@@ -41,17 +42,7 @@ _V1_FIELDS = ("event_id", "type", "user_id", "item_id", "value", "event_time_ms"
 _V2_FIELDS = (*_V1_FIELDS, "category")
 
 
-def long_bytes(n: int) -> bytes:
-    """Avro ``int``/``long``: zigzag, then base-128 varint."""
-    if 0 <= n < 64:
-        return _SMALL[n]
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+long_bytes = avro_long  # Avro int/long: zigzag, then base-128 varint
 
 
 def _string(text: str) -> bytes:

@@ -95,6 +95,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 Svc = Annotated[Services, Depends(services)]
+#: The filters recommendations and similar items share.
+ExcludeItems = Annotated[
+    list[Id], Query(max_length=MAX_FILTER_VALUES, description="Item ids never to return (repeat the parameter)")]
+OnlyCategories = Annotated[
+    list[Id], Query(max_length=MAX_FILTER_VALUES, description="Only items of these catalogue categories (repeat the "
+                    "parameter)")]
+ExcludeCategories = Annotated[
+    list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories")]
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 
 v1 = APIRouter(prefix="/v1", responses=_errors(400, 401, 403, 503))
@@ -117,16 +125,9 @@ async def recommendations(
         str | None,
         Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Segment of a cold user"),
     ] = None,
-    exclude: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES, description="Item ids never to return (repeat the parameter)"),
-    ] = [],  # noqa: B006 -- FastAPI copies the default per request
-    category: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES,
-                        description="Only items of these catalogue categories (repeat the parameter)"),
-    ] = [],  # noqa: B006
-    exclude_category: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories"),
-    ] = [],  # noqa: B006
+    exclude: ExcludeItems = [],  # noqa: B006 -- FastAPI copies the default per request
+    category: OnlyCategories = [],  # noqa: B006
+    exclude_category: ExcludeCategories = [],  # noqa: B006
     session_boost: Annotated[
         float | None,
         Query(ge=0.0, le=MAX_SESSION_BOOST, allow_inf_nan=False,
@@ -233,16 +234,9 @@ async def similar(
         str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                           description="Whose blocks apply (items and categories the user blocked are left out)"),
     ] = None,
-    exclude: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES, description="Item ids never to return (repeat the parameter)"),
-    ] = [],  # noqa: B006 -- FastAPI copies the default per request
-    category: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES,
-                        description="Only items of these catalogue categories (repeat the parameter)"),
-    ] = [],  # noqa: B006
-    exclude_category: Annotated[
-        list[Id], Query(max_length=MAX_FILTER_VALUES, description="No items of these catalogue categories"),
-    ] = [],  # noqa: B006
+    exclude: ExcludeItems = [],  # noqa: B006 -- FastAPI copies the default per request
+    category: OnlyCategories = [],  # noqa: B006
+    exclude_category: ExcludeCategories = [],  # noqa: B006
 ) -> SimilarItems | JSONResponse:
     """The items whose factors are most like the item's (cosine similarity), most similar first.
 

@@ -22,9 +22,9 @@ from flink_jobs.launch import latest_checkpoint
 from producers.topics import ensure_topics
 from schemas import ServedList, ServedListCodec
 from schemas.redis_keys import Envelope, RedisKeys
-from tests.integration.jobs import run_job_until, start_job, stop_job, tail
+from tests.integration.jobs import run_job_until, stop_job, tail
 from tests.integration.test_attribution import HOME, planted
-from tests.reliability.test_cached_state import produce
+from tests.reliability.test_cached_state import produce, start_until_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
@@ -60,11 +60,8 @@ def test_sigkill_between_barriers_loses_and_doubles_no_credit(settings: Settings
     client, keys = redis_lib.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix)
 
     log = tmp_path / "job.log"
-    job = start_job(settings, "--restore", "none", log=log)
+    job, checkpoint = start_until_checkpoint(settings, log)
     deadline = time.monotonic() + 300
-    while (checkpoint := latest_checkpoint(settings.checkpoint_path())) is None:
-        assert job.poll() is None and time.monotonic() < deadline, f"no checkpoint in time:\n{tail(log)}"
-        time.sleep(0.2)
 
     def exposures() -> int:
         return sum(counts["exposures"] for counts in results(client, keys).values())

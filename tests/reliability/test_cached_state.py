@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -110,11 +111,8 @@ def test_sigkill_between_a_batch_and_the_next_barrier_loses_and_doubles_nothing(
     client, keys = redis_lib.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix)
 
     log = tmp_path / "job.log"
-    job = start_job(settings, "--restore", "none", log=log)
+    job, checkpoint = start_until_checkpoint(settings, log)
     deadline = time.monotonic() + 300
-    while (checkpoint := latest_checkpoint(settings.checkpoint_path())) is None:
-        assert job.poll() is None and time.monotonic() < deadline, f"no checkpoint in time:\n{tail(log)}"
-        time.sleep(0.2)
     at_checkpoint = learned_by_model(client, keys)
     producer, failure = produce_in_background(settings, rest, rate=3_000)  # ~7 s of events after the barrier
     # Wait for batches after that barrier to show in Redis, while no newer checkpoint completed.
@@ -169,6 +167,16 @@ def test_a_savepoint_taken_under_load_restores_every_users_cached_state(
     pulse_job(settings, "cancel", "--job-id", job, log=log)
     print(f"\nsavepoint {savepoint.name} under load at {learned_at_savepoint} learned events; restored: "
           f"{len(expected.counts)} users' counts, learned counts and {expected.total_learned} learned events exact")
+
+
+def start_until_checkpoint(settings: Settings, log: Path, timeout_s: float = 300) -> tuple[Any, Path]:
+    """Start the job afresh and wait for its first completed checkpoint; the job and the checkpoint."""
+    job = start_job(settings, "--restore", "none", log=log)
+    deadline = time.monotonic() + timeout_s
+    while (checkpoint := latest_checkpoint(settings.checkpoint_path())) is None:
+        assert job.poll() is None and time.monotonic() < deadline, f"no checkpoint in time:\n{tail(log)}"
+        time.sleep(0.2)
+    return job, checkpoint
 
 
 def wait_for(check: Callable[[], bool], what: str, log: Path, timeout_s: float = 240) -> None:
