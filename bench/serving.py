@@ -25,7 +25,7 @@ workers) around each scenario.
     .venv/bin/python bench/serving.py --rate 0 --concurrency 32 --requests 50000 --client python
     .venv/bin/python bench/serving.py --only recommendations --workers 1 --served-log off,on --rounds 3
         # served-list logging off vs on, taking turns; verdict on the medians (issue 18: <= 0.2 ms of p99)
-    .venv/bin/python bench/serving.py --only recommendations --workers 1 --shop
+    .venv/bin/python bench/serving.py --only recommendations --workers 1 --shop   # + the shop's list, similar items
         # plain recommendations, then with filters + session re-rank + diversity cap, same server (issue 16)
 """
 
@@ -64,7 +64,7 @@ from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
-from schemas.redis_values import CatalogueValue, CompactValue, encode_user_value
+from schemas.redis_values import CatalogueValue, CompactValue, encode_item_value, encode_user_value
 
 T0 = 1_700_000_000_000
 
@@ -102,13 +102,17 @@ SHOP_QUERY = "k=10&exclude=i3&exclude=i8&exclude_category=c4&session_boost=0.5&m
 
 
 def seed_shop(redis_url: str, prefix: str, users: int, items: int) -> None:
-    """A catalogue (item i<n> in category c<n % 5>, all available) and 3 blocked items per user (--shop)."""
+    """A catalogue (item i<n> in category c<n % 5>, all available), item factors (similar items) and
+    3 blocked items per user (--shop)."""
     import redis
 
     keys = RedisKeys(prefix)
+    rng = np.random.default_rng(1)
     with RedisWriter(keys, "mf-v1", url=redis_url) as writer:
         writer.write_batch([(keys.catalogue_item(f"i{i}"), T0, CatalogueValue(f"i{i}", f"c{i % 5}", True))
                             for i in range(items)])
+        writer.write_batch([(keys.item_record(f"i{i}"), T0, CompactValue(encode_item_value(
+            {"bias": 0.1, "factors": rng.normal(0, 0.3, 32).tolist(), "version": 1}))) for i in range(items)])
     client = redis.Redis.from_url(redis_url)
     with client.pipeline(transaction=False) as pipe:
         for u in range(users):
@@ -380,8 +384,11 @@ def _endpoints(users: int, shop: bool = False) -> list[tuple[str, str, list[str]
     rec_paths = [f"/v1/users/u{i % users}/recommendations?k=10" for i in range(4096)]
     bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
     shop_paths = [f"/v1/users/u{i % users}/recommendations?{SHOP_QUERY}" for i in range(4096)]
+    similar_paths = [f"/v1/items/i{i % 200}/similar?k=10&exclude_category=c4&user_id=u{i % users}"
+                     for i in range(4096)]
     return [("recommendations", "GET", rec_paths, None),
-            *([("shop-recommendations", "GET", shop_paths, None)] if shop else []),
+            *([("shop-recommendations", "GET", shop_paths, None),
+               ("shop-similar", "GET", similar_paths, None)] if shop else []),
             ("decisions", "POST", ["/v1/decisions"] * 4096, bodies)]
 
 
@@ -390,7 +397,8 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: b
     """Paced, then unpaced load on each endpoint of the running server; one report line per run."""
     lines = []
     for name, method, paths, body in _endpoints(args.users, args.shop):
-        if args.only and name.removeprefix("shop-") != args.only:
+        # --shop's endpoints (its list, similar items) go with --only recommendations
+        if args.only and name != args.only and not (name.startswith("shop-") and args.only == "recommendations"):
             continue
         reqs = http_requests(method, paths, body)
         run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
