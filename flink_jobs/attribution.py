@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from online_models.ab_results import COUNT_NAMES
 from schemas import ServedList
 
 __all__ = ["ATTRIBUTED", "ExperimentTally", "Exposure", "Exposures", "merge_tallies"]
@@ -60,8 +61,7 @@ class ExperimentTally:
 
     def counts(self) -> dict[str, int]:
         """The counters by name (the Redis payload's per-variant fields)."""
-        return {"exposures": self.exposures, "clicked": self.clicked, "clicks": self.clicks,
-                "carted": self.carted, "purchased": self.purchased, "purchases": self.purchases}
+        return {name: getattr(self, name) for name in COUNT_NAMES}
 
 
 @dataclass(slots=True)

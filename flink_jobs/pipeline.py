@@ -89,9 +89,7 @@ def decode(raw: DataStream, settings: Settings) -> DataStream:
 
 def read_catalogue(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
     """Raw framed-Avro catalogue entries from the compacted items topic, each after its position."""
-    source = kafka_source(settings.kafka_bootstrap, settings.topic_items, f"{settings.job_group_id}-catalogue",
-                          bounded=bounded, with_position=True, properties=settings.kafka_java_properties())
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), "catalogue").uid("source-catalogue")
+    return positioned_source(env, settings, settings.topic_items, "catalogue", bounded)
 
 
 def decode_catalogue(raw: DataStream, settings: Settings) -> DataStream:
@@ -110,9 +108,15 @@ def catalogue_writes(catalogue: DataStream) -> DataStream:
 
 def read_served(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> DataStream:
     """Raw framed-Avro served lists (``served.avsc``) serving logged, each after its position."""
-    source = kafka_source(settings.kafka_bootstrap, settings.topic_served, f"{settings.job_group_id}-served",
-                          bounded=bounded, with_position=True, properties=settings.kafka_java_properties())
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), "served").uid("source-served")
+    return positioned_source(env, settings, settings.topic_served, "served", bounded)
+
+
+def positioned_source(env: StreamExecutionEnvironment, settings: Settings, topic: str, name: str,
+                      bounded: bool) -> DataStream:
+    """A topic's raw values, each after its partition and offset, under its own consumer group (``-<name>``)."""
+    source = kafka_source(settings.kafka_bootstrap, topic, f"{settings.job_group_id}-{name}", bounded=bounded,
+                          with_position=True, properties=settings.kafka_java_properties())
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), name).uid(f"source-{name}")
 
 
 def decode_served(raw: DataStream, settings: Settings) -> DataStream:

@@ -39,6 +39,7 @@ from statistics import NormalDist
 from typing import Any, Literal, get_args
 
 __all__ = [
+    "COUNT_NAMES",
     "OUTCOMES",
     "RATE_NAMES",
     "Z95",
@@ -55,6 +56,9 @@ __all__ = [
     "wilson",
     "z_of",
 ]
+
+#: A variant's counters, as the job's attribution writes them per variant (flink_jobs/attribution.py).
+COUNT_NAMES = ("exposures", "clicked", "clicks", "carted", "purchased", "purchases")
 
 #: The binary outcomes of an exposure the job counts (lists with at least one such attributed event).
 Outcome = Literal["clicked", "carted", "purchased"]
@@ -228,7 +232,7 @@ class VariantCounts:
     purchases: int = 0
 
     def __post_init__(self) -> None:
-        for what in ("exposures", "clicked", "clicks", "carted", "purchased", "purchases"):
+        for what in COUNT_NAMES:
             _count(self.name, what, getattr(self, what))
         for outcome in OUTCOMES:
             if self.successes(outcome) > self.exposures:
@@ -240,7 +244,7 @@ class VariantCounts:
         """From the payload's entry of one variant; missing counts are 0, fields not known here are ignored."""
         if not isinstance(fields, Mapping):
             raise ValueError(f"variant {name!r}: expected an object of counts, not {type(fields).__name__}")
-        known = ("exposures", "clicked", "clicks", "carted", "purchased", "purchases")
+        known = COUNT_NAMES
         return cls(name, **{what: _count(name, what, fields.get(what, 0)) for what in known})
 
     def successes(self, outcome: Outcome | str) -> int:
