@@ -146,6 +146,39 @@ def checkpoint_durations_ms(rest: str, since_ms: int) -> list[float]:
             if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms]
 
 
+def checkpoint_breakdown(rest: str, since_ms: int) -> list[str]:
+    """Where the slowest completed checkpoint since ``since_ms`` spent its time, per task (max over subtasks).
+
+    ``delay``: the barrier's way to the task (queued batches ahead of it); ``align``: waiting for the
+    barrier on every input; ``sync``: the snapshot before the barrier goes on (with a Python stage,
+    its pre-barrier batch); ``async``: writing the state; ``e2e``: trigger to the task's last ack.
+    """
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"http://{rest}{path}", timeout=10) as response:
+            return json.load(response)
+
+    try:
+        job = next(j["id"] for j in get("/jobs")["jobs"] if j["status"] == "RUNNING")
+        done = [c for c in get(f"/jobs/{job}/checkpoints")["history"]
+                if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms]
+        if not done:
+            return []
+        slowest = max(done, key=lambda c: c["end_to_end_duration"])
+        names = {v["id"]: v["name"] for v in get(f"/jobs/{job}")["vertices"]}
+        lines = [f"slowest checkpoint {slowest['id']}: {slowest['end_to_end_duration']:,} ms"]
+        for vertex in get(f"/jobs/{job}/checkpoints/details/{slowest['id']}")["tasks"]:
+            summary = get(f"/jobs/{job}/checkpoints/details/{slowest['id']}/subtasks/{vertex}")["summary"]
+            figure = {"delay": summary["start_delay"]["max"], "align": summary["alignment"]["duration"]["max"],
+                      "sync": summary["checkpoint_duration"]["sync"]["max"],
+                      "async": summary["checkpoint_duration"]["async"]["max"],
+                      "e2e": summary["end_to_end_duration"]["max"]}
+            lines.append(f"  {names.get(vertex, vertex)[:60]:<60} "
+                         + "  ".join(f"{k} {v:>6,} ms" for k, v in figure.items()))
+        return lines
+    except (OSError, KeyError, StopIteration) as error:
+        return [f"checkpoint breakdown unavailable: {error!r}"]
+
+
 def systems_cpu_s(system: System) -> float:
     return sum(group_cpu_s(g) for g in system.groups())
 
@@ -371,6 +404,9 @@ def measure_point(
         point.checkpoints = len(durations)
         if durations:
             point.checkpoint_p99_ms = durations[min(len(durations) - 1, int(0.99 * len(durations)))]
+        if ctx.args.checkpoint_breakdown:
+            for line in checkpoint_breakdown(system.rest, first_send):
+                print(f"   {ctx.mode} {label}: {line}", flush=True)
     if not point.complete:
         point.sustained = (visible_events(ctx) - visible0) / wall
         point.cpu_ms_per_1k = 1e6 * cpu / max(1, visible_events(ctx) - visible0)
@@ -649,6 +685,8 @@ def main() -> None:
     parser.add_argument("--max-window-s", type=float, default=40, help="measuring window of the max-rate point")
     parser.add_argument("--startup-timeout-s", type=float, default=180)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--checkpoint-breakdown", action="store_true",
+                        help="per point, where the slowest checkpoint spent its time, task by task (Flink REST)")
     parser.add_argument("--cluster-taskmanagers", type=int, default=2,
                         help="cluster mode: TaskManagers (each its own JVM, so its own Python interpreter)")
     parser.add_argument("--cluster-parallelism", type=int, default=2, help="cluster mode: job parallelism")

@@ -68,6 +68,27 @@ class CurrentKey:
             self.current = key
 
 
+def due_keys(due: dict[str, float], now: float, everyone: bool = False) -> list[str]:
+    """The keys of ``due`` (key -> due time, in the order they were added) due at ``now`` (all if ``everyone``).
+
+    A stage adds a key's due time as now + a fixed delay, so the dict is in due order and the scan
+    stops at the first key not due: a batch does not walk every pending key.
+
+    >>> due_keys({"a": 1.0, "b": 2.0, "c": 5.0}, now=2.0)
+    ['a', 'b']
+    >>> due_keys({"a": 1.0, "c": 5.0}, now=0.0, everyone=True)
+    ['a', 'c']
+    """
+    if everyone:
+        return list(due)
+    keys = []
+    for key, at in due.items():
+        if at > now:
+            break
+        keys.append(key)
+    return keys
+
+
 def batched(keyed: DataStream, *, max_records: int, max_delay_ms: int, tick_ms: int, uid: str) -> KeyedStream:
     """``Row(key, pickled value)`` records (already partitioned by key) as keyed batches.
 

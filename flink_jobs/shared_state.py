@@ -25,7 +25,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
+from flink_jobs.batching import CHECKPOINT, END, CurrentKey, due_keys, pack_messages, read_batch
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
 from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
@@ -125,7 +125,7 @@ class _CoalescedWrites(KeyedProcessFunction):
 
     def _write_due(self, rows: list[Message], everyone: bool, final: bool) -> None:
         now = time.monotonic()
-        for key in [key for key, at in self.due.items() if everyone or at <= now]:
+        for key in due_keys(self.due, now, everyone):
             del self.due[key]
             entry = self.cache[key]
             rows.extend(self.config.route(output) for output in self.steps.writes(key, entry, final=final))
@@ -230,7 +230,7 @@ class SegmentPopularity(KeyedProcessFunction):
         everyone = bool(flags & (CHECKPOINT | END))
         now = time.monotonic()
         rows = []
-        for segment in [segment for segment, at in self.due.items() if everyone or at <= now]:
+        for segment in due_keys(self.due, now, everyone):
             del self.due[segment]
             rows.append(self._ranking(segment))
         if flags & CHECKPOINT:

@@ -20,7 +20,7 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, Ti
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.attribution import ExperimentTally, merge_tallies
-from flink_jobs.batching import CHECKPOINT, END, CurrentKey, pack_messages, read_batch
+from flink_jobs.batching import CHECKPOINT, END, CurrentKey, due_keys, pack_messages, read_batch
 from flink_jobs.messages import (
     BanditFeedback,
     ClosedSession,
@@ -291,8 +291,7 @@ class UserState(KeyedBroadcastProcessFunction):
     def _refresh(self, rows: list[Message], everyone: bool) -> None:
         """Users whose score refresh is due (all, before a barrier): their Redis keys and progress."""
         now = time.monotonic()
-        due = [user for user, at in self.due.items() if everyone or at <= now]
-        for user_id in due:
+        for user_id in due_keys(self.due, now, everyone):
             del self.due[user_id]
             record, outputs = self.steps.on_refresh(user_id, self.cache[user_id])
             self._keep(user_id, record)
@@ -311,6 +310,7 @@ class UserState(KeyedBroadcastProcessFunction):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
             elif isinstance(output, RefreshTimer):
+                self.due.pop(user_id, None)  # to the end: the dict stays in due order (batching.due_keys)
                 self.due[user_id] = time.monotonic() + self.config.score_refresh_ms / 1000
             elif isinstance(output, LateEvent):
                 self.late.add()

@@ -194,14 +194,17 @@ def _add(state: SessionState, event: Event, max_recent: int) -> SessionState:
         latest[event.item_id] = max(t, latest.get(event.item_id, t))
         recent = tuple(sorted((time, item) for item, time in latest.items()))[-max_recent:]
     category = event.context.get("category")
-    return replace(
-        state,
-        start_ms=min(state.start_ms, t),
-        end_ms=max(state.end_ms, t),
-        n_events=state.n_events + 1,
-        counts=_bump(state.counts, event.type.value),
-        recent=recent,
-        categories=state.categories if category is None else _bump(state.categories, category),
+    # The constructor, not dataclasses.replace: this runs for every event (replace costs 2 % of the job).
+    return SessionState(
+        state.user_id,
+        state.session_id,
+        min(state.start_ms, t),
+        max(state.end_ms, t),
+        state.n_events + 1,
+        state.n_late,
+        _bump(state.counts, event.type.value),
+        recent,
+        state.categories if category is None else _bump(state.categories, category),
     )
 
 

@@ -8,6 +8,7 @@ count when the run started) and both rates side by side, so a glance says whethe
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -69,12 +70,68 @@ class DemoCounters:
         self.learned_rate.update(now, self.learned_this_run)
 
 
+@dataclass
+class RunRecord:
+    """What a demo run saw once the job caught up with the stream (its start-up backlog drained).
+
+    The job starts while the stream already runs, so its first seconds are a backlog; from the
+    first look with the newest scores under ``caught_up_ms`` old, each look's rates and newest
+    score age are kept for the run's closing line.
+
+    >>> r = RunRecord()
+    >>> r.look(5.0, produced_rate=3000.0, learned_rate=900.0, newest_score_ms=9000.0)  # still draining
+    >>> for t, age in ((30.0, 300.0), (31.0, 500.0), (32.0, 900.0)):
+    ...     r.look(t, produced_rate=3000.0, learned_rate=2950.0, newest_score_ms=age)
+    >>> for part in r.line().split("; "):
+    ...     print(part)
+    caught up with the stream after 30 s
+    since then (3 looks): produced 3,000/s, learned 2,950/s (medians)
+    newest score freshness median 500 ms, max 900 ms
+    """
+
+    caught_up_ms: float = 1000.0
+    caught_up_at_s: float | None = None
+    produced_rates: list[float] = field(default_factory=list)
+    learned_rates: list[float] = field(default_factory=list)
+    newest_scores_ms: list[float] = field(default_factory=list)
+
+    def look(self, elapsed_s: float, produced_rate: float, learned_rate: float, newest_score_ms: float | None) -> None:
+        """Take one look, ``elapsed_s`` into the run."""
+        if self.caught_up_at_s is None:
+            if newest_score_ms is None or newest_score_ms > self.caught_up_ms:
+                return
+            self.caught_up_at_s = elapsed_s
+        self.produced_rates.append(produced_rate)
+        self.learned_rates.append(learned_rate)
+        if newest_score_ms is not None:
+            self.newest_scores_ms.append(newest_score_ms)
+
+    def line(self) -> str:
+        """One line: when the job caught up, then the median rates and the newest score's freshness."""
+        if self.caught_up_at_s is None:
+            return f"the job did not catch up (newest scores never under {self.caught_up_ms:,.0f} ms old)"
+        text = (f"caught up with the stream after {self.caught_up_at_s:,.0f} s; since then ({len(self.produced_rates)} "
+                f"looks): produced {statistics.median(self.produced_rates):,.0f}/s, "
+                f"learned {statistics.median(self.learned_rates):,.0f}/s (medians)")
+        if self.newest_scores_ms:
+            text += (f"; newest score freshness median {statistics.median(self.newest_scores_ms):,.0f} ms, "
+                     f"max {max(self.newest_scores_ms):,.0f} ms")
+        return text
+
+
+def newest_score_ms(client: redis_lib.Redis, keys: RedisKeys, users: list[str], now_ms: float) -> float | None:
+    """Age of the newest scores among ``users`` (now minus the latest event time their scores reflect)."""
+    times = [recs.event_time_ms for user in dict.fromkeys(users)
+             if (recs := user_envelopes(client, keys, user)[UserKind.RECS]) is not None]
+    return now_ms - max(times) if times else None
+
+
 def learned_events(model: Envelope | None) -> int:
     """The model's lifetime ``events_learned`` (0 before the job has written its metadata)."""
     return int(model.payload["events_learned"]) if model else 0
 
 
-def summary(counters: DemoCounters, model: Envelope | None) -> Table:
+def summary(counters: DemoCounters, model: Envelope | None, newest_score: float | None = None) -> Table:
     """The headline table: counts of this run, the model's lifetime count, rates, RMSE and freshness."""
     table = Table(title="Pulse demo", show_header=False)
     table.add_row("events produced, this run", f"{counters.produced:,}")
@@ -85,8 +142,10 @@ def summary(counters: DemoCounters, model: Envelope | None) -> Table:
     table.add_row("rate, this run", f"produced {produced_rate:,.0f}/s · learned {learned_rate:,.0f}/s")
     rmse = model.payload.get("rmse") if model else None
     table.add_row("running RMSE (prequential, lifetime)", f"{rmse:.3f}" if rmse else "-")
+    if newest_score is not None:  # how far behind the stream the newest scores in Redis are
+        table.add_row("newest score freshness", f"{newest_score:,.0f} ms")
     if model:
-        table.add_row("score freshness", f"{time.time() * 1000 - model.event_time_ms:,.0f} ms")
+        table.add_row("model metadata freshness", f"{time.time() * 1000 - model.event_time_ms:,.0f} ms")
     table.add_row("web console (`pulse serve`)", "http://127.0.0.1:8080/console#user=<a user below>&key=<read key>")
     return table
 
@@ -106,4 +165,4 @@ def users_table(client: redis_lib.Redis, keys: RedisKeys, users: list[str]) -> T
     return table
 
 
-__all__ = ["DemoCounters", "Rate", "learned_events", "summary", "users_table"]
+__all__ = ["DemoCounters", "Rate", "RunRecord", "learned_events", "newest_score_ms", "summary", "users_table"]

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.compact_bytes import F32, Reader, floats, ids, named_counts, scores, text, type_counts, varint
+from schemas.events import pickled_as_call
 from schemas.redis_keys import Envelope, UserKind
 
 __all__ = [
@@ -70,6 +71,7 @@ _EVENT_TIME = struct.Struct(">Q")
 _HAS_SESSION, _HAS_FACTORS, _HAS_RECS = 1, 2, 4
 
 
+@pickled_as_call  # pickled between stages: a constructor call, not dataclasses.fields() per pickle
 @dataclass(frozen=True, slots=True)
 class CompactValue:
     """A format-2 body ready to write; the Redis writer adds the header (times, model version).
@@ -82,6 +84,7 @@ class CompactValue:
     expire_ms: int = 0
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class CatalogueValue:
     """An item's catalogue entry ready to write.

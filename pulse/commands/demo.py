@@ -27,7 +27,7 @@ from producers.sources import open_source
 from producers.topics import ensure_topics
 from pulse.app import app, fail, settings_of
 from pulse.demo_job import start_demo_job, stop_demo_job
-from pulse.demo_view import DemoCounters, learned_events, summary, users_table
+from pulse.demo_view import DemoCounters, RunRecord, learned_events, newest_score_ms, summary, users_table
 from pulse.reach import require
 from schemas.redis_keys import Envelope, RedisKeys
 
@@ -47,6 +47,7 @@ def demo(
     stop = threading.Event()
     producer: threading.Thread | None = None
     job: ManagedProcess | None = None
+    record = RunRecord()
     try:
         learned_at_start = learned_events(_model(_redis(settings), RedisKeys(settings.redis_prefix)))
         job = start_demo_job(settings)
@@ -55,7 +56,7 @@ def demo(
         sent = [0]
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
         producer.start()
-        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start))
+        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record)
     except KeyboardInterrupt:
         pass
     finally:
@@ -68,6 +69,7 @@ def demo(
             stop_demo_job(job)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    typer.echo(record.line())
     typer.echo("demo stopped; the job's state is in its checkpoints; `pulse down` stops the services")
 
 
@@ -114,7 +116,7 @@ def _model(client: redis_lib.Redis, keys: RedisKeys) -> Envelope | None:
 
 def _watch(
     settings: Settings, seconds: float, job: ManagedProcess, users: deque[str], sent: list[int],
-    counters: DemoCounters,
+    counters: DemoCounters, record: RunRecord,
 ) -> None:
     client = _redis(settings)
     keys = RedisKeys(settings.redis_prefix)
@@ -125,5 +127,7 @@ def _watch(
                 raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")
             model = _model(client, keys)
             counters.update(time.monotonic(), produced=sent[0], learned=learned_events(model))
-            live.update(Group(summary(counters, model), users_table(client, keys, list(users)[-5:])))
+            newest = newest_score_ms(client, keys, list(users)[-20:], time.time() * 1000)
+            record.look(time.monotonic() - started, counters.produced_rate.rate, counters.learned_rate.rate, newest)
+            live.update(Group(summary(counters, model, newest), users_table(client, keys, list(users)[-5:])))
             time.sleep(0.5)
