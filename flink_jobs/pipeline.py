@@ -174,7 +174,10 @@ def read_item_snapshots(env: StreamExecutionEnvironment, settings: Settings, bou
     """The item owner's parameter snapshots, fed back to the user side (the loop closes through Kafka)."""
     source = kafka_source(settings.kafka_bootstrap, settings.topic_item_params, f"{settings.job_group_id}-items",
                           bounded=bounded, properties=settings.kafka_java_properties())
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), "item-snapshots").uid("source-item-snapshots")
+    # Snapshots carry no event time: their watermark is the end of time, so the user stage's event time
+    # (and its session and impression timers) follows the events alone (`NoEventTime.java`).
+    no_event_time = WatermarkStrategy(get_gateway().jvm.pulse.flink.NoEventTime())
+    return env.from_source(source, no_event_time, "item-snapshots").uid("source-item-snapshots")
 
 
 def write_item_snapshots(items: DataStream, settings: Settings) -> None:
