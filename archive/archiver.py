@@ -6,7 +6,8 @@ hour's records of a partition go to one file (``files.write_file``: fsync, atomi
 that do not decode go to the DLQ (original bytes and reason, as the job writes them) and are
 counted, and only then are the offsets committed. When a partition is assigned, files at or after
 its committed offset (a flush that crashed before its commit) are deleted and read again, so a
-kill at any moment loses and doubles nothing. One archiver per archive folder and group.
+kill at any moment loses and doubles nothing. A folder belongs to one topic and group
+(``_archive.json``); one archiver per folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from archive.files import discard_uncommitted, partitions_archived, write_file
+from archive.files import claim, discard_uncommitted, write_file
 from archive.layout import ArchivedEvent, to_table
 from config import Settings
 from schemas import DeadLetterCodec, DecodeError, EventCodec, load_registry
@@ -67,7 +68,10 @@ class Archiver:
 
     def run(self, *, until_end: bool = False, should_stop: Callable[[], bool] = lambda: False) -> ArchiveReport:
         """Archive until ``should_stop()`` holds or, with ``until_end``, up to the end offsets at the start."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            claim(self.root, self.topic, self.settings.archive_group_id)
+        except ValueError as exc:
+            raise ArchiveError(str(exc)) from None
         ends = self._end_offsets() if until_end else {}
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
@@ -147,17 +151,12 @@ class Archiver:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Delete what a flush wrote but never committed, so it is read and written again, once."""
-        archived = partitions_archived(self.root)
         for tp in consumer.committed(partitions, timeout=30):
-            if tp.offset < 0 and tp.partition in archived:
-                self._failures.append(
-                    f"{self.root} holds files of partition {tp.partition}, but group {self.settings.archive_group_id} "
-                    "has no offset committed for it: archive with the group that wrote them, or into an empty folder")
-            elif tp.offset >= 0:
-                gone = discard_uncommitted(self.root, tp.partition, tp.offset)
-                if gone:
-                    log.info("partition %d: deleted %d files written after its committed offset %d (read again)",
-                             tp.partition, len(gone), tp.offset)
+            committed = max(tp.offset, 0)  # none yet: every file of the partition is from a first flush that crashed
+            gone = discard_uncommitted(self.root, tp.partition, committed)
+            if gone:
+                log.info("partition %d: deleted %d files written after its committed offset %d (read again)",
+                         tp.partition, len(gone), committed)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Forget the unwritten records of partitions another archiver takes over (it reads them again)."""

@@ -9,6 +9,7 @@ its commit), which the consumer then reads and writes again: nothing lost, nothi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,9 @@ import pyarrow.parquet as pq
 
 from archive.digest import HourDigest
 from archive.layout import HOUR_KEY, file_name, hour_folder, offsets_of
+
+#: Which topic and consumer group an archive folder belongs to.
+OWNER_FILE = "_archive.json"
 
 
 def write_file(root: Path, hour: str, partition: int, first_offset: int, table: pa.Table) -> Path:
@@ -38,6 +42,29 @@ def write_file(root: Path, hour: str, partition: int, first_offset: int, table: 
     return path
 
 
+def claim(root: Path, topic: str, group: str) -> None:
+    """Mark ``root`` as the archive of ``topic`` by ``group``; ValueError if another topic or group wrote it.
+
+    Files without a committed offset are deleted on assignment (a first flush that crashed), which
+    is only right when the group that wrote them is the one asking.
+    """
+    marker, owner = root / OWNER_FILE, {"topic": topic, "group": group}
+    if marker.exists():
+        found = json.loads(marker.read_text())
+        if found != owner:
+            raise ValueError(f"{root} is the archive of topic {found['topic']!r} by group {found['group']!r}, "
+                             f"not of {topic!r} by {group!r}: archive into another folder")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    temporary = root / f".{OWNER_FILE}.tmp"
+    with temporary.open("w") as out:
+        json.dump(owner, out)
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(marker)
+    _sync_folder(root)
+
+
 def archived_files(root: Path) -> Iterator[tuple[str, int, int, Path]]:
     """(hour, partition, first offset, path) of every archive file under ``root``."""
     prefix = f"{HOUR_KEY}="
@@ -56,11 +83,6 @@ def discard_uncommitted(root: Path, partition: int, committed: int) -> list[Path
     for folder in {path.parent for path in gone}:
         _sync_folder(folder)
     return gone
-
-
-def partitions_archived(root: Path) -> set[int]:
-    """The partitions with at least one file."""
-    return {partition for _, partition, _, _ in archived_files(root)}
 
 
 def archive_digests(root: Path, ranges: Mapping[int, tuple[int, int]] | None = None) -> dict[str, HourDigest]:

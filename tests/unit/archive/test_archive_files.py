@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
-from archive.digest import HourDigest, digests_by_hour, differences, event_hash
-from archive.files import archive_digests, archived_files, discard_uncommitted, partitions_archived, write_file
+from archive.digest import HourDigest, differences, digests_by_hour, event_hash
+from archive.files import archive_digests, archived_files, claim, discard_uncommitted, write_file
 from archive.layout import ROW_SCHEMA, ArchivedEvent, hour_of, to_table
 from archive.replay import events_in_time_order
 from schemas import Event, EventCodec, EventType
@@ -74,7 +75,13 @@ def test_files_after_the_committed_offset_are_discarded(tmp_path: Path) -> None:
     assert sorted(p.name for p in gone) == ["part-0-1.parquet", "part-0-2.parquet"]
     assert [(hour, partition, first) for hour, partition, first, _ in archived_files(tmp_path)] == [
         ("h1", 0, 0), ("h2", 1, 5)]
-    assert partitions_archived(tmp_path) == {0, 1}
+
+
+def test_an_archive_folder_belongs_to_one_topic_and_group(tmp_path: Path) -> None:
+    claim(tmp_path, "events", "pulse-archive")
+    claim(tmp_path, "events", "pulse-archive")  # the same archiver again
+    with pytest.raises(ValueError, match="by group 'pulse-archive'"):
+        claim(tmp_path, "events", "another-group")
 
 
 def test_digests_can_be_limited_to_offset_ranges(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from config import Settings
 
 
-def test_archive_settings_come_from_the_environment(monkeypatch) -> None:  # noqa: ANN001
+def test_archive_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULSE_ARCHIVE_DIR", "/data/archive")
     monkeypatch.setenv("PULSE_ARCHIVE_FLUSH_EVENTS", "500")
     settings = Settings()
