@@ -49,9 +49,9 @@ def verify(settings: Settings, root: Path, timeout_s: float = 30.0) -> Verificat
     }))
     try:
         ranges = {}
-        for partition, end in committed.items():
-            low, _ = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            ranges[partition] = (low, end)
+        for p, end in committed.items():
+            low, _ = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            ranges[p] = (low, end)
         result = Verification({}, {}, ranges)
         pending = {p: end for p, (low, end) in ranges.items() if end > low}
         reader.assign([TopicPartition(topic, p, ranges[p][0]) for p in pending])
