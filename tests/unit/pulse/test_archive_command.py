@@ -21,3 +21,14 @@ def test_a_backfill_writes_nowhere_the_live_job_does() -> None:
     assert all(getattr(target, name) != getattr(live, name) for name in names)
     assert target.checkpoint_path() != live.checkpoint_path()
     assert target.topic_items == live.topic_items  # the catalogue is shared, read by the backfill's own group
+
+
+def test_the_live_job_never_restores_a_backfills_checkpoint(tmp_path: Path) -> None:
+    from flink_jobs.launch import latest_checkpoint
+
+    live = Settings(checkpoint_dir=tmp_path / "chk")
+    backfill_chk = backfill_settings(live, "pulse-v2").checkpoint_path() / "job-1" / "chk-3"
+    backfill_chk.mkdir(parents=True)
+    (backfill_chk / "_metadata").write_bytes(b"")
+    assert latest_checkpoint(live.checkpoint_path()) is None
+    assert latest_checkpoint(backfill_settings(live, "pulse-v2").checkpoint_path()) == backfill_chk
