@@ -4,10 +4,11 @@ A Kafka consumer (confluent-kafka, group ``PULSE_ARCHIVE_GROUP_ID``) gathers rec
 ``PULSE_ARCHIVE_FLUSH_EVENTS`` wait or ``PULSE_ARCHIVE_FLUSH_S`` have passed, then flushes: every
 hour's records of a partition go to one file (``files.write_file``: fsync, atomic rename), records
 that do not decode go to the DLQ (original bytes and reason, as the job writes them) and are
-counted, and only then are the offsets committed. When a partition is assigned, files at or after
-its committed offset (a flush that crashed before its commit) are deleted and read again, so a
-kill at any moment loses and doubles nothing. A folder belongs to one topic and group
-(``_archive.json``); one archiver per folder.
+counted, and only then are the offsets committed. At the start, files at or after each partition's
+committed offset (a flush that crashed before its commit) are deleted and read again, so a kill
+at any moment loses and doubles nothing. The archiver reads every partition of the topic (assigned
+at the start, not a group member); a folder belongs to one topic and group (``_archive.json``),
+and one archiver runs per folder.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from archive.files import claim, discard_uncommitted, write_file
 from archive.layout import ArchivedEvent, to_table
+from archive.offsets import commit, committed
 from config import Settings
 from schemas import DeadLetterCodec, DecodeError, EventCodec, load_registry
 
@@ -72,11 +74,12 @@ class Archiver:
             claim(self.root, self.topic, self.settings.archive_group_id)
         except ValueError as exc:
             raise ArchiveError(str(exc)) from None
-        ends = self._end_offsets() if until_end else {}
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
+            ends = self._end_offsets() if until_end else {}
+            self._consumer.assign(self._start_positions())
+            batch = min(5000, self.settings.archive_flush_events)
             while not should_stop():
-                for message in self._consumer.consume(num_messages=5000, timeout=0.5):
+                for message in self._consumer.consume(num_messages=batch, timeout=0.5):
                     self._take(message)
                 if self._failures:
                     raise ArchiveError("; ".join(self._failures))
@@ -140,8 +143,7 @@ class Archiver:
             self._failures.append(f"dead letters still undelivered to {self.settings.topic_dlq} after 30 s")
         if self._failures:  # the files are rewritten after a restart: nothing is committed without its DLQ records
             raise ArchiveError("; ".join(self._failures))
-        self._consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in self._commit.items()],
-                              asynchronous=False)
+        commit(self._consumer, self.topic, self._commit)
         self.report.files += written
         self.report.flushes += 1
         log.info("%s; committed %s", self.report, ", ".join(f"[{p}] {o}" for p, o in sorted(self._commit.items())))
@@ -149,25 +151,28 @@ class Archiver:
         self._commit.clear()
         self._waiting = 0
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Delete what a flush wrote but never committed, so it is read and written again, once."""
-        for tp in consumer.committed(partitions, timeout=30):
-            committed = max(tp.offset, 0)  # none yet: every file of the partition is from a first flush that crashed
-            gone = discard_uncommitted(self.root, tp.partition, committed)
+    def _start_positions(self) -> list[TopicPartition]:
+        """Every partition at its committed offset, after deleting what a flush wrote there but never committed.
+
+        Assigned, not subscribed: no group membership, so a restart after a kill reads at once
+        instead of waiting for the killed member's session to expire.
+        """
+        meta = self._consumer.list_topics(timeout=30).topics.get(self.topic)  # no topic named: no auto-creation
+        if meta is None or meta.error is not None:
+            raise ArchiveError(f"topic {self.topic!r} does not exist")
+        positions = []
+        for partition, offset in committed(self._consumer, self.topic, sorted(meta.partitions)).items():
+            kept = max(offset, 0)  # none yet: every file of the partition is from a first flush that crashed
+            gone = discard_uncommitted(self.root, partition, kept)
             if gone:
                 log.info("partition %d: deleted %d files written after its committed offset %d (read again)",
-                         tp.partition, len(gone), committed)
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Forget the unwritten records of partitions another archiver takes over (it reads them again)."""
-        for tp in partitions:
-            self._pending.pop(tp.partition, None)
-            self._commit.pop(tp.partition, None)
-        self._waiting = sum(len(events) for events in self._pending.values())
+                         partition, len(gone), kept)
+            positions.append(TopicPartition(self.topic, partition, offset if offset >= 0 else OFFSET_BEGINNING))
+        return positions
 
     def _end_offsets(self) -> dict[int, int]:
         """Partition -> end offset now, for a run that stops there."""
-        meta = self._consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        meta = self._consumer.list_topics(timeout=30).topics.get(self.topic)
         if meta is None or meta.error is not None:
             raise ArchiveError(f"topic {self.topic!r} does not exist")
         return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1]

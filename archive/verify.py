@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from archive.digest import HourDigest, differences
 from archive.files import archive_digests
 from archive.layout import hour_of
+from archive.offsets import committed
 from config import Settings
 from schemas import DecodeError, EventCodec, load_registry
 
@@ -89,10 +90,10 @@ def _committed(settings: Settings, timeout_s: float) -> dict[int, int]:
     """Partition -> offset the archiver's group committed (partitions without one are left out)."""
     consumer = Consumer(settings.kafka_config(**{"group.id": settings.archive_group_id, "enable.auto.commit": False}))
     try:
-        meta = consumer.list_topics(settings.topic_events, timeout=timeout_s).topics.get(settings.topic_events)
+        meta = consumer.list_topics(timeout=timeout_s).topics.get(settings.topic_events)  # no auto-creation
         if meta is None or meta.error is not None:
             raise RuntimeError(f"topic {settings.topic_events!r} does not exist")
-        partitions = [TopicPartition(settings.topic_events, p) for p in meta.partitions]
-        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout_s) if tp.offset >= 0}
+        offsets = committed(consumer, settings.topic_events, sorted(meta.partitions), timeout_s)
+        return {partition: offset for partition, offset in offsets.items() if offset >= 0}
     finally:
         consumer.close()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -106,12 +107,18 @@ def test_archive_survives_a_sigkill_nothing_lost_nothing_doubled(settings: Setti
     with log.open("ab") as out:
         first = subprocess.Popen(archive_command(root, "run"), cwd=REPO_ROOT, env=env, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
-    # Killed as soon as the 8th file is in place: in the middle of a flush (after a few), before its commit.
+    # After two flushes have committed, killed as soon as the next one has written a file (before its commit).
     deadline = time.monotonic() + 120
-    while files_in(root) < 8:
-        assert first.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the archiver wrote too few files"
-        time.sleep(0.002)
+
+    def wait(condition: Callable[[], bool], what: str) -> None:
+        while not condition():
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the archiver never {what}"
+            time.sleep(0.002)
+
+    wait(lambda: log.read_text().count("; committed [") >= 2, "committed two flushes")
+    files = files_in(root)
+    wait(lambda: files_in(root) > files, "wrote a third flush")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     at_kill = sum(d.count for d in archive_digests(root).values())
