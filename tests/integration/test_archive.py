@@ -96,6 +96,12 @@ def test_archive_holds_exactly_the_events_produced_and_duckdb_reads_it(settings:
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert f"{HOURS} hours, 6000 events: archive and {settings.topic_events} match" in cli.stdout
 
+    # A doubled file (as a crash without the offset protocol would leave) is caught, hour by hour.
+    hour, partition, first, path = next(archived_files(root))
+    path.with_name(f"part-{partition}-{first + 100_000}.parquet").write_bytes(path.read_bytes())
+    doubled = verify(settings, root)
+    assert not doubled.ok and [line.split(":")[0] for line in doubled.problems] == [f"hour {hour}"]
+
 
 def test_archive_survives_a_sigkill_nothing_lost_nothing_doubled(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"archive_flush_events": 1_000, "archive_flush_s": 1.0,
