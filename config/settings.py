@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from config.archive import ArchiveSettings
 from config.connections import ConnectionSecurity
 from config.experiments import Experiment, ExperimentConfigError, parse_experiments
 
@@ -50,7 +51,7 @@ class ConflictingPasswordsError(RuntimeError):
     """``PULSE_REDIS_URL`` embeds a password that differs from ``PULSE_REDIS_PASSWORD``."""
 
 
-class Settings(ConnectionSecurity):
+class Settings(ConnectionSecurity, ArchiveSettings):
     """Addresses, topic names, local-service ports and limits. Env prefix: ``PULSE_``.
 
     TLS and SASL settings (``kafka_security_protocol``, ``kafka_sasl_*``, ``kafka_ssl_*``,

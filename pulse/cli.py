@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from pulse.app import app
-from pulse.commands import demo, eval_bandit, eval_mf, experiments, exporter, job, lag, model, produce, serve, services
+from pulse.commands import (
+    archive,
+    demo,
+    eval_bandit,
+    eval_mf,
+    experiments,
+    exporter,
+    job,
+    lag,
+    model,
+    produce,
+    serve,
+    services,
+)
 
-__all__ = ["app", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model", "produce",
-           "serve", "services"]
+__all__ = ["app", "archive", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model",
+           "produce", "serve", "services"]

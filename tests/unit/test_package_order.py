@@ -2,7 +2,7 @@
 
 The order (docs/ARCHITECTURE.md "Package order"), bottom first:
 
-    config → schemas → online_models → flink_jobs | serving | producers | infra → pulse (the CLI)
+    config → schemas → online_models → flink_jobs | serving | producers | infra | archive → pulse (the CLI)
 
 A package may import its own modules and any package below it, never one above it or beside it;
 nothing of the product imports ``bench`` or ``tests``. The imports are read from the source with
@@ -29,6 +29,7 @@ LEVELS: dict[str, int] = {
     "serving": 3,
     "producers": 3,
     "infra": 3,
+    "archive": 3,
     "pulse": 4,
 }
 #: Imported by no product package.

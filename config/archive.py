@@ -1,0 +1,29 @@
+"""Settings of the event archive (``pulse archive run|verify``, ``pulse backfill``; README "Archive and backfill").
+
+:class:`config.Settings` inherits them, like the connection settings.
+
+>>> s = ArchiveSettings(archive_flush_events=1000)
+>>> s.archive_group_id, s.archive_flush_events
+('pulse-archive', 1000)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ArchiveSettings(BaseSettings):
+    """Where the archive goes and how often the archiver writes its files. Env prefix: ``PULSE_``."""
+
+    model_config = SettingsConfigDict(env_prefix="PULSE_", extra="forbid", frozen=True)
+
+    archive_dir: Path | None = Field(None, description="Parquet archive of the events topic; default <home>/archive")
+    archive_group_id: str = Field("pulse-archive", description="Consumer group the archiver commits offsets under")
+    # A file per hour and partition per flush: rarer flushes mean fewer, larger files.
+    archive_flush_events: int = Field(100_000, ge=1, description="The archiver writes its files once this many "
+                                      "events wait")
+    archive_flush_s: float = Field(300.0, gt=0, description="The archiver writes its files at the latest this many "
+                                   "seconds after the first waiting event")
