@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     covisit = learn(sessions)
     print(f"OTTO sample: {len(sessions)} sessions, {sum(map(len, sessions))} events, "
           f"{len({v.aid for s in sessions for v in s})} items; {covisit.n_pairs} co-visited pairs "
-          f"(within {WINDOW_MS // 3_600_000} h, halved per {GAP_HALF_LIFE_MS // 60_000} min apart, weights {OTTO_WEIGHTS})")
+          f"(within {WINDOW_MS // 3_600_000} h, halved per {GAP_HALF_LIFE_MS // 60_000} min apart, "
+          f"weights {OTTO_WEIGHTS})")
     for item, visits in most_visited(sessions, 3):
         partners = ", ".join(f"{other} ({count:.2f})" for other, count in covisit.similar(item, args.k))
         print(f"item {item} ({visits} events) also visited: {partners}")

@@ -3,9 +3,9 @@
 Each visit of a session pairs its item with every other item the session visited within
 ``window_ms`` of it (the session's last ``max_recent`` distinct items are kept). A pair counts once
 per session (repeat clicks of the same two items do not inflate it), both ways, with the highest
-``weight`` of the visits that formed it (a click then a cart of the pair: the cart's). :meth:`CoVisitation.similar` ranks an item's partners by that count:
-the lists shops show as "customers who viewed this also viewed" (Amazon's item-to-item
-co-occurrence; the OTTO Kaggle competition's "co-visitation matrices", whose weights
+``weight`` of the visits that formed it (a click then a cart of the pair: the cart's).
+:meth:`CoVisitation.similar` ranks an item's partners by that count: the lists shops show as
+"customers who viewed this also viewed" (Amazon's item-to-item co-occurrence; the OTTO Kaggle competition's "co-visitation matrices", whose weights
 ``clicks 1, carts 6, orders 3`` ``bench/covisit_otto.py`` uses). :meth:`end_session` forgets a
 closed session's recent items; the counts stay.
 
@@ -102,7 +102,9 @@ class CoVisitation(Learner):
         self._recent.pop(session, None)
         self._paired.pop(session, None)
 
-    def similar(self, item: ItemId, k: int, allows: Callable[[ItemId], bool] | None = None) -> list[tuple[ItemId, float]]:
+    def similar(
+        self, item: ItemId, k: int, allows: Callable[[ItemId], bool] | None = None
+    ) -> list[tuple[ItemId, float]]:
         """The ``k`` items most co-visited with ``item`` (that ``allows`` accepts), highest count first, ties by id.
 
         >>> covisit = CoVisitation()
@@ -124,7 +126,8 @@ class CoVisitation(Learner):
         state: dict[str, Any] = {
             "window_ms": self.window_ms, "max_recent": self.max_recent, "gap_half_life_ms": self.gap_half_life_ms,
             "counts": self._counts,
-            "recent": self._recent, "paired": {s: [[a, b, w] for (a, b), w in pairs.items()] for s, pairs in self._paired.items()},
+            "recent": self._recent,
+            "paired": {s: [[a, b, w] for (a, b), w in pairs.items()] for s, pairs in self._paired.items()},
         }
         return _HEADER.pack(self.STATE_VERSION) + json.dumps(state, separators=(",", ":")).encode()
 
@@ -134,7 +137,8 @@ class CoVisitation(Learner):
         _, offset = _HEADER.unpack(data, supported=(1,))
         state = json.loads(data[offset:])
         learner = cls(int(state["window_ms"]), int(state["max_recent"]), int(state["gap_half_life_ms"]))
-        learner._counts = {item: {o: float(n) for o, n in partners.items()} for item, partners in state["counts"].items()}
+        learner._counts = {item: {o: float(n) for o, n in partners.items()}
+                           for item, partners in state["counts"].items()}
         learner._recent = {s: {item: int(t) for item, t in items.items()} for s, items in state["recent"].items()}
         learner._paired = {s: {(a, b): float(w) for a, b, w in pairs} for s, pairs in state["paired"].items()}
         return learner

@@ -1,4 +1,4 @@
-"""Co-visitation counts (online_models/covisit.py): the rules alone, then on the OTTO sample against a brute-force count."""
+"""Co-visitation counts (online_models/covisit.py): the rules alone, then on the OTTO sample against brute force."""
 
 from __future__ import annotations
 
