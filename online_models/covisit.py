@@ -5,8 +5,9 @@ Each visit of a session pairs its item with every other item the session visited
 per session (repeat clicks of the same two items do not inflate it), both ways, with the highest
 ``weight`` of the visits that formed it (a click then a cart of the pair: the cart's).
 :meth:`CoVisitation.similar` ranks an item's partners by that count: the lists shops show as
-"customers who viewed this also viewed" (Amazon's item-to-item co-occurrence; the OTTO Kaggle competition's "co-visitation matrices", whose weights
-``clicks 1, carts 6, orders 3`` ``bench/covisit_otto.py`` uses). :meth:`end_session` forgets a
+"customers who viewed this also viewed" (Amazon's item-to-item co-occurrence; the OTTO Kaggle
+competition's "co-visitation matrices", whose weights ``clicks 1, carts 6, orders 3``
+``bench/covisit_otto.py`` uses). :meth:`end_session` forgets a
 closed session's recent items; the counts stay.
 
 >>> covisit = CoVisitation(window_ms=60_000)
