@@ -2,7 +2,8 @@
 
 Scores are the job's; this module only filters (the session's items, unavailable items of the
 catalogue: :mod:`serving.catalogue`, the user's blocks), re-ranks by the session and caps
-categories (:mod:`serving.rerank`), truncates, explains and falls back. The
+categories (:mod:`serving.rerank`), gives new items a few places (:mod:`serving.new_items`),
+truncates, explains and falls back. The
 response is built as plain data (:class:`RecommendationsBody`, exactly the fields of
 :class:`~serving.models.Recommendations`, which documents it) and serialised with orjson: the hot
 path skips constructing and re-validating a pydantic model per item
@@ -25,6 +26,7 @@ from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
 from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
+from serving.new_items import DEPTH, NewItemsView
 from serving.rerank import boost_of, cap_per_category, session_rerank, session_shares
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -103,6 +105,7 @@ class Shape:
     boost: float = 0.0
     max_per_category: int | None = None
     shares: dict[str, float] = field(default_factory=dict)
+    recent: tuple[str, ...] = ()  # the open session's items (the user's taste for new items)
 
     @property
     def whole_list(self) -> bool:
@@ -136,6 +139,7 @@ class Recommender:
     def __init__(
         self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms,
         catalogue: CatalogueView | None = None, *, blocks: bool = False, session_boost: float = 0.0,
+        new_items: NewItemsView | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -143,6 +147,7 @@ class Recommender:
         self.catalogue = catalogue  # unavailable items are never served
         self.blocks = blocks  # read the user's blocked items with the user (stores built by hand may not have them)
         self.session_boost = session_boost  # the default of a request's session re-rank (0: off)
+        self.new_items = new_items  # places for items the model cannot score yet (None: off)
 
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None,
@@ -193,6 +198,8 @@ class Recommender:
             return self._popularity(user_id, k, cached_segment, cached_envelope, wanted, shape, degraded=True)
         if session is not None and session.payload.get("open"):
             recent = [str(item) for item in session.payload.get("recent_items", [])]
+            if self.new_items is not None:
+                shape = replace(shape, recent=tuple(recent))
             if exclude_seen:
                 wanted = replace(wanted, skip=wanted.skip.union(recent))
             if shape.boost > 0:
@@ -234,6 +241,10 @@ class Recommender:
             top = shape.apply(_top(recs.payload["items"], wanted, None), categories, k)
         else:
             top = _top(recs.payload["items"], wanted, k)
+        if self.new_items is not None:
+            stored = [str(entry[0]) for entry in recs.payload["items"][:DEPTH]]
+            top = self.new_items.current.shape(user_id, top, stored, shape.recent, categories, wanted.allows,
+                                               self.new_items.slots, k, shape.max_per_category)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])
