@@ -4,28 +4,32 @@ An item the job has learned no factors for is in no user's stored list, however 
 them. Serving knows the catalogue (:mod:`serving.catalogue`: categories, availability) and which
 items have factors (the similar-items index, :mod:`serving.similar`), so it can tell the new ones:
 available, with a category, no factors. Per category it keeps the :data:`POOL` most recently
-published (the catalogue entry's event time, ``updated_ms`` on the ``items`` topic), newest first.
+published (the catalogue entry's event time, ``updated_ms`` on the ``items`` topic), newest first,
+in batches: the items published at the same time.
 
-A user's taste is read from what serving already has: the categories of the first :data:`DEPTH`
-items of the user's stored list and of the open session's items (each counting twice: what the
-user is looking at now). Up to ``slots`` (``PULSE_SERVING_NEW_ITEM_SLOTS``, at most half the list)
-new items of the user's main categories (those weighing at least half the top one, in turn) take
-evenly spread places in the list, pushing the model's last items out; each user starts at their
-own place in a category's pool (a stable hash), so the users of a category spread over its new
-items. New items pass the request's filters, the catalogue's availability, the user's blocks and
-the diversity cap like any item; they keep the score of the item above them (the list stays
-sorted) and have no ``explanation``. When the index holds no factors at all (no model yet, or not
-read yet) nothing is new. Model lists only: the popularity fallback is unchanged.
+A user's taste is read from what serving already has: the open session's categories (its
+items' catalogue categories, else the job's per-category event counts:
+:func:`serving.rerank.session_shares`), what the user is looking at now; without an open session,
+the categories of the first :data:`DEPTH` items of the user's stored list. Up to ``slots``
+(``PULSE_SERVING_NEW_ITEM_SLOTS``, at most half the list) new items of the user's main categories
+(those weighing at least half the top one, in turn) take evenly spread places in the list, pushing
+the model's last items out. The newest batch goes first (until the model learns its items, then
+the next one); each user starts at their own place in a batch (a stable hash), so the users of a
+category spread over the items published together. New items pass the request's filters, the
+catalogue's availability, the user's blocks and the diversity cap like any item; they keep the
+score of the item above them (the list stays sorted) and have no ``explanation``. When the index
+holds no factors at all (no model yet, or not read yet) nothing is new. Model lists only: the
+popularity fallback is unchanged.
 
 >>> categories = {"a": "shoes", "b": "shoes", "c": "hats", "d": "bags", "e": "shoes"}
->>> tastes = taste_categories(["a", "b", "c", "e"], ["d"], categories)
+>>> tastes = taste_categories(["a", "b", "c", "e"], {}, categories)
 >>> tastes
-['shoes', 'bags']
->>> picks = pick_new_items("u1", tastes, {"shoes": ("n1", "n2"), "bags": ("n3",)}, lambda item: True, 2)
+['shoes']
+>>> picks = pick_new_items("u1", tastes, {"shoes": (("n1", "n2"),), "bags": (("n3",),)}, lambda item: True, 2)
 >>> picks
-['n2', 'n3']
+['n2', 'n1']
 >>> place_new_items([("a", 3.0), ("b", 2.0), ("c", 1.0), ("e", 0.5), ("f", 0.4)], picks, 5)
-[('a', 3.0), ('n2', 3.0), ('b', 2.0), ('n3', 2.0), ('c', 1.0)]
+[('a', 3.0), ('n2', 3.0), ('b', 2.0), ('n1', 2.0), ('c', 1.0)]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from serving.catalogue import Catalogue, CatalogueView
 from serving.polling import poll_forever
@@ -52,51 +57,52 @@ DEPTH = 20
 POOL = 10
 #: Catalogue entries read per round trip (their event times).
 PAGE = 500
+#: A category's new items: batches (items published at the same time), newest first.
+Pool = tuple[tuple[str, ...], ...]
 
 
-def taste_categories(stored: Iterable[str], recent: Iterable[str], categories: Mapping[str, str]) -> list[str]:
+def taste_categories(stored: Iterable[str], session: Mapping[str, float], categories: Mapping[str, str]) -> list[str]:
     """The user's main categories, heaviest first (ties by name): those weighing at least half the top one.
 
-    Each stored item counts 1, each of the open session's items 2; items without a category count nothing.
+    ``session``: each category's share of the open session; when it has none, each item of
+    ``stored`` counts 1 for its category (items without a category count nothing).
 
-    >>> taste_categories(["a", "b"], [], {"a": "x", "b": "y"}), taste_categories(["a"], [], {})
+    >>> taste_categories(["a", "b"], {}, {"a": "x", "b": "y"}), taste_categories(["a"], {}, {})
     (['x', 'y'], [])
-    >>> taste_categories(["a", "b", "c"], [], {"a": "x", "b": "x", "c": "x", "d": "y"})
-    ['x']
+    >>> taste_categories(["a", "b", "c"], {"y": 0.7, "z": 0.3}, {"a": "x", "b": "x", "c": "x"})
+    ['y']
     """
-    weights: Counter[str] = Counter()
-    for items, weight in ((stored, 1), (recent, 2)):
-        for item in items:
-            category = categories.get(item)
-            if category is not None:
-                weights[category] += weight
+    weights: Counter[str] | Mapping[str, float] = session or Counter(
+        category for category in (categories.get(item) for item in stored) if category is not None)
     if not weights:
         return []
     top = max(weights.values())
     return sorted((name for name, weight in weights.items() if 2 * weight >= top), key=lambda n: (-weights[n], n))
 
 
-def pick_new_items(user_id: str, tastes: Sequence[str], pools: Mapping[str, Sequence[str]],
+def pick_new_items(user_id: str, tastes: Sequence[str], pools: Mapping[str, Sequence[Sequence[str]]],
                    allows: Callable[[str], bool], slots: int) -> list[str]:
-    """Up to ``slots`` new items, one from each of ``tastes`` in turn, each from the user's own place in its pool.
+    """Up to ``slots`` new items, one from each of ``tastes`` in turn, from its pool's batches in order.
 
-    The place is a stable hash of user and category (the same on every worker and restart); an item
-    ``allows`` refuses is passed over. Categories without pools are skipped.
+    Within a batch the user starts at their own place, a stable hash of user and category (the same
+    on every worker and restart); an item ``allows`` refuses is passed over. Categories without
+    pools are skipped.
 
-    >>> pools = {"x": ("x1", "x2", "x3"), "y": ("y1",)}
+    >>> pools = {"x": (("x1", "x2", "x3"), ("x0",)), "y": (("y1",),)}
     >>> pick_new_items("u7", ["x", "y"], pools, lambda item: True, 3)
     ['x1', 'y1', 'x2']
-    >>> pick_new_items("u7", ["x", "y"], pools, lambda item: item != "x1", 3)
-    ['x2', 'y1', 'x3']
+    >>> pick_new_items("u7", ["x", "y"], pools, lambda item: item != "x1", 4)
+    ['x2', 'y1', 'x3', 'x0']
     >>> pick_new_items("u7", ["z"], pools, lambda item: True, 2)
     []
     """
     queues = {}
     for category in tastes:
-        pool = pools.get(category) or ()
-        if pool:
-            start = zlib.crc32(f"{user_id}\x00{category}".encode()) % len(pool)
-            queues[category] = [item for item in (*pool[start:], *pool[:start]) if allows(item)]
+        batches = pools.get(category) or ()
+        if batches:
+            start = zlib.crc32(f"{user_id}\x00{category}".encode())
+            queues[category] = [item for batch in batches for item in (*batch[start % len(batch):],
+                                                                       *batch[:start % len(batch)]) if allows(item)]
     picks: list[str] = []
     while len(picks) < slots and any(queues.values()):
         for category in tastes:
@@ -135,37 +141,44 @@ def place_new_items(top: Sequence[tuple[str, float]], picks: Sequence[str], k: i
 
 
 def newest_by_category(catalogue: Catalogue, learned: Iterable[str] | set[str],
-                       published_ms: Mapping[str, int], pool: int = POOL) -> dict[str, tuple[str, ...]]:
-    """Per category, the ``pool`` newest available catalogue items not in ``learned`` (newest first, ties by id).
+                       published_ms: Mapping[str, int], pool: int = POOL) -> dict[str, Pool]:
+    """Per category, the ``pool`` newest available catalogue items not in ``learned``, in batches newest first.
+
+    A batch: the items published at the same time, by id.
 
     >>> catalogue = Catalogue(1, frozenset({"c"}), {"a": "x", "b": "x", "c": "x", "d": "y", "e": "x"})
-    >>> newest_by_category(catalogue, {"d"}, {"a": 5, "b": 9, "e": 9}, pool=2)
-    {'x': ('b', 'e')}
+    >>> newest_by_category(catalogue, {"d"}, {"a": 5, "b": 9, "e": 9})
+    {'x': (('b', 'e'), ('a',))}
+    >>> newest_by_category(catalogue, {"d"}, {"a": 5, "b": 9, "e": 9}, pool=1)
+    {'x': (('b',),)}
     """
     known = learned if isinstance(learned, set) else set(learned)
     found: dict[str, list[str]] = {}
     for item, category in catalogue.categories.items():
         if item not in known and catalogue.allows(item):
             found.setdefault(category, []).append(item)
-    return {category: tuple(sorted(items, key=lambda item: (-published_ms.get(item, 0), item))[:pool])
-            for category, items in sorted(found.items())}
+    pools = {}
+    for category, items in sorted(found.items()):
+        newest = sorted(items, key=lambda item: (-published_ms.get(item, 0), item))[:pool]
+        pools[category] = tuple(tuple(batch) for _, batch in groupby(newest, key=lambda i: published_ms.get(i, 0)))
+    return pools
 
 
 @dataclass(frozen=True)
 class NewItems:
     """One read of the new items: each category's pool and what it was built from."""
 
-    pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
     source: tuple[object, ...] = ()  # (catalogue prefix, version, index prefix, index read time)
 
-    def shape(self, user_id: str, top: Sequence[tuple[str, float]], stored: Sequence[str], recent: Sequence[str],
+    def shape(self, user_id: str, top: Sequence[tuple[str, float]], stored: Sequence[str], session: Mapping[str, float],
               categories: Mapping[str, str], allows: Callable[[str], bool], slots: int, k: int,
               max_per_category: int | None = None) -> list[tuple[str, float]]:
         """``top`` (the served model list) with the user's new items placed (see the module docstring)."""
         slots = min(slots, k // 2)
         if slots <= 0 or not self.pools:
             return list(top)
-        tastes = taste_categories(stored[:DEPTH], recent, categories)
+        tastes = taste_categories(stored[:DEPTH], session, categories)
         if not tastes:
             return list(top)
         served = {item for item, _ in top}

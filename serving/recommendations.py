@@ -105,7 +105,7 @@ class Shape:
     boost: float = 0.0
     max_per_category: int | None = None
     shares: dict[str, float] = field(default_factory=dict)
-    recent: tuple[str, ...] = ()  # the open session's items (the user's taste for new items)
+    taste: dict[str, float] = field(default_factory=dict)  # the open session's category shares, for new items
 
     @property
     def whole_list(self) -> bool:
@@ -198,13 +198,11 @@ class Recommender:
             return self._popularity(user_id, k, cached_segment, cached_envelope, wanted, shape, degraded=True)
         if session is not None and session.payload.get("open"):
             recent = [str(item) for item in session.payload.get("recent_items", [])]
-            if self.new_items is not None:
-                shape = replace(shape, recent=tuple(recent))
             if exclude_seen:
                 wanted = replace(wanted, skip=wanted.skip.union(recent))
-            if shape.boost > 0:
+            if shape.boost > 0 or self.new_items is not None:
                 shares = session_shares(recent, session.payload.get("categories") or {}, wanted.catalogue.categories)
-                shape = replace(shape, shares=shares)
+                shape = replace(shape, shares=shares if shape.boost > 0 else {}, taste=shares)
         if use_model and recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, wanted, explain, shape)
         names = _segments(segment)
@@ -243,7 +241,7 @@ class Recommender:
             top = _top(recs.payload["items"], wanted, k)
         if self.new_items is not None:
             stored = [str(entry[0]) for entry in recs.payload["items"][:DEPTH]]
-            top = self.new_items.current.shape(user_id, top, stored, shape.recent, categories, wanted.allows,
+            top = self.new_items.current.shape(user_id, top, stored, shape.taste, categories, wanted.allows,
                                                self.new_items.slots, k, shape.max_per_category)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
