@@ -32,13 +32,13 @@ from typing import Any, Self
 from online_models.base import ContractCase, ItemId, Learner, StateHeader
 from schemas.events import Event, EventType
 
-__all__ = ["OTTO_WEIGHTS", "CoVisitation"]
+__all__ = ["OTTO_WEIGHTS", "VISIT_WEIGHTS", "CoVisitation"]
 
 _HEADER = StateHeader(b"COVI")
 #: Weights of the OTTO competition's "carts-orders" co-visitation matrix, by OTTO event type.
 OTTO_WEIGHTS = {"clicks": 1.0, "carts": 6.0, "orders": 3.0}
-#: The weight of a visit by Pulse event type in the contract case (impressions and ratings are no visits).
-_EVENT_WEIGHTS = {EventType.VIEW: 1.0, EventType.CLICK: 1.0, EventType.ADD_TO_CART: 6.0, EventType.PURCHASE: 3.0}
+#: The weight of a visit by Pulse event type, OTTO's for its types (impressions, ratings, blocks are no visits).
+VISIT_WEIGHTS = {EventType.VIEW: 1.0, EventType.CLICK: 1.0, EventType.ADD_TO_CART: 6.0, EventType.PURCHASE: 3.0}
 
 SessionId = str
 
@@ -98,6 +98,10 @@ class CoVisitation(Learner):
     def _closeness(self, gap_ms: int) -> float:
         return 0.5 ** (gap_ms / self.gap_half_life_ms) if self.gap_half_life_ms else 1.0
 
+    def items(self) -> list[ItemId]:
+        """Every item with at least one co-visited partner, in the order first seen."""
+        return list(self._counts)
+
     def end_session(self, session: SessionId) -> None:
         """Forget a closed session's recent items and pairs (its counts stay)."""
         self._recent.pop(session, None)
@@ -152,7 +156,7 @@ class CoVisitation(Learner):
             assert isinstance(learner, CoVisitation)
             if event.type is EventType.ERASE:
                 learner.end_session(event.user_id)
-            weight = _EVENT_WEIGHTS.get(event.type)
+            weight = VISIT_WEIGHTS.get(event.type)
             if event.item_id is None or weight is None:
                 return []
             learner.learn_one(event.user_id, event.item_id, event.event_time_ms, weight)

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from pulse.app import app
-from pulse.commands import demo, eval_bandit, eval_mf, experiments, exporter, job, lag, model, produce, serve, services
+from pulse.commands import (
+    covisit,
+    demo,
+    eval_bandit,
+    eval_mf,
+    experiments,
+    exporter,
+    job,
+    lag,
+    model,
+    produce,
+    serve,
+    services,
+)
 
-__all__ = ["app", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model", "produce",
-           "serve", "services"]
+__all__ = ["app", "covisit", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model",
+           "produce", "serve", "services"]
