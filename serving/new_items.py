@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 from serving.catalogue import Catalogue, CatalogueView
 from serving.polling import poll_forever
@@ -171,14 +172,17 @@ class NewItems:
     pools: dict[str, Pool] = field(default_factory=dict)
     source: tuple[object, ...] = ()  # (catalogue prefix, version, index prefix, index read time)
 
-    def shape(self, user_id: str, top: Sequence[tuple[str, float]], stored: Sequence[str], session: Mapping[str, float],
-              categories: Mapping[str, str], allows: Callable[[str], bool], slots: int, k: int,
-              max_per_category: int | None = None) -> list[tuple[str, float]]:
-        """``top`` (the served model list) with the user's new items placed (see the module docstring)."""
+    def shape(self, user_id: str, top: Sequence[tuple[str, float]], stored: Sequence[Any],
+              session: Mapping[str, float], categories: Mapping[str, str], allows: Callable[[str], bool], slots: int,
+              k: int, max_per_category: int | None = None) -> list[tuple[str, float]]:
+        """``top`` (the served model list) with the user's new items placed (see the module docstring).
+
+        ``stored``: the user's stored list as Redis holds it (``[item, score]`` pairs, best first).
+        """
         slots = min(slots, k // 2)
         if slots <= 0 or not self.pools:
             return list(top)
-        tastes = taste_categories(stored[:DEPTH], session, categories)
+        tastes = taste_categories((str(entry[0]) for entry in stored[:DEPTH]), session, categories)
         if not tastes:
             return list(top)
         served = {item for item, _ in top}

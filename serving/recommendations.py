@@ -26,7 +26,7 @@ from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
 from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
-from serving.new_items import DEPTH, NewItemsView
+from serving.new_items import NewItemsView
 from serving.rerank import boost_of, cap_per_category, session_rerank, session_shares
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -240,9 +240,8 @@ class Recommender:
         else:
             top = _top(recs.payload["items"], wanted, k)
         if self.new_items is not None:
-            stored = [str(entry[0]) for entry in recs.payload["items"][:DEPTH]]
-            top = self.new_items.current.shape(user_id, top, stored, shape.taste, categories, wanted.allows,
-                                               self.new_items.slots, k, shape.max_per_category)
+            top = self.new_items.current.shape(user_id, top, recs.payload["items"], shape.taste, categories,
+                                               wanted.allows, self.new_items.slots, k, shape.max_per_category)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])

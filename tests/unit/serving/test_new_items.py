@@ -62,14 +62,14 @@ def test_shape_respects_filters_blocks_slots_and_the_cap() -> None:
     catalogue = Catalogue(1, frozenset({"s7"}), CATEGORIES)
     new = NewItems(newest_by_category(catalogue, {f"s{n}" for n in range(5)} | {f"h{n}" for n in range(10)}, {}))
     top = [(f"h{n}", 5.0 - n / 10) for n in range(10)]
-    stored = [item for item, _ in top]
+    stored = [[item, score] for item, score in top]
     for _ in range(300):
         blocked = frozenset(rng.sample(sorted(CATEGORIES), 4))
         wanted = ItemFilter(catalogue, frozenset({"s6"})).blocking(blocked, frozenset(rng.choice([(), ("bags",)])))
         k, slots, cap = rng.randint(1, 10), rng.randint(0, 4), rng.choice([None, 1, 2])
         session = session_shares(rng.sample(sorted(CATEGORIES), rng.randint(0, 6)), {}, CATEGORIES)
         got = new.shape(f"u{rng.randrange(50)}", top[:k], stored, session, CATEGORIES, wanted.allows, slots, k, cap)
-        added = [item for item, _ in got if item not in stored]
+        added = [item for item, _ in got if item not in dict(top)]
         assert len(got) == k and len(added) <= min(slots, k // 2)
         assert all(wanted.allows(item) for item in added) and not {"s6", "s7"} & set(added)
         assert all(any(item in batch for batch in new.pools.get(CATEGORIES[item], ())) for item in added)
