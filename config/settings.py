@@ -239,6 +239,8 @@ class Settings(ConnectionSecurity, ArchiveSettings):
         0.0, ge=0.0, le=100.0, allow_inf_nan=False,
         description="Session re-rank: added to the score of an item whose category the user's open session "
         "visited, times that category's share of the session (the query's session_boost overrides it); 0 = off")
+    serving_new_item_slots: int = Field(2, ge=0, le=100, description="Places in a model list (at most half) for new "
+                                        "items of the user's categories, no factors yet (serving/new_items.py); 0 off")
     serving_redis_max_connections: int = Field(64, ge=1, description="Redis connection pool size")
     serving_legacy_reads: bool = Field(
         True, description="When a user or item has no format-2 value, read its format-1 keys (one more round "

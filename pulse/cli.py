@@ -5,6 +5,7 @@ from __future__ import annotations
 from pulse.app import app
 from pulse.commands import (
     archive,
+    covisit,
     demo,
     eval_bandit,
     eval_mf,
@@ -18,5 +19,5 @@ from pulse.commands import (
     services,
 )
 
-__all__ = ["app", "archive", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag", "model",
-           "produce", "serve", "services"]
+__all__ = ["app", "archive", "covisit", "demo", "eval_bandit", "eval_mf", "experiments", "exporter", "job", "lag",
+           "model", "produce", "serve", "services"]

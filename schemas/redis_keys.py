@@ -162,6 +162,14 @@ class RedisKeys:
         """An item's bias and factors in format 2."""
         return f"{self.prefix}:item:{{{_component('item_id', item_id)}}}"
 
+    def covisit(self, item_id: str) -> str:
+        """An item's co-visited items with their counts (``pulse covisit --write``; similar items ``method=covisit``).
+
+        >>> RedisKeys().covisit("i9")
+        'pulse:covisit:{i9}'
+        """
+        return f"{self.prefix}:covisit:{{{_component('item_id', item_id)}}}"
+
     def blocks(self, user_id: str) -> str:
         """The items one user blocked ("not interested"), a set; never served to that user.
 

@@ -40,6 +40,7 @@ from serving.events import InvalidBatchError
 from serving.fastpath import RecommendationsFastPath
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.models import EventBatchIn
+from serving.new_items import NewItemsView
 from serving.outbox import LogOutbox
 from serving.polling import poll_forever
 from serving.recommendations import PopularityCache, Recommender
@@ -71,16 +72,19 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         assignment=_experiment_on(settings, "decisions"),
     )
     catalogue = CatalogueView(store, settings.serving_catalogue_refresh_s)
+    similar = SimilarIndexView(store, settings.serving_similar_refresh_s)
+    new_items = NewItemsView(catalogue, similar, settings.serving_new_item_slots, settings.serving_catalogue_refresh_s)
     collector = Collector(settings)
     served = ServedLog(LogOutbox(settings, metrics.served_list), settings.topic_served, settings.serving_log_served,
                        settings.schema_registry_url)
     return Services(
         settings=settings, store=store,
         recommender=Recommender(store, PopularityCache(ttl) if ttl > 0 else None, catalogue=catalogue, blocks=True,
-                                session_boost=settings.serving_session_boost),
+                                session_boost=settings.serving_session_boost,
+                                new_items=new_items if settings.serving_new_item_slots > 0 else None),
         decider=Decider(store, policy), collector=collector, metrics=metrics, served=served,
         experiment=_experiment_on(settings, "recommendations"),
-        similar=SimilarIndexView(store, settings.serving_similar_refresh_s),
+        similar=similar,
     )
 
 
@@ -100,7 +104,7 @@ async def _live_alias(svc: Services, settings: Settings, metrics: Metrics) -> Li
 
 
 async def _item_polls(svc: Services) -> list[asyncio.Task[None]]:
-    """The background reads of the catalogue and of every item's factors (similar items), started.
+    """The background reads of the catalogue, of every item's factors (similar items) and the new items, started.
 
     The factors are read once before serving: a known item does not answer 404 at start.
     """
@@ -111,6 +115,8 @@ async def _item_polls(svc: Services) -> list[asyncio.Task[None]]:
         with contextlib.suppress(StoreError):  # Redis down at start: the poll reads them later
             await svc.similar.refresh()
         polls.append(asyncio.create_task(svc.similar.run()))
+    if svc.recommender.new_items is not None:
+        polls.append(asyncio.create_task(svc.recommender.new_items.run()))
     return polls
 
 

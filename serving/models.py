@@ -293,16 +293,18 @@ class SimilarItem(_Model):
     """One similar item and how similar it is."""
 
     item_id: str
-    similarity: float = Field(description="Cosine similarity of the two items' factors, from -1 to 1")
+    similarity: float = Field(description="method factors: cosine similarity of the two items' factors, from -1 to "
+                              "1; method covisit: the pair's weighted co-visit count")
 
 
 class SimilarItems(_Model):
-    """The items most similar to one item by the model's item factors, most similar first."""
+    """The items most similar to one item by the model's item factors (or co-visitation), most similar first."""
 
     item_id: str
-    model_version: str | None = Field(description="Model version that wrote the item's factors")
+    method: Literal["factors", "covisit"] = "factors"
+    model_version: str | None = Field(description="Model version that wrote the item's factors (or the lists)")
     indexed_at_ms: int = Field(description="When this worker last read every item's factors (the index answered "
-                               "from; a new item is found from the next read on)")
+                               "from; a new item is found from the next read on); covisit: when the lists were written")
     items: list[SimilarItem]
 
 

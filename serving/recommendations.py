@@ -2,7 +2,8 @@
 
 Scores are the job's; this module only filters (the session's items, unavailable items of the
 catalogue: :mod:`serving.catalogue`, the user's blocks), re-ranks by the session and caps
-categories (:mod:`serving.rerank`), truncates, explains and falls back. The
+categories (:mod:`serving.rerank`), gives new items a few places (:mod:`serving.new_items`),
+truncates, explains and falls back. The
 response is built as plain data (:class:`RecommendationsBody`, exactly the fields of
 :class:`~serving.models.Recommendations`, which documents it) and serialised with orjson: the hot
 path skips constructing and re-validating a pydantic model per item
@@ -25,6 +26,7 @@ from online_models.popularity import ALL
 from schemas.redis_keys import Envelope
 from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
+from serving.new_items import NewItemsView
 from serving.rerank import boost_of, cap_per_category, session_rerank, session_shares
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -103,6 +105,7 @@ class Shape:
     boost: float = 0.0
     max_per_category: int | None = None
     shares: dict[str, float] = field(default_factory=dict)
+    taste: dict[str, float] = field(default_factory=dict)  # the open session's category shares, for new items
 
     @property
     def whole_list(self) -> bool:
@@ -136,6 +139,7 @@ class Recommender:
     def __init__(
         self, store: RedisStore, cache: PopularityCache | None = None, clock_ms: Callable[[], int] = now_ms,
         catalogue: CatalogueView | None = None, *, blocks: bool = False, session_boost: float = 0.0,
+        new_items: NewItemsView | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -143,6 +147,7 @@ class Recommender:
         self.catalogue = catalogue  # unavailable items are never served
         self.blocks = blocks  # read the user's blocked items with the user (stores built by hand may not have them)
         self.session_boost = session_boost  # the default of a request's session re-rank (0: off)
+        self.new_items = new_items  # places for items the model cannot score yet (None: off)
 
     async def recommend(
         self, user_id: str, k: int, *, exclude_seen: bool = True, explain: bool = False, segment: str | None = None,
@@ -195,9 +200,9 @@ class Recommender:
             recent = [str(item) for item in session.payload.get("recent_items", [])]
             if exclude_seen:
                 wanted = replace(wanted, skip=wanted.skip.union(recent))
-            if shape.boost > 0:
+            if shape.boost > 0 or self.new_items is not None:
                 shares = session_shares(recent, session.payload.get("categories") or {}, wanted.catalogue.categories)
-                shape = replace(shape, shares=shares)
+                shape = replace(shape, shares=shares if shape.boost > 0 else {}, taste=shares)
         if use_model and recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, wanted, explain, shape)
         names = _segments(segment)
@@ -234,6 +239,9 @@ class Recommender:
             top = shape.apply(_top(recs.payload["items"], wanted, None), categories, k)
         else:
             top = _top(recs.payload["items"], wanted, k)
+        if self.new_items is not None:
+            top = self.new_items.current.shape(user_id, top, recs.payload["items"], shape.taste, categories,
+                                               wanted.allows, self.new_items.slots, k, shape.max_per_category)
         explanations: list[dict[str, Any] | None] = [None] * len(top)
         if explain and top:
             factors, params = await self.store.explain_inputs(user_id, [item for item, _ in top])

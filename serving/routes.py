@@ -22,6 +22,7 @@ from config.experiments import Experiment
 from schemas.events import Event, EventType
 from serving.catalogue import Catalogue
 from serving.collector import Collector, CollectorUnavailableError
+from serving.covisit import covisited_items
 from serving.decisions import Decider
 from serving.erasure import MAX_ENTRIES, ErasureRecord
 from serving.events import collect_batch, parse_batch, to_event
@@ -237,19 +238,25 @@ async def similar(
     exclude: ExcludeItems = [],  # noqa: B006 -- FastAPI copies the default per request
     category: OnlyCategories = [],  # noqa: B006
     exclude_category: ExcludeCategories = [],  # noqa: B006
+    method: Annotated[Literal["factors", "covisit"], Query(description="factors: the model's item factors; covisit: "
+                      "the co-visitation lists `pulse covisit --write` stored")] = "factors",
 ) -> SimilarItems | JSONResponse:
     """The items whose factors are most like the item's (cosine similarity), most similar first.
 
     From every item's factors as this worker last read them (every ``PULSE_SERVING_SIMILAR_REFRESH_S``);
     404 until the model has learned factors for the item. The item itself, unavailable items and
     the filters' items (as for recommendations) are left out; the list still holds ``k`` items while
-    that many are eligible.
+    that many are eligible. ``method=covisit``: the items most co-visited with it instead (404 without a list).
     """
-    view = svc.similar
-    catalogue = svc.recommender.catalogue
+    view, catalogue = svc.similar, svc.recommender.catalogue
+    current = catalogue.current if catalogue is not None else Catalogue()
+    if method == "covisit":
+        found = await covisited_items(svc.store, current, item_id, k, user_id=user_id, exclude=exclude,
+                                      categories=category, exclude_categories=exclude_category)
+        return found or _not_found(f"no co-visitation list for item {item_id!r} (pulse covisit --write)")
     found = None if view is None else await similar_items(
-        view, catalogue.current if catalogue is not None else Catalogue(), item_id, k, user_id=user_id,
-        exclude=exclude, categories=category, exclude_categories=exclude_category)
+        view, current, item_id, k, user_id=user_id, exclude=exclude, categories=category,
+        exclude_categories=exclude_category)
     if found is None:
         return JSONResponse({"error": "not_found", "detail": f"no factors for item {item_id!r} yet: the model "
                              "has not learned it (or this worker has not read it since)"}, status_code=404)
