@@ -99,7 +99,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_parallelism: int = Field(1, ge=1, description="Parallelism of the job's operators")
     job_group_id: str = Field("pulse-job", description="Consumer group the job commits offsets under")
     checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
-    checkpoint_dir: Path | None = Field(None, description="Checkpoints; default <home>/checkpoints")
+    checkpoint_dir: Path | None = Field(None, description="Checkpoints, per job name; default <home>/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
     python_execution_mode: Literal["process", "thread"] = Field(
         "thread", description="The job needs thread mode (batched stages, ADR 0007); process: bench/flink_runtime.py"
@@ -352,8 +352,8 @@ class Settings(ConnectionSecurity, ArchiveSettings):
         return self.topic_retention_ms + self.topic_segment_ms + KAFKA_RETENTION_CHECK_MS
 
     def checkpoint_path(self) -> Path:
-        """Where checkpoints go."""
-        return self.checkpoint_dir or self.home / "checkpoints"
+        """Where this job's checkpoints go: a folder per job name, so `--restore latest` finds its own only."""
+        return (self.checkpoint_dir or self.home / "checkpoints") / self.job_name
 
     def savepoint_path(self) -> Path:
         """Where savepoints go."""

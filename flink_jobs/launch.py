@@ -43,6 +43,24 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=lambda p: p.stat().st_mtime) if done else None
 
 
+def restore_latest(settings: Settings) -> tuple[Path | None, str | None]:
+    """The job's newest checkpoint, and a warning when it had to be taken from the old shared layout.
+
+    Checkpoints live in a folder per job name (``Settings.checkpoint_path``). A job whose folder is
+    still empty falls back to the newest checkpoint of the layout before (every job's checkpoints in
+    one folder), so an upgrade does not start from empty state; that checkpoint may be another
+    job's, which the warning says.
+    """
+    own = latest_checkpoint(settings.checkpoint_path())
+    if own is not None:
+        return own, None
+    legacy = latest_checkpoint(settings.checkpoint_path().parent)
+    if legacy is None:
+        return None, None
+    return legacy, (f"no checkpoint under {settings.checkpoint_path()} yet: restoring {legacy}, the newest of the "
+                    "folder every job shared before (it may be another job's; `--restore none` starts empty)")
+
+
 def job_options(
     settings: Settings, jars: Sequence[Path | str], restore_from: Path | None = None, *, jobmanager: str | None = None
 ) -> RuntimeOptions:
@@ -153,7 +171,10 @@ def main() -> None:
         jars = installed_jars(settings)
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from None
-    run(settings, jars=jars, restore_from=latest_checkpoint(settings.checkpoint_path()))
+    restore_from, warning = restore_latest(settings)
+    if warning:
+        log.warning(warning)
+    run(settings, jars=jars, restore_from=restore_from)
 
 
 if __name__ == "__main__":

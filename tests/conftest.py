@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, **extra: Any) -> Set
     test's job start from item parameters another test's job learned.
     """
     suffix = uuid.uuid4().hex[:8]
+    # Not the user's <home>/checkpoints: a later `pulse job run` or `make demo` must not find a test's job there.
+    extra.setdefault("checkpoint_dir", Path(tempfile.gettempdir()) / "pulse-test-checkpoints")
     return Settings(
         kafka_bootstrap=kafka_bootstrap,
         redis_url=redis_url,

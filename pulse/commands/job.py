@@ -152,10 +152,13 @@ def _jobmanager(settings: Settings, given: str | None) -> str:
 
 def _restore_point(settings: Settings, restore: str) -> Path | None:
     """'latest' → newest retained checkpoint (or None), 'none' → None, else a path with _metadata."""
-    from flink_jobs.launch import latest_checkpoint
+    from flink_jobs.launch import restore_latest
 
     if restore == "latest":
-        return latest_checkpoint(settings.checkpoint_path())
+        path, warning = restore_latest(settings)
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
+        return path
     if restore == "none":
         return None
     path = Path(restore).resolve()
