@@ -47,15 +47,18 @@ class DemoCounters:
     """Produced (this run) and learned (this run, lifetime) counts, and their rates.
 
     >>> c = DemoCounters(learned_at_start=150_000)
-    >>> c.update(0.0, produced=0, learned=150_000); c.update(2.0, produced=2_000, learned=151_900)
+    >>> c.update(0.0, produced=0, learned=150_000); c.update(2.0, produced=2_000, learned=151_900, learnable=1_950)
     >>> c.produced, c.learned_this_run, c.learned_lifetime, c.produced_rate.rate, c.learned_rate.rate
     (2000, 1900, 151900, 1000.0, 950.0)
+    >>> c.learnable_rate.rate
+    975.0
     """
 
     learned_at_start: int
     produced: int = 0
     learned_lifetime: int = 0
     produced_rate: Rate = field(default_factory=Rate)
+    learnable_rate: Rate = field(default_factory=Rate)  # produced events the model learns from (with a target)
     learned_rate: Rate = field(default_factory=Rate)
 
     @property
@@ -63,10 +66,11 @@ class DemoCounters:
         """Events the model learned since this run started (never negative: a restore may rewind the count)."""
         return max(0, self.learned_lifetime - self.learned_at_start)
 
-    def update(self, now: float, produced: int, learned: int) -> None:
-        """Take this moment's counts."""
+    def update(self, now: float, produced: int, learned: int, learnable: int = 0) -> None:
+        """Take this moment's counts (``learnable``: the produced events with a learning target)."""
         self.produced, self.learned_lifetime = produced, learned
         self.produced_rate.update(now, produced)
+        self.learnable_rate.update(now, learnable)
         self.learned_rate.update(now, self.learned_this_run)
 
 
@@ -79,29 +83,32 @@ class RunRecord:
     score age are kept for the run's closing line.
 
     >>> r = RunRecord()
-    >>> r.look(5.0, produced_rate=3000.0, learned_rate=900.0, newest_score_ms=9000.0)  # still draining
+    >>> r.look(5.0, produced_rate=3000.0, learnable_rate=2600.0, learned_rate=900.0, newest_score_ms=9000.0)
     >>> for t, age in ((30.0, 300.0), (31.0, 500.0), (32.0, 900.0)):
-    ...     r.look(t, produced_rate=3000.0, learned_rate=2950.0, newest_score_ms=age)
+    ...     r.look(t, produced_rate=3000.0, learnable_rate=2600.0, learned_rate=2590.0, newest_score_ms=age)
     >>> for part in r.line().split("; "):
     ...     print(part)
     caught up with the stream after 30 s
-    since then (3 looks): produced 3,000/s, learned 2,950/s (medians)
+    since then (3 looks): produced 3,000/s (2,600/s with a learning target), learned 2,590/s (medians)
     newest score freshness median 500 ms, max 900 ms
     """
 
     caught_up_ms: float = 1000.0
     caught_up_at_s: float | None = None
     produced_rates: list[float] = field(default_factory=list)
+    learnable_rates: list[float] = field(default_factory=list)
     learned_rates: list[float] = field(default_factory=list)
     newest_scores_ms: list[float] = field(default_factory=list)
 
-    def look(self, elapsed_s: float, produced_rate: float, learned_rate: float, newest_score_ms: float | None) -> None:
+    def look(self, elapsed_s: float, produced_rate: float, learnable_rate: float, learned_rate: float,
+             newest_score_ms: float | None) -> None:
         """Take one look, ``elapsed_s`` into the run."""
         if self.caught_up_at_s is None:
             if newest_score_ms is None or newest_score_ms > self.caught_up_ms:
                 return
             self.caught_up_at_s = elapsed_s
         self.produced_rates.append(produced_rate)
+        self.learnable_rates.append(learnable_rate)
         self.learned_rates.append(learned_rate)
         if newest_score_ms is not None:
             self.newest_scores_ms.append(newest_score_ms)
@@ -111,7 +118,8 @@ class RunRecord:
         if self.caught_up_at_s is None:
             return f"the job did not catch up (newest scores never under {self.caught_up_ms:,.0f} ms old)"
         text = (f"caught up with the stream after {self.caught_up_at_s:,.0f} s; since then ({len(self.produced_rates)} "
-                f"looks): produced {statistics.median(self.produced_rates):,.0f}/s, "
+                f"looks): produced {statistics.median(self.produced_rates):,.0f}/s "
+                f"({statistics.median(self.learnable_rates):,.0f}/s with a learning target), "
                 f"learned {statistics.median(self.learned_rates):,.0f}/s (medians)")
         if self.newest_scores_ms:
             text += (f"; newest score freshness median {statistics.median(self.newest_scores_ms):,.0f} ms, "
@@ -139,7 +147,9 @@ def summary(counters: DemoCounters, model: Envelope | None, newest_score: float 
     lifetime = f"{counters.learned_lifetime:,}  (every run since its state began)"
     table.add_row("events learned by the model, lifetime", lifetime)
     produced_rate, learned_rate = counters.produced_rate.rate, counters.learned_rate.rate
-    table.add_row("rate, this run", f"produced {produced_rate:,.0f}/s · learned {learned_rate:,.0f}/s")
+    learnable = counters.learnable_rate.rate
+    table.add_row("rate, this run",
+                  f"produced {produced_rate:,.0f}/s ({learnable:,.0f}/s learnable) · learned {learned_rate:,.0f}/s")
     rmse = model.payload.get("rmse") if model else None
     table.add_row("running RMSE (prequential, lifetime)", f"{rmse:.3f}" if rmse else "-")
     if newest_score is not None:  # how far behind the stream the newest scores in Redis are

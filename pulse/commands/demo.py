@@ -22,6 +22,7 @@ from rich.live import Live
 from config import Settings
 from infra.local.process import ManagedProcess, ServiceError
 from infra.local.services import LocalServices
+from online_models.mf_params import EventTargets
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
@@ -29,6 +30,7 @@ from pulse.app import app, fail, settings_of
 from pulse.demo_job import start_demo_job, stop_demo_job
 from pulse.demo_view import DemoCounters, RunRecord, learned_events, newest_score_ms, summary, users_table
 from pulse.reach import require
+from schemas import EventType
 from schemas.redis_keys import Envelope, RedisKeys
 
 #: Signals that end the demo like Ctrl-C does (SIGTERM: `timeout`, process managers; SIGHUP: a closed terminal).
@@ -53,7 +55,7 @@ def demo(
         job = start_demo_job(settings)
         typer.echo(f"job started (pid {job.pid()}), log {job.log_file}; producing {rate:.0f} events/s")
         recent_users: deque[str] = deque(maxlen=200)
-        sent = [0]
+        sent = [0, 0]  # produced, of which with a learning target
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
         producer.start()
         _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record)
@@ -91,12 +93,16 @@ def _start_services(settings: Settings) -> Settings:
 
 
 def _produce(settings: Settings, rate: float, stop: threading.Event, users: deque[str], sent: list[int]) -> None:
+    targets = EventTargets()  # the job's (mf_config): what it learns from, so learned/s compares like with like
+
     def remember(events: Any) -> Any:
         for event in events:
             if stop.is_set():
                 return
             users.append(event.user_id)
             sent[0] += 1
+            if event.item_id is not None and event.type is not EventType.BLOCK and targets.target(event) is not None:
+                sent[1] += 1
             # Event time = now, so freshness and lag read in wall-clock terms.
             yield event.__class__(**{**{f: getattr(event, f) for f in event.__slots__},
                                      "event_time_ms": time.time_ns() // 1_000_000})
@@ -126,8 +132,9 @@ def _watch(
             if job.pid() is None:
                 raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")
             model = _model(client, keys)
-            counters.update(time.monotonic(), produced=sent[0], learned=learned_events(model))
+            counters.update(time.monotonic(), produced=sent[0], learned=learned_events(model), learnable=sent[1])
             newest = newest_score_ms(client, keys, list(users)[-20:], time.time() * 1000)
-            record.look(time.monotonic() - started, counters.produced_rate.rate, counters.learned_rate.rate, newest)
+            record.look(time.monotonic() - started, counters.produced_rate.rate, counters.learnable_rate.rate,
+                        counters.learned_rate.rate, newest)
             live.update(Group(summary(counters, model, newest), users_table(client, keys, list(users)[-5:])))
             time.sleep(0.5)

@@ -16,21 +16,21 @@ def rendered(counters: DemoCounters) -> str:
 def test_a_second_run_labels_this_run_and_the_lifetime_apart() -> None:
     # The second run: the model had learned 76,915 events before this run started.
     counters = DemoCounters(learned_at_start=76_915)
-    counters.update(0.0, produced=0, learned=76_915)
-    counters.update(74.0, produced=74_000, learned=150_915)
+    counters.update(0.0, produced=0, learned=76_915, learnable=0)
+    counters.update(74.0, produced=74_000, learned=150_915, learnable=74_000)
     text = rendered(counters)
     assert "events produced, this run" in text and "74,000" in text
     assert "events learned by the job, this run" in text and "74,000" in text
     assert "events learned by the model, lifetime" in text and "150,915" in text
-    assert "produced 1,000/s · learned 1,000/s" in text
+    assert "produced 1,000/s (1,000/s learnable) · learned 1,000/s" in text
 
 
 def test_learned_per_second_shows_a_job_that_falls_behind() -> None:
     counters = DemoCounters(learned_at_start=0)
     for second in range(0, 11, 2):
-        counters.update(float(second), produced=1000 * second, learned=400 * second)
+        counters.update(float(second), produced=1000 * second, learned=400 * second, learnable=900 * second)
     assert (counters.produced_rate.rate, counters.learned_rate.rate) == (1000.0, 400.0)
-    assert "produced 1,000/s · learned 400/s" in rendered(counters)
+    assert "produced 1,000/s (900/s learnable) · learned 400/s" in rendered(counters)
 
 
 def test_a_restore_that_rewinds_the_lifetime_count_never_shows_a_negative_run() -> None:
