@@ -54,7 +54,7 @@ def demo(
         learned_at_start = learned_events(_model(_redis(settings), RedisKeys(settings.redis_prefix)))
         job = start_demo_job(settings)
         typer.echo(f"job started (pid {job.pid()}), log {job.log_file}; producing {rate:.0f} events/s")
-        recent_users: deque[str] = deque(maxlen=200)
+        recent_users: deque[str] = deque(maxlen=2_000)  # ~1-2 s of the stream: its newest scores are among them
         sent = [0, 0]  # produced, of which with a learning target
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
         producer.start()
@@ -133,7 +133,7 @@ def _watch(
                 raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")
             model = _model(client, keys)
             counters.update(time.monotonic(), produced=sent[0], learned=learned_events(model), learnable=sent[1])
-            newest = newest_score_ms(client, keys, list(users)[-20:], time.time() * 1000)
+            newest = newest_score_ms(client, keys, list(users)[::40], time.time() * 1000)  # 50 users over the window
             record.look(time.monotonic() - started, counters.produced_rate.rate, counters.learnable_rate.rate,
                         counters.learned_rate.rate, newest)
             live.update(Group(summary(counters, model, newest), users_table(client, keys, list(users)[-5:])))
