@@ -107,12 +107,10 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
-    job_batch_max_events: int = Field(
-        1000, ge=1, description="Events handed to the user stage in one Python call at most (docs/adr/0007)"
-    )
-    job_batch_max_ms: int = Field(
-        20, ge=1, description="How long the job buffers events for one Python call at most (adds to latency)"
-    )
+    job_batch_max_events: int = Field(1000, ge=1, description="Events per Python call at most (docs/adr/0007)")
+    job_batch_max_ms: int = Field(20, ge=1, description="How long the job buffers events for one Python call at most")
+    job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
+                                 "between batches, instead of CPython's automatic collector (0: CPython's)")
     job_write_back_per_batch: int = Field(
         64, ge=0, description="Quiet users the user stage writes back to keyed state per batch between "
         "checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")

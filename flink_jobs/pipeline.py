@@ -212,7 +212,8 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         .connect(item_snapshots.broadcast(ITEM_PARAMS))
         .process(UserState(config, redis_writer(settings), settings.redis_flush_ms,
                            write_back_per_batch=settings.job_write_back_per_batch,
-                           write_back_quiet_ms=settings.job_write_back_quiet_ms), output_type=PACKED)
+                           write_back_quiet_ms=settings.job_write_back_quiet_ms,
+                           gc_every_ms=settings.job_gc_every_ms), output_type=PACKED)
         .name("user-state")
         .uid("user-state")
     )

@@ -10,6 +10,7 @@ kept in broadcast state, which is checkpointed: a restored subtask warms its rep
 
 from __future__ import annotations
 
+import gc
 import pickle
 import time
 from collections.abc import Container, Iterable, Iterator
@@ -122,15 +123,20 @@ class UserState(KeyedBroadcastProcessFunction):
 
     def __init__(self, config: UserStageConfig, writer: RedisWriter, flush_ms: int, *,
                  write_back_per_batch: int = 0, write_back_quiet_ms: int = 1000,
-                 max_cached_users: int = 200_000) -> None:
+                 max_cached_users: int = 200_000, gc_every_ms: int = 0) -> None:
         self.config = config
         self.writer = writer
         self.flush_ms = flush_ms
         self.write_back_per_batch = write_back_per_batch
         self.write_back_quiet_s = write_back_quiet_ms / 1000
         self.max_cached_users = max_cached_users
+        self.gc_every_s = gc_every_ms / 1000
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        # CPython's automatic collector walks the heap of cached users again and again (ADR 0007):
+        self.collected_at = time.monotonic()  # cycles are collected every gc_every_s, between batches
+        if self.gc_every_s > 0:
+            gc.disable()  # the embedded interpreter's, for every stage of this TaskManager
         # One pickled dict of primitives per user (session bytes, user-factor bytes, counts), as ever.
         self.user = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
         self.keys = CurrentKey(runtime_context)
@@ -166,6 +172,7 @@ class UserState(KeyedBroadcastProcessFunction):
 
     def close(self) -> None:
         self.writer.close()
+        gc.enable()  # the interpreter outlives the task (a failover, the next job on this TaskManager)
 
     # -- item snapshots (broadcast input) ---------------------------------------------------
 
@@ -213,6 +220,9 @@ class UserState(KeyedBroadcastProcessFunction):
         if flags or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
             self.outbox.flush()
         self._flush_metrics()
+        if self.gc_every_s > 0 and not flags and self.now - self.collected_at >= self.gc_every_s:
+            gc.collect()  # not in a batch before a barrier: a checkpoint does not wait for it
+            self.collected_at = time.monotonic()
         if rows:
             yield pack_messages(rows)
 
