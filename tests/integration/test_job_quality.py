@@ -29,9 +29,11 @@ pytestmark = pytest.mark.flink_job
 N_RATINGS = 20_000
 RATE = 500  # ratings per second
 PARALLELISMS = (1, 2)
-# Not learned from (impressions are not MF targets), but it makes the job write a Redis key.
-PROBE = Event("probe-0", EventType.IMPRESSION, "quality-probe", 900_000_000_000, item_id="probe-item",
-              decision=Decision("probe-req", "probe", "probe-item", 1.0))
+# Not learned from (impressions are not MF targets), but each makes the job write its user's Redis
+# key. Eight users: every partition and every user-stage subtask gets one (murmur2 and Flink's key
+# groups on these ids), so pacing starts only once the whole job consumes.
+PROBES = [Event(f"probe-{n}", EventType.IMPRESSION, f"quality-probe-{n}", 900_000_000_000, item_id="probe-item",
+                decision=Decision(f"probe-req-{n}", "probe", "probe-item", 1.0)) for n in range(8)]
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +91,17 @@ def run_paced(settings: Settings, ratings_file: Path, log: Path) -> dict[str, An
         # parameters that already hold later ratings (leakage that flatters the RMSE).
         try:
             with EventProducer(settings) as producer:
-                producer.send(PROBE)
+                for probe in PROBES:
+                    producer.send(probe)
                 producer.flush()
                 deadline = time.monotonic() + 180
-                while not client.exists(RedisKeys(settings.redis_prefix).user_record(PROBE.user_id)):
+                probe_keys = [RedisKeys(settings.redis_prefix).user_record(probe.user_id) for probe in PROBES]
+                while client.exists(*probe_keys) < len(probe_keys):
                     assert time.monotonic() < deadline, "the job never consumed the probe event"
                     time.sleep(0.2)
                 for _ in producer.send_all(read_movielens(ratings_file), rate=RATE):
                     pass
-            assert producer.report.produced == N_RATINGS + 1  # and the probe
+            assert producer.report.produced == N_RATINGS + len(PROBES)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             failures.append(exc)
 
