@@ -95,6 +95,15 @@ class EventTargets:
             return self.purchase
         return None
 
+    def learns_from(self, event: Event) -> bool:
+        """Whether MF learns from ``event``: it names an item and has a target (the job's rule).
+
+        >>> t, view = EventTargets(), EventType.VIEW
+        >>> t.learns_from(Event("e", view, "u", 0, item_id="i")), t.learns_from(Event("e", view, "u", 0))
+        (True, False)
+        """
+        return event.item_id is not None and self.target(event) is not None
+
 
 @dataclass(frozen=True)
 class MFConfig:

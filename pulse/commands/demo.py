@@ -30,7 +30,6 @@ from pulse.app import app, fail, settings_of
 from pulse.demo_job import start_demo_job, stop_demo_job
 from pulse.demo_view import DemoCounters, RunRecord, learned_events, newest_score_ms, summary, users_table
 from pulse.reach import require
-from schemas import EventType
 from schemas.redis_keys import Envelope, RedisKeys
 
 #: Signals that end the demo like Ctrl-C does (SIGTERM: `timeout`, process managers; SIGHUP: a closed terminal).
@@ -101,7 +100,7 @@ def _produce(settings: Settings, rate: float, stop: threading.Event, users: dequ
                 return
             users.append(event.user_id)
             sent[0] += 1
-            if event.item_id is not None and event.type is not EventType.BLOCK and targets.target(event) is not None:
+            if targets.learns_from(event):
                 sent[1] += 1
             # Event time = now, so freshness and lag read in wall-clock terms.
             yield event.__class__(**{**{f: getattr(event, f) for f in event.__slots__},

@@ -126,6 +126,28 @@ def test_a_rating_is_learned_and_touches_its_item() -> None:
     assert of_type(again, RefreshTimer) == [] and of_type(again, EventTimer) == []  # one timer each at a time
 
 
+def test_the_steps_learn_exactly_the_events_the_targets_say() -> None:
+    """`EventTargets.learns_from` is the job's rule (the demo counts learnable events with it)."""
+    steps, targets = UserSteps(config(), subtask=0), MFConfig().targets
+    record, learnable = None, 0
+    kinds = [EventType.VIEW, EventType.CLICK, EventType.IMPRESSION, EventType.ADD_TO_CART, EventType.PURCHASE,
+             EventType.BLOCK, EventType.RATING]
+    for n in range(70):
+        kind = kinds[n % len(kinds)]
+        extra: dict[str, object] = {"value": 3.0} if kind is EventType.RATING else {}
+        if kind is EventType.IMPRESSION:
+            extra["decision"] = Decision(f"r{n}", "p", f"i{n % 5}", 0.5)
+        item = None if n % 3 == 0 else f"i{n % 5}"
+        if kind is EventType.BLOCK and item is None:
+            extra["category"] = "books"  # a block names an item or a category
+        e = event(n, kind, item_id=item, **extra)
+        if kind is EventType.IMPRESSION and item is None:
+            continue  # an impression names its item
+        learnable += targets.learns_from(e)
+        record, _ = steps.on_event(record, e, {})
+    assert record is not None and 0 < learnable < sum(record.counts.values()) and record.learned == learnable
+
+
 def test_progress_is_reported_every_report_every_events() -> None:
     steps = UserSteps(config(), subtask=0)
     record: UserRecord | None = None
