@@ -174,7 +174,10 @@ def _cmdline_contains(pid: int, markers: Sequence[str]) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except FileNotFoundError:
         return False
-    return any(marker in cmdline for marker in markers)
+    # A path marker matches by its real path too: a checkout whose home is a symlink to this one's
+    # must recognise the process the other started (and not remove its pid file as stale).
+    return any(marker in cmdline or (marker.startswith("/") and os.path.realpath(marker) in cmdline)
+               for marker in markers)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

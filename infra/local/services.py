@@ -37,10 +37,11 @@ class LocalServices:
     def __init__(self, settings: Settings) -> None:
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         self.settings = settings
-        self.kafka = KafkaBroker(settings.home, settings.kafka_port, settings.kafka_controller_port,
+        home = settings.home.resolve()  # processes started with real paths: a symlinked home finds them
+        self.kafka = KafkaBroker(home, settings.kafka_port, settings.kafka_controller_port,
                                  settings.kafka_heap)
-        self.redis = RedisServer(settings.home, settings.redis_port, password)
-        self.flink = FlinkCluster(settings.home, ClusterShape(
+        self.redis = RedisServer(home, settings.redis_port, password)
+        self.flink = FlinkCluster(home, ClusterShape(
             rest_port=settings.flink_rest_port, rpc_port=settings.flink_rpc_port,
             taskmanagers=settings.flink_taskmanagers, slots_per_taskmanager=settings.flink_task_slots,
             metrics_port=settings.metrics_port or 9249,
