@@ -37,7 +37,9 @@ def test_a_symlinked_home_finds_the_process_and_keeps_its_pid_file(
     assert (home / "run" / "svc.pid").exists()
 
 
-def test_a_pid_that_is_not_ours_is_forgotten(tmp_path: Path, marked_process: tuple[Path, subprocess.Popen[bytes]]) -> None:
+def test_a_pid_that_is_not_ours_is_forgotten(
+    tmp_path: Path, marked_process: tuple[Path, subprocess.Popen[bytes]]
+) -> None:
     home, _ = marked_process
     other = ManagedProcess("svc", home, markers=(str(tmp_path / "elsewhere" / "server.properties"),), ports=())
     assert other.pid() is None
