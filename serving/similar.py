@@ -39,7 +39,8 @@ from serving.models import SimilarItem, SimilarItems
 from serving.polling import poll_forever
 from serving.store import RedisStore
 
-__all__ = ["ItemIndex", "SimilarIndexView", "item_id_of_key", "most_similar", "similar_items"]
+__all__ = ["ItemIndex", "Ranked", "SimilarIndexView", "item_id_of_key", "most_similar", "ranked_slice",
+           "similar_items"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ Matrix = npt.NDArray[np.float32]
 PAGE = 500
 _UNESCAPE = {"%25": "%", "%7B": "{", "%7D": "}"}
 _ESCAPED = re.compile("%25|%7B|%7D")
+#: Rows ranked per asked-for item (more when a request's k needs them), and items ranked per index at most.
+RANKED = 256
+MAX_RANKED = 20_000
 
 
 def item_id_of_key(key: str, prefix: str) -> tuple[str, bool] | None:
@@ -68,41 +72,68 @@ def item_id_of_key(key: str, prefix: str) -> tuple[str, bool] | None:
 
 
 def most_similar(
-    unit: Matrix, row: int, k: int, allows: Callable[[int], bool] | None = None
+    unit: Matrix, row: int, k: int, allows: Callable[[int], bool] | None = None, first: Ranked | None = None
 ) -> list[tuple[int, float]]:
     """The ``k`` rows of ``unit`` most similar to ``row`` (cosine of unit rows), best first, ``row`` itself excluded.
 
     Only rows ``allows`` accepts count; candidates are taken best first in growing slices, so the
-    answer holds ``k`` rows whenever that many are allowed. Ties go to the lower row.
+    answer holds ``k`` rows whenever that many are allowed. Ties go to the lower row. ``first``:
+    the best rows already ranked (:func:`ranked_slice`), walked before anything is computed.
 
     >>> unit = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]], dtype=np.float32)
     >>> [(row, round(cos, 2)) for row, cos in most_similar(unit, 0, 2)]
     [(3, 0.8), (1, 0.6)]
     >>> [row for row, _ in most_similar(unit, 0, 5, allows=lambda row: row != 3)]
     [1, 2]
+    >>> most_similar(unit, 0, 2, first=ranked_slice(unit, 0, 2)) == most_similar(unit, 0, 2)
+    True
     """
     n = unit.shape[0]
     if k <= 0 or n <= 1:
         return []
-    similarity = unit @ unit[row]
-    similarity[row] = -np.inf  # never the item itself
     taken = min(n, 2 * k + 16)
+    if first is not None and len(first.rows) >= taken:
+        found = _walk(first, row, k, allows)
+        if len(found) == k or len(first.rows) >= n:
+            return found
+        taken = min(n, len(first.rows) * 4)
     while True:
-        if taken < n:
-            best = np.argpartition(similarity, n - taken)[n - taken:]  # the ``taken`` largest
-            # argpartition leaves its slice unordered: stable order by (-similarity, row) for repeatable answers.
-            best = best[np.lexsort((best, -similarity[best]))]
-        else:
-            best = np.lexsort((np.arange(n), -similarity))
-        found: list[tuple[int, float]] = []
-        for candidate in best.tolist():
-            if candidate != row and (allows is None or allows(candidate)):
-                found.append((candidate, float(similarity[candidate])))
-                if len(found) == k:
-                    return found
-        if taken >= n:
+        found = _walk(ranked_slice(unit, row, taken), row, k, allows)
+        if len(found) == k or taken >= n:
             return found
         taken = min(n, taken * 4)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The rows most similar to one row, best first (by similarity, then row), and their similarities."""
+
+    rows: tuple[int, ...]
+    similarities: tuple[float, ...]
+
+
+def ranked_slice(unit: Matrix, row: int, taken: int) -> Ranked:
+    """The ``taken`` rows of ``unit`` most similar to ``row`` (itself last, if at all), best first."""
+    n = unit.shape[0]
+    similarity = unit @ unit[row]
+    similarity[row] = -np.inf  # never the item itself
+    if taken < n:
+        best = np.argpartition(similarity, n - taken)[n - taken:]  # the ``taken`` largest
+        # argpartition leaves its slice unordered: stable order by (-similarity, row) for repeatable answers.
+        best = best[np.lexsort((best, -similarity[best]))]
+    else:
+        best = np.lexsort((np.arange(n), -similarity))
+    return Ranked(tuple(best.tolist()), tuple(similarity[best].tolist()))
+
+
+def _walk(ranked: Ranked, row: int, k: int, allows: Callable[[int], bool] | None) -> list[tuple[int, float]]:
+    found: list[tuple[int, float]] = []
+    for candidate, similarity in zip(ranked.rows, ranked.similarities, strict=True):
+        if candidate != row and (allows is None or allows(candidate)):
+            found.append((candidate, similarity))
+            if len(found) == k:
+                break
+    return found
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,9 @@ class ItemIndex:
     prefix: str | None = None  # whose items (the live prefix can change: serving/alias.py)
     read_at_ms: int = 0  # when the read started (0: never read)
     dropped: int = 0  # items whose factors had another length than most (a model being replaced)
+    #: Each asked-for row's best rows, ranked once per index (a read of the factors): a request then
+    #: walks them past its filters instead of a product over every item and a partial sort.
+    ranked: dict[int, Ranked] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, factors: Mapping[str, Sequence[float] | Matrix], versions: Mapping[str, str] | None = None,
@@ -150,7 +184,14 @@ class ItemIndex:
             return None
         items = self.items
         by_row = None if allows is None else (lambda candidate: allows(items[candidate]))
-        return [(items[found], similarity) for found, similarity in most_similar(self.unit, row, k, by_row)]
+        first = self.ranked.get(row)
+        wanted = min(len(items), 2 * k + 16)
+        if first is None or len(first.rows) < wanted:
+            first = ranked_slice(self.unit, row, max(wanted, min(len(items), RANKED)))
+            if len(self.ranked) >= MAX_RANKED:
+                self.ranked.clear()  # bounded memory; the busy items are ranked again at once
+            self.ranked[row] = first
+        return [(items[found], similarity) for found, similarity in most_similar(self.unit, row, k, by_row, first)]
 
 
 def _decoded(key: str, data: Any, legacy: bool) -> Envelope | None:

@@ -58,6 +58,28 @@ def test_the_ranking_keeps_k_eligible_items_in_similarity_order(n: int, k: int, 
     assert all(abs(s - float(unit[row] @ unit[0])) < 1e-5 for row, s in found)
 
 
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 800), seed=st.integers(0, 10_000),
+       asks=st.lists(st.tuples(st.integers(1, 300), st.floats(0.0, 0.99)), min_size=1, max_size=4))
+def test_the_index_answers_from_its_ranked_rows_as_a_full_sort_would(
+    n: int, seed: int, asks: list[tuple[int, float]]
+) -> None:
+    """One item asked for again and again (other k, other filters): the ranked rows kept per index
+    give what a plain full sort of every item gives."""
+    rng = np.random.default_rng(seed)
+    index = ItemIndex.build({f"i{row}": rng.normal(size=4).tolist() for row in range(n)})
+    target = index.items[0]
+    for k, refused in asks:
+        banned = {item for item in index.items if rng.random() < refused}
+        found = index.similar(target, k, lambda item, banned=banned: item not in banned)  # type: ignore[misc]
+        assert found is not None
+        unit, row = index.unit, index.rows[target]
+        eligible = [other for other in index.items if other != target and other not in banned]
+        expected = sorted(eligible, key=lambda other: (-float(unit[index.rows[other]] @ unit[row]), index.rows[other]))
+        assert [item for item, _ in found] == expected[:k]
+    assert row in index.ranked  # the rows were kept for the next request
+
+
 def test_the_index_drops_other_lengths_and_keeps_zero_vectors_harmless() -> None:
     index = ItemIndex.build({"a": [1.0, 0.0], "b": [0.0, 0.0], "c": [1.0, 1.0], "old": [1.0, 0.0, 0.0]},
                             {"a": "mf-2", "b": "mf-2", "c": "mf-2", "old": "mf-1"})
