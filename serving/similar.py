@@ -3,9 +3,10 @@
 The job writes each item's bias and factors to Redis (``RedisKeys.item_record``, format 2; format 1
 ``item_params`` hashes are read too when ``legacy_reads`` is on). Serving never computes over Redis
 per request: :class:`SimilarIndexView` SCANs every item record every ``refresh_s`` in the background
-and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). A request is one
-matrix-vector product; the catalogue (availability, categories), the request's filters and the
-user's blocks apply then, against memory, so an item marked unavailable leaves similar lists as
+and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). The first request for an
+item after a read ranks its best rows (one matrix-vector product and a partial sort), later ones
+walk those; the catalogue (availability, categories), the request's filters and the user's
+blocks apply then, against memory, so an item marked unavailable leaves similar lists as
 fast as it leaves recommendations (the catalogue's refresh), while a brand-new item is found
 from the next index read on.
 
