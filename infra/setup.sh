@@ -51,6 +51,15 @@ if [ -n "$apt_missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_missing >/dev/null
 fi
 
+# bench/serving.py's unpaced load generator: wrk, in C (its Python fallback takes much of the core the
+# server needs on a small machine). Best effort: the tests do not need it.
+if ! command -v wrk >/dev/null 2>&1; then
+  say "installing wrk with apt-get (bench/serving.py)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || say "wrk not installed (bench/serving.py uses its Python client instead)"
+fi
+
 # The console's chart library, vendored from npm into serving/static/vendor (git-ignored; no CDN at run time).
 UPLOT_VERSION=1.6.32
 if [ "$(cat "$STAMPS/uplot" 2>/dev/null)" != "$UPLOT_VERSION" ] || [ ! -f serving/static/vendor/uPlot.esm.js ]; then
