@@ -55,7 +55,7 @@ fi
 # server needs on a small machine). Best effort: the tests do not need it.
 if ! command -v wrk >/dev/null 2>&1; then
   say "installing wrk with apt-get (bench/serving.py)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"  # never a password prompt for a bench tool
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 \
     || say "wrk not installed (bench/serving.py uses its Python client instead)"
 fi
