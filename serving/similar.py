@@ -92,7 +92,7 @@ def most_similar(
     n = unit.shape[0]
     if k <= 0 or n <= 1:
         return []
-    taken = min(n, 2 * k + 16)
+    taken = first_slice(n, k)
     if first is not None and len(first.rows) >= taken:
         found = _walk(first, row, k, allows)
         if len(found) == k or len(first.rows) >= n:
@@ -103,6 +103,11 @@ def most_similar(
         if len(found) == k or taken >= n:
             return found
         taken = min(n, taken * 4)
+
+
+def first_slice(n: int, k: int) -> int:
+    """How many of ``n`` rows a request for ``k`` ranks first (room for some to fail its filters)."""
+    return min(n, 2 * k + 16)
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ class ItemIndex:
         items = self.items
         by_row = None if allows is None else (lambda candidate: allows(items[candidate]))
         first = self.ranked.get(row)
-        wanted = min(len(items), 2 * k + 16)
+        wanted = first_slice(len(items), k)
         if first is None or len(first.rows) < wanted:
             first = ranked_slice(self.unit, row, max(wanted, min(len(items), RANKED)))
             if len(self.ranked) >= MAX_RANKED:
