@@ -3,9 +3,10 @@
 In thread mode every Python operator of a TaskManager shares one interpreter lock, and Flink's
 embedded operator takes it for each record and again for each output (ADR 0007). A batched stage
 instead receives the records of up to ``max_records`` / ``max_delay_ms`` in one call, built by the
-Java :code:`pulse.flink.MicroBatcher` (which also emits a batch before every watermark and every
-checkpoint barrier), and returns all its messages packed in one ``bytes`` that the Java
-:code:`pulse.flink.UnpackMessages` turns back into the message rows of ``flink_jobs/routing.py``.
+Java :code:`pulse.flink.MicroBatcher` (``UserBatcher`` for the user stage, with the item snapshots;
+both also emit a batch before every watermark and every checkpoint barrier), and returns all its
+messages packed in one ``bytes`` that the Java :code:`pulse.flink.UnpackMessages` turns back into
+the message rows of ``flink_jobs/routing.py``.
 
 >>> batch = bytes([1]) + (2).to_bytes(4, "big") + b"".join(
 ...     len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v for k, v in [(b"u1", b"a"), (b"u2", b"bc")])
@@ -28,9 +29,12 @@ from pyflink.java_gateway import get_gateway
 
 from flink_jobs.routing import MESSAGE
 
-#: Flags of a batch (``MicroBatcher.java``).
+#: Flags of a batch (``Batcher.java``, ``UserBatcher.java``).
 CHECKPOINT = 1
 END = 2
+SNAPSHOTS = 4  # item snapshots follow the records (the user stage's batches)
+#: The flags of a batch that goes out before a barrier or at the end: the stage's pending work goes with it.
+BARRIER_OR_END = CHECKPOINT | END
 
 #: ``Row(key, batch bytes)``: what the batcher emits; the Python stage receives the bytes.
 BATCH = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
@@ -104,6 +108,23 @@ def batched(keyed: DataStream, *, max_records: int, max_delay_ms: int, tick_ms: 
     return KeyedStream(j_keyed, BATCH_BYTES, DataStream(j_batches))
 
 
+def user_batches(keyed: DataStream, item_snapshots: DataStream, *, max_records: int, max_delay_ms: int,
+                 tick_ms: int, uid: str) -> KeyedStream:
+    """The user stage's keyed batches: its users' records, and every item snapshot (broadcast) inside them.
+
+    One input for the stage, so Flink chains the batcher (``UserBatcher.java``) into it: the batch
+    before a barrier is processed in the same call as the barrier (ADR 0007).
+    """
+    jvm = get_gateway().jvm
+    batcher = jvm.pulse.flink.UserBatcher(max_records, max_delay_ms, tick_ms)
+    j_connected = keyed._j_data_stream.connect(item_snapshots._j_data_stream.broadcast())
+    j_batches = j_connected.transform("batch", BATCH.get_java_type_info(), batcher).uid(uid)
+    j_keyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
+        j_batches, jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, BATCH_BYTES, DataStream(j_batches))
+
+
 def raw_batches(raw: DataStream, *, max_records: int, max_delay_ms: int, uid: str) -> DataStream:
     """Plain ``bytes`` records (e.g. from a Kafka source) as batches ``Row("", batch)``, not keyed."""
     batcher = get_gateway().jvm.pulse.flink.MicroBatcher(max_records, max_delay_ms, 2**62)  # no idle ticks
@@ -124,6 +145,31 @@ def unpacked(packed: DataStream) -> DataStream:
 
 def read_batch(batch: bytes) -> tuple[int, list[tuple[str, bytes]]]:
     """A batch's flags and its ``(key, value bytes)`` records."""
+    flags, records, _ = _read_records(batch)
+    return flags, records
+
+
+def read_user_batch(batch: bytes) -> tuple[int, list[tuple[str, bytes]], list[bytes]]:
+    """A user-stage batch's flags, records and the item snapshots after them (flag :data:`SNAPSHOTS`).
+
+    >>> batch = bytes([SNAPSHOTS]) + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"u1" + (1).to_bytes(4, "big")
+    >>> batch += b"a" + (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + b"x" + (2).to_bytes(4, "big") + b"yz"
+    >>> read_user_batch(batch)
+    (4, [('u1', b'a')], [b'x', b'yz'])
+    """
+    flags, records, at = _read_records(batch)
+    snapshots = []
+    if flags & SNAPSHOTS:
+        (count,) = _LENGTH.unpack_from(batch, at)
+        at += 4
+        for _ in range(count):
+            (n,) = _LENGTH.unpack_from(batch, at)
+            snapshots.append(batch[at + 4 : at + 4 + n])
+            at += 4 + n
+    return flags, records, snapshots
+
+
+def _read_records(batch: bytes) -> tuple[int, list[tuple[str, bytes]], int]:
     flags, count = _HEADER.unpack_from(batch)
     at = _HEADER.size
     records = []
@@ -135,7 +181,7 @@ def read_batch(batch: bytes) -> tuple[int, list[tuple[str, bytes]]]:
         (n,) = _LENGTH.unpack_from(batch, at)
         records.append((key, bytes(view[at + 4 : at + 4 + n])))
         at += 4 + n
-    return flags, records
+    return flags, records, at
 
 
 def pack_messages(rows: Sequence[tuple[str, Any, str, bytes]]) -> bytes:

@@ -16,7 +16,7 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
 from config import Settings
-from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events
+from flink_jobs.batching import PACKED, batched, raw_batches, unpacked, unpacked_events, user_batches
 from flink_jobs.catalogue import DecodeCatalogue
 from flink_jobs.decode import DEAD_LETTER_COUNTS, DEAD_LETTERS, DECODED, DecodeEvents, DecodeServed
 from flink_jobs.redis_sink import RedisSink
@@ -43,7 +43,7 @@ from flink_jobs.shared_state import (
     SegmentPopularity,
     SharedStageConfig,
 )
-from flink_jobs.user_state import ITEM_PARAMS, UserStageConfig, UserState
+from flink_jobs.user_state import UserStageConfig, UserState
 from flink_jobs.user_steps import DriftReaction
 from online_models.bandits import BanditScope
 from online_models.mf import MFConfig
@@ -204,12 +204,12 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         attribution=settings.attribution_on,
         attribution_window_ms=settings.attribution_window_ms,
     )
-    batches = batched(keyed_rows(events), max_records=settings.job_batch_max_events,
-                      max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
-                      uid="user-batches")
+    # The item snapshots travel inside the batches: one input, so the batcher is chained into the stage.
+    batches = user_batches(keyed_rows(events), item_snapshots, max_records=settings.job_batch_max_events,
+                           max_delay_ms=settings.job_batch_max_ms, tick_ms=max(1, settings.score_refresh_ms // 2),
+                           uid="user-batches")
     packed = (
         batches
-        .connect(item_snapshots.broadcast(ITEM_PARAMS))
         .process(UserState(config, redis_writer(settings), settings.redis_flush_ms,
                            write_back_per_batch=settings.job_write_back_per_batch,
                            write_back_quiet_ms=settings.job_write_back_quiet_ms,

@@ -4,8 +4,8 @@ The steps (session, counts, user-owned MF parameters, impression->reward join, e
 pure and tested alone (``tests/unit/flink_jobs/``); this operator only reads and writes the
 user's keyed state, registers the timers the steps ask for, moves metrics and routes what the
 steps return (``route``). Item-owned parameters are read from the steps' :class:`ItemReplica`;
-the owner's snapshots come back on the broadcast input (through a Kafka topic) and are also
-kept in broadcast state, which is checkpointed: a restored subtask warms its replica from it.
+the owner's snapshots come back through a Kafka topic inside the batches (``UserBatcher.java``
+keeps the newest per item in its broadcast state, so a restored subtask's replica starts warm).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.attribution import ExperimentTally, merge_tallies
-from flink_jobs.batching import CHECKPOINT, END, CurrentKey, due_keys, pack_messages, read_batch
+from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, due_keys, pack_messages, read_user_batch
 from flink_jobs.messages import (
     BanditFeedback,
     ClosedSession,
@@ -63,10 +63,8 @@ from online_models.drift import DriftAlarm
 from schemas import Event, EventType, ServedList
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
-#: Broadcast state: item id -> latest ItemSnapshot bytes seen from the owner.
-ITEM_PARAMS = MapStateDescriptor("item-params", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
-__all__ = ["ITEM_PARAMS", "MODEL_KEY", "UserStageConfig", "UserState", "quiet_users", "route", "session_payload",
+__all__ = ["MODEL_KEY", "UserStageConfig", "UserState", "quiet_users", "route", "session_payload",
            "subtask_index"]
 
 
@@ -106,7 +104,7 @@ class ImpressionsState:
         self.state.clear()
 
 
-class UserState(KeyedBroadcastProcessFunction):
+class UserState(KeyedProcessFunction):
     """``keyBy(user_id)``, one call per micro-batch (``flink_jobs/batching.py``); users held in memory.
 
     A user's record is read from keyed state once, kept as a plain object while its events arrive,
@@ -117,8 +115,8 @@ class UserState(KeyedBroadcastProcessFunction):
     first, so the batch before a barrier (which holds the barrier back) has little left to write.
     Score refreshes are due times kept here (not a Flink timer per user): a batch runs those that
     are due, and the batch before a barrier runs all, so none is pending in a checkpoint. Session
-    and impression deadlines stay Flink event-time timers. The broadcast input carries item
-    snapshots from the item owner.
+    and impression deadlines stay Flink event-time timers. A batch's item snapshots from the item
+    owner are taken into the replica before its records.
     """
 
     def __init__(self, config: UserStageConfig, writer: RedisWriter, flush_ms: int, *,
@@ -168,34 +166,19 @@ class UserState(KeyedBroadcastProcessFunction):
         self.staleness = JvmGauge(metrics.counter("item_params_staleness_ms"))
         self.staleness_ms = 0
         self.gauges_set_at = 0.0
-        self.warm = False
 
     def close(self) -> None:
         self.writer.close()
         gc.enable()  # the interpreter outlives the task (a failover, the next job on this TaskManager)
 
-    # -- item snapshots (broadcast input) ---------------------------------------------------
-
-    def process_broadcast_element(self, value: bytes, ctx: KeyedBroadcastProcessFunction.Context) -> None:
-        snapshot = ItemSnapshot.from_bytes(value)
-        ctx.get_broadcast_state(ITEM_PARAMS).put(snapshot.item_id, bytes(value))
-        self.steps.replica.take(snapshot)
-        self.staleness_ms = max(0, time.time_ns() // 1_000_000 - snapshot.owner_time_ms)
-
-    def _warm_replica(self, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> None:
-        """After a (re)start the replica is empty: fill it from the checkpointed snapshots."""
-        for _, value in ctx.get_broadcast_state(ITEM_PARAMS).items():
-            self.steps.replica.take(ItemSnapshot.from_bytes(value))
-        self.warm = True
-
     # -- batches and timers -----------------------------------------------------------------
 
-    def process_element(self, batch: bytes, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
-        if not self.warm:
-            self._warm_replica(ctx)
+    def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
         self.keys.current = None  # Flink set the batch's key
         self.now = time.monotonic()
-        flags, records = read_batch(batch)
+        flags, records, snapshots = read_user_batch(batch)
+        if snapshots:
+            self._take_snapshots(snapshots)
         rows: list[Message] = []
         touches: list[ItemTouch] = []
         self.tallies = []
@@ -212,21 +195,21 @@ class UserState(KeyedBroadcastProcessFunction):
         # One message per item and batch: the owner applies the summed update (messages.ItemTouches).
         rows.extend(message(TO_ITEMS, merged.item_id, merged) for merged in ItemTouches.merge(touches))
         rows.extend(message(TO_EXPERIMENTS, tally.experiment, tally) for tally in merge_tallies(self.tallies))
-        self._refresh(rows, everyone=bool(flags & (CHECKPOINT | END)))
+        self._refresh(rows, everyone=bool(flags & BARRIER_OR_END))
         if flags & CHECKPOINT:
             self._write_back()
         else:
             self._write_back_quiet()
-        if flags or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
+        if flags & BARRIER_OR_END or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
             self.outbox.flush()
         self._flush_metrics()
-        if self.gc_every_s > 0 and not flags and self.now - self.collected_at >= self.gc_every_s:
+        if self.gc_every_s > 0 and not flags & BARRIER_OR_END and self.now - self.collected_at >= self.gc_every_s:
             gc.collect()  # not in a batch before a barrier: a checkpoint does not wait for it
             self.collected_at = time.monotonic()
         if rows:
             yield pack_messages(rows)
 
-    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[bytes]:
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[bytes]:
         user_id = ctx.get_current_key()
         self.keys.current = user_id  # Flink set the timer's key
         rows: list[Message] = []
@@ -242,17 +225,26 @@ class UserState(KeyedBroadcastProcessFunction):
                 record = None  # unchanged (an impression expired: that is in its own state already)
         self._emit(user_id, outputs, ctx, rows)
         if record is not None:
-            # Written through: a timer can fire after the batch that wrote users back for a checkpoint
-            # and before that checkpoint's snapshot (the barrier of the broadcast input may come later).
+            # Written through: timers fire on a watermark, between batches, and at the end of the
+            # input no batch follows to write the user back.
             self.cache[user_id] = record
             self.dirty.pop(user_id, None)
             self.keys.use(user_id)
             self.user.update(record.to_state())
-        # At once: a timer can fire after the batch flushed for a checkpoint and before its snapshot.
+        # At once: at the end of the input no batch follows to flush it.
         self.outbox.flush()
         self._flush_metrics()
         if rows:
             yield pack_messages(rows)
+
+    def _take_snapshots(self, snapshots: list[bytes]) -> None:
+        """The item owner's snapshots into the replica (the newest per item, from ``UserBatcher.java``)."""
+        owner_time_ms = 0
+        for value in snapshots:
+            snapshot = ItemSnapshot.from_bytes(value)
+            self.steps.replica.take(snapshot)
+            owner_time_ms = max(owner_time_ms, snapshot.owner_time_ms)
+        self.staleness_ms = max(0, time.time_ns() // 1_000_000 - owner_time_ms)
 
     # -- users in memory ----------------------------------------------------------------------
 
