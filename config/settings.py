@@ -109,6 +109,8 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     restart_attempts: int = Field(10, ge=0)
     job_batch_max_events: int = Field(1000, ge=1, description="Events per Python call at most (docs/adr/0007)")
     job_batch_max_ms: int = Field(20, ge=1, description="How long the job buffers events for one Python call at most")
+    job_events_buffer_timeout_ms: int = Field(5, ge=0, description="How long decoded events wait in a network "
+                                              "buffer for the user stage (Flink's buffer timeout, that edge only)")
     job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
                                  "between batches, instead of CPython's automatic collector (0: CPython's)")
     job_write_back_per_batch: int = Field(
@@ -144,7 +146,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     popularity_refresh_ms: int = Field(
         5000, ge=1, description="A segment's popular items are ranked and written at most this often"
     )
-    redis_flush_ms: int = Field(50, ge=1, description="Pending Redis writes are flushed this often")
+    redis_flush_ms: int = Field(20, ge=1, description="Pending Redis writes are flushed this often")
     redis_value_format: Literal["compact", "legacy"] = Field(
         "compact", description="How the job writes users and items: compact (format 2, one string each) "
         "or legacy (format 1 hashes, for serving older than format 2 during an upgrade)")

@@ -167,6 +167,9 @@ def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
     timed = DataStream(j_timed).name("event-time").uid("event-time")
     j_events = timed._j_data_stream.map(eventtime.RemoveTimestampMapFunction(),
                                         DECODED.get_field_types()[0].get_java_type_info())
+    # Flink sends a partly filled network buffer after 100 ms by default; a decode batch's events
+    # should not wait that long for the user stage (this edge only: ADR 0007).
+    j_events.setBufferTimeout(settings.job_events_buffer_timeout_ms)
     return DataStream(j_events).name("event-time-unwrap").uid("event-time-unwrap")
 
 
@@ -225,7 +228,10 @@ def write_closed_sessions(users: DataStream, settings: Settings) -> None:
     sink = kafka_sink(settings.kafka_bootstrap, settings.topic_sessions, exactly_once=True,
                       transactional_id_prefix=f"{settings.job_name}-sessions",
                       properties=settings.kafka_java_properties())
-    raw_bytes_of(users, CLOSED_SESSION).sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
+    # Not chained into the user stage: a Kafka transaction's commit and the next one's start block
+    # their task's thread at every checkpoint.
+    summaries = raw_bytes_of(users, CLOSED_SESSION).start_new_chain()
+    summaries.sink_to(sink).name("closed-sessions").uid("sink-closed-sessions")
 
 
 def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:

@@ -21,7 +21,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.attribution import ExperimentTally, merge_tallies
-from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, due_keys, pack_messages, read_user_batch
+from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, pack_messages, read_user_batch
 from flink_jobs.messages import (
     BanditFeedback,
     ClosedSession,
@@ -38,6 +38,7 @@ from flink_jobs.messages import (
 from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.redis_outbox import RedisOutbox
 from flink_jobs.redis_writer import RedisWriter
+from flink_jobs.refresh_schedule import RefreshSchedule
 from flink_jobs.routing import (
     CLOSED_SESSION,
     TO_BANDITS,
@@ -113,8 +114,9 @@ class UserState(KeyedProcessFunction):
     barrier, and a restore or rescale starts with an empty cache. Between barriers each batch also
     writes back up to ``write_back_per_batch`` users unchanged for ``write_back_quiet_ms``, oldest
     first, so the batch before a barrier (which holds the barrier back) has little left to write.
-    Score refreshes are due times kept here (not a Flink timer per user): a batch runs those that
-    are due, and the batch before a barrier runs all, so none is pending in a checkpoint. Session
+    Score refreshes are kept here (not a Flink timer per user; ``RefreshSchedule``: at the end of the
+    batch for a user not refreshed for ``score_refresh_ms``, else that long after the change), and
+    the batch before a barrier runs all, so none is pending in a checkpoint. Session
     and impression deadlines stay Flink event-time timers. A batch's item snapshots from the item
     owner are taken into the replica before its records.
     """
@@ -145,7 +147,7 @@ class UserState(KeyedProcessFunction):
         self.cache: dict[str, UserRecord] = {}
         self.dirty: dict[str, float] = {}  # changed users -> monotonic time of the change, oldest first
         self.now = time.monotonic()
-        self.due: dict[str, float] = {}  # user -> monotonic time its score refresh is due
+        self.refreshes = RefreshSchedule(self.config.score_refresh_ms / 1000)
         metrics = runtime_context.get_metrics_group()
         # The users' keys are written from here, not through a sink stage: no pickling of payloads.
         self.outbox = RedisOutbox(self.writer, self.flush_ms, metrics)
@@ -261,7 +263,7 @@ class UserState(KeyedProcessFunction):
         if record is None:  # erased (or never there): gone from memory and from keyed state
             self.cache.pop(user_id, None)
             self.dirty.pop(user_id, None)
-            self.due.pop(user_id, None)
+            self.refreshes.drop(user_id)
             self.keys.use(user_id)
             self.user.clear()
         else:
@@ -285,16 +287,14 @@ class UserState(KeyedProcessFunction):
         so every checkpoint still holds every user as of its barrier.
         """
         for user_id in quiet_users(self.dirty, self.now - self.write_back_quiet_s, self.write_back_per_batch,
-                                   skip=self.due):
+                                   skip=self.refreshes):
             del self.dirty[user_id]
             self.keys.use(user_id)
             self.user.update(self.cache[user_id].to_state())
 
     def _refresh(self, rows: list[Message], everyone: bool) -> None:
         """Users whose score refresh is due (all, before a barrier): their Redis keys and progress."""
-        now = time.monotonic()
-        for user_id in due_keys(self.due, now, everyone):
-            del self.due[user_id]
+        for user_id in self.refreshes.take(time.monotonic(), everyone):
             record, outputs = self.steps.on_refresh(user_id, self.cache[user_id])
             self._keep(user_id, record)
             for output in outputs:
@@ -312,8 +312,7 @@ class UserState(KeyedProcessFunction):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
             elif isinstance(output, RefreshTimer):
-                self.due.pop(user_id, None)  # to the end: the dict stays in due order (batching.due_keys)
-                self.due[user_id] = time.monotonic() + self.config.score_refresh_ms / 1000
+                self.refreshes.want(user_id, self.now)
             elif isinstance(output, LateEvent):
                 self.late.add()
             elif isinstance(output, RewardUnmatched):

@@ -113,7 +113,7 @@ class EventTimer:
 
 @dataclass(frozen=True)
 class RefreshTimer:
-    """Set the user's score-refresh timer (processing time, ``score_refresh_ms`` from now)."""
+    """The user changed: its Redis value is due (the stage's ``RefreshSchedule`` says when)."""
 
 
 @dataclass(frozen=True)
