@@ -139,7 +139,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     session_gap_ms: int = Field(30 * 60 * 1000, gt=0, description="Inactivity (event time) that closes a session")
     impression_ttl_ms: int = Field(30 * 60 * 1000, gt=0, description="How long an impression waits for its reward")
     top_k: int = Field(50, ge=1, le=1000, description="Recommendations kept per user")
-    score_refresh_ms: int = Field(200, ge=1, description="A user's scores are rewritten at most this often")
+    score_refresh_ms: int = Field(50, ge=1, description="A busy user's value is rewritten at most about this often")
     shared_refresh_ms: int = Field(
         1000, ge=1, description="Item parameters, bandits, popularity: written and shared at most this often"
     )

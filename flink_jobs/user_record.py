@@ -12,7 +12,10 @@ from flink_jobs.attribution import Exposures
 from online_models import session as sessions
 from online_models.mf import UserParams
 
-__all__ = ["Progress", "UserRecord"]
+__all__ = ["HISTORY", "Progress", "UserRecord", "remembered"]
+
+#: Items of the user's closed sessions kept in the record, newest first (serving reads the user's taste from them).
+HISTORY = 20
 
 
 @dataclass
@@ -65,6 +68,7 @@ class UserRecord:
     due: bool = False  # a score refresh is scheduled
     session_timer: int | None = None  # the session's pending deadline timer
     exposures: Exposures = field(default_factory=Exposures)  # lists served under an experiment (attribution)
+    history: tuple[str, ...] = ()  # items of closed sessions, newest first (at most HISTORY)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UserRecord:
@@ -74,7 +78,7 @@ class UserRecord:
                    sessions.SessionState.from_bytes(session) if session else None,
                    UserParams.from_bytes(factors) if factors else None, state["t"],
                    Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"),
-                   Exposures.from_state(state.get("served")))
+                   Exposures.from_state(state.get("served")), tuple(state.get("history") or ()))
 
     def to_state(self) -> dict[str, Any]:
         """The dict keyed state holds (the same keys and value types as ever)."""
@@ -83,4 +87,15 @@ class UserRecord:
                 "factors": None if self.factors is None else self.factors.to_bytes(),
                 "t": self.t, "pending": self.progress.as_list(), "due": self.due,
                 "session_timer": self.session_timer,
-                **({"served": self.exposures.to_state()} if self.exposures else {})}
+                **({"served": self.exposures.to_state()} if self.exposures else {}),
+                **({"history": list(self.history)} if self.history else {})}
+
+
+def remembered(session_items: tuple[str, ...], history: tuple[str, ...], keep: int = HISTORY) -> tuple[str, ...]:
+    """A closed session's items (oldest first) before the history (newest first), each once, ``keep`` at most.
+
+    >>> remembered(("a", "b"), ("b", "c", "d"), keep=3)
+    ('b', 'a', 'c')
+    """
+    newest_first = dict.fromkeys((*reversed(session_items), *history))
+    return tuple(newest_first)[:keep]

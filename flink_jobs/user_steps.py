@@ -37,7 +37,7 @@ from flink_jobs.messages import (
     RedisWrites,
     SetMember,
 )
-from flink_jobs.user_record import Progress, UserRecord
+from flink_jobs.user_record import Progress, UserRecord, remembered
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
 from online_models.drift import DriftAlarm, DriftWatch
@@ -228,6 +228,7 @@ class UserSteps:
     def _session_outputs(self, record: UserRecord, outputs: list[sessions.SessionOutput]) -> Iterator[Any]:
         for output in outputs:
             if isinstance(output, sessions.SessionSummary):
+                record.history = remembered(output.recent_items, record.history)  # the taste outlives the session
                 yield ClosedSession(orjson.dumps(summary_payload(output)))
             else:
                 record.progress.late_events += 1
@@ -331,6 +332,8 @@ class UserSteps:
         counts = {"counts": record.counts, "events": sum(record.counts.values()), "learned": record.learned}
         state = record.session
         session = session_payload(state)
+        if record.history:
+            session["history"] = list(record.history)
         factors = recs = None
         if record.factors is not None:
             user = record.factors

@@ -68,7 +68,7 @@ __all__ = [
 FORMAT_COMPACT = 2
 
 _EVENT_TIME = struct.Struct(">Q")
-_HAS_SESSION, _HAS_FACTORS, _HAS_RECS = 1, 2, 4
+_HAS_SESSION, _HAS_FACTORS, _HAS_RECS, _HAS_HISTORY = 1, 2, 4, 8
 
 
 @pickled_as_call  # pickled between stages: a constructor call, not dataclasses.fields() per pickle
@@ -159,7 +159,8 @@ def encode_user_value(
     out = bytearray((
         (_HAS_SESSION if session.get("open") else 0)
         | (_HAS_FACTORS if factors is not None else 0)
-        | (_HAS_RECS if recs is not None else 0),
+        | (_HAS_RECS if recs is not None else 0)
+        | (_HAS_HISTORY if session.get("history") else 0),
     ))
     type_counts(counts.get("counts") or {}, out)
     varint(int(counts.get("learned", 0)), out)
@@ -173,6 +174,8 @@ def encode_user_value(
         type_counts(session.get("counts") or {}, out)
         ids(session.get("recent_items") or [], out)
         named_counts(session.get("categories") or {}, out)
+    if session.get("history"):  # items of closed sessions (flag 8: serving from this version reads it)
+        ids(session["history"], out)
     if factors is not None:
         out += F32.pack(float(factors["bias"]))
         floats(factors["factors"], out)
@@ -228,6 +231,8 @@ def decode_user_value(data: bytes, top: int | None = None) -> UserValue:
             }
         else:
             parts[UserKind.SESSION] = {"open": False}
+        if flags & _HAS_HISTORY:
+            parts[UserKind.SESSION]["history"] = r.ids()
         if flags & _HAS_FACTORS:
             parts[UserKind.FACTORS] = {"bias": r.f32(), "factors": r.floats()}
         if flags & _HAS_RECS:

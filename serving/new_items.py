@@ -10,7 +10,9 @@ in batches: the items published at the same time.
 A user's taste is read from what serving already has: the open session's categories (its
 items' catalogue categories, else the job's per-category event counts:
 :func:`serving.rerank.session_shares`), what the user is looking at now; without an open session,
-the categories of the first :data:`DEPTH` items of the user's stored list. Up to ``slots``
+the categories of the items of the user's closed sessions (the job keeps the last ``HISTORY`` of them
+in the user's value, ``flink_jobs/user_record.py``); failing both, those of the first :data:`DEPTH`
+items of the user's stored list. Up to ``slots``
 (``PULSE_SERVING_NEW_ITEM_SLOTS``, at most half the list) new items of the user's main categories
 (those weighing at least half the top one, in turn) take evenly spread places in the list, pushing
 the model's last items out. The newest batch goes first (until the model learns its items, then

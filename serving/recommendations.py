@@ -105,7 +105,7 @@ class Shape:
     boost: float = 0.0
     max_per_category: int | None = None
     shares: dict[str, float] = field(default_factory=dict)
-    taste: dict[str, float] = field(default_factory=dict)  # the open session's category shares, for new items
+    taste: dict[str, float] = field(default_factory=dict)  # category shares of the session (or past ones): new items
 
     @property
     def whole_list(self) -> bool:
@@ -203,6 +203,10 @@ class Recommender:
             if shape.boost > 0 or self.new_items is not None:
                 shares = session_shares(recent, session.payload.get("categories") or {}, wanted.catalogue.categories)
                 shape = replace(shape, shares=shares if shape.boost > 0 else {}, taste=shares)
+        if self.new_items is not None and not shape.taste and session is not None and session.payload.get("history"):
+            # No open session to read the taste from: the items of the user's closed sessions (the job keeps them).
+            history = [str(item) for item in session.payload["history"]]
+            shape = replace(shape, taste=session_shares(history, {}, wanted.catalogue.categories))
         if use_model and recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, wanted, explain, shape)
         names = _segments(segment)

@@ -220,7 +220,19 @@ def test_the_session_closes_on_its_timer_and_the_users_keys_are_rewritten() -> N
     assert b'"n_events":2' in closed.summary_json and b'"dwell_ms":60000' in closed.summary_json
     assert record is not None and record.session is None and record.session_timer is None
     (writes,) = of_type(outputs, RedisWrites)
-    assert stored(writes).payload(UserKind.SESSION) == {"open": False}
+    assert stored(writes).payload(UserKind.SESSION) == {"open": False, "history": ["i2", "i1"]}
+
+
+def test_the_items_of_closed_sessions_outlive_them_newest_first_and_bounded() -> None:
+    steps = UserSteps(config(), subtask=0)
+    record = None
+    for n in range(30):  # 30 sessions of one item each: every event starts a new session
+        record, _ = steps.on_event(record, event(n, t=n * 2 * GAP, item_id=f"i{n % 25}"), {})
+    assert record is not None and record.history == tuple(f"i{n % 25}" for n in range(28, 8, -1))
+    record, outputs = steps.on_refresh("u1", record)  # the open session (i4) and the history both stored
+    session = stored(of_type(outputs, RedisWrites)[0]).payload(UserKind.SESSION)
+    assert session["open"] and session["recent_items"] == ["i4"] and session["history"][:2] == ["i3", "i2"]
+    assert UserRecord.from_state(record.to_state()).history == record.history
 
 
 def test_a_late_event_is_counted_not_lost() -> None:

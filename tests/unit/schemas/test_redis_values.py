@@ -51,11 +51,14 @@ sessions = st.one_of(
     counts=counts, learned=st.integers(0, 10**9), session=sessions,
     ranked=st.lists(st.tuples(item_ids, floats), max_size=50),
     factors=st.lists(floats, min_size=1, max_size=32), bias=floats, mean=floats, top=st.integers(0, 60),
+    history=st.lists(item_ids, max_size=20, unique=True),
 )
 def test_every_user_payload_round_trips_at_float32_precision(counts, learned, session, ranked, factors, bias, mean,
-                                                            top):
+                                                            top, history):
     if session.get("open"):
         session = {**session, "end_ms": session["start_ms"] + 1234}
+    if history:  # the items of the user's closed sessions, open session or not
+        session = {**session, "history": history}
     counts_payload = {"counts": counts, "events": sum(counts.values()), "learned": learned}
     recs = {"items": [[item, score] for item, score in ranked], "global_mean": mean}
     body = encode_user_value(counts_payload, session, {"bias": bias, "factors": factors}, recs)
