@@ -39,7 +39,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @app.command()
 def demo(
     ctx: typer.Context,
-    rate: Annotated[float, typer.Option(help="Synthetic events per second")] = 1000.0,
+    rate: Annotated[float, typer.Option(help="Synthetic events per second")] = 3000.0,
     seconds: Annotated[float, typer.Option(help="How long to run (0 = until Ctrl-C, SIGTERM or SIGHUP)")] = 0.0,
 ) -> None:
     """Start services and the job, stream synthetic events, and watch scores change in Redis."""
