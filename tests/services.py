@@ -80,6 +80,7 @@ def start_on_free_ports(make: Callable[[], _Service], timeout_s: float, attempts
     """Start a service on ports free a moment ago; another process may take one first, so retry."""
     for attempt in range(1, attempts + 1):
         service = make()
+        service.process.die_with_parent = True  # a killed test run leaves no service behind
         try:
             service.start(timeout_s=timeout_s)
             return service

@@ -8,6 +8,7 @@ service's marker, so a recycled pid is never killed by mistake.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -54,6 +55,10 @@ class ManagedProcess:
     # The process this object started, if any: until it has exec'ed, /proc shows the parent's
     # command line, so for our own child the handle, not the markers, says whether it lives.
     _child: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    #: Linux: the process gets SIGTERM when the one that started it dies, however it died (the test
+    #: harness: a killed pytest run leaves no broker behind). Off for `pulse up`, whose services
+    #: outlive the command.
+    die_with_parent: bool = field(default=False, repr=False)
 
     @property
     def pid_file(self) -> Path:
@@ -100,6 +105,7 @@ class ManagedProcess:
                 cwd=cwd,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # its own group: `down` stops children too
+                preexec_fn=_terminate_with_parent if self.die_with_parent else None,
             )
         self._child = proc
         self.pid_file.write_text(str(proc.pid))
@@ -187,3 +193,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
     except PermissionError:
         os.kill(pid, sig)
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from config import REPO_ROOT
 from infra.local.process import ManagedProcess
 
 
@@ -44,3 +47,33 @@ def test_a_pid_that_is_not_ours_is_forgotten(
     other = ManagedProcess("svc", home, markers=(str(tmp_path / "elsewhere" / "server.properties"),), ports=())
     assert other.pid() is None
     assert not (home / "run" / "svc.pid").exists()  # a stale pid file (e.g. a recycled pid) is removed
+
+
+def test_a_process_started_to_die_with_its_parent_ends_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """The test harness's services: a SIGKILLed pytest run must not leave a broker behind."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from infra.local.process import ManagedProcess\n"
+        f"p = ManagedProcess('svc', Path({str(tmp_path)!r}), markers=('sleep',), ports=())\n"
+        "p.die_with_parent = True\n"
+        "print(p.start(['sleep', '60']), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO_ROOT)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), "the child outlived its killed parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
