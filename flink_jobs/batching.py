@@ -99,13 +99,8 @@ def batched(keyed: DataStream, *, max_records: int, max_delay_ms: int, tick_ms: 
     The batcher runs after the stream's ``keyBy``, so each batch holds only its subtask's keys, and
     the batches can be declared keyed again (on their first field) without another shuffle.
     """
-    jvm = get_gateway().jvm
-    batcher = jvm.pulse.flink.MicroBatcher(max_records, max_delay_ms, tick_ms)
-    j_batches = keyed._j_data_stream.transform("batch", BATCH.get_java_type_info(), batcher).uid(uid)
-    j_keyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
-        j_batches, jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
-    )
-    return KeyedStream(j_keyed, BATCH_BYTES, DataStream(j_batches))
+    batcher = get_gateway().jvm.pulse.flink.MicroBatcher(max_records, max_delay_ms, tick_ms)
+    return _keyed_again(keyed._j_data_stream.transform("batch", BATCH.get_java_type_info(), batcher).uid(uid))
 
 
 def user_batches(keyed: DataStream, item_snapshots: DataStream, *, max_records: int, max_delay_ms: int,
@@ -115,10 +110,14 @@ def user_batches(keyed: DataStream, item_snapshots: DataStream, *, max_records: 
     One input for the stage, so Flink chains the batcher (``UserBatcher.java``) into it: the batch
     before a barrier is processed in the same call as the barrier (ADR 0007).
     """
-    jvm = get_gateway().jvm
-    batcher = jvm.pulse.flink.UserBatcher(max_records, max_delay_ms, tick_ms)
+    batcher = get_gateway().jvm.pulse.flink.UserBatcher(max_records, max_delay_ms, tick_ms)
     j_connected = keyed._j_data_stream.connect(item_snapshots._j_data_stream.broadcast())
-    j_batches = j_connected.transform("batch", BATCH.get_java_type_info(), batcher).uid(uid)
+    return _keyed_again(j_connected.transform("batch", BATCH.get_java_type_info(), batcher).uid(uid))
+
+
+def _keyed_again(j_batches: Any) -> KeyedStream:
+    """A batcher's output declared keyed on each batch's key (its subtask's keys: no shuffle)."""
+    jvm = get_gateway().jvm
     j_keyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
         j_batches, jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
