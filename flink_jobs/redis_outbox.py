@@ -46,6 +46,8 @@ class RedisOutbox:
         event-time guard would keep (catalogue entries, unlike a user's writes, may arrive out of order).
         """
         key = key or parking_key(message)
+        if isinstance(message, EraseUser | DeleteKeys):
+            self._drop_writes_of(message.user_id if isinstance(message, EraseUser) else message.route)
         waiting = self.pending.get(key)
         if (isinstance(waiting, RedisWrite) and isinstance(message, RedisWrite)
                 and waiting.event_time_ms > message.event_time_ms):
@@ -54,6 +56,16 @@ class RedisOutbox:
         self.erasing = self.erasing or isinstance(message, EraseUser | DeleteKeys)
         if self.flush_at is None:
             self.flush_at = time.monotonic() + self.flush_ms / 1000
+
+    def _drop_writes_of(self, route: str) -> None:
+        """Drop the waiting writes of ``route``: made before its erasure, they must not bring the user back.
+
+        Whatever their event time: a value computed just before the erase event can carry a later one.
+        """
+        made_before = [key for key, waiting in self.pending.items()
+                       if isinstance(waiting, RedisWrite | RedisWrites) and waiting.route == route]
+        for key in made_before:
+            del self.pending[key]
 
     def setdefault(self, key: str, message: RedisMessage) -> None:
         """Wait under ``key`` unless a message waits there already (parked messages of an older job)."""
