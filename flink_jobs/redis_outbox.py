@@ -78,7 +78,12 @@ class RedisOutbox:
             self.flush_at is not None and time.monotonic() >= self.flush_at)
 
     def flush(self) -> None:
-        """Send everything waiting: erasures and deletions first, then the writes newer than them."""
+        """Send everything waiting: erasures and deletions first, then the writes made after them.
+
+        Stream order, not event time, decides what an erasure removes: writes made before it were
+        dropped when it arrived (:meth:`add`); a write waiting now was made after it (the user's later
+        events, whatever their timestamps), so it is the user's new data.
+        """
         started = time.perf_counter()
         messages = list(self.pending.values())
         self.pending.clear()
@@ -86,21 +91,16 @@ class RedisOutbox:
         self.erasing = False
         if not messages:
             return
-        erased = {m.user_id: m.event_time_ms for m in messages if isinstance(m, EraseUser)}
-        deletions = [m for m in messages if isinstance(m, DeleteKeys)]
-        cutoff = {**erased, **{m.route: m.event_time_ms for m in deletions}}
-        # Deletions go first: a write in the batch is newer than the erasure (older ones are dropped below).
-        for user_id in erased:
-            self.writer.delete_user(user_id)
-            self.erased.inc()
-        for deletion in deletions:
-            self.writer.delete_keys(deletion.keys)
+        for message in messages:
+            if isinstance(message, EraseUser):
+                self.writer.delete_user(message.user_id)
+                self.erased.inc()
+            elif isinstance(message, DeleteKeys):
+                self.writer.delete_keys(message.keys)
         batch = [
             BatchItem(write.key, write.event_time_ms, write.payload)
             for message in messages if isinstance(message, RedisWrite | RedisWrites)
             for write in (message.writes if isinstance(message, RedisWrites) else (message,))
-            # A write made before the user's erasure must not bring the user back.
-            if not (write.route in cutoff and write.event_time_ms <= cutoff[write.route])
         ]
         if batch:
             result = self.writer.write_batch(batch)
