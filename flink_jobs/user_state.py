@@ -170,6 +170,8 @@ class UserState(KeyedProcessFunction):
         self.gauges_set_at = 0.0
 
     def close(self) -> None:
+        # PyFlink calls this at the end of the input, after the last timers: their writes go out now.
+        self.outbox.flush()
         self.writer.close()
         gc.enable()  # the interpreter outlives the task (a failover, the next job on this TaskManager)
 
@@ -233,8 +235,10 @@ class UserState(KeyedProcessFunction):
             self.dirty.pop(user_id, None)
             self.keys.use(user_id)
             self.user.update(record.to_state())
-        # At once: at the end of the input no batch follows to flush it.
-        self.outbox.flush()
+        # With the next batch (every tick at the latest), not one Redis round trip per timer; the
+        # timers of the end of the input are flushed by ``close``.
+        if self.outbox.due():
+            self.outbox.flush()
         self._flush_metrics()
         if rows:
             yield pack_messages(rows)
