@@ -108,7 +108,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
     job_batch_max_events: int = Field(1000, ge=1, description="Events per Python call at most (docs/adr/0007)")
-    job_batch_max_ms: int = Field(20, ge=1, description="How long the job buffers events for one Python call at most")
+    job_batch_max_ms: int = Field(10, ge=1, description="How long the job buffers events for one Python call at most")
     job_events_buffer_timeout_ms: int = Field(5, ge=0, description="How long decoded events wait in a network "
                                               "buffer for the user stage (Flink's buffer timeout, that edge only)")
     job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
@@ -139,14 +139,14 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     session_gap_ms: int = Field(30 * 60 * 1000, gt=0, description="Inactivity (event time) that closes a session")
     impression_ttl_ms: int = Field(30 * 60 * 1000, gt=0, description="How long an impression waits for its reward")
     top_k: int = Field(50, ge=1, le=1000, description="Recommendations kept per user")
-    score_refresh_ms: int = Field(50, ge=1, description="A busy user's value is rewritten at most about this often")
+    score_refresh_ms: int = Field(25, ge=1, description="A busy user's value is rewritten at most about this often")
     shared_refresh_ms: int = Field(
         1000, ge=1, description="Item parameters, bandits, popularity: written and shared at most this often"
     )
     popularity_refresh_ms: int = Field(
         5000, ge=1, description="A segment's popular items are ranked and written at most this often"
     )
-    redis_flush_ms: int = Field(20, ge=1, description="Pending Redis writes are flushed this often")
+    redis_flush_ms: int = Field(10, ge=1, description="Pending Redis writes are flushed this often")
     redis_value_format: Literal["compact", "legacy"] = Field(
         "compact", description="How the job writes users and items: compact (format 2, one string each) "
         "or legacy (format 1 hashes, for serving older than format 2 during an upgrade)")
