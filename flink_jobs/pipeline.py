@@ -275,10 +275,15 @@ def redis_writer(settings: Settings) -> RedisWriter:
 
 
 def _batched_stage(messages: DataStream, kind: str, stage: Any, uid: str, settings: Settings) -> DataStream:
-    """The messages of ``kind`` through ``stage`` one micro-batch per call; its messages as rows again."""
+    """The messages of ``kind`` through ``stage`` one micro-batch per call; its messages as rows again.
+
+    A batch every tenth of ``shared_refresh_ms`` (100 ms by default), not every ``job_batch_max_ms``:
+    these stages write and share their values at most every ``shared_refresh_ms``, so shorter batches
+    would only cost Python calls, which every Python stage of the TaskManager waits for.
+    """
+    window_ms = max(settings.job_batch_max_ms, settings.shared_refresh_ms // 10)
     batches = batched(keyed_messages(messages, kind), max_records=settings.job_batch_max_events,
-                      max_delay_ms=settings.job_batch_max_ms, tick_ms=settings.job_batch_max_ms * 5,
-                      uid=f"{uid}-batches")
+                      max_delay_ms=window_ms, tick_ms=window_ms, uid=f"{uid}-batches")
     packed = batches.process(stage, output_type=PACKED).name(uid).uid(uid)
     return unpacked(packed).name(f"{uid}-messages").uid(f"{uid}-messages")
 

@@ -10,7 +10,6 @@ keeps the newest per item in its broadcast state, so a restored subtask's replic
 
 from __future__ import annotations
 
-import gc
 import pickle
 import time
 from collections.abc import Container, Iterable, Iterator
@@ -22,6 +21,7 @@ from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDes
 
 from flink_jobs.attribution import ExperimentTally, merge_tallies
 from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, pack_messages, read_user_batch
+from flink_jobs.collector import Collector
 from flink_jobs.messages import (
     BanditFeedback,
     ClosedSession,
@@ -133,10 +133,8 @@ class UserState(KeyedProcessFunction):
         self.gc_every_s = gc_every_ms / 1000
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        # CPython's automatic collector walks the heap of cached users again and again (ADR 0007):
-        self.collected_at = time.monotonic()  # cycles are collected every gc_every_s, between batches
-        if self.gc_every_s > 0:
-            gc.disable()  # the embedded interpreter's, for every stage of this TaskManager
+        self.collector = Collector(self.gc_every_s)  # between batches, instead of CPython's automatic one
+        self.collector.start()
         # One pickled dict of primitives per user (session bytes, user-factor bytes, counts), as ever.
         self.user = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
         self.keys = CurrentKey(runtime_context)
@@ -173,7 +171,7 @@ class UserState(KeyedProcessFunction):
         # PyFlink calls this at the end of the input, after the last timers: their writes go out now.
         self.outbox.flush()
         self.writer.close()
-        gc.enable()  # the interpreter outlives the task (a failover, the next job on this TaskManager)
+        self.collector.stop()
 
     # -- batches and timers -----------------------------------------------------------------
 
@@ -207,9 +205,8 @@ class UserState(KeyedProcessFunction):
         if flags & BARRIER_OR_END or self.outbox.due():  # always before a barrier: no checkpoint holds an unsent write
             self.outbox.flush()
         self._flush_metrics()
-        if self.gc_every_s > 0 and not flags & BARRIER_OR_END and self.now - self.collected_at >= self.gc_every_s:
-            gc.collect()  # not in a batch before a barrier: a checkpoint does not wait for it
-            self.collected_at = time.monotonic()
+        if not flags & BARRIER_OR_END and self.collector.due(self.now):  # a checkpoint does not wait for it
+            self.collector.collect(self.now)
         if rows:
             yield pack_messages(rows)
 
