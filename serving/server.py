@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config import Settings
+from serving.hot_routes import HotRoutesProtocol
 
 __all__ = ["CoalescingHttpToolsProtocol", "run", "running", "worker_count"]
 
@@ -55,12 +56,22 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol sending each response in one write (see :class:`_CoalescingTransport`)."""
+class CoalescingHttpToolsProtocol(HotRoutesProtocol, HttpToolsProtocol):
+    """uvicorn's httptools protocol: each response in one write, the hot routes answered in the protocol.
+
+    One write: :class:`_CoalescingTransport`; hot routes: :class:`~serving.hot_routes.HotRoutesProtocol`.
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # noqa: D102
         wrapped: Any = _CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
+
+    def on_headers_complete(self) -> None:  # noqa: D102
+        hot = self.hot_request()
+        if hot is None:
+            super().on_headers_complete()
+        else:
+            self.cycle = hot
 
 
 def _http(settings: Settings) -> type[asyncio.Protocol] | str:
