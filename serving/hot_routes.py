@@ -116,7 +116,9 @@ class HotRequest:
         if not self.disconnected:
             head = protocol.default_head()
             close = b"" if self.keep_alive else b"connection: close\r\n"
-            protocol.transport.write(b"%s%scontent-length: %d\r\n%s%s%s\r\n%s" % (
+            transport = protocol.transport
+            write = getattr(transport, "write_now", transport.write)  # one write: no need to wait for more
+            write(b"%s%scontent-length: %d\r\n%s%s%s\r\n%s" % (
                 STATUS_LINE[200], head, len(body), _JSON_HEADERS, extra, close, body))
         self.finish(200)
 
