@@ -36,6 +36,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 from serving.fastpath import DECISIONS, PREFIX, SUFFIX, TEMPLATE, app_handler, authorized, parse_options, user_id_of
 from serving.models import DecisionRequest
+from serving.recommendations import now_ms
+from serving.routes import PREFIX_HEADER, decision_answer, decision_json, recommendations_json
 
 if TYPE_CHECKING:
     from serving.decision_fastpath import ServingApp
@@ -83,15 +85,30 @@ class HotRequest:
         if self.started or self.more_body or self.disconnected:
             return
         self.started = True
+        if self.kind == "decision" and self.decide_now():
+            return
         protocol = self.protocol
         task = protocol.loop.create_task(self.run())
         task.add_done_callback(protocol.tasks.discard)
         protocol.tasks.add(task)
 
+    def decide_now(self) -> bool:
+        """A decision whose arm tables are fresh, answered in this event-loop step (else ``False``: the task's)."""
+        app: Any = self.protocol.serving_app
+        svc = app.state.services
+        try:
+            request = DecisionRequest.model_validate_json(self.body)
+            made = svc.decider.decide_now(request, now_ms())
+        except Exception:  # noqa: BLE001 - the task decides again and answers the error as the route would
+            return False
+        if made is None:
+            return False  # the tables must be read first
+        self.respond(decision_answer(svc, *made), b"")
+        return True
+
     async def run(self) -> None:
         """Answer: the handler's body written with the default headers, or the app's answer."""
-        protocol, app = self.protocol, self.protocol.serving_app
-        assert app is not None
+        app: Any = self.protocol.serving_app
         svc = app.state.services
         try:
             if self.kind == "decision":
@@ -100,19 +117,20 @@ class HotRequest:
                 except ValidationError:
                     await self.to_app()  # the route answers its 400
                     return
-                from serving.routes import decision_json
-
                 body = await decision_json(svc, request)
                 extra = b""
             else:
-                from serving.routes import PREFIX_HEADER, recommendations_json
-
                 (k, exclude_seen, explain, segment), options = self.options
                 body = await recommendations_json(svc, self.user_id or "", k, exclude_seen, explain, segment, **options)
                 extra = b"%s: %s\r\n" % (PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())
         except Exception as exc:  # noqa: BLE001 - every error gets the app's handler, as on the route
             await self.error(exc)
             return
+        self.respond(body, extra)
+
+    def respond(self, body: bytes, extra: bytes) -> None:
+        """A 200 with ``body`` as JSON: status line, uvicorn's default headers and ``extra`` in one write."""
+        protocol = self.protocol
         if not self.disconnected:
             head = protocol.default_head()
             close = b"" if self.keep_alive else b"connection: close\r\n"

@@ -48,7 +48,8 @@ def _served(api_keys: str | None = None, cors: str | None = None,
     metrics: Metrics = next(m.kwargs["metrics"] for m in app.user_middleware if m.cls is MetricsMiddleware)
     store, log = FakeStore(), ImpressionLog()
     recommender = Recommender(store, clock_ms=lambda: T0 + 1000)  # type: ignore[arg-type]
-    decider = Decider(TableStore(empty), DecisionPolicy(control_share=0.0))  # type: ignore[arg-type]
+    # Tables reused for a minute: the second decision is made without a read (in the protocol's own step).
+    decider = Decider(TableStore(empty), DecisionPolicy(control_share=0.0, table_max_age_s=60))  # type: ignore[arg-type]
     app.state.services = Services(settings=settings, store=store, recommender=recommender,  # type: ignore[arg-type]
                                   decider=decider, collector=log, metrics=metrics)  # type: ignore[arg-type]
     with running(app) as url:
@@ -57,15 +58,22 @@ def _served(api_keys: str | None = None, cors: str | None = None,
 
 @pytest.fixture
 def hot_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kinds of the requests answered in the protocol."""
+    """The kinds of the requests answered in the protocol (``decision now``: without a task)."""
     calls: list[str] = []
-    run = HotRequest.run
+    run, decide_now = HotRequest.run, HotRequest.decide_now
 
     async def spy(self: HotRequest) -> None:
         calls.append(self.kind)
         await run(self)
 
+    def spy_now(self: HotRequest) -> bool:
+        answered = decide_now(self)
+        if answered:
+            calls.append("decision now")
+        return answered
+
     monkeypatch.setattr(HotRequest, "run", spy)
+    monkeypatch.setattr(HotRequest, "decide_now", spy_now)
     return calls
 
 
@@ -94,13 +102,17 @@ def test_decisions_are_answered_in_the_protocol_and_bad_bodies_get_the_routes_40
     with _served() as (url, _, log, _), httpx.Client(base_url=url) as client:
         fast = client.post("/v1/decisions", content=DECISION, headers=JSON)
         slow = client.post("/v1/decisions", content=DECISION, headers=SLOW)
+        now = client.post("/v1/decisions", content=DECISION, headers=JSON)
         bad = client.post("/v1/decisions", content=b'{"user_id": "u1"}', headers=JSON)
         bad_routed = client.post("/v1/decisions", content=b'{"user_id": "u1"}', headers=SLOW)
-    assert hot_calls == ["decision", "decision"]  # the third is replayed to the app
-    assert fast.status_code == slow.status_code == 200
-    a, b = DecisionResponse.model_validate_json(fast.content), DecisionResponse.model_validate_json(slow.content)
-    assert (a.policy, a.scope, a.model_version) == (b.policy, b.scope, b.model_version) == ("ts", "global", "v7")
-    assert [e.decision.request_id for e in log.events if e.decision] == [a.request_id, b.request_id]
+    assert hot_calls == ["decision", "decision now", "decision"]  # the bad one is replayed to the app
+    assert fast.status_code == slow.status_code == now.status_code == 200
+    for answer in (fast, slow, now):
+        assert answer.headers["content-type"] == "application/json"
+    a, b, c = (DecisionResponse.model_validate_json(r.content) for r in (fast, slow, now))
+    assert (a.policy, a.scope, a.model_version) == (b.policy, b.scope, b.model_version) == (
+        c.policy, c.scope, c.model_version) == ("ts", "global", "v7")
+    assert [e.decision.request_id for e in log.events if e.decision] == [a.request_id, b.request_id, c.request_id]
     assert bad.status_code == bad_routed.status_code == 400 and bad.json() == bad_routed.json()
 
 
@@ -147,7 +159,8 @@ def _raw(url: str, data: bytes) -> bytes:
 def test_pipelined_requests_are_answered_in_order_and_http_1_0_closes() -> None:
     get = b"GET /v1/users/u1/recommendations?k=%d HTTP/1.1\r\nHost: t\r\n\r\n"
     with _served() as (url, _, _, _):
-        pipelined = _raw(url, get % 1 + get % 2 + get % 3 + b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        last = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        pipelined = _raw(url, get % 1 + get % 2 + get % 3 + last)
         old = _raw(url, b"GET /v1/users/u1/recommendations?k=2 HTTP/1.0\r\n\r\n")
     answers = pipelined.split(b"HTTP/1.1 200 OK\r\n")[1:]
     assert len(answers) == 4
