@@ -132,11 +132,14 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int) -> None:
-    """One worker process: the app from ``PULSE_*``, served on its own ``SO_REUSEPORT`` socket."""
+def _worker(host: str, port: int, index: int) -> None:
+    """Worker ``index``: the app from ``PULSE_*``, served on its own ``SO_REUSEPORT`` socket."""
     from serving.app import create_app
 
     settings = Settings.model_validate({})
+    if settings.serving_pin_workers:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})
     sock = reuse_port_socket(host, port)
     uvicorn.Server(_config(create_app(settings), host, port, http=_http(settings), loop=settings.serving_loop,
                            log_level="info")).run(sockets=[sock])
@@ -153,6 +156,7 @@ def supervise(settings: Settings, workers: int) -> None:
     guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     guard.bind((host, port))  # fails here if another server holds the port; never listens, gets no connections
+    port = guard.getsockname()[1]  # port 0: the one the kernel chose, for every worker
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
@@ -161,12 +165,12 @@ def supervise(settings: Settings, workers: int) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def start() -> tuple[Any, float]:
-        process = context.Process(target=_worker, args=(host, port), name="pulse-serving-worker")
+    def start(index: int) -> tuple[Any, float]:
+        process = context.Process(target=_worker, args=(host, port, index), name=f"pulse-serving-worker-{index}")
         process.start()
         return process, time.monotonic()
 
-    procs = [start() for _ in range(workers)]
+    procs = [start(index) for index in range(workers)]
     print(f"serving on http://{host}:{port} with {workers} worker processes (SO_REUSEPORT)", file=sys.stderr,
           flush=True)
     failed = False
@@ -181,7 +185,7 @@ def supervise(settings: Settings, workers: int) -> None:
                     stopping.set()
                     break
                 log.warning("worker %d exited (code %s): starting another", process.pid, process.exitcode)
-                procs[i] = start()
+                procs[i] = start(i)
     finally:
         for process, _ in procs:
             if process.is_alive():
