@@ -103,7 +103,9 @@ class HotRequest:
             return False
         if made is None:
             return False  # the tables must be read first
-        self.respond(decision_answer(svc, *made), b"")
+        # Written with the writes of this step (the transport sends them after it): answering each decision at
+        # once, between reading one connection and the next, woke the client once per answer (unpaced: +15 us).
+        self.respond(decision_answer(svc, *made), b"", at_once=False)
         return True
 
     async def run(self) -> None:
@@ -128,14 +130,14 @@ class HotRequest:
             return
         self.respond(body, extra)
 
-    def respond(self, body: bytes, extra: bytes) -> None:
+    def respond(self, body: bytes, extra: bytes, at_once: bool = True) -> None:
         """A 200 with ``body`` as JSON: status line, uvicorn's default headers and ``extra`` in one write."""
         protocol = self.protocol
         if not self.disconnected:
             head = protocol.default_head()
             close = b"" if self.keep_alive else b"connection: close\r\n"
             transport = protocol.transport
-            write = getattr(transport, "write_now", transport.write)  # one write: no need to wait for more
+            write = getattr(transport, "write_now", transport.write) if at_once else transport.write
             write(b"%s%scontent-length: %d\r\n%s%s%s\r\n%s" % (
                 STATUS_LINE[200], head, len(body), _JSON_HEADERS, extra, close, body))
         self.finish(200)
