@@ -103,9 +103,7 @@ class HotRequest:
             return False
         if made is None:
             return False  # the tables must be read first
-        # Written with the writes of this step (the transport sends them after it): answering each decision at
-        # once, between reading one connection and the next, woke the client once per answer (unpaced: +15 us).
-        self.respond(decision_answer(svc, *made), b"", at_once=False)
+        self.respond(decision_answer(svc, *made), b"")
         return True
 
     async def run(self) -> None:
@@ -130,15 +128,18 @@ class HotRequest:
             return
         self.respond(body, extra)
 
-    def respond(self, body: bytes, extra: bytes, at_once: bool = True) -> None:
-        """A 200 with ``body`` as JSON: status line, uvicorn's default headers and ``extra`` in one write."""
+    def respond(self, body: bytes, extra: bytes) -> None:
+        """A 200 with ``body`` as JSON: status line, uvicorn's default headers and ``extra`` in one write.
+
+        The write leaves with the other writes of this event-loop step, after it (the server's transport
+        joins them): sent at once, between reading one connection and the next, each answer woke the
+        client on its own (decisions unpaced: 83 -> 63 us of server CPU, wrk 17 -> 10 us, per request).
+        """
         protocol = self.protocol
         if not self.disconnected:
             head = protocol.default_head()
             close = b"" if self.keep_alive else b"connection: close\r\n"
-            transport = protocol.transport
-            write = getattr(transport, "write_now", transport.write) if at_once else transport.write
-            write(b"%s%scontent-length: %d\r\n%s%s%s\r\n%s" % (
+            protocol.transport.write(b"%s%scontent-length: %d\r\n%s%s%s\r\n%s" % (
                 STATUS_LINE[200], head, len(body), _JSON_HEADERS, extra, close, body))
         self.finish(200)
 
