@@ -47,13 +47,6 @@ class _CoalescingTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
-    def write_now(self, data: bytes) -> None:
-        """A whole response: out at once, unless writes of this step are pending (then after them)."""
-        if self._pending:
-            self._pending.append(data)
-        elif not self._transport.is_closing():
-            self._transport.write(data)
-
     def _flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
