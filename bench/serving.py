@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -312,6 +313,24 @@ def line(name: str, rps: float, p50: float, p99: float, cpu_s: float, n: int, er
             f"server CPU {cpu_s / max(n, 1) * 1e6:5.0f} us/req   n={n:,} errors={errors}")
 
 
+def redis_cpu_s(redis_url: str) -> float:
+    """Redis's own CPU so far (INFO cpu: user + system seconds)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        client.close()
+
+
+def other_cpu(redis_url: str) -> tuple[float, float]:
+    """CPU seconds of this process's finished children (wrk) and of Redis so far."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime, redis_cpu_s(redis_url)
+
+
 def redis_benchmark(redis_url: str, requests: int, concurrency: int) -> str:
     if not shutil.which("redis-benchmark"):
         return "redis-benchmark GET: not installed (apt-get install redis-tools)"
@@ -393,7 +412,7 @@ def _endpoints(users: int, shop: bool = False) -> list[tuple[str, str, list[str]
 
 
 def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: bool, paced_client: str,
-                       home: Path) -> list[str]:
+                       home: Path, redis_url: str) -> list[str]:
     """Paced, then unpaced load on each endpoint of the running server; one report line per run."""
     lines = []
     for name, method, paths, body in _endpoints(args.users, args.shop):
@@ -413,9 +432,14 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: b
                                 cpu_seconds(pid) - cpu, *result))
         cpu = cpu_seconds(pid)
         if use_wrk:
+            client_before, redis_before = other_cpu(redis_url)
             rps, n, p50, p99, bad = wrk(port, method, paths, body, args.concurrency, args.max_seconds / 2, home)
-            lines.append(line(f"{name} unpaced (wrk, c={args.concurrency})", rps, p50, p99,
-                              cpu_seconds(pid) - cpu, n, bad))
+            server_s = cpu_seconds(pid) - cpu
+            client_after, redis_after = other_cpu(redis_url)
+            # What shares the 2 cores with the server: the load client (wrk) and Redis, per request.
+            lines.append(line(f"{name} unpaced (wrk, c={args.concurrency})", rps, p50, p99, server_s, n, bad)
+                         + f"   wrk CPU {(client_after - client_before) / max(n, 1) * 1e6:.0f} us/req"
+                         + f"   Redis CPU {(redis_after - redis_before) / max(n, 1) * 1e6:.0f} us/req")
         else:
             result = run_load(port, reqs, args.requests, args.concurrency, 0.0, args.max_seconds)
             lines.append(report(f"{name} unpaced (python, c={args.concurrency})",
@@ -616,7 +640,7 @@ def main() -> None:
                        "PULSE_SERVING_LOG_SERVED": str(served == "on").lower()}
                 env.pop("PULSE_SERVING_API_KEYS", None)
                 with server_process(env, port, server_cpus) as proc:
-                    found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home)
+                    found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home, redis_url)
                 found_here += [f"[{count} worker{'s' if count > 1 else ''}] {text}" for text in found]
             lines += [f"{text}   [served log {served}]   ({_FORMAT_NAMES[fmt]})" for text in found_here]
             lines += _scaling(found_here, workers)

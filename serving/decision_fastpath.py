@@ -52,8 +52,8 @@ class DecisionsFastPath:
         return (scope["type"] == "http" and scope["path"] == DECISIONS and scope["method"] == "POST"
                 and not scope["query_string"] and not scope.get("root_path"))
 
-    def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """One JSON content type, one length within the limit, no Origin under CORS."""
+    def plain(self, headers: list[tuple[bytes, bytes]], limit: int | None = None) -> bool:
+        """One JSON content type, one length within the body limit (and ``limit``), no Origin under CORS."""
         types = lengths = 0
         length = b""
         for name, value in headers:
@@ -67,7 +67,7 @@ class DecisionsFastPath:
             elif name == b"origin" and self.cors:
                 return False
         return (types == 1 and lengths == 1 and length.isdigit() and len(length) < 10
-                and int(length) <= self.max_body_bytes)
+                and int(length) <= min(self.max_body_bytes, limit or self.max_body_bytes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, stack: ASGIApp) -> None:  # noqa: D102
         started = time.perf_counter()
@@ -75,7 +75,7 @@ class DecisionsFastPath:
         state: Any = app.state
         svc = getattr(state, "services", None)
         headers = scope["headers"]
-        if svc is None or not self._plain(headers) or not authorized(state.api_keys, headers):
+        if svc is None or not self.plain(headers) or not authorized(state.api_keys, headers):
             await stack(scope, receive, send)
             return
         body, messages = await read_body(receive)

@@ -160,12 +160,33 @@ class Decider:
 
         ``request_id`` (32 hex digits) replays a logged decision: same arm table, same arm and propensity.
         """
+        scopes = self._scopes(request)
+        found = await self._read(scopes, replay=request_id is not None)
+        return self._decided(request, now_ms, request_id, scopes, found)
+
+    def decide_now(self, request: DecisionRequest, now_ms: int) -> tuple[DecisionResponse, Event] | None:
+        """:meth:`decide` without waiting, when the arm tables were read less than ``table_max_age_s`` ago.
+
+        ``None`` when they must be read first (call :meth:`decide`). Most decisions are answered
+        here: without a coroutine and a task per decision (bench/serving.py).
+        """
+        scopes = self._scopes(request)
+        known = self._reads.get(tuple(scopes))
+        max_age = self.policy.table_max_age_s
+        if max_age <= 0 or known is None or time.monotonic() - known[0] >= max_age:
+            return None
+        return self._decided(request, now_ms, None, scopes, known[1])
+
+    def _scopes(self, request: DecisionRequest) -> list[str]:
+        if self.policy.bandit_policy not in _HYPERPARAMETERS:
+            raise DecisionError("unsupported_policy", f"serving cannot decide with {self.policy.bandit_policy!r}", 501)
+        return _scope_keys(self.policy.preferred_scope, request.user_id, request.context.get("segment"))
+
+    def _decided(self, request: DecisionRequest, now_ms: int, request_id: str | None, scopes: list[str],
+                 found_tables: list[Envelope | None]) -> tuple[DecisionResponse, Event]:
         p = self.policy
-        if p.bandit_policy not in _HYPERPARAMETERS:
-            raise DecisionError("unsupported_policy", f"serving cannot decide with {p.bandit_policy!r}", 501)
-        scopes = _scope_keys(p.preferred_scope, request.user_id, request.context.get("segment"))
         scope, envelope = scopes[-1], None
-        for key, found in zip(scopes, await self._read(scopes, replay=request_id is not None), strict=True):
+        for key, found in zip(scopes, found_tables, strict=True):
             if found is not None:
                 scope, envelope = key, found
                 break

@@ -34,7 +34,7 @@ from serving.models import MAX_FILTER_VALUES, MAX_ID_LENGTH, MAX_K
 from serving.security import ApiKeys, KeyScope
 
 __all__ = ["DECISIONS", "ROUTE_TEMPLATE_KEY", "RecommendationsFastPath", "app_handler", "authorized", "parse_options",
-           "parse_query", "read_body", "replay", "send_json"]
+           "parse_query", "read_body", "replay", "send_json", "user_id_of"]
 
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
@@ -116,7 +116,8 @@ def parse_options(query: bytes) -> tuple[Base, dict[str, Any]] | None:
     return (k, exclude_seen, explain, segment), options
 
 
-def _user_id(path: str) -> str | None:
+def user_id_of(path: str) -> str | None:
+    """The user id of a plain recommendations path, else ``None``."""
     if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
         return None
     user_id = path[len(PREFIX):-len(SUFFIX)]
@@ -147,7 +148,7 @@ class RecommendationsFastPath:
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        user_id = _user_id(scope["path"])
+        user_id = user_id_of(scope["path"])
         parsed = parse_options(scope["query_string"]) if user_id is not None else None
         app: Any = scope.get("app")
         state: Any = getattr(app, "state", None)

