@@ -31,12 +31,13 @@ def row_type(kind: ArchivedKind) -> Any:
     function call: the planner then computes it once for both instead of once per branch.
     """
     fields = [DataTypes.FIELD(name, _TYPES.get(sql, _ITEMS)) for name, sql in kind.columns]
-    return DataTypes.ROW([DataTypes.FIELD("partition", DataTypes.INT()), DataTypes.FIELD("offset", DataTypes.BIGINT()),
-                          DataTypes.FIELD("raw", DataTypes.BYTES()), *fields, DataTypes.FIELD("hour", DataTypes.STRING()),
-                          DataTypes.FIELD("dead_letter", DataTypes.BYTES())])
+    return DataTypes.ROW([
+        DataTypes.FIELD("partition", DataTypes.INT()), DataTypes.FIELD("offset", DataTypes.BIGINT()),
+        DataTypes.FIELD("raw", DataTypes.BYTES()), *fields, DataTypes.FIELD("hour", DataTypes.STRING()),
+        DataTypes.FIELD("dead_letter", DataTypes.BYTES())])
 
 
-class _Decode(ScalarFunction):
+class _Decode(ScalarFunction):  # type: ignore[misc]  # pyflink has no type hints
     def __init__(self, kind: ArchivedKind, topic: str, registry_url: str | None) -> None:
         self.kind, self.topic, self.registry_url = kind, topic, registry_url
         # PyFlink's thread mode cannot hand back a null array (its ArrayDataConverter calls tuple(None)):
@@ -58,8 +59,9 @@ class _Decode(ScalarFunction):
             self._dead_letters.inc()
             log.warning("%s[%s]@%s does not decode (%s): sent to the DLQ", self.topic, partition, offset,
                         self._decoder.last_error)
-        return Row(partition, offset, raw, *[[Row(*item) for item in v or ()] if array else v for v, array in zip(values, self._arrays,
-                                                                                        strict=True)])
+        columns = [[Row(*item) for item in v or ()] if array else v
+                   for v, array in zip(values, self._arrays, strict=True)]
+        return Row(partition, offset, raw, *columns)
 
 
 def decode_function(kind: ArchivedKind, topic: str, settings: Settings) -> UserDefinedScalarFunctionWrapper:

@@ -2,8 +2,8 @@
 
 ``run`` archives the events and served-lists topics into ``PULSE_ARCHIVE_DIR`` with a Flink SQL
 job (``archive/job.py``), ``verify`` compares each hour's count and digest with a new read of the
-topics, and ``backfill`` replays an archive in event-time order into a topic of its own and runs the job over it, bounded, into a new
-Redis prefix, which ``pulse model promote`` can then make live.
+topics, and ``backfill`` replays an archive in event-time order into a topic of its own and runs
+the job over it, bounded, into a new Redis prefix, which ``pulse model promote`` can then make live.
 """
 
 from __future__ import annotations
