@@ -93,16 +93,16 @@ def verify_cmd(
         raise fail(str(exc)) from None
     names = {"events": ("events", settings.topic_events), "served": ("served lists", settings.topic_served)}
     if as_json:
-        print_json({folder: {
+        print_json({name: {
             "ok": result.ok, "problems": result.problems, "undecodable": result.undecodable,
             "ranges": {str(p): list(r) for p, r in result.ranges.items()},
             "hours": {h: {"count": d.count, "digest": f"{d.digest:016x}"} for h, d in result.archive.items()}}
-            for folder, result in results.items()})
+            for name, result in results.items()})
     else:
-        for folder, result in results.items():
+        for name, result in results.items():
             for line in result.problems:
-                typer.echo(f"{folder}: {line}")
-            what, topic = names[folder]
+                typer.echo(f"{name}: {line}")
+            what, topic = names[name]
             verdict = "match" if result.ok else f"DIFFER in {len(result.problems)} hours"
             typer.echo(f"{len(result.archive)} hours, {sum(d.count for d in result.archive.values())} {what}: "
                        f"archive and {topic} {verdict} ({result.undecodable} undecodable records left out)")
