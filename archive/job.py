@@ -143,7 +143,8 @@ def flink_config(settings: Settings, root: Path, jars: Sequence[Path], restore_f
         config["execution.state-recovery.path"] = restore_from.as_uri()
     if settings.metrics_port:
         config["metrics.reporter.prom.factory.class"] = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-        config["metrics.reporter.prom.port"] = str(settings.metrics_port)
+        # A range: the live job's reporter may hold PULSE_METRICS_PORT; this job takes the next free port.
+        config["metrics.reporter.prom.port"] = f"{settings.metrics_port}-{settings.metrics_port + 10}"
     return config
 
 
