@@ -65,6 +65,10 @@ def run(
     flink_logs = settings.home / "logs" / "flink"
     flink_logs.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
+    if settings.metrics_port:
+        from flink_jobs.launch import _put_prometheus_reporter_on_classpath
+
+        _put_prometheus_reporter_on_classpath()  # the MiniCluster loads the reporter from the classpath only
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
