@@ -128,7 +128,8 @@ def flink_config(settings: Settings, root: Path, jars: Sequence[Path], restore_f
         "python.executable": python, "python.client.executable": python,
         # The embedded interpreter (thread mode) sees the venv's packages and the repo only when told.
         "python.pythonpath": os.pathsep.join(dict.fromkeys([*site.getsitepackages(), str(REPO_ROOT)])),
-        "python.execution-mode": "thread",
+        # Process mode: only there do a Table function's metrics reach Flink (thread mode drops them: ADR 0011).
+        "python.execution-mode": "process",
         "execution.checkpointing.interval": f"{max(int(interval_s * 1000), 200)} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.dir": (root / FLINK_FOLDER / "checkpoints").as_uri(),

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -28,6 +29,7 @@ from archive.layout import hour_of
 from archive.rows import EVENTS, SERVED
 from archive.verify import verify
 from config import REPO_ROOT, Settings
+from infra.local.process import free_port
 from producers.producer import EventProducer
 from producers.topics import ensure_topics
 from schemas import Event, EventType, ServedList, ServedListCodec, load_registry
@@ -187,3 +189,37 @@ def test_archive_survives_a_sigkill_nothing_lost_nothing_doubled(settings: Setti
     assert sum(d.count for d in expected.values()) == total
     assert archive_digests(root / EVENTS.folder) == expected
     assert verify(settings, root).ok
+
+
+def test_sigterm_commits_the_last_files_and_dead_letters_are_a_metric(settings: Settings, tmp_path: Path) -> None:
+    # A checkpoint interval longer than the test: only the stop's savepoint can commit the files.
+    settings = settings.model_copy(update={"archive_flush_s": 600.0, "archive_group_id": f"a-{settings.job_name}",
+                                           "metrics_port": free_port()})
+    ensure_topics(settings)
+    produced = produce(settings, 1_000, seed=7)
+    root, log = tmp_path / "archive", tmp_path / "archive.log"
+    with log.open("ab") as out:
+        env = {**inherited_env(), **settings.to_env()}
+        job = subprocess.Popen(archive_command(root, "run"), cwd=REPO_ROOT, env=env, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, counted = time.monotonic() + 120, None
+        while counted != len(BAD):
+            assert job.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"archive_dead_letters never reached {len(BAD)} (last {counted})"
+            time.sleep(0.5)
+            try:
+                scrape = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                continue
+            values = [float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                      if "archive_dead_letters" in line and not line.startswith("#")]
+            counted = int(sum(values)) if values else None
+        assert files_in(root / EVENTS.folder) == 0  # nothing committed yet: no checkpoint has completed
+        job.send_signal(signal.SIGTERM)  # the command only, as `kill PID` does (its JVM must live to stop the job)
+        assert job.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    print(f"\nSIGTERM: {log.read_text().strip().splitlines()[-1]}")
+    assert archive_digests(root / EVENTS.folder) == produced
