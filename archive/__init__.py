@@ -1,7 +1,8 @@
-"""The event archive: every record of the events topic as Parquet, one folder per event hour, exactly once.
+"""The archive: every record of the events and served-lists topics as Parquet, one folder per hour, exactly once.
 
-``layout.py`` the folders, file names and row layout; ``digest.py`` the count and digest of an
-hour's events; ``files.py`` durable writes and reads of the files; ``archiver.py`` the Kafka
-consumer that writes them (``pulse archive run``); ``replay.py`` archived events back to a topic in
-event-time order (``pulse backfill``). README "Archive and backfill".
+``job.py`` the Flink SQL job that writes the files (``pulse archive run``), ``functions.py`` its
+Python function and ``rows.py`` what that function makes of a record; ``layout.py`` the folders
+and row layout; ``digest.py`` the count and digest of an hour's records; ``files.py`` the
+committed files read back; ``verify.py`` archive vs topic; ``replay.py`` archived events back to a
+topic in event-time order (``pulse backfill``). README "Archive and backfill", ADR 0011.
 """

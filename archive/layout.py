@@ -1,22 +1,19 @@
 """Where an archived event goes and what its row holds.
 
-One Hive-style folder per event hour (UTC), one Parquet file per Kafka partition and first
-offset in it, so a file's name says which records it holds and a re-written range replaces it::
+A folder per kind of record (``events``, ``served``), in it one Hive-style folder per event hour
+(UTC), in it the Parquet files Flink's filesystem connector commits (named by Flink, no suffix)::
 
-    <archive>/hour=2026-12-04T16/part-0-1200.parquet
+    <archive>/events/hour=2026-12-04T16/part-5c1d...-0-3
 
 Each row keeps the record's framed-Avro bytes exactly as read (``raw``) beside decoded columns
 for queries (DuckDB, pandas), and where it came from (``partition``, ``offset``).
 
 >>> hour_of(1_796_400_000_000)
 '2026-12-04T16'
->>> file_name(3, 1200), offsets_of("part-3-1200.parquet"), offsets_of("notes.txt")
-('part-3-1200.parquet', (3, 1200), None)
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,9 +23,9 @@ import pyarrow as pa
 from schemas import Event
 
 HOUR_KEY = "hour"
-_FILE = re.compile(r"part-(\d+)-(\d+)\.parquet")
 
-#: The columns of every file (the hour is the folder's, read back with ``hive_partitioning``).
+#: The columns of every events file, as the archive job writes them (the hour is the folder's, read back with
+#: ``hive_partitioning``); tests build files of the same shape with :func:`to_table`.
 ROW_SCHEMA = pa.schema([
     pa.field("partition", pa.int32(), nullable=False),
     pa.field("offset", pa.int64(), nullable=False),
@@ -54,17 +51,6 @@ def hour_folder(hour: str) -> str:
     'hour=2026-12-04T16'
     """
     return f"{HOUR_KEY}={hour}"
-
-
-def file_name(partition: int, first_offset: int) -> str:
-    """The file holding a partition's records of one hour from ``first_offset`` on (within one flush)."""
-    return f"part-{partition}-{first_offset}.parquet"
-
-
-def offsets_of(name: str) -> tuple[int, int] | None:
-    """(partition, first offset) of an archive file's name; None for any other file."""
-    match = _FILE.fullmatch(name)
-    return (int(match[1]), int(match[2])) if match else None
 
 
 @dataclass(frozen=True, slots=True)

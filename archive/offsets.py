@@ -1,4 +1,4 @@
-"""Offsets of the archiver's group, read and committed with retries while the group's coordinator is not ready.
+"""Offsets of the archive's group, read with retries while the group's coordinator is not ready.
 
 A broker just started (or a group's coordinator moving) answers ``NOT_COORDINATOR`` or
 ``COORDINATOR_LOAD_IN_PROGRESS`` for a few seconds; those are retried, anything else is raised.
@@ -36,8 +36,3 @@ def committed(consumer: Consumer, topic: str, partitions: list[int], timeout_s: 
     asked = [TopicPartition(topic, p) for p in partitions]
     return {tp.partition: tp.offset for tp in _retrying(lambda: consumer.committed(asked, timeout=10), timeout_s)}
 
-
-def commit(consumer: Consumer, topic: str, offsets: dict[int, int], timeout_s: float = 60.0) -> None:
-    """Commit partition -> next offset to read, synchronously."""
-    given = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
-    _retrying(lambda: consumer.commit(offsets=given, asynchronous=False), timeout_s)

@@ -26,7 +26,7 @@ _COLUMNS = ["event_time_ms", "partition", "offset", "user_id", "raw"]
 def events_in_time_order(root: Path) -> Iterator[tuple[bytes, bytes]]:
     """(key, raw bytes) of every archived event, oldest first."""
     for _, files in itertools.groupby(archived_files(root), key=lambda found: found[0]):
-        table = pa.concat_tables(pq.read_table(path, columns=_COLUMNS) for _, _, _, path in files)
+        table = pa.concat_tables(pq.read_table(path, columns=_COLUMNS) for _, path in files)
         order = pc.sort_indices(table, [("event_time_ms", "ascending"), ("partition", "ascending"),
                                         ("offset", "ascending")])
         table = table.take(order)

@@ -1,9 +1,9 @@
-"""``pulse archive verify``: whether the archive holds exactly the events of the topic it archived.
+"""``pulse archive verify``: whether the archive holds exactly the records of the topics it archived.
 
 The topic is read again, each partition from its first offset still retained up to the offset
-the archiver committed, and each hour's count and digest compared with the archive's events of
-the same offsets. Records that do not decode are left out on both sides (the archiver sent them
-to the DLQ). Nothing is committed: the archiver's group is only asked for its offsets.
+the archive job committed, and each hour's count and digest compared with the archive's records of
+the same offsets (events and served lists alike). Records that do not decode are left out on both
+sides (the job sent them to the DLQ). Nothing is committed: the group is only asked for its offsets.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from archive.digest import HourDigest, differences
 from archive.files import archive_digests
-from archive.layout import hour_of
 from archive.offsets import committed
+from archive.rows import EVENTS, ArchivedKind, RecordDecoder
 from config import Settings
-from schemas import DecodeError, EventCodec, load_registry
+from schemas import load_registry
 
 
 @dataclass
@@ -39,11 +39,11 @@ class Verification:
         return not self.problems
 
 
-def verify(settings: Settings, root: Path, timeout_s: float = 30.0) -> Verification:
-    """Compare the archive under ``root`` with ``settings.topic_events`` up to the archiver's committed offsets."""
-    codec = EventCodec(load_registry(settings.schema_registry_url))
-    topic = settings.topic_events
-    committed = _committed(settings, timeout_s)
+def verify(settings: Settings, root: Path, kind: ArchivedKind = EVENTS, timeout_s: float = 30.0) -> Verification:
+    """Compare ``kind``'s folder of the archive under ``root`` with its topic up to the group's committed offsets."""
+    topic = settings.topic_events if kind == EVENTS else settings.topic_served
+    decoder = RecordDecoder(kind, topic, load_registry(settings.schema_registry_url))
+    committed = _committed(settings, topic, timeout_s)
     reader = Consumer(settings.kafka_config(**{
         "group.id": f"pulse-archive-verify-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -71,9 +71,8 @@ def verify(settings: Settings, root: Path, timeout_s: float = 30.0) -> Verificat
                     raise RuntimeError(f"reading {topic}[{partition}] failed: {error.str()}")
                 if error is None and offset < pending[partition]:
                     raw = message.value() or b""
-                    try:
-                        hour = hour_of(codec.decode(raw).event_time_ms)
-                    except DecodeError:
+                    *_, hour, dead_letter = decoder.decode(raw, partition, offset)
+                    if dead_letter is not None:
                         result.undecodable += 1
                     else:
                         result.topic.setdefault(hour, HourDigest()).add(raw)
@@ -81,19 +80,19 @@ def verify(settings: Settings, root: Path, timeout_s: float = 30.0) -> Verificat
                     del pending[partition]
     finally:
         reader.close()
-    result.archive = archive_digests(root, ranges)
+    result.archive = archive_digests(root / kind.folder, ranges)
     result.problems = differences(result.topic, result.archive)
     return result
 
 
-def _committed(settings: Settings, timeout_s: float) -> dict[int, int]:
-    """Partition -> offset the archiver's group committed (partitions without one are left out)."""
+def _committed(settings: Settings, topic: str, timeout_s: float) -> dict[int, int]:
+    """Partition -> offset the archive's group committed on ``topic`` (partitions without one are left out)."""
     consumer = Consumer(settings.kafka_config(**{"group.id": settings.archive_group_id, "enable.auto.commit": False}))
     try:
-        meta = consumer.list_topics(timeout=timeout_s).topics.get(settings.topic_events)  # no auto-creation
+        meta = consumer.list_topics(timeout=timeout_s).topics.get(topic)  # no auto-creation
         if meta is None or meta.error is not None:
-            raise RuntimeError(f"topic {settings.topic_events!r} does not exist")
-        offsets = committed(consumer, settings.topic_events, sorted(meta.partitions), timeout_s)
+            raise RuntimeError(f"topic {topic!r} does not exist")
+        offsets = committed(consumer, topic, sorted(meta.partitions), timeout_s)
         return {partition: offset for partition, offset in offsets.items() if offset >= 0}
     finally:
         consumer.close()

@@ -1,6 +1,7 @@
 """Jars Pulse runs on, resolved from Maven Central by ``mvn`` with ``infra/maven/pom.xml``.
 
-``kafka``: the broker's classpath; ``flink``: the shaded Kafka connector the job loads, plus
+``kafka``: the broker's classpath; ``archive``: Flink's Parquet format and the few Hadoop classes it
+needs (``pulse archive run``, ADR 0011); ``flink``: the shaded Kafka connector the job loads, plus
 ``pulse-flink-kafka.jar`` compiled here with ``javac`` from ``flink_jobs/java`` (the Kafka record
 deserializer that tells the job each record's partition and offset).
 Stamp files holding the pom's / sources' hash make each step run once per change.
@@ -19,7 +20,7 @@ from infra.local.process import ServiceError
 log = logging.getLogger(__name__)
 
 POM = Path(__file__).resolve().parent.parent / "maven" / "pom.xml"
-PROFILES = ("kafka", "flink")
+PROFILES = ("kafka", "flink", "archive")
 JAVA_SOURCES = Path(__file__).resolve().parent.parent.parent / "flink_jobs" / "java"
 PULSE_JAR = "pulse-flink-kafka.jar"
 

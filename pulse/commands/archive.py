@@ -1,13 +1,14 @@
 """``pulse archive run|verify`` and ``pulse backfill`` (README "Archive and backfill").
 
-``run`` archives the events topic into ``PULSE_ARCHIVE_DIR`` (``archive/archiver.py``), ``verify``
-compares each hour's count and digest with a new read of the topic, and ``backfill`` replays an
-archive in event-time order into a topic of its own and runs the job over it, bounded, into a new
-Redis prefix, which ``pulse model promote`` can then make live.
+``run`` archives the events and served-lists topics into ``PULSE_ARCHIVE_DIR`` with a Flink SQL
+job (``archive/job.py``), ``verify`` compares each hour's count and digest with a new read of the
+topics, and ``backfill`` replays an archive in event-time order into a topic of its own and runs
+the job over it, bounded, into a new Redis prefix, which ``pulse model promote`` can then make live.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -18,18 +19,21 @@ import typer
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from archive.archiver import ArchiveError, Archiver
 from archive.files import archived_files
+from archive.job import ArchiveError, run_archive
 from archive.replay import replay
+from archive.rows import EVENTS, KINDS
 from archive.verify import verify
 from config import Settings
+from infra.local.jars import ensure_jars
+from infra.local.process import ServiceError
 from producers.topics import ensure_topics
 from pulse.app import app, fail, print_json, settings_of
 from pulse.commands.job import _job_jars, job_app
 from pulse.reach import require
 from schemas.redis_keys import Envelope, RedisKeys
 
-archive_app = typer.Typer(help="The events topic archived as Parquet by event hour (exactly once).",
+archive_app = typer.Typer(help="The events and served-lists topics archived as Parquet by hour (exactly once).",
                           no_args_is_help=True)
 app.add_typer(archive_app, name="archive")
 
@@ -49,17 +53,29 @@ def run(
     until_end: Annotated[bool, typer.Option("--until-end", help="Stop once the topic's records at the start "
                                                                  "are archived")] = False,
 ) -> None:
-    """Archive the events topic until stopped (Ctrl-C / SIGTERM: the waiting events are written first)."""
+    """Archive the topics until stopped (Ctrl-C / SIGTERM: a stop with savepoint commits the last files)."""
     settings = settings_of(ctx)
     root = archive_root(settings, folder)
     require(settings, kafka=True)
-    ensure_topics(settings, [settings.topic_events, settings.topic_dlq])
+    ensure_topics(settings, [settings.topic_events, settings.topic_served, settings.topic_dlq])
+    try:
+        jars = [*ensure_jars(settings.home, "flink"), *ensure_jars(settings.home, "archive")]
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+    flink_logs = settings.home / "logs" / "flink"
+    flink_logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
+    if settings.metrics_port:
+        from flink_jobs.launch import _put_prometheus_reporter_on_classpath
+
+        _put_prometheus_reporter_on_classpath()  # the MiniCluster loads the reporter from the classpath only
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"archiving {settings.topic_events} into {root} (group {settings.archive_group_id})", err=True)
+    typer.echo(f"archiving {settings.topic_events} and {settings.topic_served} into {root} "
+               f"(group {settings.archive_group_id}, a Flink job)", err=True)
     try:
-        report = Archiver(settings, root).run(until_end=until_end, should_stop=stop.is_set)
+        report = run_archive(settings, root, jars, until_end=until_end, should_stop=stop.is_set)
     except ArchiveError as exc:
         raise fail(str(exc)) from None
     typer.echo(str(report))
@@ -76,21 +92,25 @@ def verify_cmd(
     root = archive_root(settings, folder)
     require(settings, kafka=True)
     try:
-        result = verify(settings, root)
+        results = {kind.folder: verify(settings, root, kind) for kind in KINDS}
     except RuntimeError as exc:
         raise fail(str(exc)) from None
-    events = sum(d.count for d in result.archive.values())
+    names = {"events": ("events", settings.topic_events), "served": ("served lists", settings.topic_served)}
     if as_json:
-        print_json({"ok": result.ok, "problems": result.problems, "undecodable": result.undecodable,
-                    "ranges": {str(p): list(r) for p, r in result.ranges.items()},
-                    "hours": {h: {"count": d.count, "digest": f"{d.digest:016x}"} for h, d in result.archive.items()}})
+        print_json({name: {
+            "ok": result.ok, "problems": result.problems, "undecodable": result.undecodable,
+            "ranges": {str(p): list(r) for p, r in result.ranges.items()},
+            "hours": {h: {"count": d.count, "digest": f"{d.digest:016x}"} for h, d in result.archive.items()}}
+            for name, result in results.items()})
     else:
-        for line in result.problems:
-            typer.echo(line)
-        verdict = "match" if result.ok else f"DIFFER in {len(result.problems)} hours"
-        typer.echo(f"{len(result.archive)} hours, {events} events: archive and {settings.topic_events} {verdict} "
-                   f"({result.undecodable} undecodable records left out)")
-    if not result.ok:
+        for name, result in results.items():
+            for line in result.problems:
+                typer.echo(f"{name}: {line}")
+            what, topic = names[name]
+            verdict = "match" if result.ok else f"DIFFER in {len(result.problems)} hours"
+            typer.echo(f"{len(result.archive)} hours, {sum(d.count for d in result.archive.values())} {what}: "
+                       f"archive and {topic} {verdict} ({result.undecodable} undecodable records left out)")
+    if not all(result.ok for result in results.values()):
         raise typer.Exit(1)
 
 
@@ -124,11 +144,11 @@ def backfill(
     from flink_jobs.launch import run as run_job
 
     settings = settings_of(ctx)
-    root = source.resolve()
+    root = source.resolve() / EVENTS.folder
     if prefix == settings.redis_prefix:
         raise fail(f"--prefix {prefix!r} is the live prefix (PULSE_REDIS_PREFIX): backfill into a new one")
     if next(archived_files(root), None) is None:
-        raise fail(f"{root} holds no archive files (hour=*/part-*.parquet)")
+        raise fail(f"{root} holds no archive files (hour=*/part-*; `pulse archive run` writes them)")
     target = backfill_settings(settings, prefix)
     require(target, kafka=True, redis=True)
     if _records_in(target, target.topic_events):

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from archive.archiver import Archiver
 from config import REPO_ROOT, Settings
 from producers.producer import EventProducer
 from producers.topics import ensure_topics
@@ -48,7 +47,11 @@ def test_backfill_into_a_new_prefix_matches_the_live_job(settings: Settings, tmp
                                 item_id=item, value=stars))
     assert producer.report.produced == N_RATINGS and producer.report.ok
     root = tmp_path / "archive"
-    assert Archiver(settings, root).run(until_end=True).archived == N_RATINGS
+    archived = subprocess.run([sys.executable, "-m", "pulse", "archive", "run", "--until-end", "--dir", str(root)],
+                              cwd=REPO_ROOT, env={**inherited_env(), **settings.to_env()}, capture_output=True,
+                              text=True, timeout=300, check=False)
+    assert archived.returncode == 0, archived.stderr[-3000:]
+    assert f"archived {N_RATINGS} events" in archived.stdout
 
     run_bounded_job(settings, log=tmp_path / "live.log", timeout_s=300)
     new_prefix = f"{settings.redis_prefix}-v2"

@@ -1,4 +1,4 @@
-"""The archive's layout, digests and files, without services: hours, durable writes, re-written ranges, time order."""
+"""The archive's layout, digests and files, without services: hours, Flink's committed files, ranges, time order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from archive.digest import HourDigest, differences, digests_by_hour, event_hash
-from archive.files import archive_digests, archived_files, claim, discard_uncommitted, write_file
+from archive.files import archive_digests, archived_files, claim
 from archive.layout import ROW_SCHEMA, ArchivedEvent, hour_of, to_table
 from archive.replay import events_in_time_order
 from schemas import Event, EventCodec, EventType
@@ -16,6 +16,14 @@ from schemas import Event, EventCodec, EventType
 HOUR_MS = 3_600_000
 T0 = 1_796_400_000_000  # 2026-12-04T16:00:00Z
 CODEC = EventCodec()
+
+
+def write_file(folder: Path, hour: str, name: str, events: list[ArchivedEvent]) -> Path:
+    """A committed file as the archive job leaves it (Flink names it, no suffix)."""
+    path = folder / f"hour={hour}" / f"part-{name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_table(events), path)
+    return path
 
 
 def archived(partition: int, offset: int, time_ms: int, user: str = "u1") -> ArchivedEvent:
@@ -48,52 +56,41 @@ def test_differences_name_each_hour_that_differs() -> None:
     assert [line.split(":")[0] for line in lines] == ["hour a", "hour b"]
 
 
-def test_rows_keep_raw_bytes_and_decoded_columns(tmp_path: Path) -> None:
+def test_only_committed_files_are_read(tmp_path: Path) -> None:
     events = [archived(1, 10, T0, "alice"), archived(1, 11, T0 + 5, "bob")]
-    path = write_file(tmp_path, "2026-12-04T16", 1, 10, to_table(events))
-    assert path == tmp_path / "hour=2026-12-04T16" / "part-1-10.parquet"
+    path = write_file(tmp_path, "2026-12-04T16", "abc-0-0", events)
+    # Flink's file still in progress (a checkpoint not yet complete, or a killed job's): hidden, never read.
+    (path.parent / ".part-abc-0-1.inprogress.1234").write_bytes(path.read_bytes())
+    assert [(hour, p.name) for hour, p in archived_files(tmp_path)] == [("2026-12-04T16", "part-abc-0-0")]
     table = pq.read_table(path)
     assert table.schema.equals(ROW_SCHEMA)
     assert table["raw"].to_pylist() == [e.raw for e in events]
-    assert table["user_id"].to_pylist() == ["alice", "bob"]
-    assert table["type"].to_pylist() == ["click", "click"]
-    assert not list(tmp_path.rglob("*.tmp")), "the temporary file is renamed into place"
+    assert archive_digests(tmp_path)["2026-12-04T16"].count == 2
 
 
-def test_rewriting_a_range_replaces_it(tmp_path: Path) -> None:
-    write_file(tmp_path, "h", 0, 0, to_table([archived(0, 0, T0), archived(0, 1, T0)]))
-    write_file(tmp_path, "h", 0, 0, to_table([archived(0, 0, T0), archived(0, 1, T0)]))
-    assert archive_digests(tmp_path)["h"].count == 2
-
-
-def test_files_after_the_committed_offset_are_discarded(tmp_path: Path) -> None:
-    write_file(tmp_path, "h1", 0, 0, to_table([archived(0, 0, T0)]))
-    write_file(tmp_path, "h1", 0, 1, to_table([archived(0, 1, T0)]))  # a flush that never committed
-    write_file(tmp_path, "h2", 0, 2, to_table([archived(0, 2, T0 + HOUR_MS)]))  # ... in another hour too
-    write_file(tmp_path, "h2", 1, 5, to_table([archived(1, 5, T0 + HOUR_MS)]))  # another partition: kept
-    gone = discard_uncommitted(tmp_path, partition=0, committed=1)
-    assert sorted(p.name for p in gone) == ["part-0-1.parquet", "part-0-2.parquet"]
-    assert [(hour, partition, first) for hour, partition, first, _ in archived_files(tmp_path)] == [
-        ("h1", 0, 0), ("h2", 1, 5)]
+def test_a_file_archived_twice_shows_in_the_digest(tmp_path: Path) -> None:
+    once = archive_digests(tmp_path) if write_file(tmp_path, "h", "a-0-0", [archived(0, 0, T0)]) else {}
+    write_file(tmp_path, "h", "b-0-0", [archived(0, 0, T0)])
+    assert archive_digests(tmp_path)["h"].count == 2 and archive_digests(tmp_path) != once
 
 
 def test_an_archive_folder_belongs_to_one_topic_and_group(tmp_path: Path) -> None:
     claim(tmp_path, "events", "pulse-archive")
-    claim(tmp_path, "events", "pulse-archive")  # the same archiver again
+    claim(tmp_path, "events", "pulse-archive")  # the same archive job again
     with pytest.raises(ValueError, match="by group 'pulse-archive'"):
         claim(tmp_path, "events", "another-group")
 
 
 def test_digests_can_be_limited_to_offset_ranges(tmp_path: Path) -> None:
-    write_file(tmp_path, "h", 0, 0, to_table([archived(0, i, T0) for i in range(10)]))
-    assert archive_digests(tmp_path, {0: (3, 7)})["h"].count == 4
-    assert archive_digests(tmp_path, {0: (10, 12)}) == {}
+    write_file(tmp_path, "h", "a-0-0", [archived(p, i, T0) for p in (0, 1) for i in range(10)])
+    assert archive_digests(tmp_path, {0: (3, 7), 1: (0, 10)})["h"].count == 14  # ranges by the rows' partition
+    assert archive_digests(tmp_path, {0: (10, 12), 1: (10, 12)}) == {}
 
 
 def test_replay_order_is_event_time_then_partition_then_offset(tmp_path: Path) -> None:
     late, early = T0 + HOUR_MS + 10, T0 + 10
-    write_file(tmp_path, hour_of(early), 0, 0, to_table([archived(0, 0, early + 2, "a"), archived(0, 1, early, "b")]))
-    write_file(tmp_path, hour_of(early), 1, 0, to_table([archived(1, 0, early, "c")]))
-    write_file(tmp_path, hour_of(late), 1, 1, to_table([archived(1, 1, late, "d")]))
+    write_file(tmp_path, hour_of(early), "x-0-1", [archived(1, 0, early, "c")])
+    write_file(tmp_path, hour_of(early), "x-0-0", [archived(0, 0, early + 2, "a"), archived(0, 1, early, "b")])
+    write_file(tmp_path, hour_of(late), "x-0-2", [archived(1, 1, late, "d")])
     assert [key for key, _ in events_in_time_order(tmp_path)] == [b"b", b"c", b"a", b"d"]
     assert all(CODEC.decode(raw).user_id == key.decode() for key, raw in events_in_time_order(tmp_path))
