@@ -197,6 +197,9 @@ def version_problems(b: Bundle, pins: Pins) -> list[str]:
     if not re.search(r"mvn .*-f \S*pom\.xml -Pflink", b.texts[DOCKERFILE]) or "infra/maven/pom.xml" not in b.texts[
             DOCKERFILE]:
         problems.append("Dockerfile does not resolve the Flink jars from infra/maven/pom.xml (-Pflink)")
+    if not re.search(r"mvn .*-f \S*pom\.xml -Parchive", b.texts[DOCKERFILE]) or not re.search(
+            r"COPY --from=\S+ /jars/archive/ \S+/jars/archive/", b.texts[DOCKERFILE]):
+        problems.append("Dockerfile does not ship the archive jars (-Parchive) where pulse archive run looks")
     if not pins.connector.endswith(f"-{flink_minor}"):
         problems.append(f"connector {pins.connector} is not built for Flink {flink_minor}")
     for where, ref in all_images(b):
