@@ -194,22 +194,30 @@ def bandit(
                   disable=None if progress else True) as bar:
             report = evaluate_policy(rows, learner, scope=scope, folds=folds, on_row=lambda: bar.update(1))
     run = _Run(data, policy, scope, seed, hyper, len({row.arm for row in rows}), sorted(rewards), log, undecodable)
-    try:
-        decisions = _decisions(learner, decide) if decide is not None and learner is not None else None
-    except (ValueError, OSError) as exc:
-        raise fail(f"--decide {decide}: {exc}", code=2) from None
+    _emit(run, report, _decisions(learner, decide), json)
+
+
+def _emit(run: _Run, report: OffPolicyReport, decisions: list[dict[str, Any]] | None, json: bool) -> None:
     if json:
         print_json({**_as_json(run, report), **({"decisions": decisions} if decisions is not None else {})})
-    else:
-        _print_report(run, report)
-        for decision in decisions or ():
-            typer.echo(f"  decision {decision['request_id'] or decision['seed']}: arm {decision['arm']} "
-                       f"(propensity {decision['propensity']:g})")
+        return
+    _print_report(run, report)
+    for decision in decisions or ():
+        typer.echo(f"  decision {decision['request_id'] or decision['seed']}: arm {decision['arm']} "
+                   f"(propensity {decision['propensity']:g})")
 
 
-def _decisions(learner: Bandit, path: Path) -> list[dict[str, Any]]:
+def _decisions(learner: Bandit | None, path: Path | None) -> list[dict[str, Any]] | None:
     """The replayed LinUCB's decision for each request of the ``--decide`` file (see the module docstring)."""
-    assert isinstance(learner, LinUCB)
+    if path is None or not isinstance(learner, LinUCB):
+        return None
+    try:
+        return _decide_each(learner, path)
+    except (ValueError, OSError) as exc:
+        raise fail(f"--decide {path}: {exc}", code=2) from None
+
+
+def _decide_each(learner: LinUCB, path: Path) -> list[dict[str, Any]]:
     out = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
