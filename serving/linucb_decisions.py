@@ -34,6 +34,7 @@ from typing import Any
 
 from online_models.bandits import LinUCB
 from schemas.redis_keys import Envelope
+from serving.arm_distributions import rng_for
 
 __all__ = ["LINUCB", "LinUCBTable", "LinUCBTables"]
 
@@ -57,8 +58,7 @@ class LinUCBTable:
 
     def choose(self, arms: tuple[str, ...], context: Mapping[str, str], seed: int) -> tuple[int, float]:
         """Index in ``arms`` of the arm chosen for ``context`` with ``seed``, and its propensity."""
-        decision = self.learner.decide(arms, context, seed)
-        return arms.index(decision.arm), decision.propensity
+        return self.learner.choose_index(arms, self.learner.featurize(context), lambda: rng_for(seed))
 
 
 class LinUCBTables:

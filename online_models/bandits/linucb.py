@@ -28,7 +28,7 @@ import base64
 import functools
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -54,6 +54,11 @@ Vector = np.ndarray[Any, np.dtype[np.float64]]
 _HYPER = struct.Struct("<ddHQ")
 _U16 = struct.Struct("<H")
 _ALL_FEATURES = 0xFFFF
+
+
+def _first_pull_rng(seed: int) -> np.random.Generator:
+    """The generator of a bandit with ``seed``'s first pull (``Bandit._rng(0, 0)``)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -166,7 +171,7 @@ class LinUCB(Bandit):
         """What this state pulls for a request seeded ``seed``, without changing the bandit.
 
         The pull of a copy with ``seed`` and no pull yet (the generator of
-        ``SeedSequence(seed, spawn_key=(0, 0))``, drawn only to split a tie): serving's choice
+        ``SeedSequence(seed, spawn_key=(0, 0))``, built only to split a tie): serving's choice
         for a request and ``pulse eval bandit --decide``'s.
 
         >>> bandit = LinUCB(n_features=4)
@@ -175,16 +180,31 @@ class LinUCB(Bandit):
         >>> bandit.decide(["a", "b"], None, 1) == bandit.decide(["a", "b"], None, 1)
         True
         """
-        return self._choose(arms, context, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0))))
+        arms = tuple(arms)
+        index, propensity = self.choose_index(arms, self.featurize(context), lambda: _first_pull_rng(seed))
+        return BanditDecision(arm=arms[index], propensity=propensity)
+
+    def choose_index(
+        self, arms: tuple[ArmId, ...], x: Vector, rng: Callable[[], np.random.Generator]
+    ) -> tuple[int, float]:
+        """Index of the arm with the largest upper bound for ``x`` and its propensity ``1/n_tied``.
+
+        A tie (arms in the order given) is split by one draw of ``rng()``, called only then.
+        """
+        scores = self.scores(arms, x)
+        best = np.flatnonzero(scores == scores.max())
+        if len(best) == 1:
+            return int(best[0]), 1.0
+        return int(best[int(rng().integers(len(best)))]), 1.0 / len(best)
 
     def known_arms(self) -> list[ArmId]:
         """The arms with an update, in the order they were first updated."""
         return list(self._a)
 
     def _choose(self, arms: Sequence[ArmId], context: Context | None, rng: np.random.Generator) -> BanditDecision:
-        best = tied_argmax(self.upper_bounds(arms, context))
-        arm = best[int(rng.integers(len(best)))] if len(best) > 1 else best[0]
-        return BanditDecision(arm=arm, propensity=1.0 / len(best))
+        arms = tuple(arms)
+        index, propensity = self.choose_index(arms, self.featurize(context), lambda: rng)
+        return BanditDecision(arm=arms[index], propensity=propensity)
 
     def _learn(self, arm: ArmId, reward: float, context: Context | None) -> None:
         x = self.featurize(context)
