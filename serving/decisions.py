@@ -16,6 +16,8 @@ probabilities, UCB's and epsilon-greedy's closed forms. The request's seed
 job's bandit restored from the table with that seed pulls. The logged propensity is the cached
 probability of the chosen arm, so it is exactly the probability the choice had, and a decision is
 recomputed from its request id and the arm table (``Decider.decide(..., request_id=...)``).
+``linucb`` depends on the request's context, so it has no cached distribution: it scores the
+candidate arms for the context the impression logs (:mod:`serving.linucb_decisions`).
 A scope's arm tables are reused for ``DecisionPolicy.table_max_age_s`` after they were read (the
 job rewrites them at most once per flush interval), so most decisions need no Redis round trip;
 the response's ``model_version`` names the table a decision used, and a replay always reads.
