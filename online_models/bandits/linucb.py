@@ -128,8 +128,8 @@ class LinUCB(Bandit):
         self._b: dict[ArmId, Vector] = {}
         # Derived from _a/_b, never serialised: (A^-1, theta) per arm.
         self._solved: dict[ArmId, tuple[Vector, Vector]] = {}
-        # Derived too: per candidate-arm tuple, the stacked (A^-1, theta) that ``scores`` multiplies.
-        self._stacks: dict[tuple[ArmId, ...], tuple[Vector, Vector]] = {}
+        # Derived too: per candidate-arm tuple, the stacked A^-1 and theta rows that ``scores`` multiplies.
+        self._stacks: dict[tuple[ArmId, ...], Vector] = {}
         self._prior_inverse = np.eye(n_features) / ridge
         self._zero = np.zeros(n_features)
 
@@ -157,9 +157,10 @@ class LinUCB(Bandit):
         ``pull``, ``arm_probabilities``, :meth:`decide` and serving all score with this same
         arithmetic, so a decision made from a restored state is bit for bit the learner's.
         """
-        inverses, thetas = self._stacked(arms)
-        widths = (inverses @ x) @ x
-        result: Vector = thetas @ x + self.alpha * np.sqrt(np.maximum(widths, 0.0))
+        stacked = self._stacked(arms)  # (K * (d + 1), d): per arm the rows of A^-1, then theta
+        products = (stacked @ x).reshape(len(arms), self.n_features + 1)
+        widths = products[:, :-1] @ x
+        result: Vector = products[:, -1] + self.alpha * np.sqrt(np.maximum(widths, 0.0))
         return result
 
     def arm_probabilities(self, arms: Sequence[ArmId], context: Context | None = None) -> dict[ArmId, float]:
@@ -192,9 +193,10 @@ class LinUCB(Bandit):
         A tie (arms in the order given) is split by one draw of ``rng()``, called only then.
         """
         scores = self.scores(arms, x)
-        best = np.flatnonzero(scores == scores.max())
-        if len(best) == 1:
-            return int(best[0]), 1.0
+        top = int(scores.argmax())  # the first of the tied, if any
+        if np.count_nonzero(scores == scores[top]) == 1:
+            return top, 1.0
+        best = np.flatnonzero(scores == scores[top])
         return int(best[int(rng().integers(len(best)))]), 1.0 / len(best)
 
     def known_arms(self) -> list[ArmId]:
@@ -216,15 +218,15 @@ class LinUCB(Bandit):
         self._solved.pop(arm, None)
         self._stacks.clear()
 
-    def _stacked(self, arms: tuple[ArmId, ...]) -> tuple[Vector, Vector]:
-        stack = self._stacks.get(arms)
-        if stack is None:
-            solved = [self._solve(arm) for arm in arms]
-            stack = (np.stack([inverse for inverse, _ in solved]), np.stack([theta for _, theta in solved]))
+    def _stacked(self, arms: tuple[ArmId, ...]) -> Vector:
+        stacked = self._stacks.get(arms)
+        if stacked is None:
+            rows = [np.vstack(self._solve(arm)) for arm in arms]
+            stacked = np.ascontiguousarray(np.concatenate(rows))
             if len(self._stacks) >= 64:
                 self._stacks.clear()
-            self._stacks[arms] = stack
-        return stack
+            self._stacks[arms] = stacked
+        return stacked
 
     def _solve(self, arm: ArmId) -> tuple[Vector, Vector]:
         if arm not in self._a:
