@@ -94,6 +94,7 @@ class PendingImpression(NamedTuple):
     variant: str | None = None
     context: tuple[tuple[str, str], ...] = ()  # its entries of UserStageConfig.bandit_context
 
+
 class Impressions(Protocol):
     """The user's pending impressions by request id: Flink ``MapState`` in the job, a dict in tests."""
 
