@@ -5,7 +5,7 @@ state: exact float64 ``A`` and ``b`` per arm. :class:`LinUCBTables` restores it 
 version (the store hands back the same :class:`~schemas.redis_keys.Envelope` object while the
 stored value is unchanged); the restored learner solves ``A^-1`` and ``theta`` once and stacks them
 per tuple of candidate arms, so a decision is the hashed features of its context, one
-``(K, d, d) @ d`` product and, for a tie only, one draw.
+``(K·(d+1), d) @ x`` product and, for a tie only, one draw.
 
 The choice is the learner's own :meth:`~online_models.bandits.LinUCB.decide` with the request's
 seed (``int(request_id, 16) mod 2**64``): the same arithmetic as the job's learner and as
