@@ -27,6 +27,7 @@ workers) around each scenario.
         # served-list logging off vs on, taking turns; verdict on the medians (issue 18: <= 0.2 ms of p99)
     .venv/bin/python bench/serving.py --only recommendations --workers 1 --shop   # + the shop's list, similar items
         # plain recommendations, then with filters + session re-rank + diversity cap, same server (issue 16)
+    .venv/bin/python bench/serving.py --only decisions --workers 1 --policy linucb   # LinUCB decisions (issue 18)
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ except ImportError:  # the client still works, just costs more CPU
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.linucb_table import FEATURES, linucb_bodies, linucb_payload
 from config import Settings
 from flink_jobs.redis_writer import RedisWriter
 from infra.local.process import free_port
@@ -122,7 +124,7 @@ def seed_shop(redis_url: str, prefix: str, users: int, items: int) -> None:
     client.close()
 
 
-def seed(redis_url: str, prefix: str, users: int, items: int, fmt: str = "compact") -> None:
+def seed(redis_url: str, prefix: str, users: int, items: int, fmt: str = "compact", policy: str = "ts") -> None:
     keys = RedisKeys(prefix)
     rng = np.random.default_rng(0)
     batch: list[tuple[str, int, object]] = []
@@ -138,6 +140,8 @@ def seed(redis_url: str, prefix: str, users: int, items: int, fmt: str = "compac
         batch.append((keys.bandit("ts", "global"), T0, {
             "policy": "ts", "scope": "global", "stat_names": ["successes", "failures"],
             "arms": {f"a{i}": [float(10 + i), 90.0] for i in range(8)}, "hyperparameters": {}}))
+        if policy == "linucb":
+            batch.append((keys.bandit("linucb", "global"), T0, linucb_payload()))
         writer.write_batch(batch)
 
 
@@ -365,6 +369,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="Server worker counts to measure, comma-separated, one server each (default: 1 and "
                              "one per CPU core, `pulse serve`'s default)")
     parser.add_argument("--only", choices=["recommendations", "decisions"], default=None, help="One endpoint only")
+    parser.add_argument("--policy", choices=["ts", "linucb"], default="ts",
+                        help="Decisions' bandit policy (linucb: a 34-arm table, each request with a context)")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="Unpaced load generator (auto: wrk when installed)")
     parser.add_argument("--paced-client", choices=["auto", "go", "python"], default="auto",
@@ -399,9 +405,12 @@ def _load_clients(args: argparse.Namespace, parser: argparse.ArgumentParser, not
     return use_wrk, paced_client
 
 
-def _endpoints(users: int, shop: bool = False) -> list[tuple[str, str, list[str], list[bytes] | None]]:
+def _endpoints(users: int, shop: bool = False,
+               policy: str = "ts") -> list[tuple[str, str, list[str], list[bytes] | None]]:
     rec_paths = [f"/v1/users/u{i % users}/recommendations?k=10" for i in range(4096)]
     bodies = [orjson.dumps({"user_id": f"u{i}", "decision_point": "home"}) for i in range(4096)]
+    if policy == "linucb":
+        bodies = linucb_bodies(4096)
     shop_paths = [f"/v1/users/u{i % users}/recommendations?{SHOP_QUERY}" for i in range(4096)]
     similar_paths = [f"/v1/items/i{i % 200}/similar?k=10&exclude_category=c4&user_id=u{i % users}"
                      for i in range(4096)]
@@ -415,7 +424,7 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, use_wrk: b
                        home: Path, redis_url: str) -> list[str]:
     """Paced, then unpaced load on each endpoint of the running server; one report line per run."""
     lines = []
-    for name, method, paths, body in _endpoints(args.users, args.shop):
+    for name, method, paths, body in _endpoints(args.users, args.shop, args.policy):
         # --shop's endpoints (its list, similar items) go with --only recommendations
         if args.only and name != args.only and not (name.startswith("shop-") and args.only == "recommendations"):
             continue
@@ -453,7 +462,7 @@ def _print_summary(args: argparse.Namespace, workers: list[int], paced_client: s
           f"after), server worker count(s) {', '.join(map(str, workers))}, loopback, paced load from "
           f"{'bench/pacedload (Go, its own process)' if paced_client == 'go' else 'this process (Python)'}"
           f"{' (pinned: load client CPU 0, server + Redis CPU 1)' if args.pin else ''}, "
-          f"{args.users:,} users x top-50")
+          f"{args.users:,} users x top-50, decisions policy {args.policy}")
     if max(load_before, os.getloadavg()[0]) > 1.0:
         notes.append("other processes were using the CPU (load average > 1): latency tails include their "
                      "scheduling; compare runs at low load (and the redis-benchmark p99 of the same run)")
@@ -622,7 +631,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="pulse-bench-client-"))
     with redis_target(args.redis_url) as redis_url:
         for fmt in formats:
-            seed(redis_url, f"{prefix}-{fmt}", args.users, 200, fmt)
+            seed(redis_url, f"{prefix}-{fmt}", args.users, 200, fmt, args.policy)
             if args.shop:
                 seed_shop(redis_url, f"{prefix}-{fmt}", args.users, 200)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
@@ -637,7 +646,8 @@ def main() -> None:
                 env = {**os.environ, "PULSE_REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": f"{prefix}-{fmt}",
                        "PULSE_TOPIC_EVENTS": topic, "PULSE_SERVING_PORT": str(port),
                        "PULSE_SERVING_WORKERS": str(count), "PULSE_TOPIC_SERVED": served_topic,
-                       "PULSE_SERVING_LOG_SERVED": str(served == "on").lower()}
+                       "PULSE_SERVING_LOG_SERVED": str(served == "on").lower(),
+                       "PULSE_BANDIT_POLICY": args.policy, "PULSE_BANDIT_FEATURES": ",".join(FEATURES)}
                 env.pop("PULSE_SERVING_API_KEYS", None)
                 with server_process(env, port, server_cpus) as proc:
                     found = _measure_endpoints(args, port, proc.pid, use_wrk, paced_client, home, redis_url)

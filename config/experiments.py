@@ -3,7 +3,7 @@
 An experiment runs on one *surface*: ``recommendations`` (a variant is a recommendation policy:
 ``mf``, the live model with popularity for cold users, or ``popularity``) or ``decisions`` (a
 variant is a decision policy: ``uniform``, the random control, or a bandit policy ``ts``,
-``ucb``, ``egreedy``). A user's variant is a pure function of the experiment's salt and the user
+``ucb``, ``egreedy``, ``linucb``). A user's variant is a pure function of the experiment's salt and the user
 id: the first 8 bytes of ``sha256("<salt>:<user_id>")`` as a number in [0, 1) fall into the
 variants' shares, laid end to end in the order given. Shares may sum to less than 1: the users
 beyond them are not in the experiment (served as without one). At most one experiment per surface.
@@ -42,7 +42,7 @@ __all__ = [
 Surface = Literal["recommendations", "decisions"]
 #: What a variant of each surface may be (serving/recommendations.py, serving/decisions.py implement them).
 RECOMMENDATION_POLICIES = frozenset({"mf", "popularity"})
-DECISION_POLICIES = frozenset({"uniform", "ts", "ucb", "egreedy"})
+DECISION_POLICIES = frozenset({"uniform", "ts", "ucb", "egreedy", "linucb"})
 _POLICIES: dict[str, frozenset[str]] = {"recommendations": RECOMMENDATION_POLICIES, "decisions": DECISION_POLICIES}
 #: Names go into Kafka records, metric labels and Redis-safe ids: the serving API's id characters.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@+=-]+$")]
@@ -67,7 +67,7 @@ class Variant(_Frozen):
     """One arm of an experiment: its name, the policy it serves and its share of the users."""
 
     name: Name
-    policy: Name = Field(description="recommendations: mf | popularity; decisions: uniform | ts | ucb | egreedy")
+    policy: Name = Field(description="recommendations: mf | popularity; decisions: uniform, ts, ucb, egreedy, linucb")
     share: float = Field(ge=0.0, le=1.0, description="Share of all users (hashed) served this variant")
 
 

@@ -1,8 +1,7 @@
 """One typed settings object for every Pulse command, built from environment and flags.
 
 Every field reads ``PULSE_<FIELD>`` from the environment (e.g. ``PULSE_KAFKA_BOOTSTRAP``);
-CLI flags override the environment; code receives a :class:`Settings` and never reads the
-environment itself.
+CLI flags override the environment; code receives a :class:`Settings`, never the environment.
 
 >>> s = Settings(kafka_bootstrap="127.0.0.1:19092", redis_password="hunter2")
 >>> s.topic_events, s.partitions
@@ -12,8 +11,7 @@ False
 >>> Settings(bandit_scopes="global, user").bandit_scopes
 ('global', 'user')
 
-A password written into ``PULSE_REDIS_URL`` is moved into ``redis_password`` (a secret), so the
-URL that settings print, log and pass around never carries it:
+A password in ``PULSE_REDIS_URL`` moves to ``redis_password`` (a secret): URLs printed, logged, passed never carry it:
 
 >>> s = Settings(redis_url="redis://:hunter2@redis:6379/0")
 >>> s.redis_url, s.redis_password, s.redis_password.get_secret_value()
@@ -177,7 +175,10 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     weight_add_to_cart: float = Field(2.0, ge=0, description="Weight of an add-to-cart as an implicit positive")
     weight_purchase: float = Field(3.0, ge=0, description="Weight of a purchase as an implicit positive")
     weight_impression: float = Field(0.03, ge=0, description="Weight of an impression as a negative (wmf)")
-    bandit_policy: Literal["ts", "ucb", "egreedy"] = "ts"
+    bandit_policy: Literal["ts", "ucb", "egreedy", "linucb"] = "ts"
+    bandit_features: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("segment", "decision_point"), description="linucb: the context keys it reads (env: comma-separated)")
+    bandit_alpha: float = Field(1.0, ge=0, description="linucb: width of the confidence bonus")
     bandit_scopes: Annotated[tuple[BanditScopeName, ...], NoDecode] = Field(
         ("global", "segment", "user"), description="Bandit scopes the job learns (env: comma-separated)"
     )
@@ -287,10 +288,10 @@ class Settings(ConnectionSecurity, ArchiveSettings):
             raise ConflictingPasswordsError("redis_url carries a password other than redis_password; give one")
         return {**data, "redis_url": url, "redis_password": password}
 
-    @field_validator("bandit_scopes", mode="before")
+    @field_validator("bandit_scopes", "bandit_features", mode="before")
     @classmethod
     def _scopes_from_text(cls, value: Any) -> Any:
-        """``PULSE_BANDIT_SCOPES=global,segment`` and the flag's text read as a tuple."""
+        """``PULSE_BANDIT_SCOPES=global,segment`` (and features) and the flag's text read as a tuple."""
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

@@ -157,12 +157,16 @@ class ItemTouches:
 @pickled_as_call
 @dataclass(frozen=True, slots=True)
 class BanditFeedback:
-    """An impression resolved: ``reward`` 1 (its click came) or 0 (it expired)."""
+    """An impression resolved: ``reward`` 1 (its click came) or 0 (it expired).
+
+    ``context``: the impression's context entries a contextual bandit reads (LinUCB's features), else empty.
+    """
 
     scope_key: str
     arm: str
     reward: float
     event_time_ms: int
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @pickled_as_call

@@ -206,6 +206,7 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         drift=DriftReaction(settings.drift_reaction, settings.drift_boost_factor, settings.drift_boost_events),
         attribution=settings.attribution_on,
         attribution_window_ms=settings.attribution_window_ms,
+        bandit_context=settings.bandit_features if settings.bandit_policy == "linucb" else (),
     )
     # The item snapshots travel inside the batches: one input, so the batcher is chained into the stage.
     batches = user_batches(keyed_rows(events), item_snapshots, max_records=settings.job_batch_max_events,
@@ -246,6 +247,8 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         redis_shards=redis_shards(settings),
         value_format=settings.redis_value_format,
         attribution_window_ms=settings.attribution_window_ms,
+        bandit_hyperparameters=(("alpha", settings.bandit_alpha), ("features", settings.bandit_features))
+        if settings.bandit_policy == "linucb" else (),
     )
     items = _batched_stage(users, TO_ITEMS, ItemParamsOwner(config), "item-params", settings)
     bandits = _batched_stage(users, TO_BANDITS, BanditArms(config), "bandit-arms", settings)

@@ -52,6 +52,7 @@ class SharedStageConfig:
     model_version: str = "mf-v1"
     value_format: str = "compact"  # "legacy": format-1 item hashes
     attribution_window_ms: int = 30 * 60 * 1000
+    bandit_hyperparameters: tuple[tuple[str, Any], ...] = ()  # the bandit policy's (LinUCB: alpha, features)
 
     def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
@@ -168,7 +169,7 @@ class BanditArms(_CoalescedWrites):
     """``keyBy(scope key)``: one bandit per scope; a user's is erased with the user."""
 
     def make_steps(self, config: SharedStageConfig) -> BanditSteps:
-        return BanditSteps(config.bandit_policy, config.keys)
+        return BanditSteps(config.bandit_policy, config.keys, config.bandit_hyperparameters)
 
     def on_update(self, key: str, update: Any, rows: list[Message]) -> None:
         if not isinstance(update, ForgetScope):

@@ -36,7 +36,7 @@ from flink_jobs.messages import (
     PopularityCount,
     RedisWrite,
 )
-from online_models.bandits import make_bandit
+from online_models.bandits import LinUCB, make_bandit
 from online_models.drift import DriftAlarm
 from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
@@ -147,25 +147,33 @@ class ItemOwner(SharedSteps):
 
 @dataclass(frozen=True)
 class BanditArms(SharedSteps):
-    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>)."""
+    """``keyBy(scope key)``: one bandit per scope (global, segment:<s>, user:<u>).
+
+    ``hyperparameters``: the policy's (LinUCB: ``alpha``, ``features``), as ``(name, value)`` pairs.
+    A LinUCB learns each feedback with its impression's context; its table is
+    :meth:`online_models.bandits.LinUCB.table_payload` (the state serving decides from).
+    """
 
     policy: str
     keys: RedisKeys
+    hyperparameters: tuple[tuple[str, Any], ...] = ()
 
     def apply(self, value: Any, update: BanditFeedback) -> Any:
-        bandit = value if value is not None else make_bandit(self.policy)
-        bandit.update(update.arm, update.reward)
+        bandit = value if value is not None else make_bandit(self.policy, **dict(self.hyperparameters))
+        bandit.update(update.arm, update.reward, dict(update.context) if update.context else None)
         return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
 
     def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
         bandit = entry.value
-        payload = {
-            "policy": self.policy,
-            "scope": key,
-            "stat_names": list(bandit.STAT_NAMES),
-            "arms": {arm: list(stats) for arm, stats in bandit.arm_table().items()},
-            "hyperparameters": bandit_hyperparameters(bandit),
-        }
+        payload: dict[str, Any] = {"policy": self.policy, "scope": key}
+        if isinstance(bandit, LinUCB):
+            payload.update(bandit.table_payload())
+        else:
+            payload.update({
+                "stat_names": list(bandit.STAT_NAMES),
+                "arms": {arm: list(stats) for arm, stats in bandit.arm_table().items()},
+                "hyperparameters": bandit_hyperparameters(bandit),
+            })
         yield RedisWrite(self.keys.bandit(self.policy, key), entry.event_time_ms, payload, key)
 
 

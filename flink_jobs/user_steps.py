@@ -5,8 +5,7 @@ registers the timers these steps ask for, counts metrics and routes the messages
 
 * :meth:`UserSteps.on_event` — an event of the user: counts, session, impression->reward join,
   the MF learning step (prequential error first), or the user's erasure;
-* :meth:`UserSteps.on_refresh` — the user's score refresh (a processing-time timer): the user's
-  Redis keys as one message, and the user's unreported model progress;
+* :meth:`UserSteps.on_refresh` — the score refresh (a processing-time timer): its Redis keys, unreported progress;
 * :meth:`UserSteps.on_event_timer` — event time passed a deadline: expired impressions (reward 0)
   and a session that closed.
 
@@ -82,16 +81,18 @@ class UserStageConfig:
     attribution: bool = False  # credit outcomes to experiment variants (settings.attribution_on)
     attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
     max_exposures: int = 100  # lists kept per user for attribution (within the window)
+    bandit_context: tuple[str, ...] = ()  # context keys a pending impression keeps for its feedback (LinUCB's)
 
 
 class PendingImpression(NamedTuple):
-    """An impression waiting for its click (in state: ``(arm, scope keys, expires[, experiment, variant])``)."""
+    """An impression waiting for its click (in state: its fields as a tuple, trailing defaults left out)."""
 
     arm: str
     scopes: list[str]
     expires_ms: int
     experiment: str | None = None  # the decision's experiment and variant, when attribution counts them
     variant: str | None = None
+    context: tuple[tuple[str, str], ...] = ()  # its entries of UserStageConfig.bandit_context
 
 
 class Impressions(Protocol):
@@ -240,11 +241,13 @@ class UserSteps:
             expires = event.event_time_ms + self.config.impression_ttl_ms
             scopes = [scope_key(scope, event) for scope in self.config.scopes]
             experiment, variant = event.context.get("experiment"), event.context.get("variant")
+            kept = tuple((k, event.context[k]) for k in self.config.bandit_context if k in event.context)
             if self.config.attribution and experiment and variant:  # a decision under an experiment: exposed
-                impressions[event.decision.request_id] = (event.decision.arm, scopes, expires, experiment, variant)
                 yield ExperimentTally(experiment, variant, event.event_time_ms, exposures=1)
             else:
-                impressions[event.decision.request_id] = (event.decision.arm, scopes, expires)
+                experiment = variant = None
+            stored = (event.decision.arm, scopes, expires, experiment, variant, kept)
+            impressions[event.decision.request_id] = stored[:6 if kept else 5 if experiment else 3]
             yield EventTimer(expires)
         elif event.type is EventType.CLICK and (request_id := event.context.get("request_id")):
             stored = impressions.get(request_id)
@@ -259,7 +262,7 @@ class UserSteps:
             if pending.experiment and pending.variant:
                 yield ExperimentTally(pending.experiment, pending.variant, event.event_time_ms, clicked=1, clicks=1)
             for key in pending.scopes:
-                yield BanditFeedback(key, pending.arm, 1.0, event.event_time_ms)
+                yield BanditFeedback(key, pending.arm, 1.0, event.event_time_ms, pending.context)
 
     def _touch(self, record: UserRecord, event: Event) -> ItemTouch | None:
         """Learn from ``event`` (when it has a target) and say what it did to the item, in one message."""
@@ -322,7 +325,7 @@ class UserSteps:
         for request_id, pending in expired:
             del impressions[request_id]
             for key in pending.scopes:
-                yield BanditFeedback(key, pending.arm, 0.0, pending.expires_ms)
+                yield BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context)
 
     # -- what the user's state says outside ---------------------------------------------------
 

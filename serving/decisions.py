@@ -4,7 +4,7 @@ Experiment assignment is a deterministic hash of ``salt:user_id`` (:func:`config
 the decisions experiment of ``PULSE_EXPERIMENTS`` when there is one, else the split of
 ``serving_control_share`` (a ``control`` variant, then ``treatment``). A ``uniform`` variant is
 the random control (propensity ``1/K``), any other the deployment's bandit policy (``ts``,
-``ucb`` or ``egreedy``; settings reject another policy, the job keeps no tables for it). Users
+``ucb``, ``egreedy`` or ``linucb``; settings reject another policy, the job keeps no tables for it). Users
 beyond the shares get the bandit policy, with no experiment in the response.
 
 No per-request Monte Carlo: the policy's arm distribution (the probability of choosing each
@@ -16,6 +16,8 @@ probabilities, UCB's and epsilon-greedy's closed forms. The request's seed
 job's bandit restored from the table with that seed pulls. The logged propensity is the cached
 probability of the chosen arm, so it is exactly the probability the choice had, and a decision is
 recomputed from its request id and the arm table (``Decider.decide(..., request_id=...)``).
+``linucb`` depends on the request's context, so it has no cached distribution: it scores the
+candidate arms for the context the impression logs (:mod:`serving.linucb_decisions`).
 A scope's arm tables are reused for ``DecisionPolicy.table_max_age_s`` after they were read (the
 job rewrites them at most once per flush interval), so most decisions need no Redis round trip;
 the response's ``model_version`` names the table a decision used, and a replay always reads.
@@ -47,6 +49,7 @@ from online_models.bandits.mab import UCB, EpsilonGreedy
 from schemas.events import Decision, Event, EventType
 from schemas.redis_keys import Envelope
 from serving.arm_distributions import ArmDistributionCache, rng_for
+from serving.linucb_decisions import LINUCB, LinUCBTable, LinUCBTables
 from serving.models import DecisionRequest, DecisionResponse
 from serving.store import RedisStore
 
@@ -152,6 +155,7 @@ class Decider:
         self._reads: dict[tuple[str, ...], tuple[float, list[Envelope | None]]] = {}
         self._reading: dict[tuple[str, ...], asyncio.Future[list[Envelope | None]]] = {}
         self._variants: dict[str, Variant | None] = {}
+        self._linucb = LinUCBTables(policy.cache_entries)
 
     async def decide(
         self, request: DecisionRequest, now_ms: int, request_id: str | None = None
@@ -178,7 +182,7 @@ class Decider:
         return self._decided(request, now_ms, None, scopes, known[1])
 
     def _scopes(self, request: DecisionRequest) -> list[str]:
-        if self.policy.bandit_policy not in _HYPERPARAMETERS:
+        if self.policy.bandit_policy not in _HYPERPARAMETERS and self.policy.bandit_policy != LINUCB:
             raise DecisionError("unsupported_policy", f"serving cannot decide with {self.policy.bandit_policy!r}", 501)
         return _scope_keys(self.policy.preferred_scope, request.user_id, request.context.get("segment"))
 
@@ -190,7 +194,7 @@ class Decider:
             if found is not None:
                 scope, envelope = key, found
                 break
-        parsed = self._arm_table(scope, envelope)
+        parsed = self._linucb_table(scope, envelope) if p.bandit_policy == LINUCB else self._arm_table(scope, envelope)
         arms = tuple(request.arms) if request.arms else parsed.arms
         if not arms:
             raise DecisionError("no_arms", f"no arms in the request and no bandit parameters in scope {scope!r}", 404)
@@ -198,9 +202,13 @@ class Decider:
         request_id = request_id or ids[:32]
         seed = int(request_id, 16) % 2**64
         variant = self._variant(request.user_id)
+        assigned = {"experiment": self.experiment.name, "variant": variant.name} if variant is not None else {}
+        context = {**request.context, "decision_point": request.decision_point, **assigned, "bandit_scope": scope}
         if variant is not None and variant.policy == UNIFORM:
             index = min(int(uniform_from_seed(seed) * len(arms)), len(arms) - 1)
             propensity, policy = 1.0 / len(arms), UNIFORM
+        elif isinstance(parsed, LinUCBTable):  # on the context the impression logs (serving/linucb_decisions.py)
+            (index, propensity), policy = parsed.choose(arms, context, seed), LINUCB
         else:
             stats = parsed.stats if arms is parsed.arms else tuple(parsed.table.get(arm, (0.0, 0.0)) for arm in arms)
             distribution = self.distributions.get(p.bandit_policy, arms, stats, parsed.hyper, parsed.n_updates)
@@ -212,8 +220,6 @@ class Decider:
             variant=variant.name if variant is not None else None, scope=scope,
             model_version=envelope.model_version if envelope else None,
         )
-        assigned = {"experiment": self.experiment.name, "variant": variant.name} if variant is not None else {}
-        context = {**request.context, "decision_point": request.decision_point, **assigned, "bandit_scope": scope}
         event = Event(
             event_id=ids[32:], type=EventType.IMPRESSION, user_id=request.user_id, event_time_ms=now_ms,
             item_id=arm, context=context, decision=Decision(request_id, policy, arm, propensity),
@@ -266,6 +272,12 @@ class Decider:
             self._variants.clear()
         self._variants[user_id] = variant
         return variant
+
+    def _linucb_table(self, scope: str, envelope: Envelope | None) -> LinUCBTable:
+        try:
+            return self._linucb.table(scope, envelope)
+        except ValueError as exc:
+            raise DecisionError("invalid_arm_table", f"the LinUCB table of scope {scope!r}: {exc}", 500) from None
 
     def _arm_table(self, scope: str, envelope: Envelope | None) -> _ArmTable:
         """The parsed table of ``envelope`` (parsed once while the scope's stored value is unchanged)."""

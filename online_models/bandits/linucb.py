@@ -24,11 +24,11 @@ per arm: id, then the upper triangle of ``A`` (row-major) and ``b`` as float64.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
-import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -54,6 +54,11 @@ Vector = np.ndarray[Any, np.dtype[np.float64]]
 _HYPER = struct.Struct("<ddHQ")
 _U16 = struct.Struct("<H")
 _ALL_FEATURES = 0xFFFF
+
+
+def _first_pull_rng(seed: int) -> np.random.Generator:
+    """The generator of a bandit with ``seed``'s first pull (``Bandit._rng(0, 0)``)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -123,6 +128,8 @@ class LinUCB(Bandit):
         self._b: dict[ArmId, Vector] = {}
         # Derived from _a/_b, never serialised: (A^-1, theta) per arm.
         self._solved: dict[ArmId, tuple[Vector, Vector]] = {}
+        # Derived too: per candidate-arm tuple, the stacked A^-1 and theta rows that ``scores`` multiplies.
+        self._stacks: dict[tuple[ArmId, ...], Vector] = {}
         self._prior_inverse = np.eye(n_features) / ridge
         self._zero = np.zeros(n_features)
 
@@ -141,20 +148,65 @@ class LinUCB(Bandit):
 
     def upper_bounds(self, arms: Sequence[ArmId], context: Context | None) -> dict[ArmId, float]:
         """``theta . x + alpha * sqrt(x^T A^-1 x)`` per arm."""
-        return {
-            arm: mean + self.alpha * math.sqrt(max(width, 0.0))
-            for arm, (mean, width) in self.estimates(arms, context).items()
-        }
+        arms = tuple(arms)
+        return dict(zip(arms, self.scores(arms, self.featurize(context)).tolist(), strict=True))
+
+    def scores(self, arms: tuple[ArmId, ...], x: Vector) -> Vector:
+        """The upper bounds of ``arms`` for the feature vector ``x``, in one batch.
+
+        ``pull``, ``arm_probabilities``, :meth:`decide` and serving all score with this same
+        arithmetic, so a decision made from a restored state is bit for bit the learner's.
+        """
+        stacked = self._stacked(arms)  # (K * (d + 1), d): per arm the rows of A^-1, then theta
+        products = (stacked @ x).reshape(len(arms), self.n_features + 1)
+        widths = products[:, :-1] @ x
+        result: Vector = products[:, -1] + self.alpha * np.sqrt(np.maximum(widths, 0.0))
+        return result
 
     def arm_probabilities(self, arms: Sequence[ArmId], context: Context | None = None) -> dict[ArmId, float]:
         """Uniform over the arms with the largest upper bound, 0 elsewhere."""
         best = set(tied_argmax(self.upper_bounds(arms, context)))
         return {arm: 1.0 / len(best) if arm in best else 0.0 for arm in arms}
 
+    def decide(self, arms: Sequence[ArmId], context: Context | None, seed: int) -> BanditDecision:
+        """What this state pulls for a request seeded ``seed``, without changing the bandit.
+
+        The pull of a copy with ``seed`` and no pull yet (the generator of
+        ``SeedSequence(seed, spawn_key=(0, 0))``, built only to split a tie): serving's choice
+        for a request and ``pulse eval bandit --decide``'s.
+
+        >>> bandit = LinUCB(n_features=4)
+        >>> sorted({bandit.decide(["a", "b"], None, seed).arm for seed in range(8)})
+        ['a', 'b']
+        >>> bandit.decide(["a", "b"], None, 1) == bandit.decide(["a", "b"], None, 1)
+        True
+        """
+        arms = tuple(arms)
+        index, propensity = self.choose_index(arms, self.featurize(context), lambda: _first_pull_rng(seed))
+        return BanditDecision(arm=arms[index], propensity=propensity)
+
+    def choose_index(
+        self, arms: tuple[ArmId, ...], x: Vector, rng: Callable[[], np.random.Generator]
+    ) -> tuple[int, float]:
+        """Index of the arm with the largest upper bound for ``x`` and its propensity ``1/n_tied``.
+
+        A tie (arms in the order given) is split by one draw of ``rng()``, called only then.
+        """
+        scores = self.scores(arms, x)
+        top = int(scores.argmax())  # the first of the tied, if any
+        if np.count_nonzero(scores == scores[top]) == 1:
+            return top, 1.0
+        best = np.flatnonzero(scores == scores[top])
+        return int(best[int(rng().integers(len(best)))]), 1.0 / len(best)
+
+    def known_arms(self) -> list[ArmId]:
+        """The arms with an update, in the order they were first updated."""
+        return list(self._a)
+
     def _choose(self, arms: Sequence[ArmId], context: Context | None, rng: np.random.Generator) -> BanditDecision:
-        best = tied_argmax(self.upper_bounds(arms, context))
-        arm = best[int(rng.integers(len(best)))] if len(best) > 1 else best[0]
-        return BanditDecision(arm=arm, propensity=1.0 / len(best))
+        arms = tuple(arms)
+        index, propensity = self.choose_index(arms, self.featurize(context), lambda: rng)
+        return BanditDecision(arm=arms[index], propensity=propensity)
 
     def _learn(self, arm: ArmId, reward: float, context: Context | None) -> None:
         x = self.featurize(context)
@@ -164,6 +216,17 @@ class LinUCB(Bandit):
         self._a[arm] += np.outer(x, x)
         self._b[arm] += reward * x
         self._solved.pop(arm, None)
+        self._stacks.clear()
+
+    def _stacked(self, arms: tuple[ArmId, ...]) -> Vector:
+        stacked = self._stacks.get(arms)
+        if stacked is None:
+            rows = [np.vstack(self._solve(arm)) for arm in arms]
+            stacked = np.ascontiguousarray(np.concatenate(rows))
+            if len(self._stacks) >= 64:
+                self._stacks.clear()
+            self._stacks[arms] = stacked
+        return stacked
 
     def _solve(self, arm: ArmId) -> tuple[Vector, Vector]:
         if arm not in self._a:
@@ -227,6 +290,40 @@ class LinUCB(Bandit):
             learner._b[arm] = values[n_upper:].copy()
         check_consumed(data, offset)
         return learner
+
+    STAT_NAMES = ("updates", "reward_sum")
+
+    def table_payload(self) -> dict[str, Any]:
+        """The arm table the job writes to Redis: a summary per arm, for people, and the state, for serving.
+
+        ``arms`` maps each arm to ``[updates, reward_sum]`` (``A[0,0] - ridge`` and ``b[0]``: the
+        bias feature is 1 in every context), named by ``stat_names`` as the other policies' tables
+        are; ``state`` is :meth:`to_bytes` in base64: the exact float64 ``A`` and ``b``, from which
+        serving solves ``A^-1`` and ``theta`` once per table version (:meth:`from_table_payload`).
+
+        >>> bandit = LinUCB(n_features=4, features=["segment"])
+        >>> bandit.update("a", 1.0, {"segment": "men"})
+        >>> payload = bandit.table_payload()
+        >>> payload["arms"], payload["features"], payload["hyperparameters"]
+        ({'a': [1.0, 1.0]}, ['segment'], {'alpha': 1.0, 'ridge': 1.0, 'n_features': 4})
+        >>> LinUCB.from_table_payload(payload).to_bytes() == bandit.to_bytes()
+        True
+        """
+        return {
+            "stat_names": list(self.STAT_NAMES),
+            "arms": {arm: [float(a[0, 0] - self.ridge), float(self._b[arm][0])] for arm, a in self._a.items()},
+            "hyperparameters": {"alpha": self.alpha, "ridge": self.ridge, "n_features": self.n_features},
+            "features": None if self.features is None else list(self.features),
+            "state": base64.b64encode(self.to_bytes()).decode("ascii"),
+        }
+
+    @classmethod
+    def from_table_payload(cls, payload: dict[str, Any]) -> Self:
+        """The bandit whose :meth:`table_payload` ``payload`` is (``ValueError`` when it holds no state)."""
+        state = payload.get("state")
+        if not isinstance(state, str):
+            raise ValueError("not a LinUCB arm table: no state")
+        return cls.from_bytes(base64.b64decode(state, validate=True))
 
     def clone(self) -> Self:
         """Same hyperparameters, no learned state."""

@@ -7,10 +7,17 @@ to its end offsets at the start, :mod:`pulse.commands.topic_reader`), where serv
 impressions by request id (``online_models.off_policy.join_decisions``), replays them through the
 chosen policy (``logged``: the logging policy itself) and prints the logged policy's CTR and the
 policy's IPW / SNIPS / DR estimates with 95 % intervals (method in ``online_models/off_policy.py``).
+
+``--decide FILE`` (``linucb``, global scope) then prints what the replayed policy decides for each
+line of a JSON-lines file, ``{"request_id": HEX or "seed": N, "context": {...}, "arms": [...]}``:
+the arm and propensity serving would answer from the same state for that request id (seed
+``int(request_id, 16) mod 2**64``; arms default to the learned ones sorted, as serving's), so the
+job + serving path can be checked against the evaluation (``serving/linucb_decisions.py``).
 """
 
 from __future__ import annotations
 
+import json as json_lib
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from online_models.bandits import BanditScope, make_bandit
+from online_models.bandits import Bandit, BanditScope, LinUCB, make_bandit
 from online_models.off_policy import (
     DecisionLog,
     Estimate,
@@ -161,6 +168,8 @@ def bandit(
     ),
     reward: Annotated[str, typer.Option(help="Event types that reward the decision they name by request id, "
                                         "comma-separated (click, add_to_cart, purchase)")] = "click",
+    decide: Annotated[Path | None, typer.Option(help="linucb: JSON lines of {request_id or seed, context, arms}: "
+                                                "print the replayed policy's decision for each")] = None,
 ) -> None:
     """Estimate a bandit's CTR off-policy (IPW, SNIPS, DR with 95% intervals) from a logged dataset."""
     hyper = _hyperparameters(
@@ -169,6 +178,8 @@ def bandit(
     )
     try:
         rewards = _reward_types(reward)
+        if decide is not None and (policy is not PolicyName.LINUCB or scope is not BanditScope.GLOBAL):
+            raise ValueError("--decide needs --policy linucb and --scope global")
         learner = make_bandit(policy.value, seed=seed, **hyper) if policy is not PolicyName.LOGGED else None
         where, log, undecodable = _load(ctx, data, rewards, order, progress)
     except (ValueError, FileNotFoundError) as exc:
@@ -183,10 +194,44 @@ def bandit(
                   disable=None if progress else True) as bar:
             report = evaluate_policy(rows, learner, scope=scope, folds=folds, on_row=lambda: bar.update(1))
     run = _Run(data, policy, scope, seed, hyper, len({row.arm for row in rows}), sorted(rewards), log, undecodable)
+    _emit(run, report, _decisions(learner, decide), json)
+
+
+def _emit(run: _Run, report: OffPolicyReport, decisions: list[dict[str, Any]] | None, json: bool) -> None:
     if json:
-        print_json(_as_json(run, report))
-    else:
-        _print_report(run, report)
+        print_json({**_as_json(run, report), **({"decisions": decisions} if decisions is not None else {})})
+        return
+    _print_report(run, report)
+    for decision in decisions or ():
+        typer.echo(f"  decision {decision['request_id'] or decision['seed']}: arm {decision['arm']} "
+                   f"(propensity {decision['propensity']:g})")
+
+
+def _decisions(learner: Bandit | None, path: Path | None) -> list[dict[str, Any]] | None:
+    """The replayed LinUCB's decision for each request of the ``--decide`` file (see the module docstring)."""
+    if path is None or not isinstance(learner, LinUCB):
+        return None
+    try:
+        return _decide_each(learner, path)
+    except (ValueError, OSError) as exc:
+        raise fail(f"--decide {path}: {exc}", code=2) from None
+
+
+def _decide_each(learner: LinUCB, path: Path) -> list[dict[str, Any]]:
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            request = json_lib.loads(line)
+            request_id = request.get("request_id")
+            seed = int(request_id, 16) % 2**64 if request_id is not None else int(request["seed"])
+            arms = list(request.get("arms") or sorted(learner.known_arms()))
+            decision = learner.decide(arms, request.get("context") or {}, seed)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"line {number}: {exc!r}") from None
+        out.append({"request_id": request_id, "seed": seed, "arm": decision.arm, "propensity": decision.propensity})
+    return out
 
 
 @dataclass(frozen=True, slots=True)

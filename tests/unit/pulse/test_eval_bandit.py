@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from online_models.bandits import LinUCB
+from online_models.off_policy import logged_rows
+from producers.sources.obd import read_obd
 from pulse.cli import app
 from tests.unit.online_models.obd_sample import EXPECTED_IPW, EXPECTED_SNIPS, write_sample
 
@@ -45,3 +48,24 @@ def test_thompson_sampling_on_men_random(shared_data: Path) -> None:
     for name in ("ipw", "snips", "dr"):
         assert out[name]["low"] < out[name]["value"] < out[name]["high"]
         assert 0.0 < out[name]["value"] < 0.05
+
+
+def test_decide_prints_the_replayed_linucbs_decision_per_request(tmp_path: Path) -> None:
+    path = write_sample(tmp_path)
+    requests = [{"request_id": "0123456789abcdef0123456789abcdef", "context": {"position": "1"}},
+                {"seed": 5, "context": {"position": "2"}, "arms": ["new1", "new2"]}]
+    decide = tmp_path / "decide.jsonl"
+    decide.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    args = ["eval", "bandit", "--data", f"obd:{path}", "--policy", "linucb", "--order", "file", "--json",
+            "--decide", str(decide)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)["decisions"]
+    learner = LinUCB(features=["user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3", "position"])
+    for row in logged_rows(read_obd(path)):
+        learner.update(row.arm, row.reward, row.context)
+    first = learner.decide(sorted(learner.known_arms()), {"position": "1"}, 0x0123456789ABCDEF0123456789ABCDEF % 2**64)
+    assert (got[0]["arm"], got[0]["propensity"]) == (first.arm, first.propensity)
+    assert got[1]["seed"] == 5 and got[1]["propensity"] == 0.5 and got[1]["arm"] in ("new1", "new2")
+    wrong = CliRunner().invoke(app, [*args[:4], "--policy", "ts", "--decide", str(decide)])
+    assert wrong.exit_code == 2 and "--decide needs --policy linucb" in wrong.output
