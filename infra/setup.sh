@@ -78,4 +78,26 @@ say "resolving Kafka and Flink jars, building pulse-flink-kafka.jar (cached in .
 .venv/bin/python -m infra.local.jars
 say "building the local Schema Registry for the tests (infra/registry/pom.xml; cached in .local/registry)"
 .venv/bin/python -m infra.local.registry
+# MovieLens 100K (u.data: 100,000 ratings, 943 users, 1,682 movies), the real ratings file the MF tests and
+# `pulse eval mf` examples use. The package index ships it inside RecBole's wheel (dataset_example/ml-100k,
+# in RecBole's "atomic" layout: a typed header line, then u.data's tab-separated columns); only that file
+# is taken, checked against its digest, and written without the header. The package is not installed.
+ML100K=.local/data/ml-100k/u.data
+ML100K_SHA256=739785378ac6891059e1f26a6cb92f2bb088ef8d9e5807aea02dd6c708995282
+if [ "$(sha256sum "$ML100K" 2>/dev/null | cut -c1-64)" != "$ML100K_SHA256" ]; then
+  say "fetching MovieLens 100K ($ML100K) from the RecBole 1.2.0 wheel"
+  rm -rf .local/cache/recbole && mkdir -p .local/cache/recbole "$(dirname "$ML100K")"
+  .venv/bin/python -m pip download -q --no-deps --dest .local/cache/recbole recbole==1.2.0
+  .venv/bin/python - "$ML100K" .local/cache/recbole/recbole-1.2.0-py3-none-any.whl <<'PY'
+import sys, zipfile
+out, wheel = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as archive:
+    lines = archive.read("recbole/dataset_example/ml-100k/ml-100k.inter").decode().splitlines(keepends=True)
+assert lines[0].startswith("user_id:token\titem_id:token\trating:float\ttimestamp:float"), lines[0]
+open(out, "w").writelines(lines[1:])
+PY
+  [ "$(sha256sum "$ML100K" | cut -c1-64)" = "$ML100K_SHA256" ] || { echo "MovieLens 100K: unexpected content in $ML100K" >&2; exit 1; }
+  rm -rf .local/cache/recbole
+fi
+
 say "ready"
