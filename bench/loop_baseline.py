@@ -43,19 +43,13 @@ from flink_jobs.redis_writer import BatchItem, RedisWriter
 from flink_jobs.user_state import session_payload  # the job's own payload shape
 from online_models import session as sessions
 from online_models.item_table import ItemTable
-from online_models.mf import GlobalParams, MFConfig, UserParams, initial_user, learn_step, predict
+from online_models.mf import GlobalParams, UserParams, initial_user, learn_step, predict
+from online_models.mf_params import mf_config
 from schemas import DecodeError, Event, EventCodec, EventType, Limits, load_registry
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_user_value
 
 log = logging.getLogger("loop_baseline")
-
-
-def mf_config(settings: Settings) -> MFConfig:
-    """The job's MF hyperparameters (as ``flink_jobs.pipeline.mf_config``)."""
-    return MFConfig(n_factors=settings.mf_factors, bias_lr=settings.mf_learning_rate,
-                    latent_lr=settings.mf_learning_rate, l2_bias=settings.mf_l2, l2_latent=settings.mf_l2,
-                    seed=settings.mf_seed)
 
 
 class _User:

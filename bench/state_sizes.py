@@ -46,13 +46,13 @@ from tqdm import tqdm
 
 from config import Settings
 from flink_jobs.messages import ItemTouch, ItemTouches, RedisWrite
-from flink_jobs.pipeline import mf_config
 from flink_jobs.redis_writer import BatchItem, RedisWriter
 from flink_jobs.shared_state import SharedStageConfig
 from flink_jobs.shared_steps import Coalesced, ItemOwner
 from flink_jobs.user_steps import UserRecord, UserStageConfig, UserSteps
 from infra.local.process import ServiceError, free_port
 from infra.local.redis import RedisServer
+from online_models.mf_params import mf_config
 from producers.sources import open_source
 from schemas.redis_keys import RedisKeys, UserKind
 

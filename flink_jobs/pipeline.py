@@ -46,7 +46,7 @@ from flink_jobs.shared_state import (
 from flink_jobs.user_state import UserStageConfig, UserState
 from flink_jobs.user_steps import DriftReaction
 from online_models.bandits import BanditScope
-from online_models.mf import MFConfig
+from online_models.mf_params import mf_config
 from schemas import DeadLetterCodec, Limits
 from schemas.redis_keys import RedisKeys
 
@@ -294,15 +294,3 @@ def _batched_stage(messages: DataStream, kind: str, stage: Any, uid: str, settin
 def redis_shards(settings: Settings) -> int:
     """Keys of the Redis sink stage: a few per subtask, so flushes are spread over time."""
     return 4 * settings.job_parallelism
-
-
-def mf_config(settings: Settings) -> MFConfig:
-    """The MF hyperparameters of the job (``pulse eval mf`` takes the same ones as flags)."""
-    return MFConfig(
-        n_factors=settings.mf_factors,
-        bias_lr=settings.mf_learning_rate,
-        latent_lr=settings.mf_learning_rate,
-        l2_bias=settings.mf_l2,
-        l2_latent=settings.mf_l2,
-        seed=settings.mf_seed,
-    )

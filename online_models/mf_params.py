@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from config import Settings
 from online_models.base import ItemId, StateHeader, UserId
 from schemas.events import Event, EventType
 
@@ -44,6 +45,7 @@ __all__ = [
     "initial_item",
     "initial_user",
     "learn_step",
+    "mf_config",
     "predict",
     "score_items",
     "top_k_rows",
@@ -311,3 +313,23 @@ def top_k_rows(scores: Vector, k: int, exclude_rows: Sequence[int] = ()) -> NDAr
     rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     best_first: NDArray[np.intp] = rows[np.lexsort((rows, -scores[rows]))]
     return best_first
+
+
+def mf_config(settings: Settings) -> MFConfig:
+    """The explicit MF's hyperparameters in the settings: the job's, and ``pulse eval mf``'s defaults.
+
+    >>> cfg = mf_config(Settings())
+    >>> cfg.bias_lr, cfg.latent_lr, cfg.n_factors
+    (0.025, 0.05, 10)
+    >>> mf_config(Settings(mf_learning_rate=0.01)).latent_lr   # the older one-rate setting wins when set
+    0.01
+    """
+    both = settings.mf_learning_rate
+    return MFConfig(
+        n_factors=settings.mf_factors,
+        bias_lr=settings.mf_bias_lr if both is None else both,
+        latent_lr=settings.mf_latent_lr if both is None else both,
+        l2_bias=settings.mf_l2,
+        l2_latent=settings.mf_l2,
+        seed=settings.mf_seed,
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +30,7 @@ from online_models.evaluation import (
     progressive_validation,
 )
 from online_models.mf import MFConfig, OwnerSplitMF
+from online_models.mf_params import mf_config
 from producers.sources import ReplayOrder, open_source
 from pulse.app import eval_app
 from schemas.events import EventType
@@ -144,6 +145,11 @@ def _print_rmse(
         )
 
 
+def _config(settings: Settings, **given: float | int | None) -> MFConfig:
+    """The job's MF hyperparameters (:func:`online_models.mf_params.mf_config`), with each flag given instead."""
+    return replace(mf_config(settings), **{name: value for name, value in given.items() if value is not None})
+
+
 @eval_app.command("mf")
 def mf(
     ctx: typer.Context,
@@ -156,15 +162,19 @@ def mf(
     limit: Annotated[int, typer.Option(min=100, help="Ranking: events of the generated streams")] = 200_000,
     shared_data: Annotated[Path, typer.Option(help="Ranking: folder holding obd/ and otto/")] = Path(
         "../shared/data"),
-    factors: Annotated[int, typer.Option(help="Latent factors per user and item")] = 10,
-    bias_lr: Annotated[float, typer.Option(help="SGD learning rate of the biases")] = 0.01,
-    latent_lr: Annotated[float, typer.Option(help="SGD learning rate of the factors")] = 0.01,
-    l2_bias: Annotated[float, typer.Option(help="L2 penalty of the biases")] = 0.0,
-    l2_latent: Annotated[float, typer.Option(help="L2 penalty of the factors")] = 0.0,
+    factors: Annotated[int | None, typer.Option(help="Latent factors per user and item "
+                                                "[default: PULSE_MF_FACTORS, 10]")] = None,
+    bias_lr: Annotated[float | None, typer.Option(help="SGD learning rate of the biases [default: the job's, "
+                                                  "PULSE_MF_BIAS_LR, 0.025]")] = None,
+    latent_lr: Annotated[float | None, typer.Option(help="SGD learning rate of the factors [default: the job's, "
+                                                    "PULSE_MF_LATENT_LR, 0.05]")] = None,
+    l2_bias: Annotated[float | None, typer.Option(help="L2 penalty of the biases [default: PULSE_MF_L2, 0]")] = None,
+    l2_latent: Annotated[float | None, typer.Option(help="L2 penalty of the factors [default: PULSE_MF_L2, 0]")] = None,
     init_mu: Annotated[float, typer.Option(help="Mean of the initial factors")] = 0.0,
     init_sigma: Annotated[float, typer.Option(help="Standard deviation of the initial factors")] = 0.1,
     clip_gradient: Annotated[float, typer.Option(help="Clamp of the loss gradient")] = 1e12,
-    seed: Annotated[int, typer.Option(help="Seed of the initial factors (ranking: also of the generated streams)")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the initial factors (ranking: also of the generated "
+                                             "streams) [default: PULSE_MF_SEED, 0]")] = None,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run River's BiasedMF")] = True,
     json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
@@ -174,9 +184,10 @@ def mf(
     ),
 ) -> None:
     """Prequential RMSE/MAE of Pulse's MF vs River's BiasedMF, or (--metric ranking) HitRate/NDCG/recall@k."""
-    cfg = MFConfig(factors, bias_lr, latent_lr, l2_bias, l2_latent, init_mu, init_sigma, clip_gradient, seed)
+    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+    cfg = _config(settings, n_factors=factors, bias_lr=bias_lr, latent_lr=latent_lr, l2_bias=l2_bias,
+                  l2_latent=l2_latent, seed=seed, init_mu=init_mu, init_sigma=init_sigma, clip_gradient=clip_gradient)
     if metric is Metric.RANKING:
-        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
         _ranking(data or [], settings, cfg, k, limit, shared_data, json, progress)
         return
     if not data or len(data) != 1:
