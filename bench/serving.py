@@ -28,6 +28,8 @@ workers) around each scenario.
         # served-list logging off vs on, taking turns; verdict on the medians (issue 18: <= 0.2 ms of p99)
     .venv/bin/python bench/serving.py --only recommendations --workers 1 --shop   # + the shop's list, similar items
         # plain recommendations, then with filters + session re-rank + diversity cap, same server (issue 16)
+    .venv/bin/python bench/serving.py --only decisions --workers 1 --paced-timer go   # the Go client's old
+        # waiting (Go timers, each send 0-1 ms late), to compare with its default (nanosleep)
 """
 
 from __future__ import annotations
