@@ -15,7 +15,9 @@ memory, never against Redis: an item marked unavailable stops being served withi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from serving.polling import poll_forever
 from serving.store import RedisStore
@@ -77,7 +79,29 @@ class ItemFilter:
         """
         if not items and not categories:
             return self
-        return replace(self, skip=self.skip | items, exclude_categories=self.exclude_categories | categories)
+        return ItemFilter(self.catalogue, self.skip | items, self.categories, self.exclude_categories | categories)
+
+    def skipping(self, items: Iterable[str]) -> ItemFilter:
+        """The same filter, also refusing ``items`` (built directly: ``dataclasses.replace`` costs ~1.5 us)."""
+        return ItemFilter(self.catalogue, self.skip.union(items), self.categories, self.exclude_categories)
+
+    def allowed(self, ranked: Sequence[Sequence[Any]]) -> list[tuple[str, float]]:
+        """The ``(item, score)`` pairs of ``ranked`` that :meth:`allows`, in order (one pass, no call per item).
+
+        >>> ItemFilter(Catalogue(1, frozenset({"i2"}), {"i3": "hats"}), exclude_categories=frozenset({"hats"})).allowed(
+        ...     [["i1", 3], ["i2", 2], ["i3", 1], ["i4", 0]])
+        [('i1', 3.0), ('i4', 0.0)]
+        """
+        if not all(type(item) is str for item, _ in ranked):  # ids stored as something else: read as text
+            ranked = [(str(item), score) for item, score in ranked]
+        skip, unavailable = self.skip, self.catalogue.unavailable
+        if self.categories is None and not self.exclude_categories:
+            return [(str(item), float(score)) for item, score in ranked
+                    if item not in skip and item not in unavailable]
+        of, only, left_out = self.catalogue.categories.get, self.categories, self.exclude_categories
+        return [(str(item), float(score)) for item, score in ranked
+                if item not in skip and item not in unavailable
+                and (only is None or of(item) in only) and of(item) not in left_out]
 
     def allows(self, item_id: str) -> bool:
         """Whether ``item_id`` may be served."""

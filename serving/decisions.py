@@ -35,7 +35,6 @@ restored and pulled once, propensity a share of ``n_draws`` draws); decisions no
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from schemas.redis_keys import Envelope
 from serving.arm_distributions import ArmDistributionCache, rng_for
 from serving.linucb_decisions import LINUCB, LinUCBTable, LinUCBTables
 from serving.models import DecisionRequest, DecisionResponse
+from serving.request_ids import random_hex
 from serving.store import RedisStore
 
 __all__ = ["Decider", "DecisionError", "DecisionPolicy", "assign_variant", "rng_for", "thompson_choice"]
@@ -198,7 +198,7 @@ class Decider:
         arms = tuple(request.arms) if request.arms else parsed.arms
         if not arms:
             raise DecisionError("no_arms", f"no arms in the request and no bandit parameters in scope {scope!r}", 404)
-        ids = os.urandom(32).hex()  # the request id (unless replayed) and the impression's event id
+        ids = random_hex(64)  # the request id (unless replayed) and the impression's event id
         request_id = request_id or ids[:32]
         seed = int(request_id, 16) % 2**64
         variant = self._variant(request.user_id)

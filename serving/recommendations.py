@@ -16,10 +16,9 @@ the scores were written.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from online_models.popularity import ALL
@@ -27,6 +26,7 @@ from schemas.redis_keys import Envelope
 from serving.catalogue import Catalogue, CatalogueView, ItemFilter
 from serving.models import Explanation, Source
 from serving.new_items import NewItemsView
+from serving.request_ids import random_hex
 from serving.rerank import boost_of, cap_per_category, session_rerank, session_shares
 from serving.store import RedisStore, StoreUnavailableError
 
@@ -107,6 +107,10 @@ class Shape:
     shares: dict[str, float] = field(default_factory=dict)
     taste: dict[str, float] = field(default_factory=dict)  # category shares of the session (or past ones): new items
 
+    def seeing(self, shares: dict[str, float], taste: dict[str, float]) -> Shape:
+        """The same shape with the session's ``shares`` and ``taste`` (built directly: ``replace`` costs ~1.5 us)."""
+        return Shape(self.boost, self.max_per_category, shares, taste)
+
     @property
     def whole_list(self) -> bool:
         """Whether the answer can come from deeper in the stored list than its first ``k`` eligible items."""
@@ -173,7 +177,7 @@ class Recommender:
         shape = Shape(self.session_boost if session_boost is None else session_boost, max_per_category)
         body = await self._recommend(user_id, k, exclude_seen, explain, segment, wanted, shape,
                                      policy != "popularity")
-        body["request_id"] = os.urandom(16).hex()  # 32 hex digits, as a decision's (uuid4().hex cost ~4 % of a request)
+        body["request_id"] = random_hex(32)  # as a decision's (uuid4().hex cost ~4 % of a request)
         body["experiment"] = experiment
         body["variant"] = variant
         return body
@@ -199,14 +203,14 @@ class Recommender:
         if session is not None and session.payload.get("open"):
             recent = [str(item) for item in session.payload.get("recent_items", [])]
             if exclude_seen:
-                wanted = replace(wanted, skip=wanted.skip.union(recent))
+                wanted = wanted.skipping(recent)
             if shape.boost > 0 or self.new_items is not None:
                 shares = session_shares(recent, session.payload.get("categories") or {}, wanted.catalogue.categories)
-                shape = replace(shape, shares=shares if shape.boost > 0 else {}, taste=shares)
+                shape = shape.seeing(shares if shape.boost > 0 else {}, shares)
         if self.new_items is not None and not shape.taste and session is not None and session.payload.get("history"):
             # No open session to read the taste from: the items of the user's closed sessions (the job keeps them).
             history = [str(item) for item in session.payload["history"]]
-            shape = replace(shape, taste=session_shares(history, {}, wanted.catalogue.categories))
+            shape = shape.seeing(shape.shares, session_shares(history, {}, wanted.catalogue.categories))
         if use_model and recs is not None and recs.payload.get("items"):
             return await self._model(user_id, k, recs, wanted, explain, shape)
         names = _segments(segment)
@@ -286,6 +290,8 @@ def _top(items: list[Any], wanted: ItemFilter, k: int | None) -> list[tuple[str,
     >>> _top([["a", 3], ["b", 2], ["c", 1]], ItemFilter(Catalogue(), frozenset({"a"})), 1)
     [('b', 2.0)]
     """
+    if k is None:
+        return wanted.allowed(items)
     top: list[tuple[str, float]] = []
     for item, score in items:
         name = str(item)

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from schemas.redis_keys import Envelope, RedisKeys
 from serving.redis_mux import _Protocol, pack
 from serving.store import RedisStore
@@ -80,3 +82,36 @@ def test_commands_of_one_event_loop_step_leave_in_one_write_and_replies_keep_the
     writes, replies = asyncio.run(run())
     assert writes == [pack([("GET", "a"), ("GET", "b"), ("GET", "c")])]
     assert replies == [b"A", b"B", None]
+
+
+class AbortRecordingTransport(RecordingTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_one_watchdog_drops_the_connection_when_a_reply_is_owed_past_the_timeout() -> None:
+    async def run() -> tuple[list[Any], bool, bool, bool, object]:
+        protocol = _Protocol(timeout_s=0.05)
+        transport = AbortRecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        answered = protocol.send(pack([("GET", "a")]), 1)
+        watchdog = protocol._watchdog
+        later = protocol.send(pack([("GET", "b")]), 1)
+        same_timer = protocol._watchdog is watchdog  # one timer for every call waiting, not one per call
+        protocol.data_received(b"$1\r\nA\r\n")  # the first call is answered in time
+        first = await answered[0]
+        aborted_early = transport.aborted
+        outcome: object = None
+        try:
+            await later[0]  # never answered: the watchdog fails it
+        except Exception as exc:  # noqa: BLE001 - the exception is the outcome checked
+            outcome = exc
+        return [first], same_timer, aborted_early, transport.aborted, outcome
+
+    replies, same_timer, aborted_early, aborted, outcome = asyncio.run(run())
+    assert replies == [b"A"] and same_timer and not aborted_early
+    assert aborted and isinstance(outcome, RedisTimeoutError) and "0.05 s" in str(outcome)

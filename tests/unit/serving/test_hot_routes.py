@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -39,8 +40,8 @@ async def _no_lifespan(_: Any) -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
-def _served(api_keys: str | None = None, cors: str | None = None,
-            empty: bool = False) -> Iterator[tuple[str, FakeStore, ImpressionLog, Metrics]]:
+def _served(api_keys: str | None = None, cors: str | None = None, empty: bool = False,
+            **config: Any) -> Iterator[tuple[str, FakeStore, ImpressionLog, Metrics]]:
     settings = Settings(serving_api_keys=SecretStr(api_keys) if api_keys else None,
                         serving_cors_origins=cors or "")
     app = create_app(settings)
@@ -52,7 +53,7 @@ def _served(api_keys: str | None = None, cors: str | None = None,
     decider = Decider(TableStore(empty), DecisionPolicy(control_share=0.0, table_max_age_s=60))  # type: ignore[arg-type]
     app.state.services = Services(settings=settings, store=store, recommender=recommender,  # type: ignore[arg-type]
                                   decider=decider, collector=log, metrics=metrics)  # type: ignore[arg-type]
-    with running(app) as url:
+    with running(app, **config) as url:
         yield url, store, log, metrics
 
 
@@ -166,3 +167,19 @@ def test_pipelined_requests_are_answered_in_order_and_http_1_0_closes() -> None:
     assert len(answers) == 4
     assert [a.count(b'"item_id"') for a in answers[:3]] == [1, 2, 3]
     assert old.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in old and old.count(b'"item_id"') == 2
+
+
+def test_a_keep_alive_connection_closes_once_idle_for_the_whole_timeout_after_its_last_response() -> None:
+    get = b"GET /v1/users/u1/recommendations?k=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+    with _served(timeout_keep_alive=1) as (url, _, _, _):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            answers = []
+            for _ in range(3):  # 1.2 s in all, never 1 s idle: the connection stays open
+                sock.sendall(get)
+                answers.append(sock.recv(65536))
+                time.sleep(0.6)
+            time.sleep(1.5)  # idle past the timeout: the server closes it
+            closed = sock.recv(65536)
+    assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") and b'"item_id"' in a for a in answers)
+    assert closed == b""
