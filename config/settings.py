@@ -169,6 +169,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     implicit_bias_lr: float = Field(0.05, ge=0, description="SGD learning rate of the implicit learner's item biases")
     implicit_l2: float = Field(0.001, ge=0, description="L2 penalty of the implicit learner")
     implicit_negatives: int = Field(8, ge=1, description="Sampled negatives per positive (bpr)")
+    ranking_k: int = Field(10, ge=1, description="Implicit learner: k of the job's running HitRate@k")
     weight_view: float = Field(1.0, ge=0, description="Weight of a view as an implicit positive")
     weight_click: float = Field(1.0, ge=0, description="Weight of a click as an implicit positive")
     weight_add_to_cart: float = Field(2.0, ge=0, description="Weight of an add-to-cart as an implicit positive")

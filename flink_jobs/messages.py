@@ -193,6 +193,8 @@ class ModelProgress:
     rewards_unmatched: int
     late_events: int
     event_time_ms: int
+    judged: int = 0  # positives the implicit learner ranked before learning them
+    hits: int = 0  # of those, in its top k
 
 
 @pickled_as_call

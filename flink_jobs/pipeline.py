@@ -46,7 +46,8 @@ from flink_jobs.shared_state import (
 from flink_jobs.user_state import UserStageConfig, UserState
 from flink_jobs.user_steps import DriftReaction
 from online_models.bandits import BanditScope
-from online_models.mf_params import mf_config
+from online_models.implicit_params import implicit_config, item_shape
+from online_models.mf_params import MFConfig, mf_config
 from schemas import DeadLetterCodec, Limits
 from schemas.redis_keys import RedisKeys
 
@@ -190,10 +191,16 @@ def write_item_snapshots(items: DataStream, settings: Settings) -> None:
     raw_bytes_of(items, ITEM_SNAPSHOT).sink_to(sink).name("item-snapshots").uid("sink-item-snapshots")
 
 
+def learner_shape(settings: Settings) -> MFConfig:
+    """The MF config the users' and items' parameters are drawn by: MF's, or the implicit learner's shape."""
+    return mf_config(settings) if settings.mf_learner == "explicit" else item_shape(implicit_config(settings))
+
+
 def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Settings) -> DataStream:
     """keyBy(user): session, counts, user factors, impression->reward join; every output a message row."""
+    implicit = implicit_config(settings) if settings.mf_learner != "explicit" else None
     config = UserStageConfig(
-        mf=mf_config(settings),
+        mf=learner_shape(settings),
         keys=RedisKeys(settings.redis_prefix),
         scopes=tuple(BanditScope(scope) for scope in settings.bandit_scopes),
         session_gap_ms=settings.session_gap_ms,
@@ -207,6 +214,8 @@ def per_user_state(events: DataStream, item_snapshots: DataStream, settings: Set
         attribution=settings.attribution_on,
         attribution_window_ms=settings.attribution_window_ms,
         bandit_context=settings.bandit_features if settings.bandit_policy == "linucb" else (),
+        implicit=implicit,
+        ranking_k=settings.ranking_k,
     )
     # The item snapshots travel inside the batches: one input, so the batcher is chained into the stage.
     batches = user_batches(keyed_rows(events), item_snapshots, max_records=settings.job_batch_max_events,
@@ -239,7 +248,9 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
     """Item parameters and counts, bandit arms, segment popularity and model metadata, each keyed by its owner."""
     config = SharedStageConfig(
         keys=RedisKeys(settings.redis_prefix),
-        mf=mf_config(settings),
+        mf=learner_shape(settings),
+        learner=settings.mf_learner,
+        ranking_k=settings.ranking_k,
         bandit_policy=settings.bandit_policy,
         refresh_ms=settings.shared_refresh_ms,
         popularity_refresh_ms=settings.popularity_refresh_ms,

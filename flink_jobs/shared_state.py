@@ -53,6 +53,8 @@ class SharedStageConfig:
     value_format: str = "compact"  # "legacy": format-1 item hashes
     attribution_window_ms: int = 30 * 60 * 1000
     bandit_hyperparameters: tuple[tuple[str, Any], ...] = ()  # the bandit policy's (LinUCB: alpha, features)
+    learner: str = "explicit"  # settings.mf_learner: what the model key reports (RMSE, or HitRate@k)
+    ranking_k: int = 10
 
     def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
@@ -185,7 +187,7 @@ class ModelMetadata(_CoalescedWrites):
     """``keyBy(model name)``: the model's totals (:class:`flink_jobs.shared_steps.ModelTotals`)."""
 
     def make_steps(self, config: SharedStageConfig) -> ModelTotals:
-        return ModelTotals(config.model_version, config.mf.n_factors, config.keys)
+        return ModelTotals(config.model_version, config.mf.n_factors, config.keys, config.learner, config.ranking_k)
 
 
 class ExperimentResults(_CoalescedWrites):

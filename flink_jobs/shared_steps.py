@@ -179,11 +179,17 @@ class BanditArms(SharedSteps):
 
 @dataclass(frozen=True)
 class ModelTotals(SharedSteps):
-    """``keyBy(model name)``: events learned, running prequential RMSE/MAE, reward join counts."""
+    """``keyBy(model name)``: events learned, running prequential RMSE/MAE or HitRate@k, reward join counts.
+
+    ``learner``: ``explicit`` (rating errors: RMSE, MAE) or an implicit one (``bpr``, ``wmf``: the
+    share of judged positives whose item was in the top ``ranking_k`` before it was learned).
+    """
 
     model_version: str
     n_factors: int
     keys: RedisKeys
+    learner: str = "explicit"
+    ranking_k: int = 10
 
     def apply(self, value: dict[str, Any] | None,
               update: ModelProgress | DeadLetterCounts | DriftAlarm) -> dict[str, Any]:
@@ -205,6 +211,9 @@ class ModelTotals(SharedSteps):
         totals["matched"] += update.rewards_matched
         totals["unmatched"] += update.rewards_unmatched
         totals["late"] += update.late_events
+        if update.judged:
+            totals["judged"] = totals.get("judged", 0) + update.judged
+            totals["hits"] = totals.get("hits", 0) + update.hits
         return totals
 
     def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:
@@ -214,12 +223,16 @@ class ModelTotals(SharedSteps):
             yield RedisWrite(self.keys.model(key), entry.event_time_ms, payload, key)
             return
         totals, n = entry.value, entry.value["learned"]
+        explicit, judged = self.learner == "explicit", totals.get("judged", 0)
         payload = {
             "model": key,
             "model_version": self.model_version,
+            "learner": self.learner,
             "events_learned": n,
-            "rmse": math.sqrt(totals["se"] / n) if n else None,
-            "mae": totals["ae"] / n if n else None,
+            "rmse": math.sqrt(totals["se"] / n) if n and explicit else None,
+            "mae": totals["ae"] / n if n and explicit else None,
+            **({} if explicit else {"ranking_k": self.ranking_k, "judged": judged,
+                                    "hit_rate": totals.get("hits", 0) / judged if judged else None}),
             "rewards_matched": totals["matched"],
             "rewards_unmatched": totals["unmatched"],
             "late_events": totals["late"],

@@ -24,7 +24,8 @@ class Progress:
 
     It lives in the user's keyed state, so a restore rolls it back together with what it counts:
     model counters stay exact across failures (an operator-level tally would lose what it held).
-    In state it is the list ``[learned, squared error, absolute error, matched, unmatched, late]``.
+    In state it is the list ``[learned, squared error, absolute error, matched, unmatched, late]``,
+    then ``judged, hits`` when the implicit learner judged anything (its running HitRate@k).
     """
 
     learned: int = 0
@@ -33,6 +34,8 @@ class Progress:
     rewards_matched: int = 0
     rewards_unmatched: int = 0
     late_events: int = 0
+    judged: int = 0  # positives ranked before learning them (implicit learner)
+    hits: int = 0  # of those, in the top k
 
     def any(self) -> bool:
         """Anything to report."""
@@ -40,8 +43,9 @@ class Progress:
 
     def as_list(self) -> list[Any]:
         """The state's shape (ADR 0005)."""
-        return [self.learned, self.squared_error, self.absolute_error,
+        kept = [self.learned, self.squared_error, self.absolute_error,
                 self.rewards_matched, self.rewards_unmatched, self.late_events]
+        return [*kept, self.judged, self.hits] if self.judged else kept
 
 
 @dataclass
@@ -69,6 +73,7 @@ class UserRecord:
     session_timer: int | None = None  # the session's pending deadline timer
     exposures: Exposures = field(default_factory=Exposures)  # lists served under an experiment (attribution)
     history: tuple[str, ...] = ()  # items of closed sessions, newest first (at most HISTORY)
+    seen: sessions.SessionState | None = None  # the implicit learner's judge: the session without impressions
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UserRecord:
@@ -78,7 +83,8 @@ class UserRecord:
                    sessions.SessionState.from_bytes(session) if session else None,
                    UserParams.from_bytes(factors) if factors else None, state["t"],
                    Progress(*state.get("pending") or ()), bool(state.get("due")), state.get("session_timer"),
-                   Exposures.from_state(state.get("served")), tuple(state.get("history") or ()))
+                   Exposures.from_state(state.get("served")), tuple(state.get("history") or ()),
+                   sessions.SessionState.from_bytes(state["seen"]) if state.get("seen") else None)
 
     def to_state(self) -> dict[str, Any]:
         """The dict keyed state holds (the same keys and value types as ever)."""
@@ -88,7 +94,8 @@ class UserRecord:
                 "t": self.t, "pending": self.progress.as_list(), "due": self.due,
                 "session_timer": self.session_timer,
                 **({"served": self.exposures.to_state()} if self.exposures else {}),
-                **({"history": list(self.history)} if self.history else {})}
+                **({"history": list(self.history)} if self.history else {}),
+                **({"seen": self.seen.to_bytes()} if self.seen is not None else {})}
 
 
 def remembered(session_items: tuple[str, ...], history: tuple[str, ...], keep: int = HISTORY) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ change the record it is given in place. Timers to set and metric effects are out
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
@@ -36,10 +35,13 @@ from flink_jobs.messages import (
     RedisWrites,
     SetMember,
 )
+from flink_jobs.user_learning import ImplicitLearning
+from flink_jobs.user_payloads import session_payload, summary_payload
 from flink_jobs.user_record import Progress, UserRecord, remembered
 from online_models import session as sessions
 from online_models.bandits import BanditScope, scope_key
 from online_models.drift import DriftAlarm, DriftWatch
+from online_models.implicit_params import ImplicitConfig
 from online_models.mf import GlobalParams, MFConfig, initial_user, learn_step, predict
 from online_models.popularity import InteractionWeights
 from schemas import Event, EventType, ServedList
@@ -82,6 +84,8 @@ class UserStageConfig:
     attribution_window_ms: int = 30 * 60 * 1000  # an outcome without a request id: lists this recent
     max_exposures: int = 100  # lists kept per user for attribution (within the window)
     bandit_context: tuple[str, ...] = ()  # context keys a pending impression keeps for its feedback (LinUCB's)
+    implicit: ImplicitConfig | None = None  # the implicit learner (then ``mf`` is its item_shape); None: MF
+    ranking_k: int = 10  # the implicit learner's running HitRate@k
 
 
 class PendingImpression(NamedTuple):
@@ -133,6 +137,8 @@ class UserSteps:
     def __init__(self, config: UserStageConfig, subtask: int) -> None:
         self.config = config
         self.replica = ItemReplica(config.mf, subtask)
+        self.implicit = None if config.implicit is None else ImplicitLearning(
+            config.implicit, self.replica, config.ranking_k, config.session_gap_ms)
         self.global_params = GlobalParams()
         self.weights = InteractionWeights()
         self.last_event_ms = 0
@@ -166,11 +172,11 @@ class UserSteps:
         else:
             outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
         if event.item_id is not None and event.type is not EventType.BLOCK:
-            touch = self._touch(record, event)
-            if touch is not None:
-                outputs.append(touch)
+            outputs.extend(self._touch(record, event))
             if record.progress.learned >= REPORT_EVERY:
                 outputs.extend(self.report(record))
+        if self.implicit is not None:
+            self.implicit.observe(record, event)
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
@@ -264,14 +270,16 @@ class UserSteps:
             for key in pending.scopes:
                 yield BanditFeedback(key, pending.arm, 1.0, event.event_time_ms, pending.context)
 
-    def _touch(self, record: UserRecord, event: Event) -> ItemTouch | None:
-        """Learn from ``event`` (when it has a target) and say what it did to the item, in one message."""
+    def _touch(self, record: UserRecord, event: Event) -> list[ItemTouch]:
+        """Learn from ``event`` (when it has a target) and say what it did to each item, one message per item."""
         assert event.item_id is not None
         weight = self.weights.weight(event.type)
         segment = event.context.get("segment")
+        if self.implicit is not None:
+            return self.implicit.touch(record, event, weight, segment)
         target = self.config.mf.targets.target(event)
         if target is None:
-            return ItemTouch(event.item_id, event.event_time_ms, weight, segment) if weight > 0 else None
+            return [ItemTouch(event.item_id, event.event_time_ms, weight, segment)] if weight > 0 else []
         cfg = self.config.mf
         if self.boost_left:
             cfg, self.boost_left = self.boosted, self.boost_left - 1
@@ -287,8 +295,8 @@ class UserSteps:
         record.progress.absolute_error += abs(error)
         if self.drift is not None:
             self.alarms.extend(self.drift.observe_error(error * error, event.event_time_ms))
-        return ItemTouch(event.item_id, event.event_time_ms, weight, segment, update.d_bias,
-                         update.d_factors.astype("<f8").tobytes(), self.replica.subtask, update.seq)
+        return [ItemTouch(event.item_id, event.event_time_ms, weight, segment, update.d_bias,
+                          update.d_factors.astype("<f8").tobytes(), self.replica.subtask, update.seq)]
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -362,39 +370,5 @@ class UserSteps:
         if not p.any():
             return
         yield ModelProgress(p.learned, p.squared_error, p.absolute_error, p.rewards_matched,
-                            p.rewards_unmatched, p.late_events, self.last_event_ms)
+                            p.rewards_unmatched, p.late_events, self.last_event_ms, p.judged, p.hits)
         record.progress = Progress()
-
-
-def session_payload(state: sessions.SessionState | None) -> dict[str, Any]:
-    """The live session as the ``session`` Redis key holds it."""
-    if state is None:
-        return {"open": False}
-    return {
-        "open": True,
-        "session_id": state.session_id,
-        "start_ms": state.start_ms,
-        "end_ms": state.end_ms,
-        "n_events": state.n_events,
-        "n_late": state.n_late,
-        "counts": dict(state.counts),
-        "recent_items": [item for _, item in state.recent],
-        "categories": dict(state.categories),
-    }
-
-
-def summary_payload(summary: sessions.SessionSummary) -> dict[str, Any]:
-    """A closed session as the ``sessions`` topic carries it."""
-    return {
-        "user_id": summary.user_id,
-        "session_id": summary.session_id,
-        "start_ms": summary.start_ms,
-        "end_ms": summary.end_ms,
-        "dwell_ms": summary.dwell_ms,
-        "n_events": summary.n_events,
-        "n_late": summary.n_late,
-        "counts": dict(summary.counts),
-        "recent_items": list(summary.recent_items),
-        "categories": dict(summary.categories),
-        "closed_at_ms": time.time_ns() // 1_000_000,
-    }

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from config import Settings
-from online_models.mf_params import ItemParams, UserParams, initial_factors
+from online_models.mf_params import ItemParams, MFConfig, UserParams, initial_factors
 from schemas.events import Event, EventType
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "implicit_config",
     "initial_implicit_item",
     "initial_implicit_user",
+    "item_shape",
     "negative_rows",
     "score",
     "wmf_step",
@@ -145,6 +146,21 @@ def implicit_config(settings: Settings, loss: str | None = None) -> ImplicitConf
                            impression=s.weight_impression)  # fmt: skip
     return ImplicitConfig(chosen, s.implicit_factors, s.implicit_lr, s.implicit_bias_lr, s.implicit_l2,
                           s.implicit_negatives, seed=s.mf_seed, weights=weights)  # fmt: skip
+
+
+def item_shape(cfg: ImplicitConfig) -> MFConfig:
+    """An :class:`MFConfig` whose initial users and items are this learner's, for code written for MF parts.
+
+    The job's item replica, item owner and user record keep the implicit learner's parameters in
+    MF's shapes (a user bias that stays 0, an item bias and factors); they draw initial parameters
+    through it.
+
+    >>> from online_models.mf_params import initial_item
+    >>> cfg = ImplicitConfig(n_factors=3, seed=2)
+    >>> bool((initial_item(item_shape(cfg), "i").factors == initial_implicit_item(cfg, "i").factors).all())
+    True
+    """
+    return MFConfig(n_factors=cfg.n_factors, init_mu=0.0, init_sigma=cfg.init_sigma, seed=cfg.seed)
 
 
 def initial_implicit_user(cfg: ImplicitConfig, user: str) -> UserParams:

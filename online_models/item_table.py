@@ -63,6 +63,23 @@ class ItemTable:
             return initial_item(self.cfg, item)
         return ItemParams(float(self._biases[row]), self._factors[row].copy())
 
+    def know(self, item: ItemId) -> int:
+        """The item's row, appended with its initial parameters (version 0) if it has none yet."""
+        row = self._rows.get(item)
+        if row is None:
+            row = self._append(item)
+            initial = initial_item(self.cfg, item)
+            self._biases[row], self._factors[row] = initial.bias, initial.factors
+        return row
+
+    def row(self, item: ItemId) -> int | None:
+        """The item's row, if it has one."""
+        return self._rows.get(item)
+
+    def item_at(self, row: int) -> ItemId:
+        """The item of ``row``."""
+        return self._items[row]
+
     def version(self, item: ItemId) -> int:
         """How many owner updates the row reflects (0 for an unseen item)."""
         row = self._rows.get(item)

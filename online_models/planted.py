@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from schemas.events import Event, EventType
+from schemas.events import Decision, Event, EventType
 
 __all__ = ["PlantedConfig", "planted_stream"]
 
@@ -93,10 +93,15 @@ def planted_stream(c: PlantedConfig) -> list[Event]:
         user, item, t = f"u{users[k]}", f"i{items[k]}", times[k]
         for j, other in enumerate(shown[k].tolist()):
             if other != items[k]:
-                events.append(Event(f"p{k}-n{j}", EventType.IMPRESSION, user, t, f"i{other}"))
-        events.append(Event(f"p{k}-imp", EventType.IMPRESSION, user, t, item))
+                events.append(_impression(f"p{k}-n{j}", user, t, f"i{other}"))
+        events.append(_impression(f"p{k}-imp", user, t, item))
         events.append(Event(f"p{k}-click", EventType.CLICK, user, t + 1, item))
         if carts[k]:
             events.append(Event(f"p{k}-cart", EventType.ADD_TO_CART, user, t + 2, item))
     events.sort(key=lambda e: e.event_time_ms)
     return events
+
+
+def _impression(event_id: str, user: str, t: int, item: str) -> Event:
+    """An impression as the job accepts it: with the decision that showed the item (one request each)."""
+    return Event(event_id, EventType.IMPRESSION, user, t, item, decision=Decision(event_id, "planted", item, 1.0))

@@ -38,7 +38,9 @@ from online_models import session as sessions
 from online_models.mf_params import Vector, top_k_rows
 from schemas.events import Event, EventType, ItemId, UserId
 
-__all__ = ["DEFAULT_POSITIVES", "Candidates", "Ranker", "RankingResult", "evaluate_ranking", "session_futures"]
+__all__ = [
+    "DEFAULT_POSITIVES", "Candidates", "Ranker", "RankingResult", "evaluate_ranking", "rank_of", "session_futures",
+]
 
 #: Event types whose item is the one to rank (the positives), unless the caller says otherwise.
 DEFAULT_POSITIVES = frozenset({EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE})
@@ -130,6 +132,22 @@ def session_futures(
     return futures
 
 
+def rank_of(scores: Vector, row: int, skip_rows: Sequence[int] = ()) -> int:
+    """The 1-based rank of ``row`` by score among all rows but ``skip_rows`` (ties: lower row first).
+
+    The job's running HitRate (``flink_jobs/user_learning.py``) ranks with it too.
+
+    >>> rank_of(np.array([0.5, 0.9, 0.5, 0.1]), 2), rank_of(np.array([0.5, 0.9, 0.5, 0.1]), 2, skip_rows=[1])
+    (3, 2)
+    """
+    masked = scores
+    if len(skip_rows):
+        masked = scores.copy()
+        masked[np.asarray(skip_rows, dtype=np.intp)] = -np.inf
+    true_score = masked[row]
+    return 1 + int(np.count_nonzero(masked > true_score)) + int(np.count_nonzero(masked[:row] == true_score))
+
+
 def _judge(
     result: RankingResult, found: Candidates, item: ItemId, seen: Sequence[ItemId], future: frozenset[ItemId]
 ) -> None:
@@ -145,11 +163,7 @@ def _judge(
     if row is None:
         result.misses_unknown += 1
         return
-    masked = scores.copy()
-    if skip:
-        masked[np.asarray(skip, dtype=np.intp)] = -np.inf
-    true_score = masked[row]
-    rank = 1 + int(np.count_nonzero(masked > true_score)) + int(np.count_nonzero(masked[:row] == true_score))
+    rank = rank_of(scores, row, skip)
     if rank <= result.k:
         result.hits += 1
         result.ndcg_sum += 1.0 / math.log2(1 + rank)

@@ -154,8 +154,8 @@ def _config(settings: Settings, **given: float | int | None) -> MFConfig:
 def mf(
     ctx: typer.Context,
     data: Annotated[list[str] | None, typer.Option(
-        help="rmse: movielens:PATH (u.data, ratings.dat or ratings.csv); ranking: planted, synthetic, obd or "
-        "otto, repeatable (default: all four)")] = None,
+        help="rmse: movielens:PATH (u.data, ratings.dat or ratings.csv); ranking: planted, synthetic, obd, "
+        "otto or a source such as jsonl:PATH, repeatable (default: the four data sets)")] = None,
     metric: Annotated[Metric, typer.Option(help="rmse: rating errors vs River's BiasedMF; ranking: "
                                            "HitRate/NDCG/recall@k of every learner and baseline")] = Metric.RMSE,
     k: Annotated[int, typer.Option("--k", min=1, help="Ranking: length of the top-k list")] = 10,

@@ -7,7 +7,9 @@ Every learner and baseline sees the same events in the same order through
 * ``synthetic`` -- ``producers.sources.synthetic`` (visits drawn by popularity alone);
 * ``obd`` -- every OBD CSV under ``<shared>/obd`` (clicks are the positives; item ids are
   prefixed with the campaign, whose item numbers are its own);
-* ``otto`` -- ``<shared>/otto/sample.jsonl`` (clicks, carts and orders are positives).
+* ``otto`` -- ``<shared>/otto/sample.jsonl`` (clicks, carts and orders are positives);
+* any event source, ``jsonl:PATH`` (or another ``SCHEME:PATH`` of ``pulse produce``), replayed by
+  event time as the job would take it: views, clicks, carts and purchases are the positives.
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ def load(name: str, shared: Path, limit: int, seed: int) -> DataSet:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint="--shared-data")
         return list(open_source(f"jsonl:{path}")), DEFAULT_POSITIVES
-    raise typer.BadParameter(f"unknown data set {name!r}; one of {', '.join(DATA_SETS)}", param_hint="--data")
+    if ":" in name:  # a file the job could be fed, e.g. to compare with its running HitRate
+        try:
+            return list(open_source(name)), DEFAULT_POSITIVES
+        except (ValueError, OSError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    raise typer.BadParameter(f"unknown data set {name!r}; one of {', '.join(DATA_SETS)} or SCHEME:PATH",
+                             param_hint="--data")  # fmt: skip
 
 
 def rankers(settings: Settings, mf: MFConfig) -> dict[str, Callable[[], Ranker]]:
