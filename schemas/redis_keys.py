@@ -259,7 +259,7 @@ class RedisKeys:
         return f"{self.prefix}:experiment:{_component('experiment', name)}"
 
     def model(self, name: str) -> str:
-        """Metadata of one model: events learned, running prequential RMSE, version, global mean."""
+        """Metadata of one model: events learned, running prequential RMSE (or HitRate@k), version."""
         return f"{self.prefix}:model:{_component('name', name)}"
 
     def live(self, part: str | None = None) -> str:
