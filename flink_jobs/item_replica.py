@@ -38,6 +38,11 @@ from schemas import ItemId
 MAX_UNACKED = 256
 
 
+#: A learning step over several items at once: their replica rows, old biases and factors, new ones.
+Matrix = NDArray[np.float64]
+RowsStep = tuple[list[int], Matrix, Matrix, Matrix, Matrix]
+
+
 class ItemUpdate(NamedTuple):
     """One update this subtask made to an item: its number and the change of bias and factors."""
 
@@ -75,13 +80,30 @@ class ItemReplica:
         self.items.put(item, params, self.items.version(item) + 1)
         return True
 
+    def learned_rows(self, rows: list[int], old_biases: Matrix, old_factors: Matrix,
+                     new_biases: Matrix, new_factors: Matrix) -> list[ItemUpdate]:
+        """:meth:`learned` for several rows (each once) at once; their updates in row order."""
+        self.items.store_rows(rows, new_biases, new_factors)
+        d_biases, d_factors = (new_biases - old_biases).tolist(), new_factors - old_factors
+        updates = []
+        for n, row in enumerate(rows):
+            item = self.items.item_at(row)
+            seq = self.update_seq[item] = self.update_seq.get(item, 0) + 1
+            update = ItemUpdate(seq, d_biases[n], d_factors[n])
+            updates.append(update)
+            self._pending(item, update)
+        return updates
+
     def learned(self, item: ItemId, old: ItemParams, new: ItemParams) -> ItemUpdate:
         """Apply this subtask's update ``old -> new`` of ``item``; the update as the owner gets it."""
         self.items.put(item, new, self.items.version(item) + 1)
         seq = self.update_seq[item] = self.update_seq.get(item, 0) + 1
         update = ItemUpdate(seq, new.bias - old.bias, new.factors - old.factors)
+        self._pending(item, update)
+        return update
+
+    def _pending(self, item: ItemId, update: ItemUpdate) -> None:
         pending = self.unacked.setdefault(item, [])
         pending.append(update)
         if len(pending) > MAX_UNACKED:
             del pending[: len(pending) - MAX_UNACKED]
-        return update

@@ -20,15 +20,18 @@ its replica, which lags other subtasks' updates by the item snapshots' staleness
 
 from __future__ import annotations
 
-from flink_jobs.item_replica import ItemReplica
+import numpy as np
+
+from flink_jobs.item_replica import ItemReplica, RowsStep
 from flink_jobs.messages import ItemTouch
 from flink_jobs.user_record import UserRecord
 from online_models import session as sessions
 from online_models.implicit_params import (
     ImplicitConfig,
-    bpr_step,
+    bpr_rows,
     draw_key,
     initial_implicit_user,
+    last_draws,
     negative_rows,
     wmf_step,
 )
@@ -74,17 +77,15 @@ class ImplicitLearning:
         if event.type in DEFAULT_POSITIVES:
             self._judge(record, user, item_id)
         row = self.replica.items.know(item_id)
-        changes = self._learn(user, event, row, record)
-        if not changes:
+        step = self._learn(user, event, row, record)
+        if step is None:
             return [ItemTouch(item_id, event.event_time_ms, weight, segment)] if weight > 0 else []
-        touches = []
-        for changed, (old, new) in changes.items():
-            update = self.replica.learned(changed, old, new)
-            own = changed == item_id
-            touches.append(ItemTouch(changed, event.event_time_ms, weight if own else 0.0, segment if own else None,
-                                     update.d_bias, update.d_factors.astype("<f8").tobytes(), self.replica.subtask,
-                                     update.seq))  # fmt: skip
-        return touches
+        # Row 0 of the step is the event's own item (its popularity hit rides on its touch), then the negatives.
+        items, t, subtask = self.replica.items, event.event_time_ms, self.replica.subtask
+        updates = self.replica.learned_rows(*step)
+        return [ItemTouch(items.item_at(r), t, weight if n == 0 else 0.0, segment if n == 0 else None, update.d_bias,
+                          update.d_factors.tobytes(), subtask, update.seq)
+                for n, (r, update) in enumerate(zip(step[0], updates, strict=True))]  # fmt: skip
 
     def observe(self, record: UserRecord, event: Event) -> None:
         """After the event's touch: the judge's session takes every event but impressions."""
@@ -104,29 +105,33 @@ class ImplicitLearning:
         if rank_of(items.scores(user, _NO_GLOBAL), row, skip) <= self.k:
             record.progress.hits += 1
 
-    def _learn(self, user: UserParams, event: Event, row: int,
-               record: UserRecord) -> dict[str, tuple[ItemParams, ItemParams]]:  # fmt: skip
-        """One learning step, if the event is one: each changed item's (old, new), the user's factors in ``record``."""
-        cfg, items, item_id = self.cfg, self.replica.items, event.item_id or ""
+    def _learn(self, user: UserParams, event: Event, row: int, record: UserRecord) -> RowsStep | None:
+        """One learning step, if the event is one: the changed rows, old and new; the user's factors in ``record``."""
+        cfg, items = self.cfg, self.replica.items
         if event.type is EventType.IMPRESSION:
             weight = cfg.weights.impression if cfg.loss == "wmf" else 0.0
         else:
             weight = cfg.weights.positive(event)
         if weight <= 0:
-            return {}
-        positive = items.get(item_id)
+            return None
+        rows = [row]
         if cfg.loss == "wmf":
+            old_biases, old_factors = items.rows_params(rows)
             target = 0.0 if event.type is EventType.IMPRESSION else 1.0
-            user, new_positive = wmf_step(user, positive, target, weight, cfg)
-            changes = {item_id: (positive, new_positive)}
+            user, new = wmf_step(user, ItemParams(float(old_biases[0]), old_factors[0]), target, weight, cfg)
+            new_biases, new_factors = np.array([new.bias]), new.factors[np.newaxis, :]
         else:
-            rows = negative_rows(cfg.seed, draw_key(event.event_id), len(items), cfg.n_negatives, skip=row)
-            negatives = [items.get(items.item_at(r)) for r in rows]
-            user, new_positive, new_negatives = bpr_step(user, positive, negatives, weight, cfg)
-            changes = {item_id: (positive, new_positive)}
-            for r, old, new in zip(rows, negatives, new_negatives, strict=True):
-                changes[items.item_at(r)] = (old, new)  # drawn twice: the later step wins, as in ImplicitMF
+            drawn = negative_rows(cfg.seed, draw_key(event.event_id), len(items), cfg.n_negatives, skip=row)
+            kept = last_draws(drawn)  # drawn twice: the later step wins, as in ImplicitMF
+            rows += kept
+            old_biases, old_factors = items.rows_params(rows)  # the positive, then each drawn row once
+            drawn_biases, drawn_factors = items.rows_params(drawn)  # every draw: a row drawn twice steps twice
+            user, positive, negative_biases, negative_factors = bpr_rows(
+                user, ItemParams(float(old_biases[0]), old_factors[0]), drawn_biases, drawn_factors, weight, cfg)
+            index = list(kept.values())
+            new_biases = np.concatenate(([positive.bias], negative_biases[index]))
+            new_factors = np.vstack((positive.factors, negative_factors[index]))
         record.factors = user
         record.learned += 1
         record.progress.learned += 1
-        return changes
+        return rows, old_biases, old_factors, new_biases, new_factors

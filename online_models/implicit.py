@@ -26,10 +26,11 @@ from online_models.base import ContractCase, ItemId, Learner, StateHeader, UserI
 from online_models.implicit_params import (
     EventWeights,
     ImplicitConfig,
-    bpr_step,
+    bpr_rows,
     draw_key,
     initial_implicit_item,
     initial_implicit_user,
+    last_draws,
     negative_rows,
     wmf_step,
 )
@@ -120,12 +121,12 @@ class ImplicitMF(ItemRows, Learner):
     def _learn_bpr(self, user: UserId, row: int, weight: float, key: int) -> None:
         cfg = self.config
         rows = negative_rows(cfg.seed, key, len(self._item_keys), cfg.n_negatives, skip=row)
-        u, item, negatives = bpr_step(self.user_params(user), self._params(row), [self._params(r) for r in rows],
-                                      weight, cfg)  # fmt: skip
+        u, item, biases, factors = bpr_rows(self.user_params(user), self._params(row), self._item_biases[rows],
+                                            self._item_factors[rows], weight, cfg)  # fmt: skip
         self._users[user] = u
         self._store(row, item)
-        for r, params in zip(rows, negatives, strict=True):
-            self._store(r, params)
+        for r, index in last_draws(rows).items():
+            self._store(r, ItemParams(float(biases[index]), factors[index]))
         self._n_learned += 1
 
     def scores_all(self, user: UserId) -> Vector:

@@ -28,7 +28,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from config import Settings
-from online_models.mf_params import ItemParams, MFConfig, UserParams, initial_factors
+from online_models.mf_params import ItemParams, MFConfig, UserParams, Vector, initial_factors
 from schemas.events import Event, EventType
 
 __all__ = [
@@ -44,18 +43,21 @@ __all__ = [
     "SWEPT_WMF",
     "EventWeights",
     "ImplicitConfig",
+    "bpr_rows",
     "bpr_step",
     "draw_key",
     "implicit_config",
     "initial_implicit_item",
     "initial_implicit_user",
     "item_shape",
+    "last_draws",
     "negative_rows",
     "score",
     "wmf_step",
 ]
 
 LOSSES = ("bpr", "wmf")
+Matrix = Vector  # float64 rows (one item each)
 _CONFIG = struct.Struct("<BHdddHdq7d")
 _MASK = (1 << 64) - 1
 
@@ -214,29 +216,49 @@ def negative_rows(seed: int, draw_key: int, n_known: int, n: int, skip: int = -1
     return rows
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+def bpr_rows(
+    user: UserParams, positive: ItemParams, neg_biases: Vector, neg_factors: Matrix, weight: float,
+    cfg: ImplicitConfig,
+) -> tuple[UserParams, ItemParams, Vector, Matrix]:
+    """One SGD ascent step on ``weight * sum_j ln sigmoid(x_ui - x_uj)``, the negatives as arrays (one row each).
+
+    New parts per owner: the user, the positive item, the negatives' new biases and factors (the
+    inputs are not changed). A negative drawn twice is stepped twice from the same parameters;
+    whoever stores the rows keeps the later one (:func:`last_draws`).
+    """
+    u, qi, lr, l2 = user.factors, positive.factors, cfg.lr, cfg.l2
+    x_ui = positive.bias + float(u @ qi)
+    # d ln sigmoid(x) / dx at x = x_ui - x_uj, i.e. sigmoid(x_uj - x_ui) (tanh form: no overflow)
+    g = weight * 0.5 * (1.0 + np.tanh(0.5 * (neg_biases + neg_factors @ u - x_ui)))
+    g_sum = float(g.sum())
+    du = g_sum * qi - g @ neg_factors - l2 * u
+    dqi = g_sum * u - l2 * qi
+    new_factors = neg_factors - lr * (np.outer(g, u) + l2 * neg_factors)
+    new_biases = neg_biases - cfg.bias_lr * (g + l2 * neg_biases)
+    new_positive = ItemParams(positive.bias + cfg.bias_lr * (g_sum - l2 * positive.bias), qi + lr * dqi)
+    return UserParams(0.0, u + lr * du), new_positive, new_biases, new_factors
 
 
 def bpr_step(
     user: UserParams, positive: ItemParams, negatives: Sequence[ItemParams], weight: float, cfg: ImplicitConfig
 ) -> tuple[UserParams, ItemParams, list[ItemParams]]:
-    """One SGD ascent step on ``weight * sum_j ln sigmoid(x_ui - x_uj)``; new parts per owner."""
-    u, qi, lr, l2 = user.factors, positive.factors, cfg.lr, cfg.l2
-    du = -l2 * u
-    dqi = -l2 * qi
-    dbi = 0.0
-    new_negatives = []
-    x_ui = positive.bias + float(np.dot(u, qi))
-    for neg in negatives:
-        g = weight * _sigmoid(-(x_ui - neg.bias - float(np.dot(u, neg.factors))))  # d ln sigmoid(x) / dx
-        du += g * (qi - neg.factors)
-        dqi += g * u
-        dbi += g
-        qj = neg.factors + lr * (-g * u - l2 * neg.factors)
-        new_negatives.append(ItemParams(neg.bias - cfg.bias_lr * (g + l2 * neg.bias), qj))
-    new_positive = ItemParams(positive.bias + cfg.bias_lr * (dbi - l2 * positive.bias), qi + lr * dqi)
-    return UserParams(0.0, u + lr * du), new_positive, new_negatives
+    """:func:`bpr_rows` with the negatives as parameter objects."""
+    biases = np.array([neg.bias for neg in negatives])
+    factors = np.array([neg.factors for neg in negatives]).reshape(len(negatives), len(user.factors))
+    user, new_positive, new_biases, new_factors = bpr_rows(user, positive, biases, factors, weight, cfg)
+    return user, new_positive, [ItemParams(float(b), f) for b, f in zip(new_biases, new_factors, strict=True)]
+
+
+def last_draws(rows: Sequence[int]) -> dict[int, int]:
+    """Each drawn row once, in order of first draw, with the index of its last draw (whose step is kept).
+
+    >>> last_draws([4, 2, 4])
+    {4: 2, 2: 1}
+    """
+    last: dict[int, int] = {}
+    for index, row in enumerate(rows):
+        last[row] = index
+    return last
 
 
 def wmf_step(

@@ -76,6 +76,16 @@ class ItemTable:
         """The item's row, if it has one."""
         return self._rows.get(item)
 
+    def rows_params(self, rows: list[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Copies of the biases and factors of ``rows`` (one row each, in order)."""
+        return self._biases[rows], self._factors[rows]
+
+    def store_rows(self, rows: list[int], biases: NDArray[np.float64], factors: NDArray[np.float64]) -> None:
+        """Store new parameters in existing ``rows`` (each once), one version newer each."""
+        self._biases[rows] = biases
+        self._factors[rows] = factors
+        self._versions[rows] += 1
+
     def item_at(self, row: int) -> ItemId:
         """The item of ``row``."""
         return self._items[row]
