@@ -84,7 +84,7 @@ class ImplicitLearning:
         items, t, subtask = self.replica.items, event.event_time_ms, self.replica.subtask
         updates = self.replica.learned_rows(*step)
         return [ItemTouch(items.item_at(r), t, weight if n == 0 else 0.0, segment if n == 0 else None, update.d_bias,
-                          update.d_factors.tobytes(), subtask, update.seq)
+                          update.d_factors.astype("<f8", copy=False).tobytes(), subtask, update.seq)
                 for n, (r, update) in enumerate(zip(step[0], updates, strict=True))]  # fmt: skip
 
     def observe(self, record: UserRecord, event: Event) -> None:

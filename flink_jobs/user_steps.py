@@ -4,7 +4,8 @@ No Flink here (``flink_jobs/user_state.py`` is the adapter: it reads and writes 
 registers the timers these steps ask for, counts metrics and routes the messages). Three steps:
 
 * :meth:`UserSteps.on_event` — an event of the user: counts, session, impression->reward join,
-  the MF learning step (prequential error first), or the user's erasure;
+  the MF learning step (prequential error first) or the implicit learner's
+  (``flink_jobs/user_learning.py``: judged first), or the user's erasure;
 * :meth:`UserSteps.on_refresh` — the score refresh (a processing-time timer): its Redis keys, unreported progress;
 * :meth:`UserSteps.on_event_timer` — event time passed a deadline: expired impressions (reward 0)
   and a session that closed.
