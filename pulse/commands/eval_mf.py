@@ -1,12 +1,13 @@
 """``pulse eval mf``: prequential RMSE/MAE of the owner-split MF, side by side with River's BiasedMF.
 
-Both models see the same ratings in the same order through the same loop: by event time
+The models see the same ratings in the same order through the same loop: by event time
 (stable), the order ``pulse produce`` replays the file in, unless ``--order file``
 (``online_models.evaluation``): Pulse's :class:`~online_models.mf.OwnerSplitMF` with its
 per-key initialiser, and a plain ``river.reco.BiasedMF`` with River's own initialiser and the
-same hyperparameters. Costs are wall time per event of the predict+learn loop and of a
-learn-only loop, so "within 0.5% of River's errors, within 1.2x of River's cost" reads off
-one run.
+same hyperparameters; and (unless ``--no-kalman``) :class:`~online_models.kalman_mf.KalmanMF`,
+the better explicit learner, with its own defaults and the same seed. Costs are wall time per
+event of the predict+learn loop and of a learn-only loop, so "within 0.5% of River's errors,
+within 1.2x of River's cost" reads off one run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +31,8 @@ from online_models.evaluation import (
     learning_seconds,
     progressive_validation,
 )
+from online_models.kalman_mf import KalmanMF
+from online_models.kalman_mf_params import KalmanConfig
 from online_models.mf import MFConfig, OwnerSplitMF
 from online_models.mf_params import mf_config
 from producers.sources import ReplayOrder, open_source
@@ -72,6 +76,11 @@ def _river_model(cfg: MFConfig) -> tuple[Predict, Learn]:
 
 def _pulse_model(cfg: MFConfig) -> tuple[Predict, Learn]:
     model = OwnerSplitMF.from_config(cfg)
+    return model.predict_one, model.learn_one
+
+
+def _kalman_model(cfg: MFConfig) -> tuple[Predict, Learn]:
+    model = KalmanMF(KalmanConfig(seed=cfg.seed, targets=cfg.targets))
     return model.predict_one, model.learn_one
 
 
@@ -124,25 +133,35 @@ def _ranking(data: list[str], settings: Settings, cfg: MFConfig, k: int, limit: 
         typer.echo(jsonlib.dumps(out, indent=2))
 
 
-def _print_rmse(
-    data: str, ratings: list[Rating], params: dict[str, Any], pulse: dict[str, Any], river: dict[str, Any] | None
-) -> None:
+def _ratio_row(name: str, model: dict[str, Any], river: dict[str, Any]) -> str:
+    return (
+        f"{name:<16}{model['rmse'] / river['rmse'] - 1:>+8.2%}{model['mae'] / river['mae'] - 1:>+8.2%}"
+        f"{model['us_per_event'] / river['us_per_event']:>9.2f}x"
+        f"{model['learn_only_us_per_event'] / river['learn_only_us_per_event']:>12.2f}x"
+    )
+
+
+def _print_rmse(data: str, ratings: list[Rating], params: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
     n_users, n_items = len({r[0] for r in ratings}), len({r[1] for r in ratings})
     typer.echo(f"data: {data} ({len(ratings):,} ratings, {n_users:,} users, {n_items:,} items; prequential)")
     typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    if "kalman" in results:
+        typer.echo("kalman: KalmanMF with its own defaults (online_models/kalman_mf_params.py), same seed")
     typer.echo(f"{'':<16}{'RMSE':>8}{'MAE':>8}{'µs/event':>10}{'learn µs/ev':>13}")
-    rows = [("pulse MF", pulse)] + ([("river BiasedMF", river)] if river else [])
-    for name, r in rows:
-        typer.echo(
-            f"{name:<16}{r['rmse']:>8.4f}{r['mae']:>8.4f}{r['us_per_event']:>10.2f}"
-            f"{r['learn_only_us_per_event']:>13.2f}"
-        )
-    if river:
-        typer.echo(
-            f"{'pulse vs river':<16}{pulse['rmse'] / river['rmse'] - 1:>+8.2%}{pulse['mae'] / river['mae'] - 1:>+8.2%}"
-            f"{pulse['us_per_event'] / river['us_per_event']:>9.2f}x"
-            f"{pulse['learn_only_us_per_event'] / river['learn_only_us_per_event']:>12.2f}x"
-        )
+    for key, name in _ROWS.items():
+        if (r := results.get(key)) is not None:
+            typer.echo(
+                f"{name:<16}{r['rmse']:>8.4f}{r['mae']:>8.4f}{r['us_per_event']:>10.2f}"
+                f"{r['learn_only_us_per_event']:>13.2f}"
+            )
+    if (river := results.get("river")) is not None:
+        typer.echo(_ratio_row("pulse vs river", results["pulse"], river))
+        if "kalman" in results:
+            typer.echo(_ratio_row("kalman vs river", results["kalman"], river))
+
+
+_ROWS = {"pulse": "pulse MF", "river": "river BiasedMF", "kalman": "pulse KalmanMF"}
+_BUILDERS = {"pulse": _pulse_model, "river": _river_model, "kalman": _kalman_model}
 
 
 def _config(settings: Settings, **given: float | int | None) -> MFConfig:
@@ -176,6 +195,8 @@ def mf(
     seed: Annotated[int | None, typer.Option(help="Seed of the initial factors (ranking: also of the generated "
                                              "streams) [default: PULSE_MF_SEED, 0]")] = None,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run River's BiasedMF")] = True,
+    kalman: Annotated[bool, typer.Option("--kalman/--no-kalman", help="Also run KalmanMF, the better explicit "
+                                         "learner (its own defaults, the same seed)")] = True,
     json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Learn-only timing: best of this many loops")] = 3,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (when it is a terminal)")] = True,
@@ -195,19 +216,23 @@ def mf(
     ratings = _ratings(data[0], order)
     if not ratings:
         raise typer.BadParameter(f"{data[0]} has no ratings", param_hint="--data")
-    builds = {"pulse": lambda: _pulse_model(cfg), "river": lambda: _river_model(cfg)}
-    if not compare:
-        del builds["river"]
-    pulse = _prequential("pulse MF", builds["pulse"], ratings, progress)
-    river = _prequential("river BiasedMF", builds["river"], ratings, progress) if compare else None
-    learn_only = _learn_only_us(builds, ratings, repeats)
-    pulse["learn_only_us_per_event"] = learn_only["pulse"]
-    if river is not None:
-        river["learn_only_us_per_event"] = learn_only["river"]
+    keys = [key for key, on in (("pulse", True), ("river", compare), ("kalman", kalman)) if on]
+    builds: dict[str, Callable[[], tuple[Predict, Learn]]] = {key: partial(_BUILDERS[key], cfg) for key in keys}
+    results = {key: _prequential(_ROWS[key], builds[key], ratings, progress) for key in keys}
+    for key, us in _learn_only_us(builds, ratings, repeats).items():
+        results[key]["learn_only_us_per_event"] = us
     params = {k: v for k, v in asdict(cfg).items() if k != "targets"}
     if json:
-        ratio = None if river is None else {k: pulse[k] / river[k] for k in pulse if river[k]}
-        out = {"data": data[0], "n": len(ratings), "params": params, "pulse": pulse, "river": river, "ratio": ratio}
-        typer.echo(jsonlib.dumps(out, indent=2))
+        typer.echo(jsonlib.dumps(_as_json(data[0], len(ratings), params, results), indent=2))
         return
-    _print_rmse(data[0], ratings, params, pulse, river)
+    _print_rmse(data[0], ratings, params, results)
+
+
+def _as_json(data: str, n: int, params: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    pulse, river, kalman = results["pulse"], results.get("river"), results.get("kalman")
+
+    def ratio(model: dict[str, Any] | None) -> dict[str, float] | None:
+        return None if river is None or model is None else {k: model[k] / river[k] for k in model if river[k]}
+
+    return {"data": data, "n": n, "params": params, "pulse": pulse, "river": river, "ratio": ratio(pulse),
+            "kalman": kalman, "kalman_ratio": ratio(kalman)}  # fmt: skip
