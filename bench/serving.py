@@ -244,14 +244,20 @@ def run_load(port: int, requests: list[bytes], total: int, concurrency: int, rat
 PACED_LOAD_SOURCE = Path(__file__).resolve().parent / "pacedload"
 
 
-def go_paced_load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float, max_s: float,
-                  home: Path, timer: str = "nanosleep") -> tuple[float, list[float], list[int], list[float]]:
-    """The paced load of :func:`load`, sent by ``bench/pacedload`` (Go, built here with ``go build``);
-    ``timer="go"``: its pacer waits on Go's timers (1 ms steps, the client before 2026-12-05)."""
+def pacedload_binary(home: Path) -> Path:
+    """``bench/pacedload`` built into ``home`` (on first use)."""
     binary = home / "pacedload"
     if not binary.exists():
         subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PACED_LOAD_SOURCE, check=True,
                        env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+    return binary
+
+
+def go_paced_load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float, max_s: float,
+                  home: Path, timer: str = "nanosleep") -> tuple[float, list[float], list[int], list[float]]:
+    """The paced load of :func:`load`, sent by ``bench/pacedload`` (Go, built here with ``go build``);
+    ``timer="go"``: its pacer waits on Go's timers (1 ms steps, the client before 2026-12-05)."""
+    binary = pacedload_binary(home)
     framed = b"".join(len(r).to_bytes(4, "big") + r for r in requests)
     out = subprocess.run([str(binary), "-port", str(port), "-concurrency", str(concurrency), "-rate", str(rate),
                           "-requests", str(total), "-max-seconds", str(max_s), "-timer", timer],
@@ -265,6 +271,17 @@ def _batch_scheduling() -> None:
     os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
+def _redis_batch_scheduling(redis_url: str) -> None:
+    """The private Redis under ``SCHED_BATCH`` (--redis-sched batch): see bench/README.md."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        os.sched_setscheduler(int(client.info("server")["process_id"]), os.SCHED_BATCH, os.sched_param(0))
+    finally:
+        client.close()
+
+
 def go_unpaced_load(port: int, requests: list[bytes], concurrency: int, seconds: float, home: Path,
                     batch: bool = True) -> tuple[tuple[float, list[float], list[int], list[float]], list[int]]:
     """Unpaced load by ``bench/pacedload -rate 0`` (one epoll thread, raw sockets: see its unpaced.go) for
@@ -273,10 +290,7 @@ def go_unpaced_load(port: int, requests: list[bytes], concurrency: int, seconds:
     ``batch``: the client runs under ``SCHED_BATCH``: when an answer wakes it, it does not preempt a
     server worker on that core, it waits for the worker's slice or wait (see bench/README.md).
     """
-    binary = home / "pacedload"
-    if not binary.exists():
-        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PACED_LOAD_SOURCE, check=True,
-                       env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+    binary = pacedload_binary(home)
     framed = home / "unpaced-requests"
     framed.write_bytes(b"".join(len(r).to_bytes(4, "big") + r for r in requests))
     with framed.open("rb") as stdin, subprocess.Popen(
@@ -416,10 +430,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-sched", choices=["batch", "normal"], default="batch",
                         help="Scheduling policy of the unpaced go/wrk client: batch (SCHED_BATCH: it does not "
                              "preempt a server worker when an answer wakes it) or normal")
+    parser.add_argument("--redis-sched", choices=["batch", "normal"], default="normal",
+                        help="Scheduling policy of the private Redis (not one given by --redis-url): batch "
+                             "(SCHED_BATCH: it does not preempt a server worker when a command wakes it) or normal")
     parser.add_argument("--scaling-pairs", type=int, default=3,
                         help="With workers 1 and 2: unpaced recommendations on both servers up at once, in turns, "
                              "this many pairs; issue 19's scaling verdict on the median ratio (0: off)")
     parser.add_argument("--scaling-seconds", type=float, default=5.0, help="Length of each run of those pairs")
+    parser.add_argument("--scaling-concurrency", type=int, default=64,
+                        help="Connections of those pairs' runs (16 leave 2 workers idle part of the time: "
+                             "bench/README.md)")
     parser.add_argument("--paced-client", choices=["auto", "go", "python"], default="auto",
                         help="Paced load generator (auto: bench/pacedload in Go when `go` is installed)")
     parser.add_argument("--paced-timer", choices=["nanosleep", "go"], default="nanosleep",
@@ -474,24 +494,26 @@ def _endpoints(users: int, shop: bool = False,
 
 
 def _unpaced(args: argparse.Namespace, name: str, endpoint: tuple[str, list[str], list[bytes] | None], port: int,
-             pid: int, client: str, home: Path, redis_url: str, seconds: float) -> str:
+             pid: int, client: str, home: Path, redis_url: str, seconds: float, concurrency: int) -> str:
     """One unpaced run (``seconds``) of an endpoint: its report line, with where the CPU went (:class:`CpuSplit`)."""
     method, paths, body = endpoint
     reqs = http_requests(method, paths, body)
     batch = args.client_sched == "batch" and client != "python"
-    label = f"{name} unpaced ({client}{', batch' if batch else ''}, c={args.concurrency})"
+    label = f"{name} unpaced ({client}{', batch' if batch else ''}, c={concurrency})"
+    if client == "go":
+        pacedload_binary(home)  # built before the CPU counts: the build is a child process too
     split = CpuSplit(pid, lambda: redis_cpu_s(redis_url))
     spread: list[int] = []
     if client == "go":
-        result, spread = go_unpaced_load(port, reqs, args.concurrency, seconds, home, batch)
+        result, spread = go_unpaced_load(port, reqs, concurrency, seconds, home, batch)
         split.stop()
         text, n, elapsed = report(label, split.server_s(), *result), len(result[1]), result[0]
     elif client == "wrk":
-        rps, n, p50, p99, bad = wrk(port, method, paths, body, args.concurrency, seconds, home, batch)
+        rps, n, p50, p99, bad = wrk(port, method, paths, body, concurrency, seconds, home, batch)
         split.stop()
         text, elapsed = line(label, rps, p50, p99, split.server_s(), n, bad), n / max(rps, 1.0)
     else:
-        result = run_load(port, reqs, max(args.requests, int(seconds * 20_000)), args.concurrency, 0.0, seconds)
+        result = run_load(port, reqs, max(args.requests, int(seconds * 20_000)), concurrency, 0.0, seconds)
         split.stop()  # this process is the client: its CPU is in none of the columns
         text, n, elapsed = report(label, split.server_s(), *result), len(result[1]), result[0]
     spread_text = f"; connections per worker {' / '.join(map(str, spread))}" if len(spread) > 1 else ""
@@ -519,7 +541,7 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, unpaced_cl
             lines.append(report(f"{name} paced @ {args.rate:,.0f} rps ({client}, c={args.concurrency})",
                                 cpu_seconds(pid) - cpu, *result))
         lines.append(_unpaced(args, name, (method, paths, body), port, pid, unpaced_client, home, redis_url,
-                              args.max_seconds / 2))
+                              args.max_seconds / 2, args.concurrency))
     return lines
 
 
@@ -544,14 +566,14 @@ def _interleaved_scaling(args: argparse.Namespace, env_of: Callable[[int, int], 
           server_process(env_of(2, ports[2]), ports[2], server_cpus) as two):
         pids = {1: one.pid, 2: two.pid}
         for count in (1, 2):
-            run_load(ports[count], http_requests(method, paths, body), 2000, args.concurrency, 0.0, 10.0)  # warm-up
+            run_load(ports[count], http_requests(method, paths, body), 2000, 16, 0.0, 10.0)  # warm-up
         for attempt in range(2 * args.scaling_pairs):
             if len(ratios) == args.scaling_pairs:
                 break
             pair: dict[int, tuple[float, int, str]] = {}  # rps, others' % of the cores, the line
             for count in (1, 2) if attempt % 2 == 0 else (2, 1):
                 text = _unpaced(args, name, (method, paths, body), ports[count], pids[count], client, home,
-                                redis_url, args.scaling_seconds)
+                                redis_url, args.scaling_seconds, args.scaling_concurrency)
                 found = re.search(r"([\d,]+) rps.*others (\d+)% of", text)
                 assert found is not None, text
                 pair[count] = (float(found.group(1).replace(",", "")), int(found.group(2)), text)
@@ -779,6 +801,8 @@ def main() -> None:
             seed(redis_url, f"{prefix}-{fmt}", args.users, 200, fmt, args.policy)
             if args.shop:
                 seed_shop(redis_url, f"{prefix}-{fmt}", args.users, 200)
+        if args.redis_sched == "batch" and not args.redis_url:
+            _redis_batch_scheduling(redis_url)
         with contextlib.suppress(Exception):  # impressions just queue if Kafka is not there
             ensure_topics(settings.model_copy(update={"topic_events": topic}), [topic, served_topic], timeout_s=10)
         if args.pin:
