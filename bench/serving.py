@@ -10,9 +10,17 @@ this script is the load client, with two load generators:
   lag is ~0.05 ms at p50, not Go's 1 ms timer steps) when ``go`` is installed, else the same method
   in asyncio here (uvloop when installed), whose own scheduling lag on 2 cores (p99 ~1.2 ms) lands
   in the p99 (``--paced-client``); both print that lag;
-* unpaced at fixed concurrency: ``wrk`` (a C load generator: ``apt-get install wrk``) when it is
-  installed, else the same Python client, unpaced (the output says which). A Python client costs
-  a good part of a core itself, which on a small machine the server does not get.
+* unpaced at fixed concurrency: ``bench/pacedload -rate 0`` when ``go`` is installed (one epoll
+  thread on raw sockets: one write and one read per request, ~8-10 us of CPU per request against
+  wrk's 12-17 us; under ``SCHED_BATCH``, ``--client-sched``), else ``wrk`` (``apt-get install
+  wrk``), else the same Python client, unpaced (the output says which). On a small machine every
+  microsecond the client spends is one the server does not get. Each unpaced line ends with where
+  the cores went per request (each server process user+sys, client, Redis) and what other
+  processes used, and, with several workers, how the kernel spread the connections over them.
+
+With worker counts 1 and 2, a 1-worker and a 2-worker server are then started side by side and
+loaded in turns (``--scaling-pairs`` pairs of ``--scaling-seconds`` runs at
+``--scaling-concurrency`` connections); issue 19's scaling verdict is on the median pair ratio.
 
 Both bounded in requests/seconds. Redis: your own with --redis-url (keys under a unique prefix),
 else a private redis-server on a free port. Kafka (impressions of decisions) from
