@@ -4,6 +4,7 @@
 // runs it: the same method as its Python client, without an interpreter's scheduling in the tail.
 //
 //	pacedload -port P -concurrency C -rate R -requests N -max-seconds S [-timer go] < requests
+//	pacedload -port P -concurrency C -rate 0 -max-seconds S < requests    # unpaced: unpaced.go
 //
 // Request j (of all connections together) is due at start + j/R on connection j mod C; a
 // connection has one request in flight at a time, so a request due while its connection still
@@ -175,7 +176,7 @@ func (c *conn) read(done *sync.WaitGroup) {
 func main() {
 	port := flag.Int("port", 0, "server port on 127.0.0.1")
 	concurrency := flag.Int("concurrency", 16, "connections")
-	rate := flag.Float64("rate", 2000, "requests per second, all connections together")
+	rate := flag.Float64("rate", 2000, "requests per second, all connections together (0: unpaced, see unpaced.go)")
 	total := flag.Int("requests", 20000, "requests to send")
 	maxSeconds := flag.Float64("max-seconds", 20, "stop scheduling after this long")
 	timer := flag.String("timer", "nanosleep", "how the pacer waits: nanosleep, or go (time.Sleep: ~1 ms granularity)")
@@ -184,6 +185,16 @@ func main() {
 	if err != nil || len(requests) == 0 {
 		fmt.Fprintln(os.Stderr, "pacedload: no requests on stdin:", err)
 		os.Exit(2)
+	}
+	if *rate == 0 {
+		res, err := runUnpaced(*port, *concurrency, *maxSeconds, requests)
+		if err != nil {
+			fail(err)
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+			os.Exit(1)
+		}
+		return
 	}
 	step := time.Duration(float64(time.Second) / *rate)
 	count := *total / *concurrency * *concurrency
