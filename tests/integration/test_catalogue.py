@@ -61,7 +61,10 @@ def wait_until(condition: Any, timeout_s: float, every_s: float = 0.05) -> float
 def test_an_unavailable_item_leaves_every_list_within_2_s_and_comes_back(
     serve: Any, settings: Settings, tmp_path: Path, redis_url: str,  # noqa: F811
 ) -> None:
-    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "checkpoints", "checkpoint_interval_ms": 1000})
+    # The claim holds at the default checkpoint interval (5 s). A checkpoint every second (as this test once
+    # took) adds a barrier alignment a second at the Redis sink, whose other inputs the catalogue then waits for:
+    # CI, under the other test worker's load, once saw the entry reach Redis after more than 2 s that way.
+    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "checkpoints"})
     ensure_topics(settings)
     events = list(open_source("synthetic", seed=7, limit=1500))
     with EventProducer(settings) as producer:
@@ -89,9 +92,24 @@ def test_an_unavailable_item_leaves_every_list_within_2_s_and_comes_back(
         # Unavailable now; an older entry saying "available" arrives after it and must not win; one bad entry.
         publish(settings, Item(gone, updated_ms=now, category="c1", available=False),
                 Item(gone, updated_ms=now - 60_000, category="c1", available=True), b"\x00not an item")
-        took = wait_until(lambda: gone not in served(shim, user), timeout_s=2.0)
+        published = time.monotonic()
+        in_redis: list[float] = []  # when the job's write was first seen: tells the job's part from serving's
+
+        def gone_from_the_list() -> bool:
+            if not in_redis and client.sismember(keys.catalogue_index("unavailable"), gone):
+                in_redis.append(time.monotonic() - published)
+            return gone not in served(shim, user)
+
+        try:
+            took = wait_until(gone_from_the_list, timeout_s=2.0)
+        except AssertionError:
+            # Say how late it was, and which side was late, before failing.
+            wait_until(lambda: client.sismember(keys.catalogue_index("unavailable"), gone), timeout_s=60)
+            late = in_redis[0] if in_redis else time.monotonic() - published
+            raise AssertionError(f"not within 2 s: the job wrote the entry to Redis after {late:.2f} s") from None
         after = served(shim, user)
-        print(f"catalogue: {gone} unavailable -> gone from {user}'s top-{K} in {took:.2f} s; "
+        print(f"catalogue: {gone} unavailable -> gone from {user}'s top-{K} in {took:.2f} s "
+              f"(in Redis after {in_redis[0] if in_redis else took:.2f} s); "
               f"before {before[:4]}..., after {after[:4]}...")
         assert len(after) == K and gone not in after
         assert client.sismember(keys.catalogue_index("unavailable"), gone)
