@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from pyflink.common import Types
@@ -91,6 +91,31 @@ def due_keys(due: dict[str, float], now: float, everyone: bool = False) -> list[
             break
         keys.append(key)
     return keys
+
+
+def quiet_keys(changed: dict[str, float], quiet_since: float, limit: int, skip: Container[str] = ()) -> list[str]:
+    """Up to ``limit`` keys of ``changed`` (key -> time of change, oldest first) unchanged since ``quiet_since``.
+
+    Keys in ``skip`` are passed over (a pending write or refresh changes them again soon). A stage
+    writes these back to keyed state between barriers, so the batch before a barrier has less to write.
+
+    >>> quiet_keys({"a": 1.0, "b": 2.0, "c": 3.0, "d": 9.0}, quiet_since=5.0, limit=2, skip={"a"})
+    ['b', 'c']
+    >>> quiet_keys({"a": 1.0, "d": 9.0}, quiet_since=5.0, limit=0)
+    []
+    """
+    keys: list[str] = []
+    if limit <= 0:
+        return keys
+    for key, changed_at in changed.items():
+        if changed_at > quiet_since:
+            break  # in order of change: every later one changed later
+        if key not in skip:
+            keys.append(key)
+            if len(keys) == limit:
+                break
+    return keys
+
 
 
 def batched(keyed: DataStream, *, max_records: int, max_delay_ms: int, tick_ms: int, uid: str) -> KeyedStream:

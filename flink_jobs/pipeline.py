@@ -251,6 +251,8 @@ def shared_state(users: DataStream, settings: Settings) -> list[DataStream]:
         mf=learner_shape(settings),
         learner=settings.mf_learner,
         ranking_k=settings.ranking_k,
+        write_back_per_batch=settings.job_write_back_per_batch,
+        write_back_quiet_ms=settings.job_write_back_quiet_ms,
         bandit_policy=settings.bandit_policy,
         refresh_ms=settings.shared_refresh_ms,
         popularity_refresh_ms=settings.popularity_refresh_ms,

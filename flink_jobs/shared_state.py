@@ -25,7 +25,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from flink_jobs.batching import CHECKPOINT, END, CurrentKey, due_keys, pack_messages, read_batch
+from flink_jobs.batching import CHECKPOINT, END, CurrentKey, due_keys, pack_messages, quiet_keys, read_batch
 from flink_jobs.messages import DeleteKeys, ForgetScope, ItemSnapshot, PopularityCount, RedisWrite
 from flink_jobs.routing import ITEM_SNAPSHOT, TO_POPULARITY, Message, message, raw_message, to_redis
 from flink_jobs.shared_steps import BanditArms as BanditSteps
@@ -55,6 +55,8 @@ class SharedStageConfig:
     bandit_hyperparameters: tuple[tuple[str, Any], ...] = ()  # the bandit policy's (LinUCB: alpha, features)
     learner: str = "explicit"  # settings.mf_learner: what the model key reports (RMSE, or HitRate@k)
     ranking_k: int = 10
+    write_back_per_batch: int = 0  # quiet keys written back between barriers per batch (0: all at the barrier)
+    write_back_quiet_ms: int = 1000
 
     def route(self, output: Any) -> Message:
         """A message of these stages as a row for its consumer (``flink_jobs/routing.py``)."""
@@ -71,8 +73,10 @@ class _CoalescedWrites(KeyedProcessFunction):
     One call per micro-batch (``flink_jobs/batching.py``). Values are held in memory between
     checkpoints and written to keyed state (:class:`Coalesced`, one value per key) in the batch
     the batcher sends before each barrier; writes that are due are kept as due times here, run
-    when a batch comes, and all run before a barrier and at the end of input. Timers are only
-    those a job before batching left in a savepoint (handled as that job did).
+    when a batch comes, and all run before a barrier and at the end of input. Between barriers each
+    batch also writes back a few keys unchanged for a while (``write_back_per_batch``), so the
+    batch before a barrier has fewer to write. Timers are only those a job before batching left in
+    a savepoint (handled as that job did).
     """
 
     def __init__(self, config: SharedStageConfig) -> None:
@@ -89,18 +93,22 @@ class _CoalescedWrites(KeyedProcessFunction):
         self.entry = runtime_context.get_state(ValueStateDescriptor("entry", Types.PICKLED_BYTE_ARRAY()))
         self.keys = CurrentKey(runtime_context)
         self.cache: dict[str, Coalesced] = {}
-        self.dirty: set[str] = set()
+        self.dirty: dict[str, float] = {}  # key -> when it last changed, oldest change first
+        self.now = time.monotonic()  # the batch's time
         self.due: dict[str, float] = {}
 
     def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
         self.keys.current = None  # Flink set the batch's key
         flags, records = read_batch(batch)
         rows: list[Message] = []
+        self.now = time.monotonic()
         for key, value in records:
             self.on_update(key, pickle.loads(value), rows)
         self._write_due(rows, everyone=bool(flags & (CHECKPOINT | END)), final=bool(flags & END))
         if flags & CHECKPOINT:
             self._write_back()
+        else:
+            self._write_back_quiet()
         if rows:
             yield pack_messages(rows)
 
@@ -108,13 +116,13 @@ class _CoalescedWrites(KeyedProcessFunction):
         entry = self._entry(key)
         entry.value = self.steps.apply(entry.value, update)  # the key is in the update: no call into the JVM
         entry.event_time_ms = max(entry.event_time_ms, update.event_time_ms)
-        self.dirty.add(key)
-        self.due.setdefault(key, time.monotonic() + self.refresh_ms() / 1000)
+        self._changed(key)
+        self.due.setdefault(key, self.now + self.refresh_ms() / 1000)
 
     def forget(self, key: str) -> None:
         """Drop the key's value from memory and from keyed state."""
         self.cache.pop(key, None)
-        self.dirty.discard(key)
+        self.dirty.pop(key, None)
         self.due.pop(key, None)
         self.keys.use(key)
         self.entry.clear()
@@ -132,7 +140,7 @@ class _CoalescedWrites(KeyedProcessFunction):
             del self.due[key]
             entry = self.cache[key]
             rows.extend(self.config.route(output) for output in self.steps.writes(key, entry, final=final))
-            self.dirty.add(key)  # writes may change the value (e.g. an item's changed segments)
+            self._changed(key)  # writes may change the value (e.g. an item's changed segments)
 
     def _write_back(self) -> None:
         for key in self.dirty:
@@ -141,6 +149,22 @@ class _CoalescedWrites(KeyedProcessFunction):
         self.dirty.clear()
         if len(self.cache) > 200_000:  # all are clean now: any may go
             self.cache.clear()
+
+    def _write_back_quiet(self) -> None:
+        """Between barriers: a few keys unchanged for a while and not due, oldest change first.
+
+        A key changed again later is dirty again and written again at the next barrier at the latest,
+        so every checkpoint still holds every key as of its barrier.
+        """
+        quiet_since = self.now - self.config.write_back_quiet_ms / 1000
+        for key in quiet_keys(self.dirty, quiet_since, self.config.write_back_per_batch, skip=self.due):
+            del self.dirty[key]
+            self.keys.use(key)
+            self.entry.update(self.cache[key].to_state(self.steps.value_to_state))
+
+    def _changed(self, key: str) -> None:
+        self.dirty.pop(key, None)  # to the end: the dict stays in order of the last change
+        self.dirty[key] = self.now
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         key = ctx.get_current_key()
@@ -154,7 +178,7 @@ class _CoalescedWrites(KeyedProcessFunction):
         rows = [self.config.route(output)
                 for output in self.steps.writes(key, entry, final=timestamp >= END_OF_TIME)]
         self.cache[key] = entry
-        self.dirty.discard(key)
+        self.dirty.pop(key, None)
         self.entry.update(entry.to_state(self.steps.value_to_state))  # written through: see user_state.on_timer
         if rows:
             yield pack_messages(rows)

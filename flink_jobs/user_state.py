@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Types
@@ -20,7 +20,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapState, MapStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.attribution import ExperimentTally, merge_tallies
-from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, pack_messages, read_user_batch
+from flink_jobs.batching import BARRIER_OR_END, CHECKPOINT, CurrentKey, pack_messages, quiet_keys, read_user_batch
 from flink_jobs.collector import Collector
 from flink_jobs.messages import (
     BanditFeedback,
@@ -65,7 +65,7 @@ from schemas import Event, EventType, ServedList
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
 
-__all__ = ["MODEL_KEY", "UserStageConfig", "UserState", "quiet_users", "route", "session_payload",
+__all__ = ["MODEL_KEY", "UserStageConfig", "UserState", "route", "session_payload",
            "subtask_index"]
 
 
@@ -287,7 +287,7 @@ class UserState(KeyedProcessFunction):
         A user changed again later is dirty again and written again at the next barrier at the latest,
         so every checkpoint still holds every user as of its barrier.
         """
-        for user_id in quiet_users(self.dirty, self.now - self.write_back_quiet_s, self.write_back_per_batch,
+        for user_id in quiet_keys(self.dirty, self.now - self.write_back_quiet_s, self.write_back_per_batch,
                                    skip=self.refreshes):
             del self.dirty[user_id]
             self.keys.use(user_id)
@@ -345,29 +345,6 @@ class UserState(KeyedProcessFunction):
             self.gauges_set_at = now
             self.items_known.set(len(self.steps.replica.items))
             self.staleness.set(self.staleness_ms)
-
-
-def quiet_users(changed: dict[str, float], quiet_since: float, limit: int, skip: Container[str] = ()) -> list[str]:
-    """Up to ``limit`` users of ``changed`` (user -> time of change, oldest first) unchanged since ``quiet_since``.
-
-    Users in ``skip`` are passed over (a pending refresh changes them again soon).
-
-    >>> quiet_users({"a": 1.0, "b": 2.0, "c": 3.0, "d": 9.0}, quiet_since=5.0, limit=2, skip={"a"})
-    ['b', 'c']
-    >>> quiet_users({"a": 1.0, "d": 9.0}, quiet_since=5.0, limit=0)
-    []
-    """
-    users: list[str] = []
-    if limit <= 0:
-        return users
-    for user_id, changed_at in changed.items():
-        if changed_at > quiet_since:
-            break  # in order of change: every later one changed later
-        if user_id not in skip:
-            users.append(user_id)
-            if len(users) == limit:
-                break
-    return users
 
 
 def route(output: Any, redis_shards: int) -> Message:
