@@ -108,7 +108,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
                                  "between batches, instead of CPython's automatic collector (0: CPython's)")
     job_write_back_per_batch: int = Field(
-        64, ge=0, description="Quiet users (items, bandit scopes) a stage writes back to keyed state per batch "
+        64, ge=0, description="Quiet keys (users, items, bandit scopes) a stage writes back to keyed state per batch "
         "between checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")
     job_write_back_quiet_ms: int = Field(
         1000, ge=0, description="A key is written back between checkpoints only after this long without a change")
