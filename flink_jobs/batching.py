@@ -117,7 +117,6 @@ def quiet_keys(changed: dict[str, float], quiet_since: float, limit: int, skip: 
     return keys
 
 
-
 def batched(keyed: DataStream, *, max_records: int, max_delay_ms: int, tick_ms: int, uid: str) -> KeyedStream:
     """``Row(key, pickled value)`` records (already partitioned by key) as keyed batches.
 
