@@ -206,6 +206,44 @@ def test_a_full_producer_queue_counts_the_impressions_dropped() -> None:
     assert outcomes == ["dropped"]
 
 
+def test_impressions_are_checked_when_queued_and_written_at_the_flush(caplog: pytest.LogCaptureFixture) -> None:
+    """The checks answer the request; the bytes are the codec's, written for the batch; one that cannot be
+    written is counted dropped and logged, and the rest of its batch still leaves."""
+    import dataclasses
+
+    from schemas import DecodeError
+
+    collector = Collector(Settings(), impression_flush_s=60.0)
+    collector._stop.set()
+    written: list[dict[str, Any]] = []
+
+    class Keeping(RecordingProducer):
+        def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
+            written.extend(messages)
+            return super().produce_batch(topic, messages)
+
+    collector._producer = Keeping()  # type: ignore[assignment]
+    outcomes: list[str] = []
+    good = _impression("u1")
+    with pytest.raises(DecodeError):  # fails the job's checks: refused at once, nothing queued
+        collector.send_nowait(dataclasses.replace(good, event_time_ms=1000), outcomes.append)
+    unwritable = dataclasses.replace(_impression("u2"), context={"page": 7})  # type: ignore[dict-item]
+
+    async def run() -> None:
+        collector.send_nowait(good, outcomes.append)
+        collector.send_nowait(unwritable, outcomes.append)
+        collector.send_nowait(_impression("u3"), outcomes.append)
+        assert written == []  # queued, nothing written yet
+        collector.flush_impressions()
+
+    asyncio.run(run())
+    assert [m["key"] for m in written] == [b"u1", b"u3"]
+    assert written[0]["value"] == collector.codec.encode(good)
+    assert outcomes == ["dropped"]
+    assert "impression e-u2 not written" in caplog.text
+    collector.close(timeout_s=0.1)
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"context": {"segment": "\ufeffmen"}}, "bad_id"), ({"item_id": "a" * 300}, "bad_id"),
     ({"event_time_ms": 1000}, "bad_timestamp"), ({"item_id": "bad\x01arm"}, "bad_id"),
