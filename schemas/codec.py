@@ -86,7 +86,7 @@ _BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 #: embedded runtime (pemja) hands Java strings such as keyBy keys to Python with
 #: ``PyUnicode_DecodeUTF16``, which drops a leading BOM (and byte-swaps the rest after U+FFFE),
 #: so "\ufeffbob" would be written to bob's keys and "\ufffe" becomes "" and fails the job.
-_BOM_STARTS = ("\ufeff", "\ufffe")
+BOM_STARTS = ("\ufeff", "\ufffe")
 
 
 def _now_ms() -> int:
@@ -169,7 +169,7 @@ class _FramedCodec:
             raise DecodeError(DecodeReason.BAD_ID, f"{name} is {len(value)} chars > {self.limits.max_id_length}")
         if _BAD_ID_CHARS.search(value):
             raise DecodeError(DecodeReason.BAD_ID, f"{name} contains control characters: {value!r}")
-        if value.startswith(_BOM_STARTS):
+        if value.startswith(BOM_STARTS):
             raise DecodeError(DecodeReason.BAD_ID, f"{name} starts with a byte-order mark: {value!r}")
 
 
@@ -235,7 +235,7 @@ class EventCodec(_FramedCodec):
             self._check_id("item_id", record["item_id"])
         self._check_category(event_type, record)
         segment = (record["context"] or {}).get("segment")
-        if segment and segment.startswith(_BOM_STARTS):  # a keyBy key of the job (popularity)
+        if segment and segment.startswith(BOM_STARTS):  # a keyBy key of the job (popularity)
             raise DecodeError(DecodeReason.BAD_ID, f"context.segment starts with a byte-order mark: {segment!r}")
         value = record["value"]
         if value is not None and not math.isfinite(value):

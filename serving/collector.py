@@ -121,22 +121,6 @@ class Collector:
         self.codec.decode(payload)
         return payload
 
-    def encode_built(self, event: Event) -> bytes:
-        """Encode an event the server built (an impression) with the job's checks on its record.
-
-        The same checks :meth:`encode` makes, without reading the bytes back: the record is the
-        server's own, every field typed by the Avro writer, so the read-back found nothing more
-        and cost as much as the rest of a decision (bench/serving.py); the bytes are written by
-        :class:`~serving.impressions.DirectEventWriter` (the codec's, at a third of the cost).
-        ``DecodeError`` as there.
-        """
-        try:
-            payload = self.writer.encode(event)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise DecodeError(DecodeReason.INVALID_BODY, f"does not fit event.avsc: {exc}") from None
-        self.codec.validate(event, time.time_ns() // 1_000_000)  # decode's own checks, on the record
-        return payload
-
     async def send(self, event: Event) -> Delivered:
         """Validate, produce, and wait for the broker's acknowledgement."""
         payload = self.encode(event)
@@ -191,36 +175,37 @@ class Collector:
         return results
 
     def send_nowait(self, event: Event, on_outcome: Callable[[str], None]) -> None:
-        """Check and queue an event the server built (an impression); its bytes are written at the flush.
+        """Queue an event the server built (an impression); it is checked and written at the flush.
 
-        The job's checks run now (``DecodeError``: the decision answers 400, as the route would for an
-        event it cannot log). Writing the bytes, the message and its callback waits for the flush,
-        which does it for the whole batch in one loop: at 2,000 decisions/s each decision is an
-        event-loop wake-up of its own, and that code run cold per request cost ~15 us of server CPU
-        per decision more than run warm in a batch (bench/serving.py, 2 workers).
-        ``on_outcome`` gets ``delivered`` or ``failed`` (from the poll thread), or ``dropped`` when the
-        producer's queue was full.
+        At 2,000 decisions/s each decision is an event-loop wake-up of its own, and the job's checks
+        and the Avro bytes run cold per request cost ~25 us of server CPU per decision more than run
+        in the flush's loop over the batch (bench/serving.py, ADR 0004). What the request brings
+        (user, arms, context) is held to the decision route's request model, which is stricter
+        than the checks, so a decision whose impression fails them is a 400 before it gets here.
+        ``on_outcome`` gets ``delivered`` or ``failed`` (from the poll thread), ``dropped`` when the
+        producer's queue was full, or ``invalid`` when the impression failed the checks (logged).
         """
-        self.codec.validate(event, time.time_ns() // 1_000_000)
         with self._impressions_lock:
             self._impressions.append((event, on_outcome))
             queued = len(self._impressions)
         self._impression_timer.queued(queued)
 
     def flush_impressions(self) -> None:
-        """Hand every queued impression to the producer (written, then one ``produce_batch``)."""
+        """Check, write and hand every queued impression to the producer (one ``produce_batch``)."""
         with self._impressions_lock:
             queued, self._impressions = self._impressions, []
         if not queued:
             return
         batch: list[dict[str, Any]] = []
         outcomes: list[Callable[[str], None]] = []
+        now_ms = time.time_ns() // 1_000_000
         for event, on_outcome in queued:
             try:
+                self.codec.validate(event, now_ms)
                 payload = self.writer.encode(event)
-            except (ValueError, TypeError, OverflowError) as exc:  # checked when queued: not expected
-                log.error("impression %s not written: does not fit event.avsc: %s", event.event_id, exc)
-                on_outcome("dropped")
+            except (DecodeError, ValueError, TypeError, OverflowError) as exc:  # the request model lets none by
+                log.error("impression %s not logged: it fails the job's checks: %s", event.event_id, exc)
+                on_outcome("invalid")
                 continue
             batch.append({"key": event.user_id.encode(), "value": payload,
                           "callback": functools.partial(_impression_delivered, event.event_id, on_outcome)})

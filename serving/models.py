@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.codec import Limits
+from schemas.codec import BOM_STARTS, Limits
 from schemas.events import EventType
 
 __all__ = [
@@ -173,6 +173,15 @@ class DecisionRequest(_Model):
         if arms is not None and len(set(arms)) != len(arms):
             raise ValueError("arms must be distinct")
         return arms
+
+    @field_validator("context")
+    @classmethod
+    def _segment_is_a_key(cls, context: dict[str, str]) -> dict[str, str]:
+        # The one check of the job's (schemas/codec.py) that the ids' pattern does not already make:
+        # the impression is checked again when it is written, after the answer (serving/collector.py).
+        if context.get("segment", "").startswith(BOM_STARTS):
+            raise ValueError("context.segment starts with a byte-order mark")
+        return context
 
 
 class DecisionResponse(_Model):

@@ -206,9 +206,16 @@ def test_a_full_producer_queue_counts_the_impressions_dropped() -> None:
     assert outcomes == ["dropped"]
 
 
-def test_impressions_are_checked_when_queued_and_written_at_the_flush(caplog: pytest.LogCaptureFixture) -> None:
-    """The checks answer the request; the bytes are the codec's, written for the batch; one that cannot be
-    written is counted dropped and logged, and the rest of its batch still leaves."""
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"context": {"segment": "\ufeffmen"}}, "bad_id"), ({"item_id": "a" * 300}, "bad_id"),
+    ({"event_time_ms": 1000}, "bad_timestamp"), ({"item_id": "bad\x01arm"}, "bad_id"),
+    ({"context": {"page": 7}}, "invalid_body"),
+])
+def test_impressions_get_the_checks_of_a_decoded_event_at_the_flush(
+    change: dict[str, Any], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued as they come; at the flush each gets the checks ``encode`` (encode, then decode back) makes and
+    the codec's bytes. One that fails them is counted ``invalid`` and logged; the rest of its batch leaves."""
     import dataclasses
 
     from schemas import DecodeError
@@ -224,50 +231,27 @@ def test_impressions_are_checked_when_queued_and_written_at_the_flush(caplog: py
 
     collector._producer = Keeping()  # type: ignore[assignment]
     outcomes: list[str] = []
-    good = _impression("u1")
-    with pytest.raises(DecodeError):  # fails the job's checks: refused at once, nothing queued
-        collector.send_nowait(dataclasses.replace(good, event_time_ms=1000), outcomes.append)
-    unwritable = dataclasses.replace(_impression("u2"), context={"page": 7})  # type: ignore[dict-item]
+    good, bad = _impression("u1"), dataclasses.replace(_impression("u2"), **change)
+    with pytest.raises(DecodeError) as raised:
+        collector.encode(bad)
+    assert raised.value.reason.value == reason
 
     async def run() -> None:
-        collector.send_nowait(good, outcomes.append)
-        collector.send_nowait(unwritable, outcomes.append)
-        collector.send_nowait(_impression("u3"), outcomes.append)
-        assert written == []  # queued, nothing written yet
+        for event in (good, bad, _impression("u3")):
+            collector.send_nowait(event, outcomes.append)
+        assert written == []  # queued, nothing checked or written yet
         collector.flush_impressions()
 
     asyncio.run(run())
     assert [m["key"] for m in written] == [b"u1", b"u3"]
-    assert written[0]["value"] == collector.codec.encode(good)
-    assert outcomes == ["dropped"]
-    assert "impression e-u2 not written" in caplog.text
+    assert written[0]["value"] == collector.encode(good)
+    assert outcomes == ["invalid"]
+    assert "impression e-u2 not logged: it fails the job's checks" in caplog.text
     collector.close(timeout_s=0.1)
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"context": {"segment": "\ufeffmen"}}, "bad_id"), ({"item_id": "a" * 300}, "bad_id"),
-    ({"event_time_ms": 1000}, "bad_timestamp"), ({"item_id": "bad\x01arm"}, "bad_id"),
-])
-def test_impressions_get_the_checks_of_a_decoded_event(change: dict[str, Any], reason: str) -> None:
-    """``encode_built`` (impressions) rejects what ``encode`` (encode, then decode back) rejects, and encodes alike."""
-    import dataclasses
-
-    from schemas import DecodeError
-
-    collector = Collector(Settings())
-    try:
-        good = _impression("u1")
-        assert collector.encode_built(good) == collector.encode(good)
-        bad = dataclasses.replace(good, **change)
-        for encode in (collector.encode, collector.encode_built):
-            with pytest.raises(DecodeError) as raised:
-                encode(bad)
-            assert raised.value.reason.value == reason
-    finally:
-        collector.close(timeout_s=0.1)
-
-
-def test_a_decision_whose_impression_fails_the_checks_is_a_400_on_both_paths() -> None:
+def test_a_decision_whose_impression_would_fail_the_checks_is_a_400_on_both_paths() -> None:
+    """The request model refuses it (the impression is checked only after the answer)."""
     app, _, _ = _app()
     settings = app.state.services.settings
     collector = Collector(settings)
@@ -278,4 +262,4 @@ def test_a_decision_whose_impression_fails_the_checks_is_a_400_on_both_paths() -
     finally:
         collector.close(timeout_s=0.1)
     assert fast.status_code == slow.status_code == 400
-    assert fast.json() == slow.json() and fast.json()["error"] == "bad_id"
+    assert fast.json() == slow.json() and "byte-order mark" in fast.json()["detail"]
