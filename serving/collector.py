@@ -83,6 +83,9 @@ class Collector:
 
     #: Queued impressions past this many are handed to the producer at once.
     max_queued_impressions = 1000
+    #: Impressions checked and written per event-loop step by the timer's flush: ~10-15 us each, so a
+    #: step holds the requests that arrive meanwhile for ~0.2 ms, not the whole batch's time.
+    write_step = 8
     #: How often the poll thread serves delivery reports while no request waits on one.
     idle_poll_s = 0.5
 
@@ -92,8 +95,10 @@ class Collector:
         # Impressions not yet produced (the event, its outcome callback); swapped under the lock, as
         # close() runs in another thread.
         self._impressions: list[tuple[Event, Callable[[str], None]]] = []
+        # Checked and written, not yet produced (produce_batch's message, outcome callback).
+        self._written: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         self._impressions_lock = threading.Lock()
-        self._impression_timer = FlushTimer(self.flush_impressions, impression_flush_s, self.max_queued_impressions)
+        self._impression_timer = FlushTimer(self._flush_step, impression_flush_s, self.max_queued_impressions)
         self.timeout_s = settings.serving_kafka_timeout_s
         self.codec = EventCodec(load_registry(settings.schema_registry_url))
         self.writer = DirectEventWriter(self.codec)
@@ -191,15 +196,54 @@ class Collector:
         self._impression_timer.queued(queued)
 
     def flush_impressions(self) -> None:
-        """Check, write and hand every queued impression to the producer (one ``produce_batch``)."""
+        """Check, write and hand every queued impression to the producer now (one ``produce_batch``)."""
+        self._check_and_write(None)
         with self._impressions_lock:
-            queued, self._impressions = self._impressions, []
-        if not queued:
+            written, self._written = self._written, []
+        if not written:
             return
-        batch: list[dict[str, Any]] = []
-        outcomes: list[Callable[[str], None]] = []
+        batch = [message for message, _ in written]
+        try:
+            self._producer.produce_batch(self.topic, batch)
+        except (BufferError, KafkaException) as exc:  # the whole batch was refused
+            for message in batch:
+                message["_error"] = exc
+        for message, on_outcome in written:
+            if "_error" in message:
+                log.warning("impression not queued for Kafka: %s", message["_error"])
+                on_outcome("dropped")
+        self._producer.poll(0)  # earlier batches' delivery reports, on this thread (non-blocking)
+
+    def _flush_step(self) -> None:
+        """The timer's flush: ``write_step`` impressions checked and written per event-loop step, then produced.
+
+        In one step, the ~100 impressions of 50 ms at 2,000 decisions/s held the requests arriving
+        meanwhile for ~1.5 ms: the decisions' paced p99 went from ~0.7 to ~1.9 ms (bench/serving.py).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_impressions()
+            return
+        if self._check_and_write(self.write_step):
+            loop.call_soon(self._flush_step)
+        else:
+            self.flush_impressions()
+
+    def _check_and_write(self, limit: int | None) -> int:
+        """Check and write up to ``limit`` queued impressions (``None``: all); returns how many are still queued.
+
+        The job's checks and the Avro bytes; one that fails the checks is logged and counted ``invalid``.
+        """
+        with self._impressions_lock:
+            if limit is None or len(self._impressions) <= limit:
+                taken, self._impressions = self._impressions, []
+            else:
+                taken, self._impressions = self._impressions[:limit], self._impressions[limit:]
+            left = len(self._impressions)
+        written: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         now_ms = time.time_ns() // 1_000_000
-        for event, on_outcome in queued:
+        for event, on_outcome in taken:
             try:
                 self.codec.validate(event, now_ms)
                 payload = self.writer.encode(event)
@@ -207,20 +251,12 @@ class Collector:
                 log.error("impression %s not logged: it fails the job's checks: %s", event.event_id, exc)
                 on_outcome("invalid")
                 continue
-            batch.append({"key": event.user_id.encode(), "value": payload,
-                          "callback": functools.partial(_impression_delivered, event.event_id, on_outcome)})
-            outcomes.append(on_outcome)
-        try:
-            if batch:
-                self._producer.produce_batch(self.topic, batch)
-        except (BufferError, KafkaException) as exc:  # the whole batch was refused
-            for message in batch:
-                message["_error"] = exc
-        for message, on_outcome in zip(batch, outcomes, strict=True):
-            if "_error" in message:
-                log.warning("impression not queued for Kafka: %s", message["_error"])
-                on_outcome("dropped")
-        self._producer.poll(0)  # earlier batches' delivery reports, on this thread (non-blocking)
+            written.append(({"key": event.user_id.encode(), "value": payload,
+                             "callback": functools.partial(_impression_delivered, event.event_id, on_outcome)},
+                            on_outcome))
+        with self._impressions_lock:
+            self._written.extend(written)
+        return left
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """Broker metadata within ``timeout_s``, and the events topic exists."""
