@@ -263,3 +263,26 @@ def test_a_decision_whose_impression_would_fail_the_checks_is_a_400_on_both_path
         collector.close(timeout_s=0.1)
     assert fast.status_code == slow.status_code == 400
     assert fast.json() == slow.json() and "byte-order mark" in fast.json()["detail"]
+
+
+def test_the_timer_flush_writes_a_few_impressions_per_event_loop_step_then_produces_them_together() -> None:
+    collector = Collector(Settings(), impression_flush_s=60.0)
+    collector._stop.set()
+    producer = RecordingProducer()
+    collector._producer = producer  # type: ignore[assignment]
+    queued: list[int] = []
+
+    async def run() -> None:
+        for n in range(20):
+            collector.send_nowait(_impression(f"u{n}"), lambda outcome: None)
+        collector._flush_step()
+        queued.append(len(collector._impressions))
+        while collector._impressions or collector._written:
+            await asyncio.sleep(0)
+            queued.append(len(collector._impressions))
+
+    asyncio.run(run())
+    assert queued[0] == 20 - collector.write_step  # one step's worth written, the rest for later steps
+    assert queued[-1] == 0 and len(queued) >= 3
+    assert producer.calls == [("batch", [f"u{n}".encode() for n in range(20)])]  # in order, one batch
+    collector.close(timeout_s=0.1)
