@@ -148,9 +148,11 @@ class RecordingProducer:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[bytes]]] = []
+        self.messages: list[dict[str, Any]] = []  # produce_batch's
 
     def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
         self.calls.append(("batch", [m["key"] for m in messages]))
+        self.messages.extend(messages)
         return len(messages)
 
     def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
@@ -170,11 +172,17 @@ def _impression(user: str) -> Event:
                  decision=Decision(f"r{user}", "ts", "a", 0.5))
 
 
-def test_impressions_leave_in_one_batch_before_any_later_event() -> None:
+def _collector_into(producer: RecordingProducer) -> Collector:
+    """A collector whose flushes go to ``producer`` (the timer's only when a test calls it)."""
     collector = Collector(Settings(), impression_flush_s=60.0)
     collector._stop.set()
-    producer = RecordingProducer()
     collector._producer = producer  # type: ignore[assignment]
+    return collector
+
+
+def test_impressions_leave_in_one_batch_before_any_later_event() -> None:
+    producer = RecordingProducer()
+    collector = _collector_into(producer)
     outcomes: list[str] = []
 
     async def run() -> None:
@@ -193,14 +201,11 @@ def test_impressions_leave_in_one_batch_before_any_later_event() -> None:
 
 
 def test_a_full_producer_queue_counts_the_impressions_dropped() -> None:
-    collector = Collector(Settings(), impression_flush_s=60.0)
-    collector._stop.set()
-
     class Full(RecordingProducer):
         def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
             raise BufferError("queue full")
 
-    collector._producer = Full()  # type: ignore[assignment]
+    collector = _collector_into(Full())
     outcomes: list[str] = []
     collector.send_nowait(_impression("u1"), outcomes.append)  # no event loop: handed over at once
     assert outcomes == ["dropped"]
@@ -220,16 +225,9 @@ def test_impressions_get_the_checks_of_a_decoded_event_at_the_flush(
 
     from schemas import DecodeError
 
-    collector = Collector(Settings(), impression_flush_s=60.0)
-    collector._stop.set()
-    written: list[dict[str, Any]] = []
-
-    class Keeping(RecordingProducer):
-        def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
-            written.extend(messages)
-            return super().produce_batch(topic, messages)
-
-    collector._producer = Keeping()  # type: ignore[assignment]
+    producer = RecordingProducer()
+    collector = _collector_into(producer)
+    written = producer.messages
     outcomes: list[str] = []
     good, bad = _impression("u1"), dataclasses.replace(_impression("u2"), **change)
     with pytest.raises(DecodeError) as raised:
@@ -266,10 +264,8 @@ def test_a_decision_whose_impression_would_fail_the_checks_is_a_400_on_both_path
 
 
 def test_the_timer_flush_writes_a_few_impressions_per_event_loop_step_then_produces_them_together() -> None:
-    collector = Collector(Settings(), impression_flush_s=60.0)
-    collector._stop.set()
     producer = RecordingProducer()
-    collector._producer = producer  # type: ignore[assignment]
+    collector = _collector_into(producer)
     queued: list[int] = []
 
     async def run() -> None:
