@@ -161,7 +161,7 @@ class RecommendationsFastPath:
         scope[ROUTE_TEMPLATE_KEY] = TEMPLATE  # MetricsMiddleware's route label (the router's route.path)
         (k, exclude_seen, explain, segment), options = parsed
         try:
-            body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment, **options)
+            body, prefix = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment, **options)
         except Exception as exc:
             handler = app_handler(app, exc)
             if handler is None:
@@ -169,7 +169,7 @@ class RecommendationsFastPath:
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
-        await send_json(send, body, [(PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())])
+        await send_json(send, body, [(PREFIX_HEADER.encode(), prefix.encode())])
 
 
 async def read_body(receive: Receive) -> tuple[bytes, list[Message]]:

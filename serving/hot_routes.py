@@ -121,8 +121,9 @@ class HotRequest:
                 extra = b""
             else:
                 (k, exclude_seen, explain, segment), options = self.options
-                body = await recommendations_json(svc, self.user_id or "", k, exclude_seen, explain, segment, **options)
-                extra = b"%s: %s\r\n" % (PREFIX_HEADER.encode(), svc.store.keys.prefix.encode())
+                body, prefix = await recommendations_json(svc, self.user_id or "", k, exclude_seen, explain, segment,
+                                                          **options)
+                extra = b"%s: %s\r\n" % (PREFIX_HEADER.encode(), prefix.encode())
         except Exception as exc:  # noqa: BLE001 - every error gets the app's handler, as on the route
             await self.error(exc)
             return

@@ -148,21 +148,25 @@ async def recommendations(
     ``k`` items while the user's stored scores (``PULSE_TOP_K``) have that many eligible ones.
     ``session_boost`` re-ranks by the open session's categories, ``max_per_category`` diversifies.
     """
-    body = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment,
-                                      exclude=exclude, categories=category, exclude_categories=exclude_category,
-                                      session_boost=session_boost, max_per_category=max_per_category)
-    return Response(body, media_type="application/json", headers={PREFIX_HEADER: svc.store.keys.prefix})
+    body, prefix = await recommendations_json(svc, user_id, k, exclude_seen, explain, segment,
+                                              exclude=exclude, categories=category,
+                                              exclude_categories=exclude_category, session_boost=session_boost,
+                                              max_per_category=max_per_category)
+    return Response(body, media_type="application/json", headers={PREFIX_HEADER: prefix})
 
 
 async def recommendations_json(
     svc: Services, user_id: str, k: int, exclude_seen: bool, explain: bool, segment: str | None,
     session_boost: float | None = None, max_per_category: int | None = None, **filters: Sequence[str],
-) -> bytes:
-    """The recommendations response body (the route's; :mod:`serving.fastpath` calls it too).
+) -> tuple[bytes, str]:
+    """The recommendations response body and the prefix it was read from (the route's; the fast paths call it too).
 
     The user's variant of the recommendations experiment picks the policy; the answer is queued
     for the served topic (:class:`~serving.served.ServedLog`) before it is returned.
     """
+    # The live prefix as the user's values are read (their keys are built before the read's first await):
+    # read after the answer, a promote or rollback during the read named the other prefix.
+    prefix = svc.store.keys.prefix
     experiment = svc.experiment
     variant = experiment.assign(user_id) if experiment is not None else None
     policy = variant.policy if variant is not None else "mf"
@@ -173,8 +177,8 @@ async def recommendations_json(
         max_per_category=max_per_category, **filters)
     svc.metrics.recommendation(body["source"], body["degraded"])
     if svc.served is not None:
-        svc.served.recommendations(body, svc.store.keys.prefix, policy, now_ms())
-    return orjson.dumps(body)
+        svc.served.recommendations(body, prefix, policy, now_ms())
+    return orjson.dumps(body), prefix
 
 
 @v1.get("/users/{user_id}/session", response_model=Session, responses=_errors(404), tags=["users"],

@@ -94,6 +94,30 @@ def test_seen_items_are_excluded_and_k_respected() -> None:
     assert body["source"] == "model" and body["freshness_ms"] == 1000 and body["degraded"] is False
 
 
+def test_the_prefix_header_names_the_prefix_read_when_a_promote_lands_during_the_read() -> None:
+    """``pulse model promote`` switches ``store.keys`` while a read is under way: the answer names the prefix
+    whose values it holds (read after the answer, the header named the new prefix over the old values)."""
+
+    class SwitchingStore(FakeStore):
+        async def user_view(self, user_id: str, top: int | None = None) -> tuple[Envelope | None, Envelope | None]:
+            found = await super().user_view(user_id, top)  # keys built, the read sent...
+            self.keys = RedisKeys("pulse-v2" if self.keys.prefix == "pulse" else "pulse")  # ...the alias moves
+            await asyncio.sleep(0)
+            return found
+
+    async def run() -> list[httpx.Response]:
+        client, store, _ = _client()
+        client._transport.app.state.services.store = store = SwitchingStore()  # type: ignore[attr-defined]
+        client._transport.app.state.services.recommender.store = store  # type: ignore[attr-defined]
+        async with client:
+            return [await client.get("/v1/users/u1/recommendations"),  # the fast path
+                    await client.get("/v1/users/u1/recommendations?k=010")]  # the route
+
+    fast, slow = asyncio.run(run())
+    assert fast.status_code == slow.status_code == 200
+    assert fast.headers["x-pulse-prefix"] == "pulse" and slow.headers["x-pulse-prefix"] == "pulse-v2"
+
+
 @pytest.mark.parametrize("path", [
     "/v1/users/u1/recommendations?k=0", "/v1/users/u1/recommendations?k=1001", "/v1/users/u1/recommendations?k=x",
     "/v1/users/u1/recommendations?explain=maybe", "/v1/users/u1/recommendations?segment=a%2Fb",
