@@ -317,10 +317,8 @@ async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
 def decision_answer(svc: Services, response: DecisionResponse, impression: Event) -> bytes:
     """The body of a decision made: its impression queued, the metrics counted."""
     metrics = svc.metrics
-    try:
-        svc.collector.send_nowait(impression, metrics.impression)
-    except CollectorUnavailableError:
-        metrics.impression("dropped")  # the decision stands; the lost impression is counted
+    # Only queued: a full producer queue or an impression failing the checks is counted when it is flushed.
+    svc.collector.send_nowait(impression, metrics.impression)
     metrics.decision(response.variant or "none", response.policy)
     return response.__pydantic_serializer__.to_json(response)
 
