@@ -7,9 +7,10 @@ this script is the load client, with two load generators:
   fixed schedule; latency is measured from the *scheduled* send time, so a slow server (or a slow
   client) cannot hide queueing. The sender is ``bench/pacedload`` (Go, standard library only,
   built with ``go build`` on first use; one pacer thread sleeping with nanosleep, so its own send
-  lag is ~0.05 ms at p50, not Go's 1 ms timer steps) when ``go`` is installed, else the same method
-  in asyncio here (uvloop when installed), whose own scheduling lag on 2 cores (p99 ~1.2 ms) lands
-  in the p99 (``--paced-client``); both print that lag;
+  lag is ~0.05 ms at p50, not Go's 1 ms timer steps; ``--paced-client-sched batch`` runs it under
+  ``SCHED_BATCH``) when ``go`` is installed, else the same method in asyncio here (uvloop when
+  installed), whose own scheduling lag on 2 cores (p99 ~1.2 ms) lands in the p99 (``--paced-client``);
+  both print that lag;
 * unpaced at fixed concurrency: ``bench/pacedload -rate 0`` when ``go`` is installed (one epoll
   thread on raw sockets: one write and one read per request, ~8-10 us of CPU per request against
   wrk's 12-17 us; under ``SCHED_BATCH``, ``--client-sched``), else ``wrk`` (``apt-get install
@@ -262,14 +263,21 @@ def pacedload_binary(home: Path) -> Path:
 
 
 def go_paced_load(port: int, requests: list[bytes], total: int, concurrency: int, rate: float, max_s: float,
-                  home: Path, timer: str = "nanosleep") -> tuple[float, list[float], list[int], list[float]]:
+                  home: Path, timer: str = "nanosleep", batch: bool = False
+                  ) -> tuple[float, list[float], list[int], list[float]]:
     """The paced load of :func:`load`, sent by ``bench/pacedload`` (Go, built here with ``go build``);
-    ``timer="go"``: its pacer waits on Go's timers (1 ms steps, the client before 2026-12-05)."""
+    ``timer="go"``: its pacer waits on Go's timers (1 ms steps, the client before 2026-12-05).
+
+    ``batch``: the client runs under ``SCHED_BATCH``, as :func:`go_unpaced_load`'s. An answer that
+    wakes it then waits for the worker's next wait instead of preempting it: the latency it measures
+    can only grow by that.
+    """
     binary = pacedload_binary(home)
     framed = b"".join(len(r).to_bytes(4, "big") + r for r in requests)
     out = subprocess.run([str(binary), "-port", str(port), "-concurrency", str(concurrency), "-rate", str(rate),
                           "-requests", str(total), "-max-seconds", str(max_s), "-timer", timer],
-                         input=framed, capture_output=True, check=True, timeout=max_s + 60)
+                         input=framed, capture_output=True, check=True, timeout=max_s + 60,
+                         preexec_fn=_batch_scheduling if batch else None)
     result = orjson.loads(out.stdout)
     return result["elapsed_s"], result["latencies_s"] or [], result["errors"] or [], result["lags_s"] or []
 
@@ -438,6 +446,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-sched", choices=["batch", "normal"], default="batch",
                         help="Scheduling policy of the unpaced go/wrk client: batch (SCHED_BATCH: it does not "
                              "preempt a server worker when an answer wakes it) or normal")
+    parser.add_argument("--paced-client-sched", choices=["batch", "normal"], default="normal",
+                        help="Scheduling policy of the paced go client (batch: as --client-sched; its latencies "
+                             "then include its waits for a busy worker's core: bench/README.md)")
     parser.add_argument("--redis-sched", choices=["batch", "normal"], default="normal",
                         help="Scheduling policy of the private Redis (not one given by --redis-url): batch "
                              "(SCHED_BATCH: it does not preempt a server worker when a command wakes it) or normal")
@@ -540,12 +551,14 @@ def _measure_endpoints(args: argparse.Namespace, port: int, pid: int, unpaced_cl
         run_load(port, reqs, 2000, args.concurrency, 0.0, 10.0)  # warm-up
         if args.rate:
             cpu = cpu_seconds(pid)
+            batch = paced_client == "go" and args.paced_client_sched == "batch"
             if paced_client == "go":
                 result = go_paced_load(port, reqs, args.requests, args.concurrency, args.rate,
-                                       args.max_seconds, home, args.paced_timer)
+                                       args.max_seconds, home, args.paced_timer, batch)
             else:
                 result = run_load(port, reqs, args.requests, args.concurrency, args.rate, args.max_seconds)
-            client = paced_client + (" timers" if paced_client == "go" and args.paced_timer == "go" else "")
+            client = (paced_client + (" timers" if paced_client == "go" and args.paced_timer == "go" else "")
+                      + (", batch" if batch else ""))
             lines.append(report(f"{name} paced @ {args.rate:,.0f} rps ({client}, c={args.concurrency})",
                                 cpu_seconds(pid) - cpu, *result))
         lines.append(_unpaced(args, name, (method, paths, body), port, pid, unpaced_client, home, redis_url,

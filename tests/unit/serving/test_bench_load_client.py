@@ -1,4 +1,4 @@
-"""bench/serving.py's unpaced load client (bench/pacedload -rate 0) and its CPU split, against a tiny local server.
+"""bench/serving.py's load clients (bench/pacedload) and the unpaced CPU split, against a tiny local server.
 
 The client must do what wrk did: every answer read in full, its status checked, each connection
 sending its own share of the requests in turn, a server that closes a connection an error.
@@ -6,6 +6,7 @@ sending its own share of the requests in turn, a server that closes a connection
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.serving import go_unpaced_load, http_requests
+from bench.serving import go_paced_load, go_unpaced_load, http_requests
 from bench.serving_split import CpuSplit, connections_per_worker
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="bench/pacedload needs go")
@@ -30,6 +31,7 @@ class _Server:
         self.port = self.listener.getsockname()[1]
         self.close_after = close_after
         self.paths: Counter[str] = Counter()
+        self.policies: set[int] = set()  # the scheduling policies of this process's children while serving
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -57,11 +59,18 @@ class _Server:
                 path = head.split(b" ")[1].decode()
                 with self.lock:
                     self.paths[path] += 1
+                    self.policies.update(os.sched_getscheduler(pid) for pid in _children())
                 body = b"x" * 3000 if path != "/missing" else b"{}"
                 status = b"200 OK" if path != "/missing" else b"404 Not Found"
                 conn.sendall(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain\r\ncontent-length: "
                              + str(len(body)).encode() + b"\r\n\r\n" + body)
                 answered += 1
+
+
+def _children() -> list[int]:
+    """This process's child processes (the load client)."""
+    return [int(pid) for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+            for pid in (task / "children").read_text().split()]
 
 
 @pytest.fixture
@@ -95,8 +104,6 @@ def test_a_connection_the_server_closes_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_the_cpu_split_names_each_part(server: _Server, tmp_path: Path) -> None:
-    import os
-
     split = CpuSplit(os.getpid(), lambda: 0.0)
     (_, latencies, _, _), _ = go_unpaced_load(server.port, http_requests("GET", ["/a"], None), concurrency=2,
                                               seconds=0.3, home=tmp_path)
@@ -105,3 +112,15 @@ def test_the_cpu_split_names_each_part(server: _Server, tmp_path: Path) -> None:
     assert text.startswith("CPU us/req: server ") and "client " in text and "Redis 0.0" in text
     assert "% of " in text
     assert connections_per_worker(server.port) == []  # the run is over: no connection left
+
+
+@pytest.mark.parametrize(("batch", "policy"), [(True, os.SCHED_BATCH), (False, os.SCHED_OTHER)])
+def test_the_paced_client_runs_under_the_policy_asked_for(tmp_path: Path, batch: bool, policy: int) -> None:
+    running = _Server()
+    try:
+        _, latencies, errors, _ = go_paced_load(running.port, http_requests("GET", ["/a"], None), total=20,
+                                                concurrency=2, rate=200, max_s=10, home=tmp_path, batch=batch)
+    finally:
+        running.listener.close()
+    assert len(latencies) == 20 and not errors
+    assert running.policies == {policy}
