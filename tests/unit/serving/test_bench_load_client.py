@@ -19,7 +19,9 @@ import pytest
 from bench.serving import go_paced_load, go_unpaced_load, http_requests
 from bench.serving_split import CpuSplit, connections_per_worker
 
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="bench/pacedload needs go")
+# Skipped only outside CI: under CI a missing go fails these tests (go is on CI's machines).
+pytestmark = pytest.mark.skipif(shutil.which("go") is None and not os.environ.get("CI"),
+                                reason="bench/pacedload needs go")
 
 
 class _Server:
