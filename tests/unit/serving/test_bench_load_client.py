@@ -61,7 +61,7 @@ class _Server:
                 path = head.split(b" ")[1].decode()
                 with self.lock:
                     self.paths[path] += 1
-                    self.policies.update(os.sched_getscheduler(pid) for pid in _children())
+                    self.policies.update(_client_policies())
                 body = b"x" * 3000 if path != "/missing" else b"{}"
                 status = b"200 OK" if path != "/missing" else b"404 Not Found"
                 conn.sendall(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain\r\ncontent-length: "
@@ -69,10 +69,18 @@ class _Server:
                 answered += 1
 
 
-def _children() -> list[int]:
-    """This process's child processes (the load client)."""
-    return [int(pid) for task in Path(f"/proc/{os.getpid()}/task").iterdir()
-            for pid in (task / "children").read_text().split()]
+def _client_policies() -> set[int]:
+    """The scheduling policies of this process's ``pacedload`` children (other children and threads come and go)."""
+    found = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+            for pid in children:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "pacedload":
+                    found.add(os.sched_getscheduler(int(pid)))
+        except OSError:  # a thread or a child that ended meanwhile
+            continue
+    return found
 
 
 @pytest.fixture
