@@ -14,6 +14,7 @@ import httpx
 
 from config import REPO_ROOT, Settings
 from infra.local.process import free_port
+from serving.server import worker_cpus
 
 
 def _workers(pid: int) -> list[int]:
@@ -52,7 +53,13 @@ def test_two_workers_share_the_port(settings: Settings, tmp_path: Path) -> None:
         with ThreadPoolExecutor(8) as pool:  # fresh connections, spread by the kernel over the workers
             codes = list(pool.map(lambda _: httpx.get(f"{base}/readyz", timeout=10).status_code, range(64)))
         assert codes == [200] * 64
-        assert len(_workers(serve.pid)) == 2
+        workers = _workers(serve.pid)
+        assert len(workers) == 2
+        # Unset PULSE_SERVING_PIN_WORKERS: one worker per usable CPU is pinned, each to its own CPU.
+        usable = sorted(os.sched_getaffinity(0))
+        expected = [set(usable) if cpu is None else {cpu} for cpu in worker_cpus(None, 2, usable)]
+        assert sorted(map(sorted, (os.sched_getaffinity(pid) for pid in workers))) == sorted(map(sorted, expected))
+        assert ("on CPUs" in log.read_text()) == (len(usable) == 2)
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=30)
