@@ -137,8 +137,9 @@ def worker_count(settings: Settings) -> int:
 def worker_cpus(pin: bool | None, workers: int, usable: Sequence[int]) -> list[int | None]:
     """The CPU each worker is pinned to (``None``: not pinned); ``pin`` unset pins one worker per usable CPU.
 
-    Pinned, a worker's caches stay on its core: 2 workers on 2 cores, paced decisions cost
-    ~13-18 us less server CPU each (ADR 0004); a worker then cannot move off a core others keep busy.
+    Pinned, a worker's caches stay on its core: 2 workers on 2 cores, paced decisions cost a median
+    ~18 us less server CPU each in alternated pairs (ADR 0004); a worker then cannot move off a core
+    others keep busy.
 
     >>> worker_cpus(None, 2, [0, 1]), worker_cpus(None, 3, [0, 1]), worker_cpus(None, 1, [0])
     ([0, 1], [None, None, None], [None])
