@@ -191,9 +191,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     serving_workers: int | None = Field(
         None, ge=1, description="uvicorn worker processes sharing the port; unset = one per CPU core"
     )
-    serving_pin_workers: bool | None = Field(
-        None, description="With several workers, pin worker i to the i-th usable CPU; unset = pinned when there "
-        "is one worker per usable CPU (the default worker count)")
+    serving_pin_workers: bool | None = Field(None, description="Pin worker i to usable CPU i; unset: if workers = CPUs")
     serving_http: Literal["httptools", "h11", "auto"] = Field(
         "httptools", description="uvicorn HTTP parser (httptools: one write per response, see serving/server.py)"
     )
