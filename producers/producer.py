@@ -75,11 +75,12 @@ class RecordProducer(Generic[R]):
         """Encode and enqueue one record."""
         raise NotImplementedError
 
-    def send_raw(self, key: bytes | None, payload: bytes) -> None:
-        """Enqueue a payload as it is (producers of other encodings, tests of bad input)."""
+    def send_raw(self, key: bytes | None, payload: bytes, partition: int | None = None) -> None:
+        """Enqueue a payload as it is (producers of other encodings, tests of bad input), to ``partition`` if given."""
+        placed = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(self.topic, value=payload, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(self.topic, value=payload, key=key, on_delivery=self._on_delivery, **placed)
                 break
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain

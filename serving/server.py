@@ -215,7 +215,7 @@ def supervise(settings: Settings, workers: int) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    cpus = worker_cpus(settings.serving_pin_workers, workers, sorted(os.sched_getaffinity(0)))
+    cpus = worker_cpus(settings.serving_pin_workers, workers, list(os.sched_getaffinity(0)))
 
     def start(index: int) -> tuple[Any, float]:
         process = context.Process(target=_worker, args=(host, port, cpus[index]), name=f"pulse-serving-worker-{index}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from archive.digest import HourDigest, digests_by_hour
 from archive.files import archive_digests, archived_files
@@ -64,11 +64,10 @@ def produce(settings: Settings, n: int, seed: int, start: int = 0, bad: bool = T
 
 def last_on_every_partition(settings: Settings, letters: list[bytes]) -> int:
     """One of ``letters`` (undecodable) appended to every partition of the events topic; how many were sent."""
-    producer = Producer(settings.kafka_config())
-    for partition in range(settings.partitions):
-        producer.produce(settings.topic_events, value=letters[partition % len(letters)], key=b"bad",
-                         partition=partition)
-    assert producer.flush(30) == 0
+    with EventProducer(settings) as producer:
+        for partition in range(settings.partitions):
+            producer.send_raw(b"bad", letters[partition % len(letters)], partition)
+    assert producer.report.ok
     return settings.partitions
 
 
