@@ -130,6 +130,7 @@ def seed_shop(redis_url: str, prefix: str, users: int, items: int) -> None:
         writer.write_batch([(keys.item_record(f"i{i}"), T0, CompactValue(encode_item_value(
             {"bias": 0.1, "factors": rng.normal(0, 0.3, 32).tolist(), "version": 1}))) for i in range(items)])
     client = redis.Redis.from_url(redis_url)
+    client.sadd(keys.learned_items(), *(f"i{i}" for i in range(items)))  # as the job lists them: no SCAN
     with client.pipeline(transaction=False) as pipe:
         for u in range(users):
             pipe.sadd(keys.blocks(f"u{u}"), *(f"i{(u + j * 7) % items}" for j in range(3)))

@@ -35,6 +35,8 @@ from flink_jobs.messages import (
     ModelProgress,
     PopularityCount,
     RedisWrite,
+    RedisWrites,
+    SetMember,
 )
 from online_models.bandits import LinUCB, make_bandit
 from online_models.drift import DriftAlarm
@@ -136,10 +138,11 @@ class ItemOwner(SharedSteps):
             return
         params = item["params"]
         payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
-        if self.value_format == "legacy":
-            yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
-        else:
-            yield RedisWrite(self.keys.item_record(key), event_time_ms, CompactValue(encode_item_value(payload)), key)
+        record = (RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
+                  if self.value_format == "legacy" else
+                  RedisWrite(self.keys.item_record(key), event_time_ms, CompactValue(encode_item_value(payload)), key))
+        # With every write, not once: the set heals itself if Redis lost it (serving reads items by it).
+        yield RedisWrites((record, RedisWrite(self.keys.learned_items(), event_time_ms, SetMember(key), key)), key)
         if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
             return
         yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, params.to_bytes(), dict(item["acks"]))

@@ -14,6 +14,7 @@ Keys, all under one configurable prefix (``pulse`` by default):
 ``<prefix>:user:{<user_id>}:blocks``        set of item ids the user blocked (serving and the job write it)
 ``<prefix>:user:{<user_id>}:blocked_categories``  set of categories the user blocked
 ``<prefix>:item:{<item_id>}:params``        item bias + factors (format 1)
+``<prefix>:{items}:learned``                set of the ids of every item with factors (either format)
 ``<prefix>:bandit:<policy>:<scope_key>``    bandit arm parameters of one scope
 ``<prefix>:popularity:<segment>``           decayed popularity top-n of one segment
 ``<prefix>:model:<name>``                   model metadata (events learned, RMSE, version, ...)
@@ -209,6 +210,17 @@ class RedisKeys:
         'pulse:item:{i9}:params'
         """
         return f"{self.prefix}:item:{{{_component('item_id', item_id)}}}:params"
+
+    def learned_items(self) -> str:
+        """The set of the ids of every item the job has written factors for (serving reads items by it).
+
+        Its own hash tag: one set, added to with every item write, read page by page (``SSCAN``)
+        instead of a ``SCAN`` of the whole keyspace, which holds every user's keys too.
+
+        >>> RedisKeys().learned_items()
+        'pulse:{items}:learned'
+        """
+        return f"{self.prefix}:{{items}}:learned"
 
     def catalogue_item(self, item_id: str) -> str:
         """An item's catalogue entry (category, availability, attributes; an envelope hash).

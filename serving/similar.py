@@ -2,8 +2,9 @@
 
 The job writes each item's bias and factors to Redis (``RedisKeys.item_record``, format 2; format 1
 ``item_params`` hashes are read too when ``legacy_reads`` is on). Serving never computes over Redis
-per request: :class:`SimilarIndexView` SCANs every item record every ``refresh_s`` in the background
-and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). The first request for an
+per request: :class:`SimilarIndexView` reads every item record every ``refresh_s`` in the background
+(the job lists them in a set, ``RedisKeys.learned_items``: no ``SCAN`` of a keyspace that holds every
+user's keys too) and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). The first request for an
 item after a read ranks its best rows (one matrix-vector product and a partial sort), later ones
 walk those; the catalogue (availability, categories), the request's filters and the user's
 blocks apply then, against memory, so an item marked unavailable leaves similar lists as
@@ -26,7 +27,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,7 @@ class SimilarIndexView:
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.current = ItemIndex()
         self._read_at = -float("inf")  # monotonic time of the last full read
+        self._scanned: set[str] = set()  # prefixes read by SCAN (warned once each)
 
     async def refresh(self) -> bool:
         """Read every item's factors again if ``refresh_s`` passed or the live prefix moved; whether it did."""
@@ -245,18 +247,14 @@ class SimilarIndexView:
         versions: dict[str, str] = {}
         legacy: set[str] = set()
         seen_versions: dict[str, str] = {}  # one string object per model version
-        cursor: int | None = None
-        while cursor != 0:
-            cursor, page = await store.scan(f"{prefix}:item:{{*", cursor or 0, PAGE)
-            found = [parsed for parsed in (item_id_of_key(key, prefix) for key in page)
-                     if parsed is not None and (parsed[1] or store.legacy_reads)]
+        async for found in self._item_pages(prefix):
             commands = [("GET", keys.item_record(item)) if compact else ("HGETALL", keys.item_params(item))
                         for item, compact in found]
             replies = await store.read_raw(commands)
             for (item_id, compact), (_, key), reply in zip(found, commands, replies, strict=True):
                 envelope = _decoded(key, reply, not compact)
                 if envelope is None or (not compact and item_id in factors and item_id not in legacy):
-                    continue  # deleted since the SCAN, or format 1 where format 2 was read
+                    continue  # deleted since it was listed, or format 1 where format 2 was read
                 vector = envelope.payload.get("factors")
                 if not isinstance(vector, list):
                     continue
@@ -265,6 +263,36 @@ class SimilarIndexView:
                 (legacy.add if not compact else legacy.discard)(item_id)
             await asyncio.sleep(0)  # let requests in between pages
         return factors, versions
+
+    async def _item_pages(self, prefix: str) -> AsyncIterator[list[tuple[str, bool]]]:
+        """Pages of ``(item id, format 2)`` to read: the job's set of learned items (``SSCAN``).
+
+        A Redis written by a job older than that set has none: its item keys are found by a ``SCAN``
+        of the whole keyspace (users' keys too), as before, with one warning per prefix.
+        """
+        store = self.store
+        cursor: int | None = None
+        while cursor != 0:
+            page = await store.set_page(store.keys.learned_items(), cursor or 0, PAGE)
+            if page is None:
+                break
+            cursor, members = page
+            found = [(item, True) for item in members]
+            yield found + [(item, False) for item in members] if store.legacy_reads else found
+        else:
+            return
+        cursor, listed = None, 0
+        while cursor != 0:
+            cursor, names = await store.scan(f"{prefix}:item:{{*", cursor or 0, PAGE)
+            found = [parsed for parsed in (item_id_of_key(name, prefix) for name in names)
+                     if parsed is not None and (parsed[1] or store.legacy_reads)]
+            listed += len(found)
+            yield found
+        if listed and prefix not in self._scanned:  # none: nothing learned yet, nothing to warn of
+            self._scanned.add(prefix)
+            log.warning("similar items: %d item keys under %r but no set %s (written by a job before it): read "
+                        "by a SCAN of the whole keyspace, every %s s; `pulse model index-items` writes the set",
+                        listed, prefix, store.keys.learned_items(), self.refresh_s)
 
     async def run(self) -> None:
         """Refresh forever (a task of the app's lifespan); the prefix is checked every second at most."""

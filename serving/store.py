@@ -271,6 +271,16 @@ class RedisStore:
         next_cursor, keys = await self._guard(lambda: self.client.scan(cursor, match=pattern, count=count))
         return int(next_cursor), [_text(key) for key in keys]
 
+    async def set_page(self, key: str, cursor: int, count: int) -> tuple[int, list[str]] | None:
+        """One ``SSCAN`` page of the set at ``key``: the next cursor (0: done) and the members.
+
+        ``None`` when there is no set at ``key`` (checked on the first page).
+        """
+        if cursor == 0 and not await self._guard(lambda: self.client.exists(key)):
+            return None
+        next_cursor, members = await self._guard(lambda: self.client.sscan(key, cursor, count=count))
+        return int(next_cursor), [_text(member) for member in members]
+
     async def session(self, user_id: str) -> Envelope | None:
         """The user's live session."""
         return (await self.user_parts(user_id, (UserKind.SESSION,)))[0]

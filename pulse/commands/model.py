@@ -1,17 +1,23 @@
-"""``pulse model``: which model serving answers with — show, promote a prefix, roll back (``pulse/model_alias.py``)."""
+"""``pulse model``: which model serving answers with — show, promote a prefix, roll back (``pulse/model_alias.py``).
+
+Also ``index-items``: the set of learned items, for a Redis a job wrote before it (ADR 0003).
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import redis as redis_lib
 import typer
+from tqdm import tqdm
 
 from config import Settings
 from pulse.app import app, fail, print_json, settings_of
 from pulse.model_alias import AliasError, Switch, live_prefix, promote, rollback
 from pulse.reach import require
 from schemas.redis_keys import RedisKeys
+from serving.similar import item_id_of_key
 
 model_app = typer.Typer(help="Which Redis prefix (model) serving answers with: promote, roll back.",
                         no_args_is_help=True)
@@ -71,3 +77,30 @@ def rollback_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--js
     except AliasError as exc:
         raise fail(str(exc)) from None
     _report(switch, "rollback", as_json)
+
+
+@model_app.command("index-items", help=(
+    "List every item with factors under PREFIX in the set serving reads items by (one SCAN of the keyspace). "
+    "Once, for a Redis a job wrote before that set: the job adds the items it writes, not the ones written before."))
+def index_items_cmd(  # noqa: D103 -- its help is the decorator's
+    ctx: typer.Context,
+    prefix: Annotated[str | None, typer.Argument(help="The Redis prefix (default: PULSE_REDIS_PREFIX)")] = None,
+    progress: Annotated[bool, typer.Option(help="A progress bar on stderr")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    settings = settings_of(ctx)
+    client, keys = _client(settings), RedisKeys(prefix or settings.redis_prefix)
+    learned, listed, added, cursor = keys.learned_items(), 0, 0, None
+    with tqdm(unit="item", desc="items", file=sys.stderr, disable=None if progress else True) as bar:
+        while cursor != 0:
+            cursor, page = client.scan(cursor or 0, match=f"{keys.prefix}:item:{{*", count=1000)  # type: ignore[misc]
+            items = sorted({found[0] for found in (item_id_of_key(name.decode(), keys.prefix) for name in page)
+                            if found is not None})
+            if items:
+                added += int(client.sadd(learned, *items))  # type: ignore[arg-type]
+                listed += len(items)
+                bar.update(len(items))
+    if as_json:
+        print_json({"set": learned, "items": listed, "added": added})
+    else:
+        typer.echo(f"index-items: {listed:,} items under {keys.prefix!r} listed in {learned} ({added:,} added)")

@@ -28,6 +28,7 @@ from producers.producer import EventProducer, ItemProducer
 from producers.sources import open_source, parse_synthetic_overrides
 from producers.topics import ensure_topics
 from schemas.redis_keys import RedisKeys
+from serving.similar import item_id_of_key
 from serving.sync_reads import user_part
 from tests.integration.jobs import run_job_until
 from tests.integration.test_serving import serve  # noqa: F401 -- the fixture: a running shim per settings update
@@ -118,6 +119,11 @@ def test_new_items_reach_the_users_of_their_category_before_any_interaction(
     assert len(closed) >= len(must_close)
     assert all(payload.get("history") for payload in closed)  # the job kept their past sessions' items
     assert not any(rc.exists(keys.item_record(item)) for item in new)  # the model has learned none of them
+    # Every item the job wrote is in the set serving reads items by (no SCAN of the keyspace there).
+    written = {found[0] for found in (item_id_of_key(name.decode(), keys.prefix)
+                                      for name in rc.scan_iter(match=f"{keys.prefix}:item:{{*", count=1000))
+               if found is not None}
+    assert written and {member.decode() for member in rc.smembers(keys.learned_items())} == written
     rc.close()
 
     tastes = user_tastes(config)

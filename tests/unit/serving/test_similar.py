@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -115,9 +116,18 @@ class Store:
                                                            "mf-1").to_fields()
         self.values[self.keys.item_record("bad")] = b"\x02bad"  # no item record: skipped
         self.blocks: tuple[frozenset[str], frozenset[str]] = (frozenset({"b"}), frozenset({"hats"}))
+        self.learned: list[str] | None = None  # the job's set of learned items (None: a Redis from before it)
+        self.scans = 0
+
+    async def set_page(self, key: str, cursor: int, count: int) -> tuple[int, list[str]] | None:
+        assert key == self.keys.learned_items()
+        if self.learned is None:
+            return None
+        return (0 if cursor + 2 >= len(self.learned) else cursor + 2), self.learned[cursor:cursor + 2]
 
     async def scan(self, pattern: str, cursor: int, count: int) -> tuple[int, list[str]]:
         assert pattern == f"{self.keys.prefix}:item:{{*"
+        self.scans += 1
         names = sorted(self.values)
         return (0 if cursor + 2 >= len(names) else cursor + 2), names[cursor:cursor + 2]
 
@@ -166,6 +176,32 @@ def test_the_view_reads_both_formats_and_the_request_applies_catalogue_filters_a
         assert await view.refresh() and len(view.current) == 0
 
     asyncio.run(run())
+
+
+def test_the_view_reads_the_items_the_job_listed_and_scans_only_a_redis_without_the_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Store()
+    view = SimilarIndexView(store, refresh_s=0.0, clock_ms=lambda: T0)  # type: ignore[arg-type]
+    asyncio.run(view.refresh())  # no set: the keyspace is scanned, with one warning
+    assert store.scans > 0 and view.current.items == ("a", "b", "c", "d", "e", "f")
+    assert [r.message for r in caplog.records if "SCAN" in r.message] == [
+        "similar items: 8 item keys under 'pulse' but no set pulse:{items}:learned (written by a job before it): "
+        "read by a SCAN of the whole keyspace, every 0.0 s; `pulse model index-items` writes the set"]
+    asyncio.run(view.refresh())
+    assert len([r for r in caplog.records if "SCAN" in r.message]) == 1  # once per prefix
+
+    store.learned, store.scans = ["a", "d", "f", "gone"], 0  # b, c, e have records but are not listed
+    asyncio.run(view.refresh())
+    assert store.scans == 0 and view.current.items == ("a", "d", "f")  # f in format 1 only; gone has no record
+    assert view.current.version_of("a") == "mf-2"  # format 2 wins over a's format-1 hash
+    store.legacy_reads = False
+    asyncio.run(view.refresh())
+    assert view.current.items == ("a", "d")
+
+    store.keys, store.values, store.learned = RedisKeys("fresh"), {}, None  # nothing learned yet: no warning
+    asyncio.run(view.refresh())
+    assert len(view.current) == 0 and len([r for r in caplog.records if "SCAN" in r.message]) == 1
 
 
 def test_the_popularity_fallback_leaves_out_blocked_items_and_categories() -> None:
