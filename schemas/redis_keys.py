@@ -67,6 +67,7 @@ __all__ = [
     "UserKind",
     "decode_payload",
     "encode_payload",
+    "item_id_of_key",
 ]
 
 #: Hash fields of every value Pulse stores.
@@ -79,6 +80,8 @@ _FIELDS = (FIELD_VALUE, FIELD_EVENT_TIME, FIELD_WRITE_TIME, FIELD_MODEL_VERSION)
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)*")
 _ESCAPES = {ord("%"): "%25", ord("{"): "%7B", ord("}"): "%7D"}
 _ESCAPES_WITH_COLON = {**_ESCAPES, ord(":"): "%3A"}
+_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+_ESCAPED = re.compile("%25|%7B|%7D")
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 #: What ``HGETALL`` returns: bytes, or str with ``decode_responses=True``.
@@ -92,6 +95,23 @@ class UserKind(StrEnum):
     SESSION = "session"
     COUNTS = "counts"
     FACTORS = "factors"
+
+
+def item_id_of_key(key: str, prefix: str) -> tuple[str, bool] | None:
+    """``(item id, format 2)`` of an item key under ``prefix``: ``RedisKeys.item_record``/``item_params`` reversed.
+
+    >>> item_id_of_key("pulse:item:{i%7B9%7D}", "pulse"), item_id_of_key("pulse:item:{i9}:params", "pulse")
+    (('i{9}', True), ('i9', False))
+    >>> item_id_of_key("pulse:item:{i9}:other", "pulse"), item_id_of_key("pulse:user:{u1}", "pulse")
+    (None, None)
+    """
+    head = f"{prefix}:item:{{"
+    if not key.startswith(head):
+        return None
+    escaped, brace, rest = key[len(head):].partition("}")
+    if not brace or not escaped or rest not in ("", ":params"):
+        return None
+    return _ESCAPED.sub(lambda match: _UNESCAPES[match.group()], escaped), rest == ""
 
 
 def _component(what: str, value: str, escapes: Mapping[int, str] = _ESCAPES) -> str:

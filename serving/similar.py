@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -34,43 +33,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.redis_keys import Envelope
+from schemas.redis_keys import Envelope, item_id_of_key
 from schemas.redis_values import decode_item_value
 from serving.catalogue import Catalogue, ItemFilter
 from serving.models import SimilarItem, SimilarItems
 from serving.polling import poll_forever
 from serving.store import RedisStore
 
-__all__ = ["ItemIndex", "Ranked", "SimilarIndexView", "item_id_of_key", "most_similar", "ranked_slice",
-           "similar_items"]
+__all__ = ["ItemIndex", "Ranked", "SimilarIndexView", "most_similar", "ranked_slice", "similar_items"]
 
 log = logging.getLogger(__name__)
 
 Matrix = npt.NDArray[np.float32]
 #: Keys per SCAN page and per GET round trip: small enough that decoding one page never holds the event loop long.
 PAGE = 500
-_UNESCAPE = {"%25": "%", "%7B": "{", "%7D": "}"}
-_ESCAPED = re.compile("%25|%7B|%7D")
 #: Rows ranked per asked-for item (more when a request's k needs them), and items ranked per index at most.
 RANKED = 256
 MAX_RANKED = 20_000
-
-
-def item_id_of_key(key: str, prefix: str) -> tuple[str, bool] | None:
-    """``(item id, format 2)`` of an item key under ``prefix``: ``RedisKeys.item_record``/``item_params`` reversed.
-
-    >>> item_id_of_key("pulse:item:{i%7B9%7D}", "pulse"), item_id_of_key("pulse:item:{i9}:params", "pulse")
-    (('i{9}', True), ('i9', False))
-    >>> item_id_of_key("pulse:item:{i9}:other", "pulse"), item_id_of_key("pulse:user:{u1}", "pulse")
-    (None, None)
-    """
-    head = f"{prefix}:item:{{"
-    if not key.startswith(head):
-        return None
-    escaped, brace, rest = key[len(head):].partition("}")
-    if not brace or not escaped or rest not in ("", ":params"):
-        return None
-    return _ESCAPED.sub(lambda match: _UNESCAPE[match.group()], escaped), rest == ""
 
 
 def most_similar(

@@ -16,8 +16,7 @@ from config import Settings
 from pulse.app import app, fail, print_json, settings_of
 from pulse.model_alias import AliasError, Switch, live_prefix, promote, rollback
 from pulse.reach import require
-from schemas.redis_keys import RedisKeys
-from serving.similar import item_id_of_key
+from schemas.redis_keys import RedisKeys, item_id_of_key
 
 model_app = typer.Typer(help="Which Redis prefix (model) serving answers with: promote, roll back.",
                         no_args_is_help=True)

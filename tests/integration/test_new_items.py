@@ -27,8 +27,7 @@ from producers.catalogue import synthetic_catalogue, user_tastes
 from producers.producer import EventProducer, ItemProducer
 from producers.sources import open_source, parse_synthetic_overrides
 from producers.topics import ensure_topics
-from schemas.redis_keys import RedisKeys
-from serving.similar import item_id_of_key
+from schemas.redis_keys import RedisKeys, item_id_of_key
 from serving.sync_reads import user_part
 from tests.integration.jobs import run_job_until
 from tests.integration.test_serving import serve  # noqa: F401 -- the fixture: a running shim per settings update

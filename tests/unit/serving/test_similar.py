@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from schemas.redis_keys import Envelope, RedisKeys
+from schemas.redis_keys import Envelope, RedisKeys, item_id_of_key
 from schemas.redis_values import encode_item_value, with_header
 from serving.catalogue import Catalogue, CatalogueView
 from serving.recommendations import Recommender
-from serving.similar import ItemIndex, SimilarIndexView, item_id_of_key, most_similar, similar_items
+from serving.similar import ItemIndex, SimilarIndexView, most_similar, similar_items
 
 T0 = 1_700_000_000_000
 
