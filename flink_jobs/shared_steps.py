@@ -35,7 +35,6 @@ from flink_jobs.messages import (
     ModelProgress,
     PopularityCount,
     RedisWrite,
-    RedisWrites,
     SetMember,
 )
 from online_models.bandits import LinUCB, make_bandit
@@ -44,6 +43,9 @@ from online_models.mf import ItemParams, MFConfig, initial_item
 from online_models.popularity import ALL, DecayedCount, add_decayed, decayed_value
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_item_value
+
+#: How often an item written again is added again to the set of learned items (``RedisKeys.learned_items``).
+LIST_AGAIN_MS = 10 * 60 * 1000
 
 
 @dataclass
@@ -138,11 +140,17 @@ class ItemOwner(SharedSteps):
             return
         params = item["params"]
         payload = {"bias": params.bias, "factors": params.factors, "version": item["version"]}
-        record = (RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
-                  if self.value_format == "legacy" else
-                  RedisWrite(self.keys.item_record(key), event_time_ms, CompactValue(encode_item_value(payload)), key))
-        # With every write, not once: the set heals itself if Redis lost it (serving reads items by it).
-        yield RedisWrites((record, RedisWrite(self.keys.learned_items(), event_time_ms, SetMember(key), key)), key)
+        if self.value_format == "legacy":
+            yield RedisWrite(self.keys.item_params(key), event_time_ms, payload, key)
+        else:
+            yield RedisWrite(self.keys.item_record(key), event_time_ms, CompactValue(encode_item_value(payload)), key)
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms - item.get("listed_ms", 0) >= LIST_AGAIN_MS:
+            # In the set serving reads items by: with the first write, then again now and then, so a
+            # set Redis lost fills again. A message of its own: a later write of the item replaces
+            # the record's message in the sink, never this one.
+            item["listed_ms"] = now_ms
+            yield RedisWrite(self.keys.learned_items(), event_time_ms, SetMember(key), key)
         if final:  # no event left to use it; and Kafka refuses the end-of-time timestamp it would carry
             return
         yield ItemSnapshot(key, item["version"], time.time_ns() // 1_000_000, params.to_bytes(), dict(item["acks"]))

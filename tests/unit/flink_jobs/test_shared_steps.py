@@ -15,10 +15,10 @@ from flink_jobs.messages import (
     ItemTouches,
     ModelProgress,
     PopularityCount,
-    RedisWrites,
+    RedisWrite,
     SetMember,
 )
-from flink_jobs.shared_steps import BanditArms, Coalesced, ItemOwner, ModelTotals, segment_ranking
+from flink_jobs.shared_steps import LIST_AGAIN_MS, BanditArms, Coalesced, ItemOwner, ModelTotals, segment_ranking
 from online_models.mf import ItemParams, MFConfig
 from schemas.redis_keys import RedisKeys
 
@@ -39,10 +39,11 @@ def test_the_item_owner_applies_updates_and_acknowledges_each_sender() -> None:
     assert item is not None and item["version"] == 3 and item["acks"] == {0: 2, 1: 1}
     assert item["changed"] == {"*", "de"}
     outputs = list(owner.writes("i1", Coalesced(item, 3000, True), final=False))
-    assert [type(o) for o in outputs] == [PopularityCount, PopularityCount, RedisWrites, ItemSnapshot]
-    # The item's record and its id in the set serving reads the items by, in one message.
-    record, learned = outputs[2].writes
+    assert [type(o) for o in outputs] == [PopularityCount, PopularityCount, RedisWrite, RedisWrite, ItemSnapshot]
+    # The item's record, and its id in the set serving reads the items by (with the first write).
+    record, learned = outputs[2:4]
     assert (record.key, learned.key, learned.payload) == ("t:item:{i1}", "t:{items}:learned", SetMember("i1"))
+    assert item["listed_ms"] > 0
     snap = outputs[-1]
     assert (snap.version, snap.acks) == (3, {0: 2, 1: 1})
     assert ItemParams.from_bytes(snap.params).bias == pytest.approx(item["params"].bias)
@@ -51,7 +52,10 @@ def test_the_item_owner_applies_updates_and_acknowledges_each_sender() -> None:
     assert owner.value_from_state(stored)["params"].bias == pytest.approx(item["params"].bias)
     assert item["changed"] == set()  # counts are sent once per change
     final = list(owner.writes("i1", Coalesced(item, 3000, False), final=True))
-    assert [type(o) for o in final] == [RedisWrites]  # no snapshot once the input has ended
+    assert [type(o) for o in final] == [RedisWrite]  # listed already; no snapshot once the input has ended
+    item["listed_ms"] -= LIST_AGAIN_MS  # long ago: listed again (a set Redis lost fills again)
+    assert [o.key for o in owner.writes("i1", Coalesced(item, 3000, False), final=True)] == [
+        "t:item:{i1}", "t:{items}:learned"]
 
 
 def test_a_touch_that_was_not_learned_counts_popularity_only() -> None:
