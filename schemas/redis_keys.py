@@ -234,8 +234,9 @@ class RedisKeys:
     def learned_items(self) -> str:
         """The set of the ids of every item the job has written factors for (serving reads items by it).
 
-        Its own hash tag: one set, added to with every item write, read page by page (``SSCAN``)
-        instead of a ``SCAN`` of the whole keyspace, which holds every user's keys too.
+        Its own hash tag: one set, added to by the item owners (with an item's first write, then every
+        10 minutes), read page by page (``SSCAN``) instead of a ``SCAN`` of the whole keyspace, which
+        holds every user's keys too.
 
         >>> RedisKeys().learned_items()
         'pulse:{items}:learned'

@@ -3,13 +3,13 @@
 The job writes each item's bias and factors to Redis (``RedisKeys.item_record``, format 2; format 1
 ``item_params`` hashes are read too when ``legacy_reads`` is on). Serving never computes over Redis
 per request: :class:`SimilarIndexView` reads every item record every ``refresh_s`` in the background
-(the job lists them in a set, ``RedisKeys.learned_items``: no ``SCAN`` of a keyspace that holds every
-user's keys too) and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). The first request for an
-item after a read ranks its best rows (one matrix-vector product and a partial sort), later ones
-walk those; the catalogue (availability, categories), the request's filters and the user's
-blocks apply then, against memory, so an item marked unavailable leaves similar lists as
-fast as it leaves recommendations (the catalogue's refresh), while a brand-new item is found
-from the next index read on.
+(the job lists them in a set, ``RedisKeys.learned_items``: no ``SCAN`` of a keyspace that holds
+every user's keys too) and keeps the factors as one matrix of unit rows (:class:`ItemIndex`). The
+first request for an item after a read ranks its best rows (one matrix-vector product and a
+partial sort), later ones walk those; the catalogue (availability, categories), the request's
+filters and the user's blocks apply then, against memory, so an item marked unavailable leaves
+similar lists as fast as it leaves recommendations (the catalogue's refresh), while a brand-new
+item is found from the next index read on.
 
 >>> index = ItemIndex.build({"a": [1.0, 0.0], "b": [0.9, 0.1], "c": [0.0, 1.0], "d": [-1.0, 0.0]})
 >>> [(item, round(similarity, 3)) for item, similarity in index.similar("a", 2)]
