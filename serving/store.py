@@ -274,11 +274,12 @@ class RedisStore:
     async def set_page(self, key: str, cursor: int, count: int) -> tuple[int, list[str]] | None:
         """One ``SSCAN`` page of the set at ``key``: the next cursor (0: done) and the members.
 
-        ``None`` when there is no set at ``key`` (checked on the first page).
+        ``None`` when there is no set at ``key``: a first page that is also the last and empty (Redis
+        keeps no empty set).
         """
-        if cursor == 0 and not await self._guard(lambda: self.client.exists(key)):
-            return None
         next_cursor, members = await self._guard(lambda: self.client.sscan(key, cursor, count=count))
+        if cursor == 0 and int(next_cursor) == 0 and not members:
+            return None
         return int(next_cursor), [_text(member) for member in members]
 
     async def session(self, user_id: str) -> Envelope | None:
