@@ -20,7 +20,7 @@ SHARED_DATA = Path(os.environ.get("PULSE_SHARED_DATA", REPO_ROOT.parent / "share
 
 #: JVM options of the Flink JVMs the tests start: PyFlink's local gateway (every `pulse job run`,
 #: `pulse archive run`, the demo's job) and the standalone cluster's scripts read ``JVM_ARGS``.
-#: A test's job lives seconds to a minute, so the JVM's start dominates its CPU: the client
+#: A test's job lives seconds to a minute, so the JVM's start is a large part of its CPU: the client
 #: compiler only and the serial collector cut a short job's CPU by ~30 % and its wall time by
 #: ~15 % (2,000 events, 3 runs each), and the Flink-job tests, run alone, from 1,036 s to 960 s
 #: (2026-12-05). Neither changes what a job computes. Kafka's and the registry's JVMs are started
