@@ -152,9 +152,10 @@ def flink_config(settings: Settings, root: Path, jars: Sequence[Path], restore_f
 def latest_snapshot(root: Path) -> Path | None:
     """The newest completed checkpoint or savepoint of the archive job (a folder with ``_metadata``)."""
     flink = root / FLINK_FOLDER
-    done = [m.parent for pattern in ("checkpoints/*/chk-*/_metadata", "savepoints/*/_metadata")
-            for m in flink.glob(pattern)]
-    return max(done, key=lambda p: p.stat().st_mtime) if done else None
+    done = [m for pattern in ("checkpoints/*/chk-*/_metadata", "savepoints/*/_metadata") for m in flink.glob(pattern)]
+    # By the _metadata file's time, not the folder's: discarding a subsumed checkpoint deletes files
+    # in its folder (making it newer), and a job killed meanwhile leaves it half deleted.
+    return max(done, key=lambda m: m.stat().st_mtime_ns).parent if done else None
 
 
 def run_archive(settings: Settings, root: Path, jars: Sequence[Path], *, until_end: bool = False,

@@ -12,7 +12,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyflink.datastream import StreamExecutionEnvironment
 
 from config import Settings
@@ -20,6 +22,9 @@ from flink_jobs.pipeline import build_pipeline
 from flink_jobs.runtime import RuntimeOptions, make_environment
 
 log = logging.getLogger(__name__)
+
+__all__ = ["JobFailedError", "completed_at", "installed_jars", "job_options", "latest_checkpoint",
+           "make_job_environment", "restore_latest", "run", "submit"]
 
 #: Where ``infra.local.jars`` puts the job's jars, under ``Settings.home`` (its ``jar_dir(home, "flink")``).
 JAR_DIR = Path("jars") / "flink"
@@ -38,9 +43,21 @@ def installed_jars(settings: Settings) -> list[Path]:
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``checkpoint_dir``."""
-    done = [meta.parent for meta in checkpoint_dir.glob("*/chk-*/_metadata")]
-    return max(done, key=lambda p: p.stat().st_mtime) if done else None
+    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``checkpoint_dir``.
+
+    Newest by when its ``_metadata`` was written (once, as the checkpoint completed), then by ``N``;
+    not by the folder's time: discarding a subsumed checkpoint deletes the files in its folder, which
+    makes the folder newer, so a job killed during that discard left an older checkpoint, with state
+    files missing, that looked like the newest one.
+    """
+    done = list(checkpoint_dir.glob("*/chk-*/_metadata"))
+    return max(done, key=completed_at).parent if done else None
+
+
+def completed_at(metadata: Path) -> tuple[int, int]:
+    """Order of completed checkpoints: their ``_metadata`` file's time, then the number of ``chk-N``."""
+    number = metadata.parent.name.removeprefix("chk-")
+    return metadata.stat().st_mtime_ns, int(number) if number.isdigit() else -1
 
 
 def restore_latest(settings: Settings) -> tuple[Path | None, str | None]:
@@ -121,7 +138,46 @@ def run(
     build_pipeline(env, settings, bounded=bounded)
     log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
              f", restored from {restore_from}" if restore_from else "")
-    env.execute(settings.job_name)
+    try:
+        env.execute(settings.job_name)
+    except Py4JJavaError as exc:  # after the restart strategy gave up: its causes, not a JVM stack trace
+        raise JobFailedError(java_causes(exc.java_exception), restore_from) from exc
+
+
+class JobFailedError(RuntimeError):
+    """The job ended with an error: its chain of causes (outermost first) and the checkpoint it restored.
+
+    >>> print(JobFailedError(["JobExecutionException: Job execution failed.",
+    ...     "FlinkException: Could not restore keyed state backend for user-state (1/1)",
+    ...     "java.io.FileNotFoundException: /c/chk-34/efdd (No such file or directory)"], Path("/c/chk-34")))
+    the job failed: java.io.FileNotFoundException: /c/chk-34/efdd (No such file or directory)
+      while restoring /c/chk-34: `--restore none` starts from empty state, `--restore PATH` from another checkpoint
+    >>> print(JobFailedError(["JobExecutionException: Job execution failed.", "RuntimeException: boom"], None))
+    the job failed: RuntimeException: boom
+    """
+
+    def __init__(self, causes: Sequence[str], restored_from: Path | None) -> None:
+        self.causes = list(causes) or ["(no cause given)"]
+        self.restored_from = restored_from
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"the job failed: {self.causes[-1]}"]
+        if self.restored_from is not None and any("restore" in cause.lower() for cause in self.causes):
+            lines.append(f"  while restoring {self.restored_from}: `--restore none` starts from empty state, "
+                         "`--restore PATH` from another checkpoint")
+        return "\n".join(lines)
+
+
+def java_causes(throwable: object, limit: int = 64) -> list[str]:
+    """A Java exception and its causes (``toString`` of each, outermost first) through Py4J."""
+    causes: list[str] = []
+    current: Any = throwable
+    while current is not None and len(causes) < limit:
+        causes.append(str(current.toString()))
+        cause = current.getCause()
+        current = None if cause is None or cause.equals(current) else cause
+    return causes
 
 
 def _put_prometheus_reporter_on_classpath() -> None:
@@ -174,7 +230,10 @@ def main() -> None:
     restore_from, warning = restore_latest(settings)
     if warning:
         log.warning(warning)
-    run(settings, jars=jars, restore_from=restore_from)
+    try:
+        run(settings, jars=jars, restore_from=restore_from)
+    except JobFailedError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

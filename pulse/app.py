@@ -56,6 +56,8 @@ def main(
     )
     if not verbose:  # one line per HTTP request (REST polling, readiness checks) is noise
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # PyFlink imports Beam, which logs what it cannot do (BigQuery, type hints) at INFO on every job start.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
         # A Kafka client retries an unreachable broker every second or so, logging each attempt.
         kafka_log = logging.getLogger("pulse.kafka")
         if not any(isinstance(f, RepeatFilter) for f in kafka_log.filters):

@@ -7,6 +7,7 @@ to a standalone cluster (``pulse up --flink`` starts one locally), whose jobs ``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the job on a local MiniCluster; resumes from the latest checkpoint unless told not to."""
+    from flink_jobs.launch import JobFailedError
     from flink_jobs.launch import run as run_job
 
     settings = _with_parallelism(settings_of(ctx), parallelism)
@@ -44,7 +46,15 @@ def run(
     ensure_topics(settings)
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
-    run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
+    try:
+        run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
+    except JobFailedError as exc:
+        raise fail(f"{exc}\n  the whole trace is in Flink's log under {flink_log_dir(settings)}") from None
+
+
+def flink_log_dir(settings: Settings) -> Path:
+    """Where the MiniCluster writes its log (``flink_jobs.launch.run`` sets ``FLINK_LOG_DIR`` when unset)."""
+    return Path(os.environ.get("FLINK_LOG_DIR") or settings.home / "logs" / "flink")
 
 
 JobManager = Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -10,14 +11,14 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from config import Settings
+from config import REPO_ROOT, Settings
 from flink_jobs.launch import latest_checkpoint
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas.redis_keys import Envelope, RedisKeys
 from serving.sync_reads import user_part
-from tests.integration.jobs import run_job_until, start_job, stop_job, tail
+from tests.integration.jobs import inherited_env, job_command, run_job_until, start_job, stop_job, tail
 
 pytestmark = pytest.mark.flink_job
 
@@ -71,3 +72,17 @@ def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Set
     print(f"\nkilled after {killed_at} learned events; restored from {checkpoint.name}; "
           f"{len(want)} users' counts exact")
     assert "restoring from" in (tmp_path / "job-restored.log").read_text()
+
+    # 3. The same checkpoint with a state file gone (as a job killed while Flink discarded it leaves
+    # it): `pulse job run` fails with one error naming the missing file and the way out, no trace.
+    state_files = sorted((p for p in checkpoint.iterdir() if p.name != "_metadata"), key=lambda p: p.stat().st_size)
+    assert state_files, f"no state file beside _metadata in {checkpoint}"
+    state_files[-1].unlink()
+    broken = subprocess.run(job_command("--restore", str(checkpoint)), cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**inherited_env(), **settings.to_env(), "PULSE_RESTART_ATTEMPTS": "0"},
+                            timeout=180, check=False)
+    errors = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr[-3000:]
+    assert len(errors) == 1 and "FileNotFoundException" in errors[0] and state_files[-1].name in errors[0], errors
+    assert "--restore none" in broken.stderr and "Flink's log" in broken.stderr, broken.stderr[-3000:]
+    print(f"a checkpoint with {state_files[-1].name} gone: {errors[0]}")

@@ -59,3 +59,6 @@ def test_a_restart_restores_the_newest_checkpoint_or_savepoint(tmp_path: Path) -
         os.utime(folder / "_metadata", (1_000 + n, 1_000 + n))
     unfinished.mkdir(parents=True)
     assert latest_snapshot(tmp_path) == newer
+    later = newer.stat().st_mtime + 60  # files deleted in an older checkpoint's folder do not make it newer
+    os.utime(older, (later, later))
+    assert latest_snapshot(tmp_path) == newer
