@@ -58,6 +58,9 @@ def main(
         logging.getLogger("httpx").setLevel(logging.WARNING)
         # PyFlink imports Beam, which logs what it cannot do (BigQuery, type hints) at INFO on every job start.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        root = logging.getLogger()
+        if not any(isinstance(f, InterruptedCallFilter) for f in root.filters):
+            root.addFilter(InterruptedCallFilter())
         # A Kafka client retries an unreachable broker every second or so, logging each attempt.
         kafka_log = logging.getLogger("pulse.kafka")
         if not any(isinstance(f, RepeatFilter) for f in kafka_log.filters):
@@ -99,6 +102,20 @@ class RepeatFilter(logging.Filter):
             self._last.clear()
         self._last[key] = now
         return True
+
+
+class InterruptedCallFilter(logging.Filter):
+    """Drop Py4J's traceback of a Ctrl-C that came during a call into the JVM: the command says it stopped.
+
+    Py4J logs it on the root logger, then raises ``KeyboardInterrupt`` to the command.
+
+    >>> InterruptedCallFilter().filter(logging.makeLogRecord({"msg": "KeyboardInterrupt while sending command."}))
+    False
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for Py4J's interrupted-call record only."""
+        return record.getMessage() != "KeyboardInterrupt while sending command."
 
 
 def settings_of(ctx: typer.Context) -> Settings:

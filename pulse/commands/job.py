@@ -50,6 +50,9 @@ def run(
         run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
     except JobFailedError as exc:
         raise fail(f"{exc}\n  the whole trace is in Flink's log under {flink_log_dir(settings)}") from None
+    except KeyboardInterrupt:
+        typer.echo("stopped; `pulse job run` resumes from the newest checkpoint", err=True)
+        raise typer.Exit(130) from None
 
 
 def flink_log_dir(settings: Settings) -> Path:

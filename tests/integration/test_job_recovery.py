@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -86,3 +87,21 @@ def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Set
     assert len(errors) == 1 and "FileNotFoundException" in errors[0] and state_files[-1].name in errors[0], errors
     assert "--restore none" in broken.stderr and "Flink's log" in broken.stderr, broken.stderr[-3000:]
     print(f"a checkpoint with {state_files[-1].name} gone: {errors[0]}")
+
+
+def test_ctrl_c_stops_the_job_with_one_line_and_no_trace(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"checkpoint_dir": tmp_path / "chk", "checkpoint_interval_ms": 1000})
+    ensure_topics(settings)
+    log = tmp_path / "job.log"
+    job = start_job(settings, "--restore", "none", log=log)
+    deadline = time.monotonic() + 120
+    while latest_checkpoint(settings.checkpoint_path()) is None:  # running: a checkpoint completed
+        assert job.poll() is None, f"job exited early:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"no checkpoint in time:\n{tail(log)}"
+        time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group, the JVM too
+    code = job.wait(timeout=60)
+    output = log.read_text()
+    assert code == 130 and "Traceback" not in output, output[-3000:]
+    assert output.strip().splitlines()[-1] == "stopped; `pulse job run` resumes from the newest checkpoint", output
+    print(f"Ctrl-C: exit {code}, {output.strip().splitlines()[-1]!r}")
