@@ -90,9 +90,15 @@ def _send(producer: RecordProducer[R], records: Iterable[R], noun: str, rate: fl
         except ValueError as exc:  # a malformed line of a file source, named by file and line
             producer.flush()
             raise fail(f"{exc} (after {producer.report.produced} {noun} produced)", code=2) from None
+        except KeyboardInterrupt:
+            interrupted = True  # leaving ``with producer`` delivers what was sent; the report says how much
+        else:
+            interrupted = False
     report = producer.report
-    typer.echo(f"produced {report.produced}, failed {report.failed}")
+    typer.echo(f"{'stopped: ' if interrupted else ''}produced {report.produced}, failed {report.failed}")
     for error, count in report.errors.most_common():
         typer.echo(f"  {count} x {error}", err=True)
+    if interrupted:
+        raise typer.Exit(130)
     if not report.ok:
         raise typer.Exit(1)
