@@ -64,6 +64,7 @@ def main(
         # A Kafka client retries an unreachable broker every second or so, logging each attempt.
         kafka_log = logging.getLogger("pulse.kafka")
         if not any(isinstance(f, RepeatFilter) for f in kafka_log.filters):
+            kafka_log.addFilter(StartingBrokerFilter())
             kafka_log.addFilter(RepeatFilter())
     overrides: dict[str, Any] = {
         "kafka_bootstrap": kafka_bootstrap,
@@ -102,6 +103,30 @@ class RepeatFilter(logging.Filter):
             self._last.clear()
         self._last[key] = now
         return True
+
+
+class StartingBrokerFilter(logging.Filter):
+    """Drop a Kafka client's warnings about a broker still starting, which the client retries by itself.
+
+    ``make demo`` starts the broker and produces seconds later: the transaction coordinator is still
+    loading and partition leaders are not yet in the client's cache. Delivery failures still show
+    (in the producer's report); ``-v`` shows these lines too.
+
+    >>> f = StartingBrokerFilter()
+    >>> f.filter(logging.makeLogRecord({"msg": "GETPID [rdkafka#producer-7] [thrd:main]: Failed to acquire "
+    ...     "idempotence PID from broker 127.0.0.1:9092/1: Broker: Coordinator load in progress: retrying"}))
+    False
+    >>> f.filter(logging.makeLogRecord({"msg": "METADATAUPDATE [rdkafka#producer-7] [thrd:main]: Partition "
+    ...     "events(dh2h)[2]: new leader-1 not found in cache"})), f.filter(logging.makeLogRecord({"msg": "other"}))
+    (False, True)
+    """
+
+    TRANSIENT = ("Coordinator load in progress", "not found in cache")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the lines of a broker still starting."""
+        message = record.getMessage()
+        return not any(text in message for text in self.TRANSIENT)
 
 
 class InterruptedCallFilter(logging.Filter):
