@@ -94,6 +94,9 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_group_id: str = Field("pulse-job", description="Consumer group the job commits offsets under")
     checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
     checkpoint_dir: Path | None = Field(None, description="Checkpoints, per job name; default <home>/checkpoints")
+    checkpoint_runs_kept: int = Field(
+        2, ge=0, description="`pulse job run` deletes the checkpoints of earlier runs of the job but the newest this "
+        "many (each run retains its last checkpoint in a folder of its own); 0 keeps them all")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
     python_execution_mode: Literal["process", "thread"] = Field(
         "thread", description="The job needs thread mode (batched stages, ADR 0007); process: bench/flink_runtime.py"

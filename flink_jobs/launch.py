@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,10 @@ from flink_jobs.runtime import RuntimeOptions, make_environment
 log = logging.getLogger(__name__)
 
 __all__ = ["JobFailedError", "completed_at", "installed_jars", "job_options", "latest_checkpoint",
-           "make_job_environment", "restore_latest", "run", "submit"]
+           "make_job_environment", "prune_checkpoint_runs", "restore_latest", "run", "stale_runs", "submit"]
+
+#: A Flink job id: the name of the folder each run of the job checkpoints into.
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Where ``infra.local.jars`` puts the job's jars, under ``Settings.home`` (its ``jar_dir(home, "flink")``).
 JAR_DIR = Path("jars") / "flink"
@@ -54,6 +59,36 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=completed_at).parent if done else None
 
 
+def stale_runs(checkpoint_dir: Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Folders of earlier runs of the job (``<job id>/``) beyond the newest ``keep`` that hold a completed checkpoint.
+
+    Each run of the job checkpoints into a folder named by its job id and retains its last
+    checkpoint when it stops, so without this every restart leaves a full copy of the state behind.
+    A folder is kept when it is among the newest ``keep`` with a completed checkpoint, newer than the
+    oldest of those (a run that has not completed one yet, maybe running now), or holds ``protect``
+    (the checkpoint being restored). Only folders named like Flink's job ids are considered.
+    The new run restores in Flink's no-claim mode: its checkpoints never refer to an older run's files.
+    """
+    if keep <= 0 or not checkpoint_dir.is_dir():
+        return []
+    runs = [run for run in checkpoint_dir.iterdir() if run.is_dir() and _JOB_ID.fullmatch(run.name)]
+    completed = {run: max(completed_at(m) for m in metas)
+                 for run in runs if (metas := list(run.glob("chk-*/_metadata")))}
+    kept = sorted(completed, key=completed.__getitem__, reverse=True)[:keep]
+    if len(kept) < keep:
+        return []
+    oldest_kept_ns = completed[kept[-1]][0]
+    protected = protect.resolve() if protect is not None else None
+    stale = []
+    for run in runs:
+        if run in kept or (protected is not None and protected.is_relative_to(run.resolve())):
+            continue
+        newest_ns = completed[run][0] if run in completed else run.stat().st_mtime_ns
+        if newest_ns < oldest_kept_ns:
+            stale.append(run)
+    return sorted(stale)
+
+
 def completed_at(metadata: Path) -> tuple[int, int]:
     """Order of completed checkpoints: their ``_metadata`` file's time, then the number of ``chk-N``."""
     number = metadata.parent.name.removeprefix("chk-")
@@ -76,6 +111,16 @@ def restore_latest(settings: Settings) -> tuple[Path | None, str | None]:
         return None, None
     return legacy, (f"no checkpoint under {settings.checkpoint_path()} yet: restoring {legacy}, the newest of the "
                     "folder every job shared before (it may be another job's; `--restore none` starts empty)")
+
+
+def prune_checkpoint_runs(settings: Settings, restore_from: Path | None) -> tuple[list[Path], int]:
+    """Delete the checkpoints of earlier runs beyond ``settings.checkpoint_runs_kept``; the folders and bytes freed."""
+    stale = stale_runs(settings.checkpoint_path(), settings.checkpoint_runs_kept, protect=restore_from)
+    freed = 0
+    for run in stale:
+        freed += sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
+        shutil.rmtree(run, ignore_errors=True)
+    return stale, freed
 
 
 def job_options(
@@ -230,6 +275,9 @@ def main() -> None:
     restore_from, warning = restore_latest(settings)
     if warning:
         log.warning(warning)
+    pruned, freed = prune_checkpoint_runs(settings, restore_from)
+    if pruned:
+        log.info("deleted the checkpoints of %d earlier runs (%.1f MB)", len(pruned), freed / 1e6)
     try:
         run(settings, jars=jars, restore_from=restore_from)
     except JobFailedError as exc:

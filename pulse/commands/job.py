@@ -46,6 +46,7 @@ def run(
     ensure_topics(settings)
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
+    _prune(settings, restore_from)
     try:
         run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
     except JobFailedError as exc:
@@ -53,6 +54,16 @@ def run(
     except KeyboardInterrupt:
         typer.echo("stopped; `pulse job run` resumes from the newest checkpoint", err=True)
         raise typer.Exit(130) from None
+
+
+def _prune(settings: Settings, restore_from: Path | None) -> None:
+    """The checkpoints of earlier runs beyond ``PULSE_CHECKPOINT_RUNS_KEPT`` go, with one line saying so."""
+    from flink_jobs.launch import prune_checkpoint_runs
+
+    pruned, freed = prune_checkpoint_runs(settings, restore_from)
+    if pruned:
+        typer.echo(f"deleted the checkpoints of {len(pruned)} earlier runs ({freed / 1e6:.1f} MB; "
+                   f"PULSE_CHECKPOINT_RUNS_KEPT={settings.checkpoint_runs_kept})", err=True)
 
 
 def flink_log_dir(settings: Settings) -> Path:
@@ -88,6 +99,7 @@ def submit(
     except FlinkRestError as exc:
         raise fail(f"{exc} (start a local cluster with `pulse up --flink`)") from None
     ensure_topics(settings)
+    _prune(settings, restore_from)
     job_id = submit_job(settings, address, jars=_job_jars(settings), restore_from=restore_from)
     typer.echo(job_id)
 

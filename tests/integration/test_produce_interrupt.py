@@ -22,11 +22,18 @@ def test_ctrl_c_delivers_what_was_sent_and_reports_it(settings: Settings, tmp_pa
     env = {**os.environ, **settings.to_env(), "PULSE_HOME": str(tmp_path)}
     producer = subprocess.Popen([sys.executable, "-m", "pulse", "produce", "synthetic", "--rate", "2000"],
                                 cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-    time.sleep(4)
-    assert producer.poll() is None, producer.communicate()
-    os.killpg(producer.pid, signal.SIGINT)
-    stdout, stderr = producer.communicate(timeout=60)
+                                start_new_session=True,
+                                # as from a terminal (a test run started in the background inherits SIGINT ignored)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(4)
+        assert producer.poll() is None, producer.communicate()
+        os.killpg(producer.pid, signal.SIGINT)
+        stdout, stderr = producer.communicate(timeout=60)
+    finally:
+        if producer.poll() is None:  # it did not stop: it must not produce on into other tests
+            os.killpg(producer.pid, signal.SIGKILL)
+            producer.wait()
     assert producer.returncode == 130 and "Traceback" not in stderr, stderr
     found = re.fullmatch(r"stopped: produced (\d+), failed 0", stdout.strip())
     assert found is not None, stdout
