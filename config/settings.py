@@ -94,13 +94,10 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_group_id: str = Field("pulse-job", description="Consumer group the job commits offsets under")
     checkpoint_interval_ms: int = Field(5000, ge=100, description="Exactly-once checkpoint interval")
     checkpoint_dir: Path | None = Field(None, description="Checkpoints, per job name; default <home>/checkpoints")
-    checkpoint_runs_kept: int = Field(
-        2, ge=0, description="`pulse job run` deletes the checkpoints of earlier runs of the job but the newest this "
-        "many (each run retains its last checkpoint in a folder of its own); 0 keeps them all")
+    checkpoint_runs_kept: int = Field(2, ge=0, description="Earlier runs whose checkpoints a new run keeps; 0: all")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
     python_execution_mode: Literal["process", "thread"] = Field(
-        "thread", description="The job needs thread mode (batched stages, ADR 0007); process: bench/flink_runtime.py"
-    )
+        "thread", description="The job needs thread mode (batched stages, ADR 0007); process: bench/flink_runtime.py")
     bundle_size: int = Field(1000, ge=1, description="Python bundle size (process mode)")
     bundle_time_ms: int = Field(50, ge=1, description="Python bundle time; bounds latency in process mode")
     restart_attempts: int = Field(10, ge=0)
@@ -115,10 +112,8 @@ class Settings(ConnectionSecurity, ArchiveSettings):
         "between checkpoints, so the batch before a barrier is small (0: all at the barrier; docs/adr/0007)")
     job_write_back_quiet_ms: int = Field(
         1000, ge=0, description="A key is written back between checkpoints only after this long without a change")
-    job_flink_conf: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra Flink options for the job, as JSON ({\"key\": \"value\"}); they win over Pulse's own",
-    )
+    job_flink_conf: dict[str, str] = Field(default_factory=dict, description="Extra Flink options for the job, "
+                                           "as JSON ({\"key\": \"value\"}); they win over Pulse's own")
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
     job_rest_port: int | None = Field(
         None, ge=1, le=65535,
