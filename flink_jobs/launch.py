@@ -26,7 +26,8 @@ from flink_jobs.runtime import RuntimeOptions, make_environment
 log = logging.getLogger(__name__)
 
 __all__ = ["JobFailedError", "completed_at", "installed_jars", "job_options", "latest_checkpoint",
-           "make_job_environment", "prune_checkpoint_runs", "restore_latest", "run", "stale_runs", "submit"]
+           "make_job_environment", "prepare_flink_log_dir", "prune_checkpoint_runs", "restore_latest", "run",
+           "stale_runs", "submit"]
 
 #: A Flink job id: the name of the folder each run of the job checkpoints into.
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -173,10 +174,7 @@ def run(
     settings: Settings, *, jars: Sequence[Path | str], restore_from: Path | None = None, bounded: bool = False
 ) -> None:
     """Build and execute the job on a MiniCluster in this process (blocks until it ends or is cancelled)."""
-    # Flink writes its own logs (task failures, restarts) here instead of inside the virtualenv.
-    flink_logs = settings.home / "logs" / "flink"
-    flink_logs.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
+    prepare_flink_log_dir(settings)
     if settings.metrics_port:
         _put_prometheus_reporter_on_classpath()
     env = make_job_environment(settings, jars, restore_from)
@@ -223,6 +221,16 @@ def java_causes(throwable: object, limit: int = 64) -> list[str]:
         cause = current.getCause()
         current = None if cause is None or cause.equals(current) else cause
     return causes
+
+
+def prepare_flink_log_dir(settings: Settings) -> Path:
+    """Where Flink writes its own logs (task failures, restarts), made: ``FLINK_LOG_DIR``, else ``<home>/logs/flink``.
+
+    Set in the environment when unset, so Flink does not write them inside the virtualenv.
+    """
+    folder = Path(os.environ.setdefault("FLINK_LOG_DIR", str(settings.home / "logs" / "flink")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _put_prometheus_reporter_on_classpath() -> None:

@@ -8,7 +8,6 @@ the job over it, bounded, into a new Redis prefix, which ``pulse model promote``
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -62,12 +61,10 @@ def run(
         jars = [*ensure_jars(settings.home, "flink"), *ensure_jars(settings.home, "archive")]
     except ServiceError as exc:
         raise fail(str(exc)) from None
-    flink_logs = settings.home / "logs" / "flink"
-    flink_logs.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FLINK_LOG_DIR", str(flink_logs))
-    if settings.metrics_port:
-        from flink_jobs.launch import _put_prometheus_reporter_on_classpath
+    from flink_jobs.launch import _put_prometheus_reporter_on_classpath, prepare_flink_log_dir
 
+    prepare_flink_log_dir(settings)
+    if settings.metrics_port:
         _put_prometheus_reporter_on_classpath()  # the MiniCluster loads the reporter from the classpath only
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,6 @@ to a standalone cluster (``pulse up --flink`` starts one locally), whose jobs ``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +36,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the job on a local MiniCluster; resumes from the latest checkpoint unless told not to."""
-    from flink_jobs.launch import JobFailedError
+    from flink_jobs.launch import JobFailedError, prepare_flink_log_dir
     from flink_jobs.launch import run as run_job
 
     settings = _with_parallelism(settings_of(ctx), parallelism)
@@ -50,7 +49,7 @@ def run(
     try:
         run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
     except JobFailedError as exc:
-        raise fail(f"{exc}\n  the whole trace is in Flink's log under {flink_log_dir(settings)}") from None
+        raise fail(f"{exc}\n  the whole trace is in Flink's log under {prepare_flink_log_dir(settings)}") from None
     except KeyboardInterrupt:
         typer.echo("stopped; `pulse job run` resumes from the newest checkpoint", err=True)
         raise typer.Exit(130) from None
@@ -64,11 +63,6 @@ def _prune(settings: Settings, restore_from: Path | None) -> None:
     if pruned:
         typer.echo(f"deleted the checkpoints of {len(pruned)} earlier runs ({freed / 1e6:.1f} MB; "
                    f"PULSE_CHECKPOINT_RUNS_KEPT={settings.checkpoint_runs_kept})", err=True)
-
-
-def flink_log_dir(settings: Settings) -> Path:
-    """Where the MiniCluster writes its log (``flink_jobs.launch.run`` sets ``FLINK_LOG_DIR`` when unset)."""
-    return Path(os.environ.get("FLINK_LOG_DIR") or settings.home / "logs" / "flink")
 
 
 JobManager = Annotated[

@@ -74,19 +74,22 @@ def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Set
           f"{len(want)} users' counts exact")
     assert "restoring from" in (tmp_path / "job-restored.log").read_text()
 
-    # 3. The same checkpoint with a state file gone (as a job killed while Flink discarded it leaves
-    # it): `pulse job run` fails with one error naming the missing file and the way out, no trace.
-    state_files = sorted((p for p in checkpoint.iterdir() if p.name != "_metadata"), key=lambda p: p.stat().st_size)
-    assert state_files, f"no state file beside _metadata in {checkpoint}"
-    state_files[-1].unlink()
-    broken = subprocess.run(job_command("--restore", str(checkpoint)), cwd=REPO_ROOT, capture_output=True, text=True,
-                            env={**inherited_env(), **settings.to_env(), "PULSE_RESTART_ATTEMPTS": "0"},
+    # 3. A checkpoint with a state file gone (as a job killed while Flink discarded it leaves it):
+    # `pulse job run` fails with one error naming the missing file and the way out, no trace. Small
+    # state is kept inside _metadata, so the largest state file of any checkpoint so far is taken.
+    state_files = sorted((p for p in settings.checkpoint_path().glob("*/chk-*/*") if p.name != "_metadata"),
+                         key=lambda p: p.stat().st_size)
+    assert state_files, f"no state file beside _metadata under {settings.checkpoint_path()}"
+    gone = state_files[-1]
+    gone.unlink()
+    broken = subprocess.run(job_command("--restore", str(gone.parent)), cwd=REPO_ROOT, capture_output=True,
+                            text=True, env={**inherited_env(), **settings.to_env(), "PULSE_RESTART_ATTEMPTS": "0"},
                             timeout=180, check=False)
     errors = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
     assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr[-3000:]
-    assert len(errors) == 1 and "FileNotFoundException" in errors[0] and state_files[-1].name in errors[0], errors
+    assert len(errors) == 1 and "FileNotFoundException" in errors[0] and gone.name in errors[0], errors
     assert "--restore none" in broken.stderr and "Flink's log" in broken.stderr, broken.stderr[-3000:]
-    print(f"a checkpoint with {state_files[-1].name} gone: {errors[0]}")
+    print(f"{gone.parent.name} with {gone.name} gone: {errors[0]}")
 
 
 def test_ctrl_c_stops_the_job_with_one_line_and_no_trace(settings: Settings, tmp_path: Path) -> None:
