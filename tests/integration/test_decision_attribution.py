@@ -19,9 +19,11 @@ from config import Settings
 from flink_jobs.redis_writer import RedisWriter
 from producers.topics import ensure_topics
 from pulse.cli import app
+from schemas import EventCodec, EventType
 from schemas.redis_keys import Envelope, RedisKeys
-from tests.integration.jobs import run_bounded_job
-from tests.integration.test_ope_own_logs import T0, TS_TABLE, _serve
+from tests.integration.jobs import run_bounded_job, tail
+from tests.integration.test_job import read_topic
+from tests.integration.test_ope_own_logs import T0, TS_TABLE, UNKNOWN_CLICKS, _serve
 
 pytestmark = pytest.mark.flink_job
 
@@ -41,12 +43,17 @@ def test_every_decision_and_its_click_is_counted_once_per_variant(settings: Sett
     experiment = decisions[0]["experiment"]
     exposures = Counter(d["variant"] for d in decisions)
     credited = Counter(d["variant"] for d in decisions if d["request_id"] in clicked)
+    # Every decision answered is an impression on the topic (else the shim lost it, not the job).
+    codec = EventCodec()
+    logged = [codec.decode(value) for value in read_topic(settings, settings.topic_events,
+                                                         len(decisions) + len(clicked) + UNKNOWN_CLICKS + 1)]
+    assert Counter(e.context["variant"] for e in logged if e.type is EventType.IMPRESSION) == exposures
 
     run_bounded_job(settings, log=tmp_path / "job.log")
 
     stored = Envelope.from_fields(redis_lib.Redis.from_url(redis_url).hgetall(keys.experiment(experiment)))
     got = stored.payload["variants"]
-    assert {v: c["exposures"] for v, c in got.items()} == dict(exposures)
+    assert {v: c["exposures"] for v, c in got.items()} == dict(exposures), tail(tmp_path / "job.log")
     assert {v: (c["clicked"], c["clicks"]) for v, c in got.items()} == {v: (credited[v], credited[v])
                                                                        for v in exposures}
     report = CliRunner().invoke(app, ["experiments", "report", experiment], env=settings.to_env())
