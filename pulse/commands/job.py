@@ -7,7 +7,10 @@ to a standalone cluster (``pulse up --flink`` starts one locally), whose jobs ``
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -46,6 +49,7 @@ def run(
     if restore_from:
         typer.echo(f"restoring from {restore_from}", err=True)
     _prune(settings, restore_from)
+    say_stopped_on_sigterm()
     try:
         run_job(settings, jars=_job_jars(settings), restore_from=restore_from, bounded=bounded)
     except JobFailedError as exc:
@@ -53,6 +57,26 @@ def run(
     except KeyboardInterrupt:
         typer.echo("stopped; `pulse job run` resumes from the newest checkpoint", err=True)
         raise typer.Exit(130) from None
+
+
+STOPPED_BY_SIGTERM = "stopped by SIGTERM; `pulse job run` resumes from the newest checkpoint"
+
+
+def say_stopped_on_sigterm() -> None:
+    """On SIGTERM (``kill``, systemd's stop) print one line, then die of it as before.
+
+    The default action follows the line, so the exit status still says SIGTERM (a service manager
+    counts that a clean stop; an exit code of 143 it would not). A handler someone else set stays.
+    """
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stopped(signum: int, _frame: FrameType | None) -> None:
+        typer.echo(STOPPED_BY_SIGTERM, err=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 def _prune(settings: Settings, restore_from: Path | None) -> None:
