@@ -11,7 +11,7 @@ from pulse.commands.job import STOPPED_BY_SIGTERM, say_stopped_on_sigterm
 
 # Waits as the CLI does while the job runs: the main thread blocked reading Py4J's socket.
 _WAITING = """
-import socket, sys
+import socket
 from pulse.commands.job import say_stopped_on_sigterm
 say_stopped_on_sigterm()
 ours, theirs = socket.socketpair()
