@@ -59,6 +59,9 @@ class ManagedProcess:
     #: harness: a killed pytest run leaves no broker behind). Off for `pulse up`, whose services
     #: outlive the command.
     die_with_parent: bool = field(default=False, repr=False)
+    # Where the log stood when this object started the process: each start appends to the same file,
+    # and an error shows this run's lines, not an earlier run's failure.
+    _log_from: int = field(default=0, init=False, repr=False)
 
     @property
     def pid_file(self) -> Path:
@@ -97,6 +100,7 @@ class ManagedProcess:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log_out:
+            self._log_from = self.log_file.stat().st_size
             proc = subprocess.Popen(
                 list(argv),
                 stdout=log_out,
@@ -146,11 +150,16 @@ class ManagedProcess:
         return True
 
     def log_tail(self, lines: int = 15) -> str:
-        """The last lines of the log, indented, for error messages."""
+        """The last lines the process wrote since this object started it (else the log's), indented."""
         try:
-            tail = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+            with self.log_file.open("rb") as log_in:
+                size = log_in.seek(0, os.SEEK_END)
+                log_in.seek(self._log_from if self._log_from <= size else 0)  # a smaller file: rotated
+                tail = log_in.read().decode(errors="replace").splitlines()[-lines:]
         except FileNotFoundError:
             return "    (no log yet)"
+        if not tail:
+            return "    (nothing in the log from this run)"
         return "\n".join(f"    {line}" for line in tail)
 
 

@@ -77,3 +77,16 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_an_error_shows_this_runs_log_lines_not_an_earlier_runs(tmp_path: Path) -> None:
+    """Each start appends to the same log: the demo's "the job stopped" once showed a failure of the day before."""
+    process = ManagedProcess("svc", tmp_path, markers=("svc-marker",), ports=())
+    for line in ("an earlier run failed: FileNotFoundException", "this run: stopped by SIGTERM"):
+        process.start(["bash", "-c", f'echo "{line}"; : svc-marker'])
+        assert process._child is not None
+        process._child.wait()
+    assert process.log_tail() == "    this run: stopped by SIGTERM"
+    assert "an earlier run failed" in process.log_file.read_text()  # the file keeps every run
+    process.log_file.write_text("")  # rotated meanwhile: the whole (new) file
+    assert process.log_tail() == "    (nothing in the log from this run)"
