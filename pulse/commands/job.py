@@ -55,11 +55,13 @@ def run(
     except JobFailedError as exc:
         raise fail(f"{exc}\n  the whole trace is in Flink's log under {prepare_flink_log_dir(settings)}") from None
     except KeyboardInterrupt:
-        typer.echo("stopped; `pulse job run` resumes from the newest checkpoint", err=True)
+        typer.echo(f"stopped; {RESUMES}", err=True)
         raise typer.Exit(130) from None
 
 
-STOPPED_BY_SIGTERM = "stopped by SIGTERM; `pulse job run` resumes from the newest checkpoint"
+#: What a stopped job's line ends with (Ctrl-C, SIGTERM): its state is in its checkpoints.
+RESUMES = "`pulse job run` resumes from the newest checkpoint"
+STOPPED_BY_SIGTERM = f"stopped by SIGTERM; {RESUMES}"
 
 
 def say_stopped_on_sigterm() -> None:
