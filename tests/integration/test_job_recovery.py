@@ -76,8 +76,10 @@ def test_sigkill_mid_stream_then_restore_loses_and_doubles_nothing(settings: Set
 
     # 3. A checkpoint with a state file gone (as a job killed while Flink discarded it leaves it):
     # `pulse job run` fails with one error naming the missing file and the way out, no trace. Small
-    # state is kept inside _metadata, so the largest state file of any checkpoint so far is taken.
-    state_files = sorted((p for p in settings.checkpoint_path().glob("*/chk-*/*") if p.name != "_metadata"),
+    # state is kept inside _metadata, so the largest state file of any complete checkpoint so far is
+    # taken (a checkpoint the stopped job left half written has no _metadata and is no checkpoint).
+    state_files = sorted((p for p in settings.checkpoint_path().glob("*/chk-*/*")
+                          if p.name != "_metadata" and (p.parent / "_metadata").exists()),
                          key=lambda p: p.stat().st_size)
     assert state_files, f"no state file beside _metadata under {settings.checkpoint_path()}"
     gone = state_files[-1]
