@@ -26,8 +26,8 @@ from flink_jobs.runtime import RuntimeOptions, make_environment
 log = logging.getLogger(__name__)
 
 __all__ = ["JobFailedError", "completed_at", "installed_jars", "job_options", "latest_checkpoint",
-           "make_job_environment", "prepare_flink_log_dir", "prune_checkpoint_runs", "restore_latest", "run",
-           "stale_runs", "submit"]
+           "make_job_environment", "prepare_flink_log_dir", "prepare_local_flink", "prune_checkpoint_runs",
+           "restore_latest", "run", "stale_runs", "submit"]
 
 #: A Flink job id: the name of the folder each run of the job checkpoints into.
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -174,9 +174,7 @@ def run(
     settings: Settings, *, jars: Sequence[Path | str], restore_from: Path | None = None, bounded: bool = False
 ) -> None:
     """Build and execute the job on a MiniCluster in this process (blocks until it ends or is cancelled)."""
-    prepare_flink_log_dir(settings)
-    if settings.metrics_port:
-        _put_prometheus_reporter_on_classpath()
+    prepare_local_flink(settings)
     env = make_job_environment(settings, jars, restore_from)
     build_pipeline(env, settings, bounded=bounded)
     log.info("running %s (parallelism %d)%s", settings.job_name, settings.job_parallelism,
@@ -231,6 +229,17 @@ def prepare_flink_log_dir(settings: Settings) -> Path:
     folder = Path(os.environ.setdefault("FLINK_LOG_DIR", str(settings.home / "logs" / "flink")))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def prepare_local_flink(settings: Settings) -> None:
+    """What a MiniCluster in this process needs before its JVM starts (the job's and the archive's).
+
+    Flink's log folder (:func:`prepare_flink_log_dir`) and, with metrics on, the Prometheus reporter
+    on the gateway's classpath.
+    """
+    prepare_flink_log_dir(settings)
+    if settings.metrics_port:
+        _put_prometheus_reporter_on_classpath()
 
 
 def _put_prometheus_reporter_on_classpath() -> None:

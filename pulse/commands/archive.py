@@ -61,11 +61,9 @@ def run(
         jars = [*ensure_jars(settings.home, "flink"), *ensure_jars(settings.home, "archive")]
     except ServiceError as exc:
         raise fail(str(exc)) from None
-    from flink_jobs.launch import _put_prometheus_reporter_on_classpath, prepare_flink_log_dir
+    from flink_jobs.launch import prepare_local_flink
 
-    prepare_flink_log_dir(settings)
-    if settings.metrics_port:
-        _put_prometheus_reporter_on_classpath()  # the MiniCluster loads the reporter from the classpath only
+    prepare_local_flink(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
