@@ -730,6 +730,47 @@ def served_log_cost(settings: Settings, topic: str, calls: int = 20_000) -> str:
             f"p99 {np.percentile(took_us, 99):.1f} us (p99: preemptions by whatever else runs)")
 
 
+def idle_gap_cost(calls: int = 200, rounds_of: int = 10, gap_s: float = 0.0005) -> str:
+    """What this machine charges a request's Python work for the idle gap before it, measured in this process.
+
+    A server at 2,000 rps (one worker) sleeps ~0.5 ms between requests; on this 2-core VM the same
+    Python work then costs more CPU than back to back (caches and branch predictors cooled by
+    whatever ran meanwhile). Paced and unpaced server CPU per request differ by about that much for
+    the same code, so the decisions CPU verdict is read beside this line. Three loops of ``calls``,
+    CPU by ``time.thread_time``: the work back to back, the work each after a ``gap_s`` sleep, and
+    the sleeps alone (the wakeup's own cost, which a server pays too, in ``epoll_wait``); the three
+    take turns ``rounds_of`` times (the machine drifts between loops), medians printed.
+    """
+    from serving.models import DecisionRequest
+
+    body = orjson.dumps({"user_id": "u1", "decision_point": "home", "arms": [f"arm{i}" for i in range(8)],
+                         "context": {"segment": "men", "page": "front"}})
+
+    def work() -> None:  # a decision's parse and answer, ten times: ~50-100 us
+        for _ in range(10):
+            request = DecisionRequest.model_validate_json(body)
+            orjson.dumps({"request_id": uuid.uuid4().hex, "arm": (request.arms or ["-"])[0], "propensity": 0.125,
+                          "context": {**request.context, "decision_point": request.decision_point}})
+
+    def per_call(with_work: bool, gap: float) -> float:
+        start = time.thread_time()
+        for _ in range(calls):
+            if with_work:
+                work()
+            if gap:
+                time.sleep(gap)
+        return (time.thread_time() - start) / calls * 1e6
+
+    per_call(True, 0.0)  # warm-up
+    rounds = [(per_call(True, 0.0), per_call(True, gap_s), per_call(False, gap_s)) for _ in range(rounds_of)]
+    back_to_back, after_gap, gap_alone = (statistics.median(r[i] for r in rounds) for i in range(3))
+    cold = after_gap - gap_alone
+    return (f"this machine, the same Python work (a decision's parse and answer x10) in this process: "
+            f"{back_to_back:.0f} us of CPU back to back, {cold:.0f} us after each {gap_s * 1e3:g} ms idle gap "
+            f"({cold / back_to_back:.2f}x) plus {gap_alone:.0f} us for the wakeup itself: a paced server pays "
+            f"that per request, an unpaced one mostly not (medians of {rounds_of} rounds in turns)")
+
+
 def _served_log_verdicts(lines: list[str], workers: list[int]) -> list[str]:
     """Issue 18's line: recommendations paced p99 (and p50, server CPU) with served-list logging on vs off.
 
@@ -873,6 +914,8 @@ def main() -> None:
             lines.append(served_log_cost(settings, served_topic))
         lines += _issue16_verdicts(lines)
         lines += _issue19_verdicts(lines)
+        if args.only in (None, "decisions"):
+            lines.append(idle_gap_cost())
         lines.append(redis_benchmark(redis_url, 100_000, args.concurrency))
     shutil.rmtree(home, ignore_errors=True)
     _print_summary(args, workers, paced_client, load_before, notes, lines)
