@@ -735,8 +735,8 @@ def idle_gap_cost(calls: int = 200, rounds_of: int = 10, gap_s: float = 0.0005) 
 
     A server at 2,000 rps (one worker) sleeps ~0.5 ms between requests; on this 2-core VM the same
     Python work then costs more CPU than back to back (caches and branch predictors cooled by
-    whatever ran meanwhile). Paced and unpaced server CPU per request differ by about that much for
-    the same code, so the decisions CPU verdict is read beside this line. Three loops of ``calls``,
+    whatever ran meanwhile). That is part of why the same code's server CPU per request is higher paced
+    than unpaced (bench/README), so the decisions CPU verdict is read beside this line. Three loops of ``calls``,
     CPU by ``time.thread_time``: the work back to back, the work each after a ``gap_s`` sleep, and
     the sleeps alone (the wakeup's own cost, which a server pays too, in ``epoll_wait``); the three
     take turns ``rounds_of`` times (the machine drifts between loops), medians printed.
