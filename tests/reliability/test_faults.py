@@ -53,9 +53,7 @@ from tests.reliability.test_bad_input import digest, read_dead_letters
 from tests.services import start_on_free_ports
 from tests.unit.schemas.test_codec import MALFORMED
 
-# Not flink_job: mostly paced waiting on services and a cluster of its own, so `make test` runs it
-# beside the other job tests rather than after them.
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_job]
 
 N_EVENTS = int(os.environ.get("PULSE_RELIABILITY_EVENTS", "30000"))
 RATE = float(os.environ.get("PULSE_RELIABILITY_RATE", "250"))
