@@ -98,11 +98,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     `make test` runs two pytest-xdist workers with ``--dist loadscope``: a module's tests stay on one
     worker (its module fixtures, e.g. a job shared by its tests, start once), and the two workers
-    take modules as they free up, so two Flink jobs may run at once. The whole suite on 2 cores,
-    one run each (2026-12-06): 941 s so; 1,137 s test by test (what ``--dist loadgroup`` did: under
-    pytest 9.2 its ``flink_job`` group was silently ignored, pytest-xdist issue 1386); 1,354 s with
-    that group working (pytest 9.1.1), every Flink-job test in order on one worker. A test job
-    spends most of its time waiting on startup, checkpoints and services, not on the CPU.
+    take modules as they free up, so two Flink jobs may run at once: faster in all than one worker
+    running every Flink-job test in order (README "Tests" has the figures). No ``xdist_group``:
+    under pytest 9.2, xdist 3.8's ``--dist loadgroup`` ignores it (pytest-xdist issue 1386).
     """
     for item in items:
         if "tests/integration" in str(item.path):
