@@ -11,7 +11,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from flink_jobs.batching import PACKED, pack_messages, read_batch
-from flink_jobs.messages import DeadLetterCounts
+from flink_jobs.messages import DeadLetterCounts, event_bytes
 from flink_jobs.routing import TO_MODEL, message
 from flink_jobs.runtime import split_position
 from schemas import DeadLetterCodec, DecodeError, DecodeReason, EventCodec, Limits, ServedListCodec, load_registry
@@ -25,7 +25,8 @@ DEAD_LETTER_COUNTS = OutputTag("dead-letter-counts", PACKED)
 #: The model stage's key for the dead-letter counts (the Redis key ``<prefix>:model:dlq``).
 DLQ_KEY = "dlq"
 
-#: A decoded event with what the JVM needs beside it: ``(Row(user_id, event), event_time_ms)``.
+#: A decoded event with what the JVM needs beside it: ``(Row(user_id, event), event_time_ms)``; the
+#: event is bytes the user stage reads with :func:`~flink_jobs.messages.event_of` (only Java reads them between).
 #: The JVM takes the event time from field 1 for watermarks, then keys on the Row's first field,
 #: so neither step is one more Python call per event (``pipeline.with_event_time``).
 DECODED = Types.TUPLE([Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()]), Types.LONG()])
@@ -85,10 +86,13 @@ class DecodeEvents(ProcessFunction):
         self.decoded = metrics.counter("events_decoded")  # one call into the JVM per batch
         self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
-    def keyed(self, value: bytes) -> tuple[str, Any, int] | None:
-        """``(user id, decoded, event time)`` of a payload (``DecodeError`` when bad; ``None``: skip it)."""
-        event = self.events.decode(value)
-        return event.user_id, event, event.event_time_ms
+    def keyed(self, value: bytes) -> tuple[str, bytes, int] | None:
+        """``(user id, bytes for the user stage, event time)`` of a payload (``DecodeError``: bad; ``None``: skip).
+
+        An event goes on as its checked fields (:func:`~flink_jobs.messages.event_bytes`), not built as an object.
+        """
+        fields = self.events.decode_fields(value)
+        return fields[2], event_bytes(fields), fields[3]  # user id, event time (EventFields' order)
 
     def process_element(self, batch: Row, ctx: ProcessFunction.Context):  # type: ignore[no-untyped-def]
         _, records = read_batch(batch[1])
@@ -105,8 +109,7 @@ class DecodeEvents(ProcessFunction):
             if keyed is None:
                 continue
             user, decoded, time_ms = keyed[0].encode(), keyed[1], keyed[2]
-            pickled = pickle.dumps(decoded, protocol=pickle.HIGHEST_PROTOCOL)
-            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(pickled)) + pickled + _TIME.pack(time_ms))
+            parts.append(_LENGTH.pack(len(user)) + user + _LENGTH.pack(len(decoded)) + decoded + _TIME.pack(time_ms))
             kept += 1
         if good:
             self.decoded.inc(good)
@@ -136,6 +139,8 @@ class DecodeServed(DecodeEvents):
         self.decoded = metrics.counter("served_lists_decoded")
         self.dead_letters = DeadLetters(self.source_topic, registry, metrics)
 
-    def keyed(self, value: bytes) -> tuple[str, Any, int] | None:
+    def keyed(self, value: bytes) -> tuple[str, bytes, int] | None:
         served = self.codec.decode(value)
-        return None if served.experiment is None or served.variant is None else (served.user_id, served, 0)
+        if served.experiment is None or served.variant is None:
+            return None
+        return served.user_id, pickle.dumps(served, protocol=pickle.HIGHEST_PROTOCOL), 0

@@ -1,11 +1,14 @@
 """What the job's operators send each other (pickled between Python operators).
 
 Each is a small frozen dataclass; ``event_time_ms`` is the event time that produced it, which
-the Redis sink uses to refuse writes that would move a key backwards in event time.
+the Redis sink uses to refuse writes that would move a key backwards in event time. Events go
+from decode to the user stage as their plain fields (:func:`event_bytes`, :func:`event_of`).
 """
 
 from __future__ import annotations
 
+import marshal
+import pickle
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,10 +16,40 @@ from typing import Any
 
 import numpy as np
 
-from schemas.events import pickled_as_call
+from schemas import Event, ServedList
+from schemas.events import EventFields, pickled_as_call
 
 _SNAPSHOT = struct.Struct("<qqHH")  # version, owner time ms, item id length, ack count
 _ACK = struct.Struct("<Hq")  # sender subtask, last seq applied
+_PICKLED = pickle.PROTO  # the first byte of anything pickled with protocol 2 or newer
+
+
+def event_bytes(fields: EventFields) -> bytes:
+    """A decoded event as decode sends it to the user stage: its plain fields, marshalled.
+
+    ``marshal`` (the interpreter's own format for plain values) writes and reads them in ~1.6 us
+    against ~8.5 us for pickling the :class:`~schemas.Event` (ADR 0007). Both stages run the same
+    interpreter, and no such bytes outlive the job: checkpoints are aligned and the batchers empty
+    before every barrier, so none is in a checkpoint or savepoint.
+
+    >>> from schemas import EventType
+    >>> event = Event("e1", EventType.CLICK, "u1", 1_700_000_000_000, item_id="i9", context={"segment": "s"})
+    >>> event_of(event_bytes(event.to_fields())) == event
+    True
+    """
+    return marshal.dumps(fields)
+
+
+def event_of(value: bytes) -> Event | ServedList:
+    """What decode sent the user stage: an event (:func:`event_bytes`) or a served list (pickled).
+
+    >>> event_of(pickle.dumps(ServedList("r1", "u1", 1, "home", "model", "mf", "p", None, "x", "a", None, ())))
+    ... # doctest: +ELLIPSIS
+    ServedList(request_id='r1', ...)
+    """
+    if value[0] == _PICKLED[0]:  # marshal starts a tuple with b"(" or b")" (with or without its ref flag)
+        return pickle.loads(value)  # type: ignore[no-any-return]
+    return Event.from_fields(marshal.loads(value))
 
 
 @pickled_as_call

@@ -10,7 +10,6 @@ keeps the newest per item in its broadcast state, so a restored subtask's replic
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from flink_jobs.messages import (
     ModelProgress,
     RedisWrite,
     RedisWrites,
+    event_of,
 )
 from flink_jobs.metrics import BatchedCount, JvmGauge
 from flink_jobs.redis_outbox import RedisOutbox
@@ -61,7 +61,7 @@ from flink_jobs.user_steps import (
     session_payload,
 )
 from online_models.drift import DriftAlarm
-from schemas import Event, EventType, ServedList
+from schemas import EventType, ServedList
 
 MODEL_KEY = "mf"  # the one key of the model-metadata stage
 
@@ -185,7 +185,7 @@ class UserState(KeyedProcessFunction):
         touches: list[ItemTouch] = []
         self.tallies = []
         for user_id, value in records:
-            event: Event | ServedList = pickle.loads(value)
+            event = event_of(value)
             if isinstance(event, ServedList):  # a list served to the user (attribution)
                 self.served.add()
                 record, outputs = self.steps.on_served(self._record(user_id), event)

@@ -34,7 +34,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.events import ITEM_EVENT_TYPES, Event, EventType, Item
+from schemas.events import ITEM_EVENT_TYPES, Event, EventFields, EventType, Item, fields_of
 from schemas.registry import DLQ_SUBJECT, EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
 
 MAGIC_BYTE = 0
@@ -219,9 +219,13 @@ class EventCodec(_FramedCodec):
 
     def decode(self, payload: bytes, now_ms: int | None = None) -> Event:
         """Decode and validate one payload, or raise :class:`DecodeError`."""
+        return Event.from_fields(self.decode_fields(payload, now_ms))
+
+    def decode_fields(self, payload: bytes, now_ms: int | None = None) -> EventFields:
+        """:meth:`decode`, as plain values (:data:`~schemas.events.EventFields`): what the job passes on."""
         record = self._unframe(payload)
         self._validate(record, self._clock_ms() if now_ms is None else now_ms)
-        return Event.from_avro(record)
+        return fields_of(record)
 
     def validate(self, event: Event, now_ms: int | None = None) -> None:
         """Raise :class:`DecodeError` where :meth:`decode` would refuse ``event`` (checks without the bytes)."""

@@ -134,18 +134,46 @@ class Event:
     @classmethod
     def from_avro(cls, record: Mapping[str, Any]) -> Event:
         """Build from a record fastavro read (unknown extra fields of newer schemas ignored)."""
-        decision = record.get("decision")
-        return cls(
-            event_id=record["event_id"],
-            type=EventType(record["type"]),
-            user_id=record["user_id"],
-            item_id=record.get("item_id"),
-            value=record.get("value"),
-            event_time_ms=record["event_time_ms"],
-            context=dict(record.get("context") or {}),
-            decision=None if decision is None else Decision(**decision),
-            category=record.get("category"),
-        )
+        return cls.from_fields(fields_of(record))
+
+    def to_fields(self) -> EventFields:
+        """The event as plain values, in field order (the decision as a 4-tuple): :data:`EventFields`."""
+        d = self.decision
+        return (self.event_id, self.type.value, self.user_id, self.event_time_ms, self.item_id, self.value,
+                dict(self.context), None if d is None else (d.request_id, d.policy, d.arm, d.propensity),
+                self.category)
+
+    @classmethod
+    def from_fields(cls, fields: EventFields) -> Event:
+        """The event of :meth:`to_fields`' values (``fields`` of a checked record: no checks here)."""
+        event_id, type_, user_id, event_time_ms, item_id, value, context, decision, category = fields
+        return cls(event_id, _EVENT_TYPES[type_], user_id, event_time_ms, item_id, value, context,
+                   None if decision is None else Decision(*decision), category)
+
+
+#: An event as plain values (str, int, float, None, dict, tuple) in :class:`Event`'s field order,
+#: the decision as ``(request_id, policy, arm, propensity)``. The job passes events between its
+#: stages in this shape (``marshal``: cheaper than pickling the object, ADR 0007).
+EventFields = tuple[str, str, str, int, "str | None", "float | None", dict[str, str],
+                    "tuple[str, str, str, float] | None", "str | None"]
+
+_EVENT_TYPES = {t.value: t for t in EventType}
+
+
+def fields_of(record: Mapping[str, Any]) -> EventFields:
+    """:data:`EventFields` of a record fastavro read (unknown extra fields ignored; version 1 has no category).
+
+    >>> e = Event("e1", EventType.IMPRESSION, "u1", 1_700_000_000_000, item_id="i9",
+    ...           decision=Decision("r1", "ts", "i9", 0.25))
+    >>> fields_of(e.to_avro()) == e.to_fields() and Event.from_fields(e.to_fields()) == e
+    True
+    """
+    decision = record.get("decision")
+    return (record["event_id"], record["type"], record["user_id"], record["event_time_ms"], record.get("item_id"),
+            record.get("value"), dict(record.get("context") or {}),
+            None if decision is None else (decision["request_id"], decision["policy"], decision["arm"],
+                                           decision["propensity"]),
+            record.get("category"))
 
 
 @dataclass(frozen=True, slots=True)
