@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import marshal
 import random
 import struct
 import time
@@ -55,7 +56,12 @@ def test_every_event_type_round_trips(codec: EventCodec) -> None:
             decision=make_event(i).decision if needs_decision else None,
             item_id=None if event_type is EventType.ERASE else f"item-{i}",
         )
-        assert codec.decode(codec.encode(event)) == event
+        payload = codec.encode(event)
+        assert codec.decode(payload) == event
+        # The job passes an event on as its plain fields, marshalled (flink_jobs.messages.event_bytes).
+        fields = codec.decode_fields(payload)
+        assert fields == event.to_fields()
+        assert Event.from_fields(marshal.loads(marshal.dumps(fields))) == event
 
 
 def test_unicode_ids_round_trip(codec: EventCodec) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import marshal
 import pickle
 from typing import Any
 
@@ -82,7 +83,8 @@ def test_block_events_round_trip_as_v2(event: Event) -> None:
     payload = codec().encode(event)
     assert schema_id(payload) == V2_ID
     assert codec().decode(payload) == event
-    assert pickle.loads(pickle.dumps(event)) == event  # the job pickles events between stages
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert Event.from_fields(marshal.loads(marshal.dumps(event.to_fields()))) == event  # decode -> user stage
 
 
 def test_the_v1_writer_refuses_block_events_and_categories() -> None:
