@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import uuid
 from collections import Counter
@@ -16,7 +17,22 @@ import redis as redis_lib
 from config import REPO_ROOT, Settings
 from tests.services import Endpoints, service_endpoints
 
-SHARED_DATA = Path(os.environ.get("PULSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+def _shared_data() -> Path:
+    """The real datasets: ``PULSE_SHARED_DATA``, else ``../shared/data`` beside this checkout, else
+    beside the local checkout this one was cloned from (a clean clone made in another folder)."""
+    if os.environ.get("PULSE_SHARED_DATA"):
+        return Path(os.environ["PULSE_SHARED_DATA"])
+    beside = REPO_ROOT.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    cloned_from = Path(origin).parent / "shared" / "data" if origin.startswith("/") else None
+    return cloned_from if cloned_from is not None and cloned_from.is_dir() else beside
+
+
+SHARED_DATA = _shared_data()
 
 #: JVM options of the Flink JVMs the tests start: PyFlink's local gateway (every `pulse job run`,
 #: `pulse archive run`, the demo's job) and the standalone cluster's scripts read ``JVM_ARGS``.
