@@ -51,6 +51,7 @@ from flink_jobs.routing import (
     to_redis,
 )
 from flink_jobs.user_steps import (
+    CancelTimer,
     EventTimer,
     LateEvent,
     RefreshTimer,
@@ -221,7 +222,8 @@ class UserState(KeyedProcessFunction):
             record, outputs = self.steps.on_refresh(user_id, record)
         else:
             before = None if record is None else (record.session_timer, record.session)
-            record, outputs = self.steps.on_event_timer(user_id, record, timestamp, self.impressions.of(user_id))
+            record, outputs = self.steps.on_event_timer(user_id, record, timestamp, self.impressions.of(user_id),
+                                                        ctx.timer_service().current_watermark())
             if before is not None and record is not None and before == (record.session_timer, record.session):
                 record = None  # unchanged (an impression expired: that is in its own state already)
         self._emit(user_id, outputs, ctx, rows)
@@ -312,6 +314,9 @@ class UserState(KeyedProcessFunction):
             elif isinstance(output, EventTimer):
                 self.keys.use(user_id)
                 ctx.timer_service().register_event_time_timer(output.at_ms)
+            elif isinstance(output, CancelTimer):
+                self.keys.use(user_id)
+                ctx.timer_service().delete_event_time_timer(output.at_ms)
             elif isinstance(output, RefreshTimer):
                 self.refreshes.want(user_id, self.now)
             elif isinstance(output, LateEvent):

@@ -12,7 +12,8 @@ registers the timers these steps ask for, counts metrics and routes the messages
 
 Each step is ``(record, input) -> (record, outputs)`` (``None``: no state for the user); it may
 change the record it is given in place. Timers to set and metric effects are outputs too
-(:class:`EventTimer`, :class:`RefreshTimer`, :class:`LateEvent`, :class:`RewardUnmatched`).
+(:class:`EventTimer`, :class:`CancelTimer`, :class:`RefreshTimer`, :class:`LateEvent`,
+:class:`RewardUnmatched`).
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ class Impressions(Protocol):
 @dataclass(frozen=True)
 class EventTimer:
     """Set an event-time timer for the user at ``at_ms``."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    """Delete the user's event-time timer at ``at_ms``: what it was set for is done already."""
 
     at_ms: int
 
@@ -307,20 +315,35 @@ class UserSteps:
         return record, [self.snapshot(user_id, record), *self.report(record)]
 
     def on_event_timer(
-        self, user_id: str, record: UserRecord | None, timestamp: int, impressions: Impressions
+        self, user_id: str, record: UserRecord | None, timestamp: int, impressions: Impressions,
+        watermark_ms: int | None = None,
     ) -> tuple[UserRecord | None, list[Any]]:
-        """Event time reached ``timestamp``: expire impressions, close the session when it is over."""
-        outputs: list[Any] = list(self._expire_impressions(timestamp, impressions))
+        """Event time reached ``timestamp``: expire impressions, close the session when it is over.
+
+        ``watermark_ms`` (the watermark this timer fires on, when later than ``timestamp``): every
+        deadline of the user up to it is handled now, and the user's other timers up to it, which
+        would fire on the same watermark for nothing, are cancelled (:class:`CancelTimer`). A job
+        restored after a pause longer than the impression TTL otherwise fired one Python call per
+        pending impression on its first watermark (ADR 0007, eighteenth session).
+        """
+        due = timestamp if watermark_ms is None else max(timestamp, watermark_ms)
+        expired = self._expire_impressions(due, impressions)
+        outputs: list[Any] = [BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context)
+                              for pending in expired for key in pending.scopes]
+        done = {pending.expires_ms for pending in expired} - {timestamp}
         if record is None:
-            return None, outputs
+            return None, [*outputs, *map(CancelTimer, sorted(done))]
         # No progress report here: a timer changes no progress, and the refreshes that report it
         # all run before every barrier and at the end of a bounded input.
-        if record.session_timer == timestamp:
+        if record.session_timer is not None and record.session_timer <= due:
+            if record.session_timer != timestamp:
+                done.add(record.session_timer)
             record.session_timer = None
+        outputs.extend(map(CancelTimer, sorted(done)))
         state = record.session
         if state is None:
             return record, outputs
-        state, closed = sessions.on_timer(state, timestamp, gap_ms=self.config.session_gap_ms)
+        state, closed = sessions.on_timer(state, due, gap_ms=self.config.session_gap_ms)
         if closed:
             record.session = None
             outputs.extend(self._session_outputs(record, closed))
@@ -329,12 +352,13 @@ class UserSteps:
             outputs.append(self._session_timer(record, state))  # the session went on past this timer
         return record, outputs
 
-    def _expire_impressions(self, timestamp: int, impressions: Impressions) -> Iterator[BanditFeedback]:
-        expired = [(rid, PendingImpression(*value)) for rid, value in impressions.items() if value[2] <= timestamp]
-        for request_id, pending in expired:
+    @staticmethod
+    def _expire_impressions(due_ms: int, impressions: Impressions) -> list[PendingImpression]:
+        """The impressions whose deadline is ``due_ms`` or earlier, taken out of ``impressions`` (reward 0)."""
+        expired = [(rid, PendingImpression(*value)) for rid, value in impressions.items() if value[2] <= due_ms]
+        for request_id, _ in expired:
             del impressions[request_id]
-            for key in pending.scopes:
-                yield BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context)
+        return [pending for _, pending in expired]
 
     # -- what the user's state says outside ---------------------------------------------------
 

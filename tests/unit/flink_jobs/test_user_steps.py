@@ -3,6 +3,7 @@ erasure, session close, the impression->reward join and progress reports."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from flink_jobs.messages import (
 )
 from flink_jobs.user_steps import (
     REPORT_EVERY,
+    CancelTimer,
     EventTimer,
     LateEvent,
     RefreshTimer,
@@ -203,6 +205,81 @@ def test_an_impression_expires_with_reward_zero() -> None:
     record, outputs = steps.on_event_timer("u1", record, expires, impressions)
     assert of_type(outputs, BanditFeedback) == [BanditFeedback("global", "arm-a", 0.0, expires)]
     assert impressions == {}
+
+
+def test_a_timer_on_a_later_watermark_expires_every_due_impression_and_cancels_their_timers() -> None:
+    steps = UserSteps(config(scopes=(BanditScope.GLOBAL,)), subtask=0)
+    impressions: dict = {}
+    record = None
+    for n in (1, 2, 3):
+        shown = event(n, EventType.IMPRESSION, item_id="i1", decision=Decision(f"r{n}", "ts", f"arm-{n}", 0.5))
+        record, _ = steps.on_event(record, shown, impressions)
+    deadline = [n * 1000 + 10 * MINUTE for n in (1, 2, 3)]
+    # A restored job's first watermark is past two deadlines: the first timer takes both, and the
+    # second one's timer is cancelled; the third impression waits for its own.
+    record, outputs = steps.on_event_timer("u1", record, deadline[0], impressions, watermark_ms=deadline[1])
+    assert of_type(outputs, BanditFeedback) == [BanditFeedback("global", "arm-1", 0.0, deadline[0]),
+                                                BanditFeedback("global", "arm-2", 0.0, deadline[1])]
+    assert of_type(outputs, CancelTimer) == [CancelTimer(deadline[1])]
+    assert list(impressions) == ["r3"]
+    record, outputs = steps.on_event_timer("u1", record, deadline[2], impressions, watermark_ms=deadline[2])
+    assert of_type(outputs, BanditFeedback) == [BanditFeedback("global", "arm-3", 0.0, deadline[2])]
+    assert of_type(outputs, CancelTimer) == [] and impressions == {}
+
+
+def test_a_session_over_by_the_watermark_closes_on_the_first_timer_and_its_own_timer_is_cancelled() -> None:
+    steps = UserSteps(config(scopes=(BanditScope.GLOBAL,)), subtask=0)
+    impressions: dict = {}
+    record, _ = steps.on_event(None, event(1, t=0, item_id="i1"), impressions)
+    shown = event(2, EventType.IMPRESSION, t=MINUTE, item_id="i1", decision=Decision("r1", "ts", "arm-a", 0.5))
+    record, _ = steps.on_event(record, shown, impressions)
+    assert record is not None and record.session_timer == GAP
+    # The impression's deadline (11 min) fires first; the watermark is already past the session's end.
+    record, outputs = steps.on_event_timer("u1", record, 11 * MINUTE, impressions, watermark_ms=2 * GAP)
+    assert len(of_type(outputs, ClosedSession)) == 1 and of_type(outputs, CancelTimer) == [CancelTimer(GAP)]
+    assert record is not None and record.session is None and record.session_timer is None
+    assert of_type(outputs, EventTimer) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_firing_on_the_watermark_gives_what_one_timer_at_a_time_gave(seed: int) -> None:
+    """Same feedback, closed sessions and state as firing each timer alone, with fewer timers fired."""
+    rng = np.random.default_rng(seed)
+    stream, t = [], 0
+    for n in range(60):
+        t += int(rng.integers(0, 4 * MINUTE))
+        kind = EventType.IMPRESSION if rng.random() < 0.5 else EventType.VIEW
+        decision = Decision(f"r{n}", "ts", f"arm-{n % 3}", 0.5) if kind is EventType.IMPRESSION else None
+        context = {"request_id": f"r{n - 1}"} if kind is EventType.VIEW and rng.random() < 0.2 else {}
+        stream.append((event(n, kind, t=t, item_id="i1", decision=decision, context=context),
+                       t + int(rng.integers(0, 40 * MINUTE))))  # the watermark after it
+    results = []
+    for use_watermark in (False, True):
+        steps = UserSteps(config(scopes=(BanditScope.GLOBAL,)), subtask=0)
+        impressions: dict = {}
+        record, timers, fired, seen = None, set(), 0, []
+        watermark = 0
+        for shown, next_watermark in [*stream, (None, 10**9)]:
+            if shown is not None:
+                record, outputs = steps.on_event(record, shown, impressions)
+                timers |= {o.at_ms for o in of_type(outputs, EventTimer)}
+                seen += of_type(outputs, BanditFeedback)
+            watermark = max(watermark, next_watermark)
+            while timers and min(timers) <= watermark:  # Flink: due timers in time order
+                at = min(timers)
+                timers.discard(at)
+                fired += 1
+                record, outputs = steps.on_event_timer("u1", record, at, impressions,
+                                                       watermark if use_watermark else None)
+                timers |= {o.at_ms for o in of_type(outputs, EventTimer)}
+                timers -= {o.at_ms for o in of_type(outputs, CancelTimer)}
+                seen += [o for o in outputs if isinstance(o, BanditFeedback | ClosedSession)]
+        wall_clock = re.compile(r'"closed_at_ms":\d+')  # when the summary was written, not what it says
+        session = record.session if record else None
+        results.append((sorted(wall_clock.sub("", repr(o)) for o in seen), impressions, session, fired))
+    (one_at_a_time, *rest_one), (on_watermark, *rest_watermark) = results
+    assert on_watermark == one_at_a_time and rest_watermark[:2] == rest_one[:2]
+    assert rest_watermark[2] < rest_one[2]  # fewer timers fired
 
 
 # -- sessions ---------------------------------------------------------------------------------
