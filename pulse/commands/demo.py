@@ -7,10 +7,13 @@ demo killed with SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import signal
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -41,6 +44,9 @@ def demo(
     ctx: typer.Context,
     rate: Annotated[float, typer.Option(help="Synthetic events per second")] = 3000.0,
     seconds: Annotated[float, typer.Option(help="How long to run (0 = until Ctrl-C, SIGTERM or SIGHUP)")] = 0.0,
+    trace: Annotated[Path | None, typer.Option(
+        help="Also write every look (twice a second) to this CSV file: seconds in, produced/s, learned/s, "
+             "newest score age in ms (empty before the first score)")] = None,
 ) -> None:
     """Start services and the job, stream synthetic events, and watch scores change in Redis."""
     settings = _start_services(settings_of(ctx))
@@ -57,7 +63,7 @@ def demo(
         sent = [0, 0]  # produced, of which with a learning target
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
         producer.start()
-        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record)
+        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record, trace)
     except KeyboardInterrupt:
         pass
     finally:
@@ -121,12 +127,16 @@ def _model(client: redis_lib.Redis, keys: RedisKeys) -> Envelope | None:
 
 def _watch(
     settings: Settings, seconds: float, job: ManagedProcess, users: deque[str], sent: list[int],
-    counters: DemoCounters, record: RunRecord,
+    counters: DemoCounters, record: RunRecord, trace: Path | None = None,
 ) -> None:
     client = _redis(settings)
     keys = RedisKeys(settings.redis_prefix)
     started = time.monotonic()
-    with Live(refresh_per_second=2) as live:
+    with Live(refresh_per_second=2) as live, contextlib.ExitStack() as files:
+        looks = None
+        if trace is not None:
+            looks = csv.writer(files.enter_context(trace.open("w", newline="", buffering=1)))
+            looks.writerow(["seconds", "produced_per_s", "learned_per_s", "newest_score_ms"])
         while not seconds or time.monotonic() - started < seconds:
             if job.pid() is None:
                 raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")
@@ -135,5 +145,8 @@ def _watch(
             newest = newest_score_ms(client, keys, list(users)[::40], time.time() * 1000)  # 50 users over the window
             record.look(time.monotonic() - started, counters.produced_rate.rate, counters.learnable_rate.rate,
                         counters.learned_rate.rate, newest)
+            if looks is not None:
+                looks.writerow([f"{time.monotonic() - started:.1f}", f"{counters.produced_rate.rate:.0f}",
+                                f"{counters.learned_rate.rate:.0f}", "" if newest is None else f"{newest:.0f}"])
             live.update(Group(summary(counters, model, newest), users_table(client, keys, list(users)[-5:])))
             time.sleep(0.5)

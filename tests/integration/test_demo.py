@@ -9,6 +9,7 @@ carries the home, none in the job's process group.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -72,7 +73,8 @@ def start_demo(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
     """Start `pulse demo`; return it and the pid of its job once the job learns events."""
     before = max(learned(env), 0)
     log = (home / "demo-output.log").open("ab")
-    demo = subprocess.Popen([sys.executable, "-m", "pulse", "demo", "--rate", "200"], cwd=REPO_ROOT,
+    demo = subprocess.Popen([sys.executable, "-m", "pulse", "demo", "--rate", "200", "--trace",
+                             str(home / "demo-trace.csv")], cwd=REPO_ROOT,
                             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while learned(env) <= before:
@@ -166,7 +168,12 @@ def test_a_signal_to_the_demo_stops_its_job(demo_env: tuple[Path, dict[str, str]
     assert code == 0, tail(home)
     assert "demo stopped" in (home / "demo-output.log").read_text()
     assert not (home / "run" / "demo-job.pid").exists()
-    print(f"demo exited {code}; no process of the job is left")
+    with (home / "demo-trace.csv").open(newline="") as trace:  # --trace: every look of the live view
+        header, *looks = list(csv.reader(trace))
+    assert header == ["seconds", "produced_per_s", "learned_per_s", "newest_score_ms"] and len(looks) >= 2
+    assert all(float(look[0]) >= 0 and float(look[1]) >= 0 for look in looks)
+    assert any(look[3] for look in looks), "no look saw a score (the job learned before the signal)"
+    print(f"demo exited {code}; no process of the job is left; {len(looks)} looks traced")
 
 
 def test_down_stops_the_job_of_a_killed_demo(demo_env: tuple[Path, dict[str, str]]) -> None:
