@@ -15,7 +15,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import redis as redis_lib
 import typer
@@ -49,6 +49,17 @@ def demo(
              "newest score age in ms (empty before the first score)")] = None,
 ) -> None:
     """Start services and the job, stream synthetic events, and watch scores change in Redis."""
+    try:  # before anything starts: a path that cannot be written is the user's error, not a traceback
+        looks = None if trace is None else trace.open("w", newline="", buffering=1)
+    except OSError as exc:
+        raise fail(f"cannot write the trace file {trace}: {exc.strerror}") from None
+    with contextlib.ExitStack() as files:
+        if looks is not None:
+            files.enter_context(looks)
+        _run(ctx, rate, seconds, looks)
+
+
+def _run(ctx: typer.Context, rate: float, seconds: float, looks: TextIO | None) -> None:
     settings = _start_services(settings_of(ctx))
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     stop = threading.Event()
@@ -63,7 +74,7 @@ def demo(
         sent = [0, 0]  # produced, of which with a learning target
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
         producer.start()
-        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record, trace)
+        _watch(settings, seconds, job, recent_users, sent, DemoCounters(learned_at_start), record, looks)
     except KeyboardInterrupt:
         pass
     finally:
@@ -127,16 +138,16 @@ def _model(client: redis_lib.Redis, keys: RedisKeys) -> Envelope | None:
 
 def _watch(
     settings: Settings, seconds: float, job: ManagedProcess, users: deque[str], sent: list[int],
-    counters: DemoCounters, record: RunRecord, trace: Path | None = None,
+    counters: DemoCounters, record: RunRecord, trace: TextIO | None = None,
 ) -> None:
     client = _redis(settings)
     keys = RedisKeys(settings.redis_prefix)
     started = time.monotonic()
-    with Live(refresh_per_second=2) as live, contextlib.ExitStack() as files:
-        looks = None
-        if trace is not None:
-            looks = csv.writer(files.enter_context(trace.open("w", newline="", buffering=1)))
-            looks.writerow(["seconds", "produced_per_s", "learned_per_s", "newest_score_ms"])
+    looks = None
+    if trace is not None:
+        looks = csv.writer(trace)
+        looks.writerow(["seconds", "produced_per_s", "learned_per_s", "newest_score_ms"])
+    with Live(refresh_per_second=2) as live:
         while not seconds or time.monotonic() - started < seconds:
             if job.pid() is None:
                 raise fail(f"the job stopped; see {job.log_file}\n{job.log_tail()}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from pathlib import Path
 
+from rich.console import Console
+from typer.testing import CliRunner
+
+from pulse.cli import app
 from pulse.demo_view import DemoCounters, summary
 
 
@@ -37,3 +41,10 @@ def test_a_restore_that_rewinds_the_lifetime_count_never_shows_a_negative_run() 
     counters = DemoCounters(learned_at_start=5_000)
     counters.update(0.0, produced=100, learned=4_200)
     assert counters.learned_this_run == 0
+
+
+def test_a_trace_file_that_cannot_be_written_stops_the_demo_before_anything_starts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--trace", str(tmp_path / "missing" / "looks.csv")])
+    assert result.exit_code == 1
+    assert "cannot write the trace file" in result.output and "No such file or directory" in result.output
+    assert not (tmp_path / "missing").exists()
