@@ -53,9 +53,7 @@ def demo(
         looks = None if trace is None else trace.open("w", newline="", buffering=1)
     except OSError as exc:
         raise fail(f"cannot write the trace file {trace}: {exc.strerror}") from None
-    with contextlib.ExitStack() as files:
-        if looks is not None:
-            files.enter_context(looks)
+    with contextlib.nullcontext() if looks is None else looks:
         _run(ctx, rate, seconds, looks)
 
 
