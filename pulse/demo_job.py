@@ -9,15 +9,11 @@ and waits until no process of the group is left.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 from config import REPO_ROOT, Settings
-from infra.local.process import ManagedProcess
+from infra.local.process import ManagedProcess, wait_for_group
 
 NAME = "demo-job"
 
@@ -46,42 +42,8 @@ def stop_demo_job(job: ManagedProcess, timeout_s: float = 60.0) -> bool:
     if pid is None:
         return False
     job.stop(timeout_s=timeout_s)  # waits for the group leader (the Python process)
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pid):  # and for the rest of the group (the JVM)
-        if time.monotonic() > deadline:
-            _kill_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10.0
-        time.sleep(0.1)
+    wait_for_group(pid, timeout_s)  # and for the rest of the group (the JVM)
     return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(_pgid_of(pid) == pgid for pid in _live_pids())
-
-
-def _live_pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def _pgid_of(pid: int) -> int | None:
-    """The process group of a live (not zombie) process, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return None
-    state, pgid = fields[0], int(fields[2])
-    return None if state == "Z" else pgid
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 __all__ = ["NAME", "demo_job", "job_argv", "start_demo_job", "stop_demo_job"]

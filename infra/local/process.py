@@ -204,6 +204,41 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def wait_for_group(pgid: int, timeout_s: float) -> None:
+    """Wait until no live process of group ``pgid`` is left; SIGKILL the group after ``timeout_s``.
+
+    The leader exiting is not enough: a job's JVM, in its group, may still flush to Redis while it
+    shuts down, after the Python process that started it is gone.
+    """
+    deadline = time.monotonic() + timeout_s
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            _signal_group(pgid, signal.SIGKILL)
+            deadline = time.monotonic() + 10.0
+        time.sleep(0.1)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(_pgid_of(int(entry)) == pgid for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def _pgid_of(pid: int) -> int | None:
+    """The process group of a live (not zombie) process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return None
+    state, pgid = fields[0], int(fields[2])
+    return None if state == "Z" else pgid
+
+
 def _terminate_with_parent() -> None:
     """In the child before exec: SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux)."""
     pr_set_pdeathsig = 1

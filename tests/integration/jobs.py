@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from config import REPO_ROOT, Settings
+from infra.local.process import wait_for_group
 
 
 def job_command(*args: str) -> list[str]:
@@ -69,7 +70,11 @@ def run_job_until(
 
 
 def stop_job(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> None:
-    """Signal the job's whole process group and wait for it."""
+    """Signal the job's whole process group and wait for all of it.
+
+    Not only for the Python process: the JVM may flush to Redis a moment after it, and a test that
+    reads Redis next must see what the job left, not what it is still writing.
+    """
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
         try:
@@ -77,6 +82,7 @@ def stop_job(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    wait_for_group(proc.pid, timeout_s=30)
 
 
 def tail(log: Path, lines: int = 60) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import REPO_ROOT
-from infra.local.process import ManagedProcess
+from infra.local.process import ManagedProcess, group_alive, wait_for_group
 
 
 @pytest.fixture
@@ -90,3 +90,18 @@ def test_an_error_shows_this_runs_log_lines_not_an_earlier_runs(tmp_path: Path) 
     assert "an earlier run failed" in process.log_file.read_text()  # the file keeps every run
     process.log_file.write_text("")  # rotated meanwhile: the whole (new) file
     assert process.log_tail() == "    (nothing in the log from this run)"
+
+
+def test_waiting_for_a_group_outlives_its_leader_and_kills_what_stays_too_long() -> None:
+    # A leader that exits at once, leaving a child in its group (as a job's Python process leaves its JVM).
+    leader = subprocess.Popen(["bash", "-c", "sleep 60 & echo $!"], stdout=subprocess.PIPE, start_new_session=True)
+    assert leader.stdout is not None
+    child = int(leader.stdout.readline())
+    leader.wait()
+    assert group_alive(leader.pid)  # the leader is gone, its group is not
+    started = time.monotonic()
+    wait_for_group(leader.pid, timeout_s=0.5)
+    assert not group_alive(leader.pid)
+    assert time.monotonic() - started < 20  # killed after the timeout, not waited out
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or not yet reaped)
