@@ -39,6 +39,17 @@ class JobSummary:
     name: str
     state: str
     duration_s: float
+    tasks_running: int = 0
+    tasks_total: int = 0
+
+    @property
+    def tasks_up(self) -> bool:
+        """Running with every task running (restored and opened: Flink's INITIALIZING is over).
+
+        >>> [JobSummary("j", "pulse", "RUNNING", 9.0, running, 7).tasks_up for running in (5, 7)]
+        [False, True]
+        """
+        return self.state == "RUNNING" and 0 < self.tasks_total == self.tasks_running
 
 
 class FlinkRest:
@@ -62,7 +73,8 @@ class FlinkRest:
         """Every job the cluster knows, newest first."""
         found = self._call("GET", "/jobs/overview")["jobs"]
         found.sort(key=lambda j: j.get("start-time", 0), reverse=True)
-        return [JobSummary(j["jid"], j["name"], j["state"], j.get("duration", 0) / 1000) for j in found]
+        return [JobSummary(j["jid"], j["name"], j["state"], j.get("duration", 0) / 1000,
+                           j.get("tasks", {}).get("running", 0), j.get("tasks", {}).get("total", 0)) for j in found]
 
     def running_job(self, name: str | None = None) -> str:
         """The id of the one running job (named ``name`` when given); fails when none or several."""

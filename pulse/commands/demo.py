@@ -1,5 +1,8 @@
 """``pulse demo``: local services up, the job running, a steady synthetic stream, and a live view.
 
+The stream starts once the job's tasks all run (its REST API on a free port says so), not during
+the job's start-up and restore, which would otherwise begin every demo with a backlog of its own.
+
 The job runs in the background as ``<home>/run/demo-job.pid`` (``pulse/demo_job.py``): Ctrl-C,
 SIGTERM and SIGHUP stop it with the demo, and ``pulse down`` stops it when the demo could not (a
 demo killed with SIGKILL).
@@ -19,19 +22,20 @@ from typing import Annotated, Any, TextIO
 
 import redis as redis_lib
 import typer
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 
 from config import Settings
-from infra.local.process import ManagedProcess, ServiceError
+from infra.local.process import ManagedProcess, ServiceError, free_port
 from infra.local.services import LocalServices
 from online_models.mf_params import EventTargets
 from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from pulse.app import app, fail, settings_of
-from pulse.demo_job import start_demo_job, stop_demo_job
+from pulse.demo_job import demo_job, start_demo_job, stop_demo_job
 from pulse.demo_view import DemoCounters, RunRecord, learned_events, newest_score_ms, summary, users_table
+from pulse.flink_rest import FlinkRest, FlinkRestError
 from pulse.reach import require
 from schemas.redis_keys import Envelope, RedisKeys
 
@@ -66,8 +70,13 @@ def _run(ctx: typer.Context, rate: float, seconds: float, looks: TextIO | None) 
     record = RunRecord()
     try:
         learned_at_start = learned_events(_model(_redis(settings), RedisKeys(settings.redis_prefix)))
+        already = demo_job(settings).pid() is not None
         job = start_demo_job(settings)
-        typer.echo(f"job started (pid {job.pid()}), log {job.log_file}; producing {rate:.0f} events/s")
+        typer.echo(f"job started (pid {job.pid()}), log {job.log_file}")
+        if not already:  # the stream starts with the job, not during its ~20 s of start-up and restore
+            waited = _wait_for_tasks(settings, job)
+            typer.echo(f"the job's tasks run after {waited:.0f} s (Flink's web UI: "
+                       f"http://127.0.0.1:{settings.job_rest_port}); producing {rate:.0f} events/s")
         recent_users: deque[str] = deque(maxlen=2_000)  # ~1-2 s of the stream: its newest scores are among them
         sent = [0, 0]  # produced, of which with a learning target
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, recent_users, sent), daemon=True)
@@ -94,16 +103,38 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def _start_services(settings: Settings) -> Settings:
-    """Start the local services; the settings the demo uses (their addresses), with the topics created."""
+    """Start the local services; the settings the demo uses (addresses, the job's REST port), topics created."""
     services = LocalServices(settings)
     try:
         services.up()
     except ServiceError as exc:
         raise fail(str(exc)) from None
-    local = settings.model_copy(update={"kafka_bootstrap": services.kafka.bootstrap, "redis_url": services.redis.url})
+    local = settings.model_copy(update={"kafka_bootstrap": services.kafka.bootstrap, "redis_url": services.redis.url,
+                                        "job_rest_port": settings.job_rest_port or free_port()})
     require(local, kafka=True, redis=True)
     ensure_topics(local)
     return local
+
+
+def _wait_for_tasks(settings: Settings, job: ManagedProcess, timeout_s: float = 300.0) -> float:
+    """Wait until the job's tasks all run (its REST API says so); the seconds waited. Fails if the job stops."""
+    rest = FlinkRest(f"127.0.0.1:{settings.job_rest_port}", timeout_s=2.0)
+    started = time.monotonic()
+    with Console(stderr=True).status("starting the job") as status:
+        while (waited := time.monotonic() - started) < timeout_s:
+            if job.pid() is None:
+                raise fail(f"the job stopped while starting; see {job.log_file}\n{job.log_tail()}")
+            try:
+                jobs = rest.jobs()
+            except FlinkRestError:  # its REST API is not up yet
+                jobs = []
+            if any(found.tasks_up for found in jobs):
+                return waited
+            tasks = next((f"{found.tasks_running} of {found.tasks_total} tasks running" for found in jobs), "")
+            status.update(f"starting the job (JVM, Flink, Python; restoring its checkpoint): {waited:.0f} s"
+                          + (f", {tasks}" if tasks else ""))
+            time.sleep(0.5)
+    raise fail(f"the job's tasks were not all running after {timeout_s:.0f} s; see {job.log_file}\n{job.log_tail()}")
 
 
 def _produce(settings: Settings, rate: float, stop: threading.Event, users: deque[str], sent: list[int]) -> None:
