@@ -171,11 +171,10 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie (exited, not yet reaped by us) is as good as dead.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (FileNotFoundError, IndexError):
+    fields = _stat(pid)
+    if fields is None:
         return False
-    if state == "Z":
+    if fields[0] == "Z":
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         return False
@@ -231,12 +230,16 @@ def group_alive(pgid: int) -> bool:
 
 def _pgid_of(pid: int) -> int | None:
     """The process group of a live (not zombie) process, from /proc."""
+    fields = _stat(pid)
+    return None if fields is None or fields[0] == "Z" else int(fields[2])
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, the group third); None if gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, IndexError, ProcessLookupError):
         return None
-    state, pgid = fields[0], int(fields[2])
-    return None if state == "Z" else pgid
 
 
 def _terminate_with_parent() -> None:
