@@ -193,6 +193,8 @@ class BanditFeedback:
     """An impression resolved: ``reward`` 1 (its click came) or 0 (it expired).
 
     ``context``: the impression's context entries a contextual bandit reads (LinUCB's features), else empty.
+    ``count``: how many impressions of this scope and arm it stands for (a user's impressions that
+    expired together, with no context, are one message), ``event_time_ms`` the latest of theirs.
     """
 
     scope_key: str
@@ -200,6 +202,7 @@ class BanditFeedback:
     reward: float
     event_time_ms: int
     context: tuple[tuple[str, str], ...] = ()
+    count: int = 1
 
 
 @pickled_as_call

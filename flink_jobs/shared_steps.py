@@ -171,7 +171,7 @@ class BanditArms(SharedSteps):
 
     def apply(self, value: Any, update: BanditFeedback) -> Any:
         bandit = value if value is not None else make_bandit(self.policy, **dict(self.hyperparameters))
-        bandit.update(update.arm, update.reward, dict(update.context) if update.context else None)
+        bandit.update(update.arm, update.reward, dict(update.context) if update.context else None, update.count)
         return bandit  # pickles through Learner.__reduce__: the bandit's own versioned bytes
 
     def writes(self, key: str, entry: Coalesced, final: bool) -> Iterator[RedisWrite]:

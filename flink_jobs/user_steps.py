@@ -140,6 +140,31 @@ class RewardUnmatched:
     """A click named an impression that is unknown or expired (counted in ``rewards_unmatched``)."""
 
 
+def expiry_feedback(expired: Iterable[PendingImpression]) -> list[BanditFeedback]:
+    """Reward 0 for each scope of each expired impression: one message per scope and arm (``count``).
+
+    A contextual bandit's feedback (``context`` kept) stays one message per impression. A job restored
+    after a pause expires a user's impressions together (ADR 0007, nineteenth session); a message each
+    was most of what its first watermark cost.
+
+    >>> expiry_feedback([PendingImpression("a", ["global"], 5), PendingImpression("a", ["global"], 9),
+    ...                  PendingImpression("b", ["global"], 7)])  # doctest: +NORMALIZE_WHITESPACE
+    [BanditFeedback(scope_key='global', arm='a', reward=0.0, event_time_ms=9, context=(), count=2),
+     BanditFeedback(scope_key='global', arm='b', reward=0.0, event_time_ms=7, context=(), count=1)]
+    """
+    grouped: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[int, int]] = {}
+    feedback: list[BanditFeedback] = []
+    for pending in expired:
+        for key in pending.scopes:
+            if pending.context:
+                feedback.append(BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context))
+                continue
+            count, latest_ms = grouped.get((key, pending.arm, ()), (0, 0))
+            grouped[key, pending.arm, ()] = (count + 1, max(latest_ms, pending.expires_ms))
+    return [BanditFeedback(key, arm, 0.0, latest_ms, context, count)
+            for (key, arm, context), (count, latest_ms) in grouped.items()] + feedback
+
+
 class UserSteps:
     """The user stage's logic for one subtask: its item replica, global MF parameters and the steps."""
 
@@ -328,8 +353,7 @@ class UserSteps:
         """
         due = timestamp if watermark_ms is None else max(timestamp, watermark_ms)
         expired = self._expire_impressions(due, impressions)
-        outputs: list[Any] = [BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context)
-                              for pending in expired for key in pending.scopes]
+        outputs: list[Any] = expiry_feedback(expired)
         done = {pending.expires_ms for pending in expired} - {timestamp}
         if record is None:
             return None, [*outputs, *map(CancelTimer, sorted(done))]

@@ -115,10 +115,18 @@ class Bandit(Learner):
         self._pulls += 1
         return self._choose(arms, context, rng)
 
-    def update(self, arm: ArmId, reward: Reward, context: Context | None = None) -> None:
-        """Learn that ``arm`` earned ``reward`` (in ``context``)."""
-        self._learn(arm, float(reward), context)
-        self._updates += 1
+    def update(self, arm: ArmId, reward: Reward, context: Context | None = None, count: int = 1) -> None:
+        """Learn that ``arm`` earned ``reward`` (in ``context``); ``count`` times, as that many calls would.
+
+        ``count`` carries feedback that arrives together (a restored job's impressions of one arm
+        expiring on one watermark) in one message instead of one each.
+        """
+        if count < 1:
+            raise ValueError(f"count is at least 1, got {count}")
+        reward = float(reward)
+        for _ in range(count):
+            self._learn(arm, reward, context)
+        self._updates += count
 
     @abc.abstractmethod
     def arm_probabilities(self, arms: Sequence[ArmId], context: Context | None = None) -> dict[ArmId, float]:

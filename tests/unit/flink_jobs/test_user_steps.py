@@ -4,6 +4,7 @@ erasure, session close, the impression->reward join and progress reports."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -31,7 +32,7 @@ from flink_jobs.user_steps import (
     UserStageConfig,
     UserSteps,
 )
-from online_models.bandits import BanditScope
+from online_models.bandits import BanditScope, make_bandit
 from online_models.mf import ItemParams, MFConfig
 from schemas import Decision, Event, EventType
 from schemas.redis_keys import RedisKeys, UserKind
@@ -274,12 +275,46 @@ def test_firing_on_the_watermark_gives_what_one_timer_at_a_time_gave(seed: int) 
                 timers |= {o.at_ms for o in of_type(outputs, EventTimer)}
                 timers -= {o.at_ms for o in of_type(outputs, CancelTimer)}
                 seen += [o for o in outputs if isinstance(o, BanditFeedback | ClosedSession)]
-        wall_clock = re.compile(r'"closed_at_ms":\d+')  # when the summary was written, not what it says
         session = record.session if record else None
-        results.append((sorted(wall_clock.sub("", repr(o)) for o in seen), impressions, session, fired))
+        results.append((sorted(one_line_each(seen)), impressions, session, fired))
     (one_at_a_time, *rest_one), (on_watermark, *rest_watermark) = results
     assert on_watermark == one_at_a_time and rest_watermark[:2] == rest_one[:2]
     assert rest_watermark[2] < rest_one[2]  # fewer timers fired
+
+
+def one_line_each(outputs: list) -> Iterator[str]:
+    """Feedback as one line per impression it stands for (``count``); a closed session without its wall clock."""
+    wall_clock = re.compile(r'"closed_at_ms":\d+')  # when the summary was written, not what it says
+    for output in outputs:
+        if isinstance(output, BanditFeedback):
+            yield from [repr((output.scope_key, output.arm, output.reward, output.context))] * output.count
+        else:
+            yield wall_clock.sub("", repr(output))
+
+
+def test_impressions_expiring_together_are_one_message_per_scope_and_arm_and_teach_the_bandit_the_same() -> None:
+    # A restored job's first watermark: 30 impressions of two arms, all due at once.
+    steps = UserSteps(config(scopes=(BanditScope.GLOBAL, BanditScope.USER)), subtask=0)
+    impressions: dict = {}
+    record = None
+    for n in range(30):
+        shown = event(n, EventType.IMPRESSION, t=n * 1000, item_id="i1",
+                      decision=Decision(f"r{n}", "ts", f"arm-{n % 2}", 0.5))
+        record, _ = steps.on_event(record, shown, impressions)
+    record, outputs = steps.on_event_timer("u1", record, 10 * MINUTE, impressions, 10**9)
+    feedback = of_type(outputs, BanditFeedback)
+    latest = {arm: max(n * 1000 for n in range(30) if n % 2 == int(arm[-1])) + 10 * MINUTE
+              for arm in ("arm-0", "arm-1")}
+    assert sorted((f.scope_key, f.arm, f.count, f.event_time_ms) for f in feedback) == [
+        (scope, arm, 15, latest[arm]) for scope in ("global", "user:u1") for arm in ("arm-0", "arm-1")]
+    assert impressions == {}
+    one_each, together = make_bandit("ts"), make_bandit("ts")  # the global scope's bandit
+    for n in range(30):  # as one message per impression taught it
+        one_each.update(f"arm-{n % 2}", 0.0)
+    for f in feedback:
+        if f.scope_key == "global":
+            together.update(f.arm, f.reward, None, f.count)
+    assert together.to_bytes() == one_each.to_bytes()
 
 
 # -- sessions ---------------------------------------------------------------------------------

@@ -218,6 +218,17 @@ def test_restored_state_continues_the_same_decisions(index: int) -> None:
     assert play(restored, 25, 60) == play(original, 25, 60)
 
 
+def test_an_update_counted_n_times_is_n_updates() -> None:
+    for together, one_each in zip(_all_bandits(seed=5), _all_bandits(seed=5), strict=True):
+        together.update("a", 0.0, _context(3), count=4)
+        for _ in range(4):
+            one_each.update("a", 0.0, _context(3))
+        assert together.to_bytes() == one_each.to_bytes(), type(together).__name__
+        assert together.pull(ARMS, _context(4)) == one_each.pull(ARMS, _context(4))
+    with pytest.raises(ValueError, match="count is at least 1"):
+        UCB().update("a", 1.0, count=0)
+
+
 def test_seed_drives_thompson_choices() -> None:
     def arms(seed: int) -> list[str]:
         learner = ThompsonSampling(n_draws=16, seed=seed)
