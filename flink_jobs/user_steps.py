@@ -18,7 +18,7 @@ change the record it is given in place. Timers to set and metric effects are out
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -107,7 +107,7 @@ class Impressions(Protocol):
     def get(self, request_id: str) -> tuple[Any, ...] | None: ...
     def __setitem__(self, request_id: str, value: tuple[Any, ...]) -> None: ...
     def __delitem__(self, request_id: str) -> None: ...
-    def items(self) -> Iterable[tuple[str, tuple[Any, ...]]]: ...
+    def items(self) -> Collection[tuple[str, tuple[Any, ...]]]: ...
     def clear(self) -> None: ...
 
 
@@ -379,10 +379,14 @@ class UserSteps:
     @staticmethod
     def _expire_impressions(due_ms: int, impressions: Impressions) -> list[PendingImpression]:
         """The impressions whose deadline is ``due_ms`` or earlier, taken out of ``impressions`` (reward 0)."""
-        expired = [(rid, PendingImpression(*value)) for rid, value in impressions.items() if value[2] <= due_ms]
-        for request_id, _ in expired:
-            del impressions[request_id]
-        return [pending for _, pending in expired]
+        pending = impressions.items()
+        expired = [(rid, PendingImpression(*value)) for rid, value in pending if value[2] <= due_ms]
+        if len(expired) == len(pending) and expired:  # all of them (a restored job's first watermark): one call
+            impressions.clear()
+        else:
+            for request_id, _ in expired:
+                del impressions[request_id]
+        return [impression for _, impression in expired]
 
     # -- what the user's state says outside ---------------------------------------------------
 
