@@ -73,7 +73,7 @@ def _run(ctx: typer.Context, rate: float, seconds: float, looks: TextIO | None) 
         already = demo_job(settings).pid() is not None
         job = start_demo_job(settings)
         typer.echo(f"job started (pid {job.pid()}), log {job.log_file}")
-        if not already:  # the stream starts with the job, not during its ~20 s of start-up and restore
+        if not already:  # the stream starts once the job runs, not during its ~12-20 s of start-up and restore
             waited = _wait_for_tasks(settings, job)
             typer.echo(f"the job's tasks run after {waited:.0f} s (Flink's web UI: "
                        f"http://127.0.0.1:{settings.job_rest_port}); producing {rate:.0f} events/s")
@@ -131,7 +131,7 @@ def _wait_for_tasks(settings: Settings, job: ManagedProcess, timeout_s: float = 
             if any(found.tasks_up for found in jobs):
                 return waited
             tasks = next((f"{found.tasks_running} of {found.tasks_total} tasks running" for found in jobs), "")
-            status.update(f"starting the job (JVM, Flink, Python; restoring its checkpoint): {waited:.0f} s"
+            status.update(f"starting the job (JVM, Flink, Python, its checkpoint if any): {waited:.0f} s"
                           + (f", {tasks}" if tasks else ""))
             time.sleep(0.5)
     raise fail(f"the job's tasks were not all running after {timeout_s:.0f} s; see {job.log_file}\n{job.log_tail()}")
