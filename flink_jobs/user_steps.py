@@ -18,13 +18,14 @@ change the record it is given in place. Timers to set and metric effects are out
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from flink_jobs.attribution import ATTRIBUTED, ExperimentTally
+from flink_jobs.impressions import PendingImpression, expiry_feedback
 from flink_jobs.item_replica import ItemReplica
 from flink_jobs.messages import (
     BanditFeedback,
@@ -90,17 +91,6 @@ class UserStageConfig:
     ranking_k: int = 10  # the implicit learner's running HitRate@k
 
 
-class PendingImpression(NamedTuple):
-    """An impression waiting for its click (in state: its fields as a tuple, trailing defaults left out)."""
-
-    arm: str
-    scopes: list[str]
-    expires_ms: int
-    experiment: str | None = None  # the decision's experiment and variant, when attribution counts them
-    variant: str | None = None
-    context: tuple[tuple[str, str], ...] = ()  # its entries of UserStageConfig.bandit_context
-
-
 class Impressions(Protocol):
     """The user's pending impressions by request id: Flink ``MapState`` in the job, a dict in tests."""
 
@@ -138,31 +128,6 @@ class LateEvent:
 @dataclass(frozen=True)
 class RewardUnmatched:
     """A click named an impression that is unknown or expired (counted in ``rewards_unmatched``)."""
-
-
-def expiry_feedback(expired: Iterable[PendingImpression]) -> list[BanditFeedback]:
-    """Reward 0 for each scope of each expired impression: one message per scope and arm (``count``).
-
-    A contextual bandit's feedback (``context`` kept) stays one message per impression. A job restored
-    after a pause expires a user's impressions together (ADR 0007, nineteenth session); a message each
-    was most of what its first watermark cost.
-
-    >>> expiry_feedback([PendingImpression("a", ["global"], 5), PendingImpression("a", ["global"], 9),
-    ...                  PendingImpression("b", ["global"], 7)])  # doctest: +NORMALIZE_WHITESPACE
-    [BanditFeedback(scope_key='global', arm='a', reward=0.0, event_time_ms=9, context=(), count=2),
-     BanditFeedback(scope_key='global', arm='b', reward=0.0, event_time_ms=7, context=(), count=1)]
-    """
-    grouped: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[int, int]] = {}
-    feedback: list[BanditFeedback] = []
-    for pending in expired:
-        for key in pending.scopes:
-            if pending.context:
-                feedback.append(BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context))
-                continue
-            count, latest_ms = grouped.get((key, pending.arm, ()), (0, 0))
-            grouped[key, pending.arm, ()] = (count + 1, max(latest_ms, pending.expires_ms))
-    return [BanditFeedback(key, arm, 0.0, latest_ms, context, count)
-            for (key, arm, context), (count, latest_ms) in grouped.items()] + feedback
 
 
 class UserSteps:
