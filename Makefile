@@ -4,7 +4,7 @@
 VENV := .venv
 PULSE := $(VENV)/bin/pulse
 PYTEST := $(VENV)/bin/pytest
-# Two pytest-xdist workers, each taking whole test modules as it frees up (tests/conftest.py).
+# Two pytest-xdist workers, each taking whole test modules as it frees up, longest first (tests/conftest.py).
 WORKERS ?= 2
 
 setup:
@@ -16,13 +16,13 @@ demo: setup
 
 ## Everything CI runs: unit, contract, doctests and integration tests against real services.
 test: setup
-	$(PYTEST) -n $(WORKERS) --dist loadscope --durations=10
+	$(PYTEST) -n $(WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
 
 unit: setup
 	$(PYTEST) -m "not integration"
 
 integration: setup
-	$(PYTEST) -n $(WORKERS) --dist loadscope -m integration
+	$(PYTEST) -n $(WORKERS) --dist loadscope --no-loadscope-reorder -m integration
 
 ## The fault replay at soak size (200,000 events; ~15-20 min on 2 cores).
 soak: setup

@@ -109,18 +109,47 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
     client.close()
 
 
+#: Modules that take longest (setup and tests, seconds on 2 cores, `--durations`), longest first.
+LONGEST_FIRST = (
+    "tests/reliability/test_faults.py",  # ~250
+    "tests/integration/test_archive.py",  # ~190
+    "tests/reliability/test_cached_state.py",  # ~155
+    "tests/integration/test_lag.py",  # ~120
+    "tests/reliability/test_rescale.py",  # ~110
+    "tests/integration/test_demo.py",  # ~105
+    "tests/integration/test_secured_services.py",  # ~95
+    "tests/integration/test_cli_services.py",  # ~90
+    "tests/integration/test_archive_backfill.py",  # ~85
+    "tests/integration/test_job_quality.py",  # ~80
+    "tests/integration/test_job_recovery.py",  # ~80
+)
+
+
+def _start_rank(nodeid: str) -> int:
+    """Where a test's module starts: the longest first, then the other service tests, then the rest."""
+    module = nodeid.split("::", 1)[0]
+    if module in LONGEST_FIRST:
+        return LONGEST_FIRST.index(module)
+    return len(LONGEST_FIRST) + (0 if module.startswith(("tests/integration/", "tests/reliability/")) else 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration is marked ``integration``; node ids must be unique.
 
-    `make test` runs two pytest-xdist workers with ``--dist loadscope``: a module's tests stay on one
-    worker (its module fixtures, e.g. a job shared by its tests, start once), and the two workers
-    take modules as they free up, so two Flink jobs may run at once: faster in all than one worker
-    running every Flink-job test in order (README "Tests" has the figures). No ``xdist_group``:
-    under pytest 9.2, xdist 3.8's ``--dist loadgroup`` ignores it (pytest-xdist issue 1386).
+    `make test` runs two pytest-xdist workers with ``--dist loadscope --no-loadscope-reorder``: a
+    module's tests stay on one worker (its module fixtures, e.g. a job shared by its tests, start
+    once), and the two workers take modules as they free up, so two Flink jobs may run at once:
+    faster in all than one worker running every Flink-job test in order (README "Tests" has the
+    figures). No ``xdist_group``: under pytest 9.2, xdist 3.8's ``--dist loadgroup`` ignores it
+    (pytest-xdist issue 1386).
     """
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    # The longest modules first, the many short ones (unit tests, doctests) last to fill the tail:
+    # xdist hands out modules in this order (`--no-loadscope-reorder`), so the run ends when the
+    # last short module does, not a 4-minute module started last on one worker.
+    items.sort(key=lambda item: _start_rank(item.nodeid))
     # xdist schedules by node id: a second test with the same id would never run, silently.
     twins = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
     if twins:
