@@ -31,14 +31,14 @@ def expiry_feedback(expired: Iterable[PendingImpression]) -> list[BanditFeedback
     [BanditFeedback(scope_key='global', arm='a', reward=0.0, event_time_ms=9, context=(), count=2),
      BanditFeedback(scope_key='global', arm='b', reward=0.0, event_time_ms=7, context=(), count=1)]
     """
-    grouped: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[int, int]] = {}
+    grouped: dict[tuple[str, str], tuple[int, int]] = {}  # (scope, arm) -> (count, latest event time)
     feedback: list[BanditFeedback] = []
     for pending in expired:
         for key in pending.scopes:
             if pending.context:
                 feedback.append(BanditFeedback(key, pending.arm, 0.0, pending.expires_ms, pending.context))
                 continue
-            count, latest_ms = grouped.get((key, pending.arm, ()), (0, 0))
-            grouped[key, pending.arm, ()] = (count + 1, max(latest_ms, pending.expires_ms))
-    return [BanditFeedback(key, arm, 0.0, latest_ms, context, count)
-            for (key, arm, context), (count, latest_ms) in grouped.items()] + feedback
+            count, latest_ms = grouped.get((key, pending.arm), (0, 0))
+            grouped[key, pending.arm] = (count + 1, max(latest_ms, pending.expires_ms))
+    return [BanditFeedback(key, arm, 0.0, latest_ms, (), count)
+            for (key, arm), (count, latest_ms) in grouped.items()] + feedback

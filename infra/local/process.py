@@ -163,13 +163,24 @@ class ManagedProcess:
         return "\n".join(f"    {line}" for line in tail)
 
 
-def _alive(pid: int) -> bool:
+def _signal_zero(kill: Callable[[int, int], None], target: int) -> bool | None:
+    """Signal 0 to a process (``os.kill``) or group (``os.killpg``).
+
+    False if there is none, True if it is someone else's (it lives; we may not look closer), None if
+    it is ours to look at further.
+    """
     try:
-        os.kill(pid, 0)
+        kill(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if (found := _signal_zero(os.kill, pid)) is not None:
+        return found
     # A zombie (exited, not yet reaped by us) is as good as dead.
     fields = _stat(pid)
     if fields is None:
@@ -219,12 +230,8 @@ def wait_for_group(pgid: int, timeout_s: float) -> None:
 
 def group_alive(pgid: int) -> bool:
     """Whether a live (not zombie) process of group ``pgid`` is left."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    if (found := _signal_zero(os.killpg, pgid)) is not None:
+        return found
     return any(_pgid_of(int(entry)) == pgid for entry in os.listdir("/proc") if entry.isdigit())
 
 
