@@ -149,6 +149,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The longest modules first, the many short ones (unit tests, doctests) last to fill the tail:
     # xdist hands out modules in this order (`--no-loadscope-reorder`), so the run ends when the
     # last short module does, not a 4-minute module started last on one worker.
+    if gone := [module for module in LONGEST_FIRST if not (REPO_ROOT / module).is_file()]:
+        raise pytest.UsageError(f"LONGEST_FIRST in tests/conftest.py names modules that do not exist: {gone}")
     items.sort(key=lambda item: _start_rank(item.nodeid))
     # xdist schedules by node id: a second test with the same id would never run, silently.
     twins = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
