@@ -133,6 +133,30 @@ def _start_rank(nodeid: str) -> int:
     return len(LONGEST_FIRST) + (0 if module.startswith(("tests/integration/", "tests/reliability/")) else 1)
 
 
+#: Modules that share the session's standalone Flink cluster (tests/reliability/conftest.py): one
+#: scope for xdist, so one worker starts the cluster once instead of each worker that draws one of them.
+SHARED_FLINK_CLUSTER = (
+    "tests/reliability/test_faults.py",
+    "tests/reliability/test_cached_state.py",
+    "tests/reliability/test_rescale.py",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the modules of :data:`SHARED_FLINK_CLUSTER` as one scope."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneClusterScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.split("::", 1)[0] in SHARED_FLINK_CLUSTER:
+                return "tests/reliability: the shared Flink cluster"
+            return super()._split_scope(nodeid)
+
+    return OneClusterScope(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration is marked ``integration``; node ids must be unique.
 
@@ -149,8 +173,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The longest modules first, the many short ones (unit tests, doctests) last to fill the tail:
     # xdist hands out modules in this order (`--no-loadscope-reorder`), so the run ends when the
     # last short module does, not a 4-minute module started last on one worker.
-    if gone := [module for module in LONGEST_FIRST if not (REPO_ROOT / module).is_file()]:
-        raise pytest.UsageError(f"LONGEST_FIRST in tests/conftest.py names modules that do not exist: {gone}")
+    if gone := [module for module in LONGEST_FIRST + SHARED_FLINK_CLUSTER if not (REPO_ROOT / module).is_file()]:
+        raise pytest.UsageError(f"tests/conftest.py names test modules that do not exist: {gone}")
     items.sort(key=lambda item: _start_rank(item.nodeid))
     # xdist schedules by node id: a second test with the same id would never run, silently.
     twins = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
