@@ -88,6 +88,14 @@ def drained(settings: Settings, want: Counter[str], timeout_s: float) -> tuple[f
     return (times[-1] - times[0]) / 1000 if len(times) > 1 else float("nan"), wrong
 
 
+def forget(settings: Settings) -> None:
+    """Remove a run's Redis keys (its prefix) and its topics."""
+    client = redis.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
+    for key in client.scan_iter(f"{settings.redis_prefix}:*", count=5000):
+        client.unlink(key)
+    AdminClient(settings.kafka_config()).delete_topics(list(pulse_topics(settings)))
+
+
 def java_pid(pgids: list[int]) -> int:
     """The first JVM among the process groups that runs the job's Python (a JobManager does not)."""
     for pgid in pgids:
@@ -267,10 +275,7 @@ def measure(mode: str, base: Settings, args: argparse.Namespace, cluster: FlinkC
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, 15)
             proc.wait(30)
-        client = redis.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
-        for key in client.scan_iter(f"{settings.redis_prefix}:*", count=5000):
-            client.unlink(key)
-        AdminClient(settings.kafka_config()).delete_topics(list(pulse_topics(settings)))
+        forget(settings)
 
 
 def main() -> None:

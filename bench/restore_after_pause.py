@@ -33,15 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-import redis
-from confluent_kafka.admin import AdminClient
-
-from bench.job_backlog import drained, fresh_settings
+from bench.job_backlog import drained, forget, fresh_settings
 from config import REPO_ROOT, Settings
 from infra.local.process import wait_for_group
 from producers.producer import EventProducer
 from producers.sources import open_source
-from producers.topics import ensure_topics, pulse_topics
+from producers.topics import ensure_topics
 from schemas import Event
 
 
@@ -108,7 +105,7 @@ def main() -> None:
         span, wrong = drained(settings, want, args.timeout_s)
         caught_up = time.monotonic() - started
         print(f"restored after a {args.pause_min:.0f}-minute pause: {len(second):,} events, "
-              f"{len(Counter(e.user_id for e in second)):,} users; all learned {caught_up:.1f} s after the start "
+              f"{len({e.user_id for e in second}):,} users; all learned {caught_up:.1f} s after the start "
               f"(JVM start-up included); {args.after / span:,.0f} ev/s over the write span ({span:.1f} s)"
               f"{'' if wrong == 0 else f'  WRONG COUNTS for {wrong} users'}", flush=True)
         if wrong:
@@ -116,10 +113,7 @@ def main() -> None:
     finally:
         if proc is not None:
             stop(proc)
-        client = redis.Redis.from_url(settings.redis_url, **settings.redis_client_kwargs())
-        for key in client.scan_iter(f"{settings.redis_prefix}:*", count=5000):
-            client.unlink(key)
-        AdminClient(settings.kafka_config()).delete_topics(list(pulse_topics(settings)))
+        forget(settings)
 
 
 if __name__ == "__main__":
