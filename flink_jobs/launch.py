@@ -20,6 +20,7 @@ from py4j.protocol import Py4JJavaError
 from pyflink.datastream import StreamExecutionEnvironment
 
 from config import Settings
+from flink_jobs.class_archive import use_class_archive
 from flink_jobs.pipeline import build_pipeline
 from flink_jobs.runtime import RuntimeOptions, make_environment
 
@@ -234,12 +235,14 @@ def prepare_flink_log_dir(settings: Settings) -> Path:
 def prepare_local_flink(settings: Settings) -> None:
     """What a MiniCluster in this process needs before its JVM starts (the job's and the archive's).
 
-    Flink's log folder (:func:`prepare_flink_log_dir`) and, with metrics on, the Prometheus reporter
-    on the gateway's classpath.
+    Flink's log folder (:func:`prepare_flink_log_dir`), with metrics on, the Prometheus reporter
+    on the gateway's classpath, and the JVM's class-data-sharing archive (:mod:`flink_jobs.class_archive`).
     """
     prepare_flink_log_dir(settings)
     if settings.metrics_port:
         _put_prometheus_reporter_on_classpath()
+    if settings.job_class_archive:  # last: the archive is named after the classpath set above
+        log.info("class-data-sharing archive: %s", use_class_archive(settings.home / "jars" / "cds"))
 
 
 def _put_prometheus_reporter_on_classpath() -> None:
