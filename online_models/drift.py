@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from river.drift import ADWIN, PageHinkley
-
 from schemas.events import Event, EventType
 
 __all__ = ["DEFAULT_MIX", "DriftAlarm", "DriftWatch"]
@@ -65,6 +63,10 @@ class _BlockDetector:
     """
 
     def __init__(self, delta: float, clock: int) -> None:
+        # Here, not at the top: river.drift's package imports every detector it has (KSWIN's scipy.stats,
+        # its datasets' pandas: ~1 s), which `pulse job run` and every import of the job's graph paid.
+        from river.drift import ADWIN
+
         self.adwin = ADWIN(delta=delta, clock=clock)  # type: ignore[no-untyped-call]
 
     def add_block(self, mean: float) -> tuple[float, float] | None:
@@ -85,6 +87,8 @@ class _RelativeRise:
         self.block, self.total, self.count = block, 0.0, 0
         self.reference: float | None = None
         self.keep = 0.5 ** (1.0 / half_life_blocks)
+        from river.drift import PageHinkley  # here: see _BlockDetector
+
         self.test = PageHinkley(min_instances=30, delta=tolerance, threshold=threshold, mode="up")
 
     def add(self, value: float) -> tuple[float, float] | None:
