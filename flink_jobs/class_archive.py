@@ -3,8 +3,8 @@
 PyFlink starts a JVM for every `pulse job run` (and `pulse archive run`, the demo's job, each test's
 job) and loads the same ~10,000 classes of Flink, Pekko, Kafka and PyFlink each time. JDK 13+ can
 record them at a JVM's exit (``-XX:ArchiveClassesAtExit``) and map the record on later starts
-(``-XX:SharedArchiveFile``): a job's start then takes about 2 s less of wall time and ~1.3 s less CPU
-(docs/adr/0007, "Twenty-first session").
+(``-XX:SharedArchiveFile``): a job's start then takes ~1.3 s less wall time and ~1.6 s less CPU
+(medians of 9 pairs; docs/adr/0007, "Twenty-first session"), and the job runs as fast as without.
 
 The first start records (the archive is written when that JVM exits, a second or two later than
 without); the next start checks the record with the JVM itself (``-Xshare:on ... -version``: a record
