@@ -115,7 +115,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_flink_conf: dict[str, str] = Field(default_factory=dict, description="Extra Flink options for the job, "
                                            "as JSON ({\"key\": \"value\"}); they win over Pulse's own")
     job_class_archive: bool = Field(True, description="The local job's JVM maps its classes from an archive "
-                                    "recorded by an earlier start (<home>/jars/cds; ~2 s off each start)")
+                                    "recorded by an earlier start (<home>/jars/cds; ~1.3 s off each start)")
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
     job_rest_port: int | None = Field(
         None, ge=1, le=65535,

@@ -67,7 +67,12 @@ def use_class_archive(folder: Path, env: MutableMapping[str, str] | None = None)
     classpath = _gateway_classpath(env)
     if java_bin is None or classpath is None:
         return "off: no java or no PyFlink classpath"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only home: the job starts as it did without
+        return f"off: {error}"
+    if not os.access(folder, os.W_OK):
+        return f"off: {folder} is not writable"
     archive = folder / archive_name(java_bin, classpath)
     _sweep_records(archive, java_bin, classpath)
     if archive.is_file():
