@@ -24,6 +24,8 @@ import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from pyflink import pyflink_gateway_server as gateway
+
 log = logging.getLogger(__name__)
 
 __all__ = ["archive_name", "use_class_archive"]
@@ -63,10 +65,10 @@ def use_class_archive(folder: Path, env: MutableMapping[str, str] | None = None)
     jvm_args = env.get("JVM_ARGS", "")
     if "SharedArchiveFile" in jvm_args or "ArchiveClassesAtExit" in jvm_args or "-Xshare:off" in jvm_args:
         return "off: JVM_ARGS has its own"
-    java_bin = _java()
+    java_bin = _gateway_java()
+    if java_bin is None:
+        return "off: no java"
     classpath = _gateway_classpath(env)
-    if java_bin is None or classpath is None:
-        return "off: no java or no PyFlink classpath"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a read-only home: the job starts as it did without
@@ -115,19 +117,14 @@ def _maps(java_bin: Path, classpath: str, record: Path) -> bool:
         return False
 
 
-def _java() -> Path | None:
-    """The java PyFlink starts (``JAVA_HOME``'s, else the one on ``PATH``), resolved."""
-    home = os.environ.get("JAVA_HOME")
-    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    return Path(found).resolve() if found and Path(found).exists() else None
+def _gateway_java() -> Path | None:
+    """The java PyFlink starts its gateway with (``find_java_executable``), resolved; None when there is none."""
+    found = shutil.which(gateway.find_java_executable())
+    return Path(found).resolve() if found else None
 
 
-def _gateway_classpath(env: MutableMapping[str, str]) -> str | None:
+def _gateway_classpath(env: MutableMapping[str, str]) -> str:
     """The classpath PyFlink gives its gateway JVM (``pyflink_gateway_server``), computed the same way."""
-    try:
-        from pyflink import pyflink_gateway_server as gateway
-    except ImportError:
-        return None
     copy = dict(env)
     gateway.prepare_environment_variables(copy)
     return os.pathsep.join([gateway.construct_flink_classpath(copy), gateway.construct_hadoop_classpath(copy)])
