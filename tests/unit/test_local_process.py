@@ -23,6 +23,13 @@ def marked_process(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[byte
     config.write_text("")
     proc = subprocess.Popen(["bash", "-c", 'sleep 60; : "$0"', str(config)])
     (home / "run" / "svc.pid").write_text(str(proc.pid))
+    # What the tests below read must already be there: CI once saw this process not recognised
+    # (stop 41, not reproduced in 40 runs under load); a failure here says what /proc showed.
+    deadline = time.monotonic() + 10
+    while str(config) not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(config) in _cmdline(proc.pid), (
+        f"the marked process (exit code {proc.poll()}) shows {_cmdline(proc.pid)!r} in /proc")
     yield home, proc
     proc.kill()
     proc.wait()
@@ -36,7 +43,9 @@ def test_a_symlinked_home_finds_the_process_and_keeps_its_pid_file(
     link.parent.mkdir()
     link.symlink_to(home)
     through_link = ManagedProcess("svc", link, markers=(str(link / "server.properties"),), ports=())
-    assert through_link.pid() == proc.pid
+    assert through_link.pid() == proc.pid, (
+        f"pid file {(home / 'run' / 'svc.pid').exists()}, process exit code {proc.poll()}, "
+        f"/proc shows {_cmdline(proc.pid)!r}")
     assert (home / "run" / "svc.pid").exists()
 
 
@@ -70,6 +79,13 @@ def test_a_process_started_to_die_with_its_parent_ends_when_the_parent_is_killed
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(child), "the child outlived its killed parent"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _running(pid: int) -> bool:
