@@ -20,11 +20,14 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-want=$(hash_of pyproject.toml)
+# uv installs the same pinned packages as pip in ~8 s instead of ~40 s of CPU-bound resolving and
+# unpacking (2026-12-07, this 2-core machine): a twentieth of a clean clone's `make test`.
+UV_VERSION=0.13.9
+want=$(hash_of pyproject.toml infra/setup.sh)
 if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$want" ]; then
-  say "installing Python packages (pinned in pyproject.toml)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  say "installing Python packages (pinned in pyproject.toml) with uv $UV_VERSION"
+  .venv/bin/python -m pip install -q "uv==$UV_VERSION"
+  .venv/bin/uv pip install -q --python .venv/bin/python -e ".[dev]"
   echo "$want" > "$STAMPS/pip"
 fi
 
