@@ -39,10 +39,14 @@ SHARED_DATA = _shared_data()
 #: A test's job lives seconds to a minute, so the JVM's start is a large part of its CPU: the client
 #: compiler only and the serial collector cut a short job's CPU by ~30 % and its wall time by
 #: ~15 % (2,000 events, 3 runs each), and the Flink-job tests, run alone, from 1,036 s to 960 s
-#: (2026-12-05). Neither changes what a job computes. Kafka's and the registry's JVMs are started
-#: without ``JVM_ARGS``. Set ``JVM_ARGS`` to override.
+#: (2026-12-05). Neither changes what a job computes. Kafka's JVMs read their own variable (below),
+#: the registry's none. Set ``JVM_ARGS`` to override.
 TEST_JVM_ARGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JVM_ARGS", TEST_JVM_ARGS)
+#: The same for the Kafka brokers the tests start (infra/local/kafka.py reads it, as Kafka's scripts
+#: do): a broker's start 4.6-5.2 -> 2.6-2.7 s of CPU, and 100,000 events produced into it 1.1-1.3 ->
+#: 0.6-0.9 s (2 runs each, 2026-12-07): C2 compiling costs more than a test's traffic gains from it.
+os.environ.setdefault("KAFKA_JVM_PERFORMANCE_OPTS", TEST_JVM_ARGS)
 
 
 @pytest.fixture(scope="session")
