@@ -21,7 +21,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # uv installs the same pinned packages as pip in ~8 s instead of ~40 s of CPU-bound resolving and
-# unpacking (2026-12-07, this 2-core machine): a twentieth of a clean clone's `make test`.
+# unpacking (2026-12-07, this 2-core machine): a twentieth of a clean clone's `make test`. The stamp
+# hashes this script too, so a change of how packages are installed installs them again.
 UV_VERSION=0.13.9
 want=$(hash_of pyproject.toml infra/setup.sh)
 if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$want" ]; then

@@ -192,12 +192,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def command_line(pid: int) -> str | None:
+    """The process's arguments joined by spaces, as ``/proc`` shows them now; None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return None
+
+
 def _cmdline_contains(pid: int, markers: Sequence[str]) -> bool:
     if not _alive(pid):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
+    cmdline = command_line(pid)
+    if cmdline is None:
         return False
     # A path marker matches by its real path too: a checkout whose home is a symlink to this one's
     # must recognise the process the other started (and not remove its pid file as stale).

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import REPO_ROOT
-from infra.local.process import ManagedProcess, group_alive, wait_for_group
+from infra.local.process import ManagedProcess, command_line, group_alive, wait_for_group
 
 
 @pytest.fixture
@@ -26,10 +26,10 @@ def marked_process(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[byte
     # What the tests below read must already be there: CI once saw this process not recognised
     # (stop 41, not reproduced in 40 runs under load); a failure here says what /proc showed.
     deadline = time.monotonic() + 10
-    while str(config) not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+    while str(config) not in (command_line(proc.pid) or "") and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert str(config) in _cmdline(proc.pid), (
-        f"the marked process (exit code {proc.poll()}) shows {_cmdline(proc.pid)!r} in /proc")
+    assert str(config) in (command_line(proc.pid) or ""), (
+        f"the marked process (exit code {proc.poll()}) shows {command_line(proc.pid)!r} in /proc")
     yield home, proc
     proc.kill()
     proc.wait()
@@ -45,7 +45,7 @@ def test_a_symlinked_home_finds_the_process_and_keeps_its_pid_file(
     through_link = ManagedProcess("svc", link, markers=(str(link / "server.properties"),), ports=())
     assert through_link.pid() == proc.pid, (
         f"pid file {(home / 'run' / 'svc.pid').exists()}, process exit code {proc.poll()}, "
-        f"/proc shows {_cmdline(proc.pid)!r}")
+        f"/proc shows {command_line(proc.pid)!r}")
     assert (home / "run" / "svc.pid").exists()
 
 
@@ -79,13 +79,6 @@ def test_a_process_started_to_die_with_its_parent_ends_when_the_parent_is_killed
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(child), "the child outlived its killed parent"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _running(pid: int) -> bool:
