@@ -43,10 +43,10 @@ SHARED_DATA = _shared_data()
 #: the registry's none. Set ``JVM_ARGS`` to override.
 TEST_JVM_ARGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JVM_ARGS", TEST_JVM_ARGS)
-#: The same for the Kafka brokers the tests start (infra/local/kafka.py reads it, as Kafka's scripts
-#: do): a broker's start 4.6-5.2 -> 2.6-2.7 s of CPU, and 100,000 events produced into it 1.1-1.3 ->
-#: 0.6-0.9 s (2 runs each, 2026-12-07): C2 compiling costs more than a test's traffic gains from it.
-os.environ.setdefault("KAFKA_JVM_PERFORMANCE_OPTS", TEST_JVM_ARGS)
+#: Not for the Kafka brokers the tests start (infra/local/kafka.py reads KAFKA_JVM_PERFORMANCE_OPTS):
+#: with the same options a broker's start took 4.6-5.2 -> 2.6-2.7 s of CPU (2026-12-07), but the
+#: one clean clone that then hung (test_serving_batch: the server's producer delivered nothing to
+#: its restarted broker for 10 minutes) had them, and the cause is not known; left at G1 until it is.
 
 
 @pytest.fixture(scope="session")
