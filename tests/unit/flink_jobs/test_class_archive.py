@@ -86,7 +86,6 @@ def test_jvm_args_that_name_their_own_archive_are_left_alone(tmp_path: Path, cla
         assert env == {"JVM_ARGS": own}
 
 
-
 def test_a_folder_it_cannot_make_leaves_the_jvm_as_it_was(tmp_path: Path, classpath: str) -> None:
     (tmp_path / "jars").write_bytes(b"")  # a file where the folder would go (as a read-only home would refuse it)
     env = {"JVM_ARGS": "-XX:+UseSerialGC"}
