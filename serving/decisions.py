@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from config.experiments import Experiment, Variant, bucket
 from online_models.bandits.distribution import uniform_from_seed
@@ -49,11 +50,11 @@ from schemas.events import Decision, Event, EventType
 from schemas.redis_keys import Envelope
 from serving.arm_distributions import ArmDistributionCache, rng_for
 from serving.linucb_decisions import LINUCB, LinUCBTable, LinUCBTables
-from serving.models import DecisionRequest, DecisionResponse
+from serving.models import DecisionRequest
 from serving.request_ids import random_hex
 from serving.store import RedisStore
 
-__all__ = ["Decider", "DecisionError", "DecisionPolicy", "assign_variant", "rng_for", "thompson_choice"]
+__all__ = ["Decided", "Decider", "DecisionError", "DecisionPolicy", "assign_variant", "rng_for", "thompson_choice"]
 
 CONTROL = "control"
 TREATMENT = "treatment"
@@ -61,6 +62,7 @@ UNIFORM = "uniform"
 THOMPSON = "ts"
 _SCOPE_ORDER = ("user", "segment", "global")
 _UNKNOWN = object()
+_GLOBAL_ONLY = ("global",)
 _MAX_REMEMBERED_USERS = 65_536
 #: Hyperparameters each policy's arm distribution depends on, with the learner's defaults.
 _HYPERPARAMETERS: dict[str, dict[str, float]] = {
@@ -127,8 +129,10 @@ class DecisionPolicy:
                                           salt=self.salt)
 
 
-def _scope_keys(preferred: str, user_id: str, segment: str | None) -> list[str]:
+def _scope_keys(preferred: str, user_id: str, segment: str | None) -> tuple[str, ...]:
     """Scope keys to try, most specific first, from ``preferred`` down to ``global``."""
+    if preferred == "global":
+        return _GLOBAL_ONLY
     keys = []
     for scope in _SCOPE_ORDER[_SCOPE_ORDER.index(preferred):]:
         if scope == "user":
@@ -137,7 +141,34 @@ def _scope_keys(preferred: str, user_id: str, segment: str | None) -> list[str]:
             keys.append(f"segment:{segment}")
         elif scope == "global":
             keys.append("global")
-    return keys
+    return tuple(keys)
+
+
+@dataclass(slots=True)
+class Decided:
+    """A decision's answer: the fields of :class:`~serving.models.DecisionResponse` (the route's documented body).
+
+    Built per decision without the model's validation, which re-checked values the decider itself
+    made (~2 us of a decision's CPU, bench/serving.py); :meth:`json` writes the model's JSON bytes.
+
+    >>> Decided("r1", "a", 0.5, "ts", None, None, "global").json()
+    b'{"request_id":"r1","arm":"a","propensity":0.5,"policy":"ts","experiment":null,"variant":null,"scope":"global","model_version":null}'
+    """
+
+    request_id: str
+    arm: str
+    propensity: float
+    policy: str
+    experiment: str | None
+    variant: str | None
+    scope: str
+    model_version: str | None = None
+
+    def json(self) -> bytes:
+        """The response body, as ``DecisionResponse(...)`` would serialize it (same keys, order and numbers)."""
+        return orjson.dumps({"request_id": self.request_id, "arm": self.arm, "propensity": self.propensity,
+                             "policy": self.policy, "experiment": self.experiment, "variant": self.variant,
+                             "scope": self.scope, "model_version": self.model_version})
 
 
 class Decider:
@@ -159,7 +190,7 @@ class Decider:
 
     async def decide(
         self, request: DecisionRequest, now_ms: int, request_id: str | None = None
-    ) -> tuple[DecisionResponse, Event]:
+    ) -> tuple[Decided, Event]:
         """The decision and its impression event (``context`` carries the experiment assignment).
 
         ``request_id`` (32 hex digits) replays a logged decision: same arm table, same arm and propensity.
@@ -168,26 +199,26 @@ class Decider:
         found = await self._read(scopes, replay=request_id is not None)
         return self._decided(request, now_ms, request_id, scopes, found)
 
-    def decide_now(self, request: DecisionRequest, now_ms: int) -> tuple[DecisionResponse, Event] | None:
+    def decide_now(self, request: DecisionRequest, now_ms: int) -> tuple[Decided, Event] | None:
         """:meth:`decide` without waiting, when the arm tables were read less than ``table_max_age_s`` ago.
 
         ``None`` when they must be read first (call :meth:`decide`). Most decisions are answered
         here: without a coroutine and a task per decision (bench/serving.py).
         """
         scopes = self._scopes(request)
-        known = self._reads.get(tuple(scopes))
+        known = self._reads.get(scopes)
         max_age = self.policy.table_max_age_s
         if max_age <= 0 or known is None or time.monotonic() - known[0] >= max_age:
             return None
         return self._decided(request, now_ms, None, scopes, known[1])
 
-    def _scopes(self, request: DecisionRequest) -> list[str]:
+    def _scopes(self, request: DecisionRequest) -> tuple[str, ...]:
         if self.policy.bandit_policy not in _HYPERPARAMETERS and self.policy.bandit_policy != LINUCB:
             raise DecisionError("unsupported_policy", f"serving cannot decide with {self.policy.bandit_policy!r}", 501)
         return _scope_keys(self.policy.preferred_scope, request.user_id, request.context.get("segment"))
 
-    def _decided(self, request: DecisionRequest, now_ms: int, request_id: str | None, scopes: list[str],
-                 found_tables: list[Envelope | None]) -> tuple[DecisionResponse, Event]:
+    def _decided(self, request: DecisionRequest, now_ms: int, request_id: str | None, scopes: tuple[str, ...],
+                 found_tables: list[Envelope | None]) -> tuple[Decided, Event]:
         p = self.policy
         scope, envelope = scopes[-1], None
         for key, found in zip(scopes, found_tables, strict=True):
@@ -215,18 +246,16 @@ class Decider:
             (index, propensity), policy = distribution.choose(seed), p.bandit_policy
         arm = arms[index]
         experiment = self.experiment.name if variant is not None else None
-        response = DecisionResponse(
-            request_id=request_id, arm=arm, propensity=propensity, policy=policy, experiment=experiment,
-            variant=variant.name if variant is not None else None, scope=scope,
-            model_version=envelope.model_version if envelope else None,
-        )
+        response = Decided(request_id, arm, propensity, policy, experiment,
+                           variant.name if variant is not None else None, scope,
+                           envelope.model_version if envelope else None)
         event = Event(
             event_id=ids[32:], type=EventType.IMPRESSION, user_id=request.user_id, event_time_ms=now_ms,
             item_id=arm, context=context, decision=Decision(request_id, policy, arm, propensity),
         )
         return response, event
 
-    async def _read(self, scopes: list[str], replay: bool) -> list[Envelope | None]:
+    async def _read(self, scopes: tuple[str, ...], replay: bool) -> list[Envelope | None]:
         """The arm tables of ``scopes``: from Redis, or as read less than ``table_max_age_s`` ago.
 
         Reused, a table needs no Redis round trip: at 2,000 decisions/s that round trip was a fifth
@@ -237,7 +266,7 @@ class Decider:
         max_age = self.policy.table_max_age_s
         if max_age <= 0 or replay:
             return await self.store.bandits(self.policy.bandit_policy, scopes)
-        chain = tuple(scopes)
+        chain = scopes
         now = time.monotonic()
         known = self._reads.get(chain)
         if known is not None and now - known[0] < max_age:

@@ -23,7 +23,7 @@ from schemas.events import Event, EventType
 from serving.catalogue import Catalogue
 from serving.collector import Collector, CollectorUnavailableError
 from serving.covisit import covisited_items
-from serving.decisions import Decider
+from serving.decisions import Decided, Decider
 from serving.erasure import MAX_ENTRIES, ErasureRecord
 from serving.events import collect_batch, parse_batch, to_event
 from serving.experiment_results import build_report, running_experiments, stored_results
@@ -314,13 +314,13 @@ async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
     return decision_answer(svc, *await svc.decider.decide(body, now_ms()))
 
 
-def decision_answer(svc: Services, response: DecisionResponse, impression: Event) -> bytes:
+def decision_answer(svc: Services, response: Decided, impression: Event) -> bytes:
     """The body of a decision made: its impression queued, the metrics counted."""
     metrics = svc.metrics
     # Only queued: a full producer queue or an impression failing the checks is counted when it is flushed.
     svc.collector.send_nowait(impression, metrics.impression)
     metrics.decision(response.variant or "none", response.policy)
-    return response.__pydantic_serializer__.to_json(response)
+    return response.json()
 
 
 @v1.post("/events", status_code=202, response_model=Accepted, tags=["events"], dependencies=EVENTS)

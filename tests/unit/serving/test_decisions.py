@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 
 from online_models.bandits import ThompsonSampling
-from serving.decisions import CONTROL, TREATMENT, _scope_keys, assign_variant, rng_for, thompson_choice
+from serving.decisions import CONTROL, TREATMENT, Decided, _scope_keys, assign_variant, rng_for, thompson_choice
+from serving.metrics import Metrics
+from serving.models import DecisionResponse
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 2**63 + 5])
@@ -39,6 +41,33 @@ def test_assignment_is_deterministic_salted_and_close_to_the_share() -> None:
 
 
 def test_scope_keys_fall_back_from_the_preferred_scope() -> None:
-    assert _scope_keys("user", "u1", "men") == ["user:u1", "segment:men", "global"]
-    assert _scope_keys("segment", "u1", None) == ["global"]
-    assert _scope_keys("global", "u1", "men") == ["global"]
+    assert _scope_keys("user", "u1", "men") == ("user:u1", "segment:men", "global")
+    assert _scope_keys("segment", "u1", None) == ("global",)
+    assert _scope_keys("global", "u1", "men") == ("global",)
+
+
+@pytest.mark.parametrize("decided", [
+    Decided("0123456789abcdef0123456789abcdef", "a1", 0.125, "ts", "bandit-v1", "treatment", "global", "mf-v1@7"),
+    Decided("r", "é", 1e-05, "uniform", "exp", "control", "segment:men"),
+    Decided("r", "a", 1.0, "ts", None, None, "user:u1", None),
+    Decided("r", "a", 0.1 + 0.2, "ucb", None, None, "global", "v"),
+])
+def test_a_decision_answers_the_documented_response_model_byte_for_byte(decided: Decided) -> None:
+    fields = {name: getattr(decided, name) for name in DecisionResponse.model_fields}
+    model = DecisionResponse(**fields)
+    assert decided.json() == model.__pydantic_serializer__.to_json(model)
+
+
+def test_queued_request_metrics_are_all_in_every_scrape() -> None:
+    """Latencies and counts are applied in batches; a render applies what is still queued."""
+    metrics = Metrics()
+    for n in range(1_000):  # more than one batch, not a multiple of it
+        metrics.observe_latency("POST", "/v1/decisions", 200, 0.0001 * n)
+        metrics.decision("treatment", "ts")
+    metrics.recommendation("mf", False)
+    text = metrics.render().decode()
+    latency = 'pulse_serving_request_duration_seconds_count{method="POST",route="/v1/decisions",status="200"}'
+    assert f"{latency} 1000.0" in text
+    assert 'pulse_serving_decisions_total{policy="ts",variant="treatment"} 1000.0' in text
+    assert 'pulse_serving_recommendations_total{degraded="false",source="mf"} 1.0' in text
+    assert not metrics._pending
