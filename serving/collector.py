@@ -94,7 +94,7 @@ class Collector:
         self.impression_flush_s = impression_flush_s
         # Impressions not yet produced (the event, its outcome callback); swapped under the lock, as
         # close() runs in another thread.
-        self._impressions: list[tuple[Event, Callable[[str], None]]] = []
+        self._impressions: list[tuple[Event | Callable[[], Event], Callable[[str], None]]] = []
         # Checked and written, not yet produced (produce_batch's message, outcome callback).
         self._written: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         self._impressions_lock = threading.Lock()
@@ -179,12 +179,13 @@ class Collector:
                 results.append(future.result())
         return results
 
-    def send_nowait(self, event: Event, on_outcome: Callable[[str], None]) -> None:
-        """Queue an event the server built (an impression); it is checked and written at the flush.
+    def send_nowait(self, event: Event | Callable[[], Event], on_outcome: Callable[[str], None]) -> None:
+        """Queue an event the server built (an impression), or what builds it (a decision's ``impression``).
 
-        At 2,000 decisions/s each decision is an event-loop wake-up of its own, and the job's checks
-        and the Avro bytes run cold per request cost ~25 us of server CPU per decision more than run
-        in the flush's loop over the batch (bench/serving.py, ADR 0004). What the request brings
+        It is built, checked and written at the flush: at 2,000 decisions/s each decision is an
+        event-loop wake-up of its own, and building the event, the job's checks and the Avro bytes run
+        cold per request cost ~25 us of server CPU per decision more than run in the flush's loop over
+        the batch (bench/serving.py, ADR 0004). What the request brings
         (user, arms, context) is held to the decision route's request model, which is stricter
         than the checks, so a decision whose impression fails them is a 400 before it gets here.
         ``on_outcome`` gets ``delivered`` or ``failed`` (from the poll thread), ``dropped`` when the
@@ -243,7 +244,8 @@ class Collector:
             left = len(self._impressions)
         written: list[tuple[dict[str, Any], Callable[[str], None]]] = []
         now_ms = time.time_ns() // 1_000_000
-        for event, on_outcome in taken:
+        for queued, on_outcome in taken:
+            event = queued if isinstance(queued, Event) else queued()
             try:
                 self.codec.validate(event, now_ms)
                 payload = self.writer.encode(event)

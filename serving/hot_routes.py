@@ -103,7 +103,7 @@ class HotRequest:
             return False
         if made is None:
             return False  # the tables must be read first
-        self.respond(decision_answer(svc, *made), b"")
+        self.respond(decision_answer(svc, made), b"")
         return True
 
     async def run(self) -> None:

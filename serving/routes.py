@@ -311,16 +311,16 @@ async def decide(svc: Svc, body: DecisionRequest) -> Response:
 
 async def decision_json(svc: Services, body: DecisionRequest) -> bytes:
     """The decision response body (the route's; :mod:`serving.fastpath` calls it too); the impression is queued."""
-    return decision_answer(svc, *await svc.decider.decide(body, now_ms()))
+    return decision_answer(svc, await svc.decider.decide(body, now_ms()))
 
 
-def decision_answer(svc: Services, response: Decided, impression: Event) -> bytes:
-    """The body of a decision made: its impression queued, the metrics counted."""
+def decision_answer(svc: Services, decided: Decided) -> bytes:
+    """The body of a decision made: its impression queued (built at the flush), the metrics counted."""
     metrics = svc.metrics
     # Only queued: a full producer queue or an impression failing the checks is counted when it is flushed.
-    svc.collector.send_nowait(impression, metrics.impression)
-    metrics.decision(response.variant or "none", response.policy)
-    return response.json()
+    svc.collector.send_nowait(decided.impression, metrics.impression)
+    metrics.decision(decided.variant or "none", decided.policy)
+    return decided.json()
 
 
 @v1.post("/events", status_code=202, response_model=Accepted, tags=["events"], dependencies=EVENTS)

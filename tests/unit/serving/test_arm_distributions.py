@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -87,6 +88,13 @@ def test_cached_ucb_and_epsilon_greedy_propensities_equal_the_closed_forms() -> 
     assert sum(egreedy.probabilities) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**63 + 5, 2**64 - 1])
+def test_the_seed_uniform_is_blake2b_of_the_seed_bytes(seed: int) -> None:
+    """Logged decisions are replayed from their request ids: the number a seed gives never changes."""
+    digest = hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=8, person=b"pulse-arm").digest()
+    assert uniform_from_seed(seed) == (int.from_bytes(digest, "little") >> 11) * 2.0**-53
+
+
 def test_the_seeded_choice_draws_from_the_distribution() -> None:
     probabilities = (0.1, 0.0, 0.6, 0.3)
     counts = np.bincount([choose(probabilities, uniform_from_seed(seed)) for seed in range(20_000)], minlength=4)
@@ -124,10 +132,11 @@ def test_a_logged_decision_is_recomputed_from_its_request_id(policy: str, contro
 
     async def run() -> None:
         for _ in range(50):
-            response, event = await live.decide(request, T0)
+            response = await live.decide(request, T0)
+            event = response.impression()
             assert event.decision is not None and event.decision.request_id == response.request_id
             replay = Decider(store, DecisionPolicy(bandit_policy=policy, control_share=control_share))  # type: ignore[arg-type]
-            again, _ = await replay.decide(request, T0, request_id=event.decision.request_id)
+            again = await replay.decide(request, T0, request_id=event.decision.request_id)
             assert (again.arm, again.propensity, again.policy) == (event.decision.arm, event.decision.propensity,
                                                                     event.decision.policy)
             assert again.variant == response.variant
@@ -142,6 +151,6 @@ def test_ucb_and_epsilon_greedy_decisions_are_what_the_restored_learner_pulls() 
         decider = Decider(_Store(policy, _TABLES[policy]), DecisionPolicy(bandit_policy=policy, control_share=0.0))  # type: ignore[arg-type]
         table = {arm: (pair[0], pair[1]) for arm, pair in _TABLES[policy]["arms"].items()}  # type: ignore[attr-defined]
         for _ in range(30):
-            response, _ = asyncio.run(decider.decide(DecisionRequest(user_id="u1", decision_point="home"), T0))
+            response = asyncio.run(decider.decide(DecisionRequest(user_id="u1", decision_point="home"), T0))
             pulled = _restored(cls, table, seed=int(response.request_id, 16) % 2**64, **hyper).pull(sorted(table))
             assert (response.arm, response.propensity) == (pulled.arm, pulled.propensity)

@@ -44,8 +44,8 @@ class ImpressionLog:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def send_nowait(self, event: Event, on_outcome: Callable[[str], None]) -> None:
-        self.events.append(event)
+    def send_nowait(self, event: Event | Callable[[], Event], on_outcome: Callable[[str], None]) -> None:
+        self.events.append(event if isinstance(event, Event) else event())
         on_outcome("delivered")
 
 
@@ -100,7 +100,7 @@ def test_the_fast_path_answers_what_the_route_answers(monkeypatch: pytest.Monkey
     for answer, event in zip((a, b), log.events, strict=True):
         assert event.type is EventType.IMPRESSION and event.item_id == answer.arm and event.user_id == "u1"
         assert event.context["segment"] == "men" and event.context["decision_point"] == "home"
-        again, _ = asyncio.run(decider.decide(DecisionRequest(user_id="u1", decision_point="home"), T0,
+        again = asyncio.run(decider.decide(DecisionRequest(user_id="u1", decision_point="home"), T0,
                                               request_id=answer.request_id))
         assert (again.arm, again.propensity) == (answer.arm, answer.propensity)
     exposition = app.state.services.metrics.render().decode()

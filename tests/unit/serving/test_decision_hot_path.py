@@ -92,14 +92,14 @@ def test_an_arm_table_is_reused_for_its_max_age_and_read_again_after() -> None:
     decider = Decider(store, DecisionPolicy(control_share=0.0, table_max_age_s=0.2))  # type: ignore[arg-type]
 
     async def run() -> None:
-        first, _ = await _decide(decider)
+        first = await _decide(decider)
         store.version = 2
-        again, _ = await _decide(decider)
+        again = await _decide(decider)
         assert store.reads == 1 and first.model_version == again.model_version == "v1"
-        replayed, _ = await _decide(decider, request_id=first.request_id)  # a replay reads the table
+        replayed = await _decide(decider, request_id=first.request_id)  # a replay reads the table
         assert store.reads == 2 and replayed.model_version == "v2"
         await asyncio.sleep(0.25)
-        later, _ = await _decide(decider)
+        later = await _decide(decider)
         assert store.reads == 3 and later.model_version == "v2" and later.arm == "c"
 
     asyncio.run(run())
@@ -116,7 +116,7 @@ def test_decisions_that_find_the_table_expired_share_one_read() -> None:
         pending[0].cancel()  # a caller that goes away does not cancel the read the others wait for
         store.gate.set()
         answers = await asyncio.gather(*pending[1:])
-        assert store.reads == 1 and {answer.model_version for answer, _ in answers} == {"v1"}
+        assert store.reads == 1 and {answer.model_version for answer in answers} == {"v1"}
 
     asyncio.run(run())
 

@@ -47,10 +47,11 @@ def test_scope_keys_fall_back_from_the_preferred_scope() -> None:
 
 
 @pytest.mark.parametrize("decided", [
-    Decided("0123456789abcdef0123456789abcdef", "a1", 0.125, "ts", "bandit-v1", "treatment", "global", "mf-v1@7"),
-    Decided("r", "é", 1e-05, "uniform", "exp", "control", "segment:men"),
-    Decided("r", "a", 1.0, "ts", None, None, "user:u1", None),
-    Decided("r", "a", 0.1 + 0.2, "ucb", None, None, "global", "v"),
+    Decided("0123456789abcdef0123456789abcdef", "a1", 0.125, "ts", "bandit-v1", "treatment", "global", "mf-v1@7",
+            "e1", "u1", 1, {}),
+    Decided("r", "é", 1e-05, "uniform", "exp", "control", "segment:men", None, "e2", "u2", 2, {"segment": "men"}),
+    Decided("r", "a", 1.0, "ts", None, None, "user:u1", None, "e3", "u1", 3, {}),
+    Decided("r", "a", 0.1 + 0.2, "ucb", None, None, "global", "v", "e4", "u4", 4, {}),
 ])
 def test_a_decision_answers_the_documented_response_model_byte_for_byte(decided: Decided) -> None:
     fields = {name: getattr(decided, name) for name in DecisionResponse.model_fields}

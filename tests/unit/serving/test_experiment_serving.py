@@ -34,7 +34,8 @@ def test_decisions_follow_the_configured_experiment() -> None:
     decider = Decider(_Store("ts", _TABLES["ts"]), DecisionPolicy(assignment=banner))  # type: ignore[arg-type]
     seen: dict[Any, int] = {}
     for user in USERS:
-        response, event = asyncio.run(decider.decide(DecisionRequest(user_id=user, decision_point="home"), T0))
+        response = asyncio.run(decider.decide(DecisionRequest(user_id=user, decision_point="home"), T0))
+        event = response.impression()
         variant = banner.assign(user)
         seen[variant.name if variant else None] = seen.get(variant.name if variant else None, 0) + 1
         if variant is None:  # outside the shares: the bandit, no experiment in the answer or the impression

@@ -112,7 +112,8 @@ def test_the_decider_decides_on_the_logged_context_and_replays_by_request_id() -
         for context in _contexts():
             request = DecisionRequest(user_id="u1", decision_point=context["decision_point"],
                                       context={k: v for k, v in context.items() if k != "decision_point"})
-            response, event = await decider.decide(request, T0)
+            response = await decider.decide(request, T0)
+            event = response.impression()
             seed = int(response.request_id, 16) % 2**64
             expected = bandit.decide(list(ARMS), event.context, seed)
             assert (response.arm, response.propensity, response.policy) == (expected.arm, expected.propensity,
@@ -120,7 +121,7 @@ def test_the_decider_decides_on_the_logged_context_and_replays_by_request_id() -
             assert event.decision is not None and event.decision.propensity == response.propensity
             logged = event.context
             assert (logged["bandit_scope"], logged["decision_point"]) == ("global", request.decision_point)
-            again, _ = await decider.decide(request, T0, request_id=response.request_id)
+            again = await decider.decide(request, T0, request_id=response.request_id)
             assert (again.arm, again.propensity) == (response.arm, response.propensity)
 
     asyncio.run(run())
@@ -129,7 +130,7 @@ def test_the_decider_decides_on_the_logged_context_and_replays_by_request_id() -
 def test_no_table_is_the_prior_and_a_table_without_state_is_an_error() -> None:
     async def run() -> None:
         prior = Decider(_Store(None), DecisionPolicy(bandit_policy="linucb", control_share=0.0))  # type: ignore[arg-type]
-        response, _ = await prior.decide(DecisionRequest(user_id="u1", decision_point="home", arms=["x", "y"]), T0)
+        response = await prior.decide(DecisionRequest(user_id="u1", decision_point="home", arms=["x", "y"]), T0)
         assert response.propensity == 0.5 and response.model_version is None
         broken = Decider(_Store({"policy": "linucb", "arms": {}}),  # type: ignore[arg-type]
                          DecisionPolicy(bandit_policy="linucb", control_share=0.0))
