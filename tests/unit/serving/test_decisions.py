@@ -4,7 +4,6 @@ import pytest
 
 from online_models.bandits import ThompsonSampling
 from serving.decisions import CONTROL, TREATMENT, Decided, _scope_keys, assign_variant, rng_for, thompson_choice
-from serving.metrics import Metrics
 from serving.models import DecisionResponse
 
 
@@ -58,17 +57,3 @@ def test_a_decision_answers_the_documented_response_model_byte_for_byte(decided:
     model = DecisionResponse(**fields)
     assert decided.json() == model.__pydantic_serializer__.to_json(model)
 
-
-def test_queued_request_metrics_are_all_in_every_scrape() -> None:
-    """Latencies and counts are applied in batches; a render applies what is still queued."""
-    metrics = Metrics()
-    for n in range(1_000):  # more than one batch, not a multiple of it
-        metrics.observe_latency("POST", "/v1/decisions", 200, 0.0001 * n)
-        metrics.decision("treatment", "ts")
-    metrics.recommendation("mf", False)
-    text = metrics.render().decode()
-    latency = 'pulse_serving_request_duration_seconds_count{method="POST",route="/v1/decisions",status="200"}'
-    assert f"{latency} 1000.0" in text
-    assert 'pulse_serving_decisions_total{policy="ts",variant="treatment"} 1000.0' in text
-    assert 'pulse_serving_recommendations_total{degraded="false",source="mf"} 1.0' in text
-    assert not metrics._pending
