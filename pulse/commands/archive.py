@@ -8,6 +8,8 @@ the job over it, bounded, into a new Redis prefix, which ``pulse model promote``
 
 from __future__ import annotations
 
+# The archive's modules (pyarrow, ~0.25 s) are imported by the commands that use them: every `pulse`
+# command builds this module's commands, and most never touch an archive.
 import signal
 import threading
 from pathlib import Path
@@ -18,11 +20,6 @@ import typer
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from archive.files import archived_files
-from archive.job import ArchiveError, run_archive
-from archive.replay import replay
-from archive.rows import EVENTS, KINDS
-from archive.verify import verify
 from config import Settings
 from infra.local.jars import ensure_jars
 from infra.local.process import ServiceError
@@ -61,6 +58,7 @@ def run(
         jars = [*ensure_jars(settings.home, "flink"), *ensure_jars(settings.home, "archive")]
     except ServiceError as exc:
         raise fail(str(exc)) from None
+    from archive.job import ArchiveError, run_archive
     from flink_jobs.launch import prepare_local_flink
 
     prepare_local_flink(settings)
@@ -83,6 +81,9 @@ def verify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Each hour's count and digest in the archive vs the topic read again (exit 1 when any differ)."""
+    from archive.rows import KINDS
+    from archive.verify import verify
+
     settings = settings_of(ctx)
     root = archive_root(settings, folder)
     require(settings, kafka=True)
@@ -136,6 +137,9 @@ def backfill(
     prefix: Annotated[str, typer.Option(help="New Redis prefix the learners are bootstrapped into")],
 ) -> None:
     """Replay an archive in event-time order through the job (bounded) into a new Redis prefix."""
+    from archive.files import archived_files
+    from archive.replay import replay
+    from archive.rows import EVENTS
     from flink_jobs.launch import run as run_job
 
     settings = settings_of(ctx)
