@@ -41,6 +41,7 @@ from serving.routes import PREFIX_HEADER, decision_answer, decision_json, recomm
 
 if TYPE_CHECKING:
     from serving.decision_fastpath import ServingApp
+    from serving.routes import Services
 
 __all__ = ["HotRequest", "HotRoutesProtocol", "split_url"]
 
@@ -63,11 +64,12 @@ class HotRequest:
     """
 
     __slots__ = ("body", "disconnected", "keep_alive", "kind", "message_event", "more_body", "options", "protocol",
-                 "response_complete", "started", "started_at", "user_id")
+                 "response_complete", "services", "started", "started_at", "user_id")
 
-    def __init__(self, protocol: HotRoutesProtocol, kind: str, keep_alive: bool, user_id: str | None = None,
-                 options: Any = None) -> None:
+    def __init__(self, protocol: HotRoutesProtocol, services: Services, kind: str, keep_alive: bool,
+                 user_id: str | None = None, options: Any = None) -> None:
         self.protocol = protocol
+        self.services = services  # the app's, looked up once per request (Starlette's State is a __getattr__)
         self.kind = kind
         self.keep_alive = keep_alive
         self.user_id = user_id
@@ -94,8 +96,7 @@ class HotRequest:
 
     def decide_now(self) -> bool:
         """A decision whose arm tables are fresh, answered in this event-loop step (else ``False``: the task's)."""
-        app: Any = self.protocol.serving_app
-        svc = app.state.services
+        svc = self.services
         try:
             request = DecisionRequest.model_validate_json(self.body)
             made = svc.decider.decide_now(request, now_ms())
@@ -108,8 +109,7 @@ class HotRequest:
 
     async def run(self) -> None:
         """Answer: the handler's body written with the default headers, or the app's answer."""
-        app: Any = self.protocol.serving_app
-        svc = app.state.services
+        svc = self.services
         try:
             if self.kind == "decision":
                 try:
@@ -149,9 +149,7 @@ class HotRequest:
         self.response_complete = True
         protocol = self.protocol
         method, route = ("POST", DECISIONS) if self.kind == "decision" else ("GET", TEMPLATE)
-        app = protocol.serving_app
-        assert app is not None
-        app.state.services.metrics.observe_latency(method, route, status, time.perf_counter() - self.started_at)
+        self.services.metrics.observe_latency(method, route, status, time.perf_counter() - self.started_at)
         if self.disconnected or sent_by_cycle:
             return
         if not self.keep_alive:
@@ -241,7 +239,8 @@ class HotRoutesProtocol:
         if app is None:
             return None
         state = app.state
-        if getattr(state, "services", None) is None or self.expect_100_continue:
+        services = getattr(state, "services", None)
+        if services is None or self.expect_100_continue:
             return None
         fast = app.decisions_fast_path
         method = self.parser.get_method()
@@ -252,7 +251,7 @@ class HotRoutesProtocol:
             if (self.parser.should_upgrade() or not fast.plain(self.headers, HIGH_WATER_LIMIT)
                     or not authorized(state.api_keys, self.headers)):
                 return None
-            return self._scoped(HotRequest(self, "decision", keep_alive), "POST", version, path, query)
+            return self._scoped(HotRequest(self, services, "decision", keep_alive), "POST", version, path, query)
         if method != b"GET" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX) or b"%" in path:
             return None
         user_id = user_id_of(path.decode("ascii", "replace"))
@@ -261,8 +260,8 @@ class HotRoutesProtocol:
             return None
         if fast is not None and fast.cors and any(name == b"origin" for name, _ in self.headers):
             return None  # a browser's request gets the CORS middleware's headers
-        return self._scoped(HotRequest(self, "recommendations", keep_alive, user_id, parsed), "GET", version, path,
-                            query)
+        return self._scoped(HotRequest(self, services, "recommendations", keep_alive, user_id, parsed), "GET", version,
+                            path, query)
 
     def _scoped(self, request: HotRequest, method: str, version: str, path: bytes, query: bytes) -> HotRequest:
         """The scope uvicorn would have built (the app needs it if it ends up answering)."""
