@@ -150,7 +150,7 @@ class Decided:
 
     Built per decision without the model's validation, which re-checked values the decider itself
     made, and without the impression :class:`~schemas.events.Event`, which the collector builds at its
-    flush (:meth:`impression`): ~4 us of a decision's warm CPU, ~4x that run cold on each paced
+    flush (:meth:`impression`): ~5 us of a decision's warm CPU, ~4x that run cold on each paced
     request (bench/serving.py). :meth:`json` writes the model's JSON bytes.
 
     >>> made = Decided("r1", "a", 0.5, "ts", None, None, "global", None, "e1", "u1", 1_700_000_000_000, {})
