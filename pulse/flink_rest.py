@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 #: Job states after which a job id will not run again.
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
@@ -60,6 +61,8 @@ class FlinkRest:
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx  # here, not at the top: every `pulse` command imports this module (~75 ms)
+
         try:
             response = httpx.request(method, f"{self.base}{path}", timeout=self.timeout_s, **kwargs)
         except httpx.HTTPError as exc:

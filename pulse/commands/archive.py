@@ -8,14 +8,13 @@ the job over it, bounded, into a new Redis prefix, which ``pulse model promote``
 
 from __future__ import annotations
 
-# The archive's modules (pyarrow, ~0.25 s) are imported by the commands that use them: every `pulse`
-# command builds this module's commands, and most never touch an archive.
+# The archive's modules (pyarrow, ~0.25 s) and redis are imported by the commands that use them:
+# every `pulse` command builds this module's commands, and most never touch an archive.
 import signal
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-import redis as redis_lib
 import typer
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -157,6 +156,8 @@ def backfill(
     sent = replay(target, root, target.topic_events)
     typer.echo(f"replayed {sent} archived events into {target.topic_events}; running the job into {prefix!r}", err=True)
     run_job(target, jars=_job_jars(target), bounded=True)
+    import redis as redis_lib
+
     client = redis_lib.Redis.from_url(target.redis_url, **target.redis_client_kwargs())
     model = Envelope.from_fields_or_none(client.hgetall(RedisKeys(prefix).model("mf")))  # type: ignore[arg-type]
     learned = model.payload.get("events_learned") if model else None

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated
 
-import redis as redis_lib
 import typer
 
-from flink_jobs.redis_writer import RedisWriter
 from online_models.covisit import VISIT_WEIGHTS, CoVisitation
 from producers.sources import SOURCE_HELP, open_source
 from pulse.app import app, fail, print_json, settings_of
@@ -64,6 +62,10 @@ def covisit_cmd(
         keys = RedisKeys(settings.redis_prefix)
         lists = [(keys.covisit(item), last_ms, {"items": [[o, n] for o, n in covisit.similar(item, keep)],
                                                 "window_ms": covisit.window_ms}) for item in covisit.items()]
+        import redis as redis_lib  # here: the writer and its client (numpy, ~0.15 s) only for --write
+
+        from flink_jobs.redis_writer import RedisWriter
+
         options = settings.redis_client_kwargs()
         with RedisWriter(keys, MODEL_VERSION,
                          client_factory=lambda: redis_lib.Redis.from_url(settings.redis_url, **options)) as writer:
