@@ -68,7 +68,7 @@ def _trees(args: argparse.Namespace, parser: argparse.ArgumentParser, scratch: P
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
         trees = [base, *(trees or [Path(__file__).resolve().parents[1]])]
     if len(trees) < 2:
-        parser.error("give two trees, or --baseline REV (and at most one tree)")
+        parser.error("give two trees, or --baseline REV (against the working tree, or the trees given)")
     for tree in trees:
         if not (tree / "serving").is_dir():
             parser.error(f"{tree} holds no serving package")
