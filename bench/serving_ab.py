@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving import (
     _endpoints,
+    cpu_seconds,
     go_paced_load,
     http_requests,
     redis_target,
     seed,
     server_process,
 )
-from bench.serving_split import process_cpu_s, server_pids
 from config import Settings
 from infra.local.process import free_port
 from producers.topics import ensure_topics
@@ -106,10 +106,10 @@ def main() -> None:
             for n in range(args.slices):
                 print(f"slice {n + 1}/{args.slices}", file=sys.stderr)
                 for tree, port, proc in started if n % 2 == 0 else started[::-1]:
-                    before = sum(sum(process_cpu_s(pid)) for pid in server_pids(proc.pid))
+                    before = cpu_seconds(proc.pid)
                     _, latencies, errors, _ = go_paced_load(port, requests, args.requests, args.concurrency, args.rate,
                                                             args.requests / args.rate * 2 + 5, scratch)
-                    after = sum(sum(process_cpu_s(pid)) for pid in server_pids(proc.pid))
+                    after = cpu_seconds(proc.pid)
                     if errors or not latencies:
                         raise SystemExit(f"{tree}: {len(errors)} errors in a slice")
                     cpu[tree].append((after - before) / len(latencies) * 1e6)
