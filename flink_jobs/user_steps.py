@@ -48,11 +48,14 @@ from online_models.implicit_params import ImplicitConfig
 from online_models.mf import GlobalParams, MFConfig, initial_user, learn_step, predict
 from online_models.popularity import InteractionWeights
 from schemas import Event, EventType, ServedList
+from schemas.events import SYMBOL_OF
 from schemas.redis_keys import RedisKeys
 from schemas.redis_values import CompactValue, encode_user_value
 
 #: A user's learned events between ModelProgress reports (also sent on the user's timers).
 REPORT_EVERY = 500
+# Read for every event: an Enum's members, looked up on its class, cost ~0.15 us each in Python 3.11.
+_ERASE, _BLOCK, _IMPRESSION, _CLICK = EventType.ERASE, EventType.BLOCK, EventType.IMPRESSION, EventType.CLICK
 
 
 @dataclass(frozen=True)
@@ -161,16 +164,18 @@ class UserSteps:
         self.last_event_ms = max(self.last_event_ms, event.event_time_ms)
         if self.drift is not None:
             self.alarms.extend(self.drift.observe_event(event))
-        if event.type is EventType.ERASE:
+        kind = event.type
+        if kind is _ERASE:
             return None, list(self._erase(record, event, impressions))
         record = record or UserRecord()
-        record.counts[event.type.value] = record.counts.get(event.type.value, 0) + 1
+        symbol = SYMBOL_OF[kind]
+        record.counts[symbol] = record.counts.get(symbol, 0) + 1
         record.t = max(record.t, event.event_time_ms)
-        if event.type is EventType.BLOCK:  # v2 "not interested": no session step, nothing to learn
+        if kind is _BLOCK:  # v2 "not interested": no session step, nothing to learn
             outputs: list[Any] = [self._block(event)]
         else:
             outputs = [*self._session(record, event), *self._rewards(record, event, impressions)]
-        if event.item_id is not None and event.type is not EventType.BLOCK:
+        if event.item_id is not None and kind is not _BLOCK:
             outputs.extend(self._touch(record, event))
             if record.progress.learned >= REPORT_EVERY:
                 outputs.extend(self.report(record))
@@ -179,8 +184,8 @@ class UserSteps:
         if not record.due:  # in the record, not a state of its own: one state write per event
             record.due = True
             outputs.append(RefreshTimer())
-        if event.type.value in ATTRIBUTED and self.config.attribution and not self.joined:
-            tally = record.exposures.credit(event.type.value, event.item_id, event.context.get("request_id"),
+        if symbol in ATTRIBUTED and self.config.attribution and not self.joined:
+            tally = record.exposures.credit(symbol, event.item_id, event.context.get("request_id"),
                                             event.event_time_ms, self.config.attribution_window_ms,
                                             self.config.max_exposures)
             if tally is not None:
@@ -242,7 +247,7 @@ class UserSteps:
 
     def _rewards(self, record: UserRecord, event: Event, impressions: Impressions) -> Iterator[Any]:
         self.joined = False  # whether this event answered a decision (then no served list gets it)
-        if event.type is EventType.IMPRESSION and event.decision is not None:
+        if event.type is _IMPRESSION and event.decision is not None:
             expires = event.event_time_ms + self.config.impression_ttl_ms
             scopes = [scope_key(scope, event) for scope in self.config.scopes]
             experiment, variant = event.context.get("experiment"), event.context.get("variant")
@@ -254,7 +259,7 @@ class UserSteps:
             stored = (event.decision.arm, scopes, expires, experiment, variant, kept)
             impressions[event.decision.request_id] = stored[:6 if kept else 5 if experiment else 3]
             yield EventTimer(expires)
-        elif event.type is EventType.CLICK and (request_id := event.context.get("request_id")):
+        elif event.type is _CLICK and (request_id := event.context.get("request_id")):
             stored = impressions.get(request_id)
             if stored is None:  # unknown or expired impression: counted, never silently lost
                 record.progress.rewards_unmatched += 1

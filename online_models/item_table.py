@@ -120,7 +120,9 @@ class ItemTable:
             return []
         scores = self.scores(user, global_params)
         skip = [self._rows[item] for item in exclude if item in self._rows]
-        return [(self._items[row], float(scores[row])) for row in top_k_rows(scores, k, skip)]
+        rows = top_k_rows(scores, k, skip)
+        # Python ints and floats made by numpy in one call each, not a numpy scalar per item (k is 50 by default).
+        return list(zip(map(self._items.__getitem__, rows.tolist()), scores[rows].tolist(), strict=True))
 
     def _append(self, item: ItemId) -> int:
         row = len(self._items)

@@ -58,6 +58,9 @@ STATE_FLOAT = np.dtype("<f8")
 _OWNER = struct.Struct("<dH")  # bias, n_factors
 _GLOBAL = struct.Struct("<dq")  # mean, n_learned
 _CONFIG = struct.Struct("<H7dq4d")
+# Compared for every event learned from: an Enum member looked up on its class costs ~0.15 us in Python 3.11.
+_RATING, _VIEW, _CLICK, _ADD_TO_CART, _PURCHASE = (
+    EventType.RATING, EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
 
 
 @dataclass(frozen=True)
@@ -83,17 +86,17 @@ class EventTargets:
     def target(self, event: Event) -> float | None:
         """The target for ``event``; raises on a rating without a value."""
         kind = event.type
-        if kind is EventType.RATING:
+        if kind is _RATING:
             if event.value is None:
                 raise ValueError(f"rating event {event.event_id} has no value")
             return float(event.value)
-        if kind is EventType.VIEW:
+        if kind is _VIEW:
             return self.view
-        if kind is EventType.CLICK:
+        if kind is _CLICK:
             return self.click
-        if kind is EventType.ADD_TO_CART:
+        if kind is _ADD_TO_CART:
             return self.add_to_cart
-        if kind is EventType.PURCHASE:
+        if kind is _PURCHASE:
             return self.purchase
         return None
 

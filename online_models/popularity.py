@@ -26,7 +26,7 @@ from typing import Self
 import numpy as np
 
 from online_models.base import ContractCase, ItemId, Learner, StateHeader
-from schemas.events import Event, EventType
+from schemas.events import SYMBOL_OF, Event, EventType
 
 __all__ = [
     "ALL",
@@ -125,7 +125,7 @@ class InteractionWeights:
 
     def weight(self, kind: EventType) -> float:
         """The weight of an event of type ``kind``."""
-        return float(getattr(self, kind.value, 0.0))
+        return float(getattr(self, SYMBOL_OF[kind], 0.0))
 
 
 class DecayedPopularity(Learner):

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, replace
 
 from online_models.base import StateHeader
-from schemas.events import Event, EventType
+from schemas.events import SYMBOL_OF, Event, EventType
 
 __all__ = [
     "LateEvent",
@@ -189,10 +189,17 @@ def _bump(pairs: Pairs, name: str) -> Pairs:
 def _add(state: SessionState, event: Event, max_recent: int) -> SessionState:
     t = event.event_time_ms
     recent = state.recent
-    if event.item_id is not None:
-        latest = {item: time for time, item in recent}
-        latest[event.item_id] = max(t, latest.get(event.item_id, t))
-        recent = tuple(sorted((time, item) for item, time in latest.items()))[-max_recent:]
+    item = event.item_id
+    if item is not None:
+        newest = (t, item)
+        if not recent or newest > recent[-1]:
+            # In order (nearly every event): the pair sorts last, so the rest keeps its order. The same
+            # tuple as the general case below, at a third of its cost (a step runs for every event).
+            recent = (*[pair for pair in recent if pair[1] != item], newest)[-max_recent:]
+        else:
+            latest = {seen: time for time, seen in recent}
+            latest[item] = max(t, latest.get(item, t))
+            recent = tuple(sorted((time, seen) for seen, time in latest.items()))[-max_recent:]
     category = event.context.get("category")
     # The constructor, not dataclasses.replace: this runs for every event (replace costs 2 % of the job).
     return SessionState(
@@ -202,7 +209,7 @@ def _add(state: SessionState, event: Event, max_recent: int) -> SessionState:
         max(state.end_ms, t),
         state.n_events + 1,
         state.n_late,
-        _bump(state.counts, event.type.value),
+        _bump(state.counts, SYMBOL_OF[event.type]),
         recent,
         state.categories if category is None else _bump(state.categories, category),
     )

@@ -34,7 +34,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.events import ITEM_EVENT_TYPES, Event, EventFields, EventType, Item, fields_of
+from schemas.events import EVENT_TYPE_OF, ITEM_EVENT_TYPES, Event, EventFields, EventType, Item, fields_of
 from schemas.registry import DLQ_SUBJECT, EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
 
 MAGIC_BYTE = 0
@@ -87,6 +87,8 @@ _BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 #: ``PyUnicode_DecodeUTF16``, which drops a leading BOM (and byte-swaps the rest after U+FFFE),
 #: so "\ufeffbob" would be written to bob's keys and "\ufffe" becomes "" and fails the job.
 BOM_STARTS = ("\ufeff", "\ufffe")
+# Compared for every event decoded: an Enum member looked up on its class costs ~0.15 us in Python 3.11.
+_RATING, _IMPRESSION, _BLOCK = EventType.RATING, EventType.IMPRESSION, EventType.BLOCK
 
 
 def _now_ms() -> int:
@@ -234,7 +236,7 @@ class EventCodec(_FramedCodec):
     def _validate(self, record: dict[str, Any], now_ms: int) -> None:
         self._check_id("event_id", record["event_id"])
         self._check_id("user_id", record["user_id"])
-        event_type = EventType(record["type"])
+        event_type = EVENT_TYPE_OF.get(record["type"]) or EventType(record["type"])  # the call raises on others
         if event_type in ITEM_EVENT_TYPES or record["item_id"] is not None:
             self._check_id("item_id", record["item_id"])
         self._check_category(event_type, record)
@@ -244,10 +246,10 @@ class EventCodec(_FramedCodec):
         value = record["value"]
         if value is not None and not math.isfinite(value):
             raise DecodeError(DecodeReason.BAD_VALUE, f"value is {value}")
-        if event_type is EventType.RATING and value is None:
+        if event_type is _RATING and value is None:
             raise DecodeError(DecodeReason.MISSING_FIELD, "rating events need a value")
         decision = record["decision"]
-        if event_type is EventType.IMPRESSION:
+        if event_type is _IMPRESSION:
             if decision is None:
                 raise DecodeError(DecodeReason.MISSING_FIELD, "impression events need a decision")
             self._check_id("decision.request_id", decision["request_id"])
@@ -263,7 +265,7 @@ class EventCodec(_FramedCodec):
     def _check_category(self, event_type: EventType, record: dict[str, Any]) -> None:
         """A block names exactly one of item and category; only a block has a category (ADR 0010)."""
         category = record.get("category")  # absent when the reader is version 1 (a registry without v2)
-        if event_type is EventType.BLOCK:
+        if event_type is _BLOCK:
             item_id = record["item_id"]
             if item_id is not None and category is not None:
                 raise DecodeError(DecodeReason.BAD_VALUE, "a block names an item or a category, not both")

@@ -133,16 +133,17 @@ def ids(items: Sequence[str], out: bytearray) -> None:
         split = list(map(_SPLIT.__getitem__, items))
     except KeyError:
         split = [_numbered(item) for item in items]
-    try:
-        prefixes, numbers = zip(*split, strict=True)
-    except TypeError:  # an id without a plain decimal ending (None)
-        prefixes = ()
-    if len(set(prefixes)) == 1:
-        wide = max(numbers) >= 1 << 16
-        out.append(_IDS_U32 if wide else _IDS_U16)
-        text(prefixes[0], out)
-        out += struct.pack(f"<{len(numbers)}{'I' if wide else 'H'}", *numbers)
-        return
+    first = split[0]
+    if first is not None:
+        prefix = first[0]
+        # Kept only while every id has the first one's prefix (None: no plain decimal ending).
+        numbers = [pair[1] for pair in split if pair is not None and pair[0] == prefix]
+        if len(numbers) == len(split):
+            wide = max(numbers) >= 1 << 16
+            out.append(_IDS_U32 if wide else _IDS_U16)
+            text(prefix, out)
+            out += struct.pack(f"<{len(numbers)}{'I' if wide else 'H'}", *numbers)
+            return
     out.append(_IDS_TEXT)
     for item in items:
         text(item, out)

@@ -147,7 +147,7 @@ class Event:
     def from_fields(cls, fields: EventFields) -> Event:
         """The event of :meth:`to_fields`' values (``fields`` of a checked record: no checks here)."""
         event_id, type_, user_id, event_time_ms, item_id, value, context, decision, category = fields
-        return cls(event_id, _EVENT_TYPES[type_], user_id, event_time_ms, item_id, value, context,
+        return cls(event_id, EVENT_TYPE_OF[type_], user_id, event_time_ms, item_id, value, context,
                    None if decision is None else Decision(*decision), category)
 
 
@@ -157,7 +157,10 @@ class Event:
 EventFields = tuple[str, str, str, int, "str | None", "float | None", dict[str, str],
                     "tuple[str, str, str, float] | None", "str | None"]
 
-_EVENT_TYPES = {t.value: t for t in EventType}
+#: Each event type by its Avro symbol, and each one's symbol: the job looks both up for every event, and
+#: in Python 3.11 ``EventType(symbol)`` costs ~0.5 us and ``.value`` (a property) ~0.17 us; a dict, ~0.02 us.
+EVENT_TYPE_OF: dict[str, EventType] = {t.value: t for t in EventType}
+SYMBOL_OF: dict[EventType, str] = {t: t.value for t in EventType}
 
 
 def fields_of(record: Mapping[str, Any]) -> EventFields:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import random
 
 import pytest
 
@@ -122,3 +123,27 @@ def test_state_bytes_and_pickle_round_trip() -> None:
     assert pickle.loads(pickle.dumps(session.close(state))) == session.close(state)
     with pytest.raises(ValueError, match="trailing"):
         SessionState.from_bytes(blob + b"\0")
+
+
+def _recent_by_sorting(recent: tuple[tuple[int, str], ...], t: int, item: str, max_recent: int) -> tuple:
+    """The recent items as the general case computes them: each item's newest time, sorted, the last ones kept."""
+    latest = {seen: time for time, seen in recent}
+    latest[item] = max(t, latest.get(item, t))
+    return tuple(sorted((time, seen) for seen, time in latest.items()))[-max_recent:]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_recent_items_in_order_match_the_general_case(seed: int) -> None:
+    # Mostly in order, with ties on time, repeated items and a few late events: the fast path for
+    # in-order events must give the same tuple as sorting every time.
+    rng = random.Random(seed)
+    state: SessionState | None = None
+    t = 0
+    for k in range(400):
+        t += rng.choice([0, 0, 1, 5, 60])
+        minute = t - rng.choice([0, 0, 0, 0, 3]) if k % 7 == 0 else t
+        event = Event(f"e{k}", EventType.VIEW, "u1", minute * 1000, item_id=f"i{rng.randrange(12)}")
+        before = state.recent if state is not None else ()
+        state, _ = step(state, event, max_recent=6)
+        assert state is not None
+        assert state.recent == _recent_by_sorting(before, event.event_time_ms, event.item_id or "", 6)
