@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.code_trees import add_tree_arguments, print_medians, trees_to_compare
 from bench.serving import (
     _endpoints,
     cpu_seconds,
@@ -47,8 +47,7 @@ USERS = 2000
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trees", nargs="*", help="Code trees to compare (with --baseline: the working tree if none)")
-    parser.add_argument("--baseline", default=None, help="A git revision, extracted and compared first")
+    add_tree_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="Server workers (PULSE_SERVING_WORKERS)")
     parser.add_argument("--slices", type=int, default=8, help="Slices of paced load per tree")
     parser.add_argument("--requests", type=int, default=6000, help="Requests per slice")
@@ -58,29 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _trees(args: argparse.Namespace, parser: argparse.ArgumentParser, scratch: Path) -> list[Path]:
-    trees = [Path(t).resolve() for t in args.trees]
-    if args.baseline:
-        base = scratch / "baseline"
-        base.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline], capture_output=True, check=True,
-                                 cwd=Path(__file__).resolve().parents[1]).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        trees = [base, *(trees or [Path(__file__).resolve().parents[1]])]
-    if len(trees) < 2:
-        parser.error("give two trees, or --baseline REV (against the working tree, or the trees given)")
-    for tree in trees:
-        if not (tree / "serving").is_dir():
-            parser.error(f"{tree} holds no serving package")
-    return trees
-
-
 def main() -> None:
     parser = _parser()
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pulse-serving-ab-") as scratch_dir:
         scratch = Path(scratch_dir)
-        trees = _trees(args, parser, scratch)
+        trees = trees_to_compare(args, parser, scratch, holds="serving")
         prefix, topic = f"ab-{uuid.uuid4().hex[:8]}", f"events-ab-{uuid.uuid4().hex[:8]}"
         requests = http_requests("POST", ["/v1/decisions"] * 4096, _endpoints(USERS)[-1][3])
         load_before = os.getloadavg()[0]
@@ -118,16 +100,8 @@ def main() -> None:
     print(f"paced decisions @ {args.rate:,.0f} rps, {args.workers} worker(s), {args.slices} slices of "
           f"{args.requests:,} per tree in turns (load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after)")
-    medians = {tree: statistics.median(cpu[tree]) for tree in trees}
-    for tree in trees:
-        label = f"{args.baseline} (baseline)" if args.baseline and tree == trees[0] else str(tree)
-        slices = " ".join(f"{x:.0f}" for x in cpu[tree])
-        print(f"  {label:40s} server CPU median {medians[tree]:5.0f} us/decision   p99 median "
-              f"{statistics.median(p99[tree]):.2f} ms   slices: {slices}")
-    first = medians[trees[0]]
-    for tree in trees[1:]:
-        print(f"  {tree}: {medians[tree] - first:+.0f} us per decision against the first "
-              f"({(medians[tree] / first - 1) * 100:+.0f} %)")
+    print_medians(args, trees, cpu, "us/decision (server CPU)",
+                  {tree: f"   p99 median {statistics.median(p99[tree]):.2f} ms" for tree in trees})
 
 
 if __name__ == "__main__":

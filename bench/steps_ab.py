@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.code_trees import add_tree_arguments, print_medians, trees_to_compare
 
 #: Run in each tree (``python -c``, working directory = the tree): prints CPU microseconds per event.
 REPLAY = """
@@ -78,28 +79,11 @@ print(1e6 * best / len(payloads))
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trees", nargs="*", help="Code trees to compare (with --baseline: the working tree if none)")
-    parser.add_argument("--baseline", default=None, help="A git revision, extracted and compared first")
+    add_tree_arguments(parser)
     parser.add_argument("--events", type=int, default=40_000, help="Synthetic events replayed per pass")
     parser.add_argument("--passes", type=int, default=3, help="Passes per round (the fastest counts)")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds per tree, in turns")
     return parser
-
-
-def _trees(args: argparse.Namespace, parser: argparse.ArgumentParser, scratch: Path) -> list[Path]:
-    trees = [Path(t).resolve() for t in args.trees]
-    if args.baseline:
-        base = scratch / "baseline"
-        base.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline], capture_output=True, check=True, cwd=REPO).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        trees = [base, *(trees or [REPO])]
-    if len(trees) < 2:
-        parser.error("give two trees, or --baseline REV (against the working tree, or the trees given)")
-    for tree in trees:
-        if not (tree / "flink_jobs" / "user_steps.py").is_file():
-            parser.error(f"{tree} holds no flink_jobs/user_steps.py")
-    return trees
 
 
 def replay(tree: Path, events: int, passes: int) -> float:
@@ -117,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pulse-steps-ab-") as scratch_dir:
-        trees = _trees(args, parser, Path(scratch_dir))
+        trees = trees_to_compare(args, parser, Path(scratch_dir), holds="flink_jobs/user_steps.py")
         rounds: dict[Path, list[float]] = {tree: [] for tree in trees}
         for n in range(args.rounds):
             print(f"round {n + 1}/{args.rounds}", file=sys.stderr)
@@ -126,15 +110,7 @@ def main() -> None:
     print(f"decode + the user stage's steps, {args.events:,} synthetic events, best of {args.passes} passes a round, "
           f"{args.rounds} rounds per tree in turns (load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after)")
-    medians = {tree: statistics.median(rounds[tree]) for tree in trees}
-    for tree in trees:
-        label = f"{args.baseline} (baseline)" if args.baseline and tree == trees[0] else str(tree)
-        print(f"  {label:40s} median {medians[tree]:6.1f} us/event   rounds: "
-              + " ".join(f"{x:.1f}" for x in rounds[tree]))
-    first = medians[trees[0]]
-    for tree in trees[1:]:
-        print(f"  {tree}: {medians[tree] - first:+.1f} us per event against the first "
-              f"({(medians[tree] / first - 1) * 100:+.1f} %)")
+    print_medians(args, trees, rounds, "us/event")
 
 
 if __name__ == "__main__":
