@@ -71,6 +71,9 @@ def _run(ctx: typer.Context, rate: float, seconds: float, looks: TextIO | None) 
     try:
         learned_at_start = learned_events(_model(_redis(settings), RedisKeys(settings.redis_prefix)))
         already = demo_job(settings).pid() is not None
+        if not already and (note := restore_note(_checkpoint_age_s(settings), settings.session_gap_ms,
+                                                 settings.impression_ttl_ms)):
+            typer.echo(note)
         job = start_demo_job(settings)
         typer.echo(f"job started (pid {job.pid()}), log {job.log_file}")
         if not already:  # the stream starts once the job runs, not during its ~12-20 s of start-up and restore
@@ -96,6 +99,39 @@ def _run(ctx: typer.Context, rate: float, seconds: float, looks: TextIO | None) 
             signal.signal(sig, handler)
     typer.echo(record.line())
     typer.echo("demo stopped; the job's state is in its checkpoints; `pulse down` stops the services")
+
+
+def restore_note(age_s: float | None, session_gap_ms: int, impression_ttl_ms: int) -> str | None:
+    """What to expect from a job resuming a checkpoint ``age_s`` old, when that is past the session gap or the TTL.
+
+    The stream's event time is the wall clock, so every restored session and pending impression is then due on
+    the job's first watermark: it closes them before it learns again (ADR 0007, the eighteenth and
+    twenty-fourth sections: 6-15 s without learning, caught up with the stream after 30-40 s).
+
+    >>> restore_note(None, 1_800_000, 1_800_000) is None, restore_note(600.0, 1_800_000, 1_800_000) is None
+    (True, True)
+    >>> print(restore_note(5_640.0, 1_800_000, 1_800_000))  # doctest: +ELLIPSIS
+    resuming the job's checkpoint of 94 minutes ago: ... past the 30-minute session gap and impression TTL, ...
+    >>> print(restore_note(5_640.0, 1_800_000, 600_000))  # doctest: +ELLIPSIS
+    resuming ...: ... past the 30-minute session gap or the 10-minute impression TTL, so the job closes them ...
+    """
+    horizon_ms = min(session_gap_ms, impression_ttl_ms)
+    if age_s is None or age_s * 1000 < horizon_ms:
+        return None
+    gap, ttl = session_gap_ms / 60_000, impression_ttl_ms / 60_000
+    limits = f"{gap:g}-minute session gap and impression TTL" if gap == ttl else (
+        f"{gap:g}-minute session gap or the {ttl:g}-minute impression TTL")
+    return (f"resuming the job's checkpoint of {age_s / 60:.0f} minutes ago: its open sessions and pending "
+            f"impressions are past the {limits}, so the job closes them all first and starts behind the stream "
+            "(typically caught up within a minute)")
+
+
+def _checkpoint_age_s(settings: Settings) -> float | None:
+    """Seconds since the checkpoint the job would resume completed (``None``: it starts empty)."""
+    from flink_jobs.launch import restore_latest  # ~0.5 s of imports, only for the demo's start
+
+    path, _ = restore_latest(settings)
+    return None if path is None else time.time() - (path / "_metadata").stat().st_mtime
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
