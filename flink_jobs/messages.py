@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from schemas import Event, ServedList
-from schemas.events import EventFields, pickled_as_call
+from schemas.events import EventFields, pickled_as_call, quick_init
 
 _SNAPSHOT = struct.Struct("<qqHH")  # version, owner time ms, item id length, ack count
 _ACK = struct.Struct("<Hq")  # sender subtask, last seq applied
@@ -53,6 +53,7 @@ def event_of(value: bytes) -> Event | ServedList:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RedisWrite:
     """Set ``key`` to ``payload`` (an envelope carries event time, write time, model version)."""
@@ -75,6 +76,7 @@ class SetMember:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RedisWrites:
     """Several writes routed together (one message instead of one per key: each costs a Python call)."""
@@ -120,6 +122,7 @@ class ClosedSession:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ItemTouch:
     """What one event did to an item, for the item's owner: its MF update and its popularity weight.
@@ -139,6 +142,7 @@ class ItemTouch:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ItemTouches:
     """What one micro-batch of a user-side subtask did to an item: the sum of its MF updates, each popularity hit.
@@ -188,6 +192,7 @@ class ItemTouches:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BanditFeedback:
     """An impression resolved: ``reward`` 1 (its click came) or 0 (it expired).
@@ -206,6 +211,7 @@ class BanditFeedback:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PopularityCount:
     """An item's decayed count in ``segment`` as its owner holds it (replaces the previous one)."""
@@ -218,6 +224,7 @@ class PopularityCount:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ModelProgress:
     """Prequential error and join counters since the previous report, from one user-side subtask."""
@@ -243,6 +250,7 @@ class DeadLetterCounts:
 
 
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ItemSnapshot:
     """The owner's item parameters after ``version`` updates, as of ``owner_time_ms`` (wall clock).

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from config import Settings
 from online_models.base import ItemId, StateHeader, UserId
-from schemas.events import Event, EventType
+from schemas.events import Event, EventType, quick_init
 
 __all__ = [
     "STATE_FLOAT",
@@ -159,6 +159,7 @@ def _unpack_owner(header: StateHeader, data: bytes) -> tuple[float, Vector]:
     return bias, np.frombuffer(data, STATE_FLOAT, n, offset).astype(np.float64)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class UserParams:
     """What a user owns: bias and latent factors.
@@ -183,6 +184,7 @@ class UserParams:
         return cls(*_unpack_owner(cls._HEADER, data))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ItemParams:
     """What an item owns: bias and latent factors.
@@ -207,6 +209,7 @@ class ItemParams:
         return cls(*_unpack_owner(cls._HEADER, data))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GlobalParams:
     """The shared part: running mean of learned targets and how many events were learned.

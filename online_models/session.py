@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, replace
 
 from online_models.base import StateHeader
-from schemas.events import SYMBOL_OF, Event, EventType
+from schemas.events import SYMBOL_OF, Event, EventType, quick_init
 
 __all__ = [
     "LateEvent",
@@ -53,6 +53,7 @@ _TIME = struct.Struct("<q")
 Pairs = tuple[tuple[str, int], ...]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionState:
     """One open session of one user (``recent``: distinct ``(time_ms, item)``, oldest first)."""
@@ -91,6 +92,7 @@ class SessionState:
         return cls(user_id, session_id, start_ms, end_ms, n_events, n_late, counts, recent, cats)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
     """What a closed session emits; counts per event type and per category as name/count pairs."""
@@ -107,6 +109,7 @@ class SessionSummary:
     categories: Pairs
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LateEvent:
     """An event too late to count into the open session (``lateness_ms`` behind its latest)."""

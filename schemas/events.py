@@ -79,6 +79,59 @@ def pickled_as_call(cls: type[_T]) -> type[_T]:
     return cls
 
 
+def quick_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen slotted dataclass an ``__init__`` that sets its slots directly: about half the cost.
+
+    The ``__init__`` of ``dataclass(frozen=True)`` sets each field with ``object.__setattr__``
+    (~0.1 us a field); the job builds several such objects per event (an event, its session state,
+    the learners' parameters, messages), a frozen ``Event`` cost 1.3 us and costs 0.66 us this way.
+    The same parameters, defaults and default factories; instances stay frozen (assignment still
+    raises) and equal to what the dataclass's own ``__init__`` builds. Refused for a class with
+    ``__post_init__``, fields outside ``__init__`` or keyword-only fields.
+
+    >>> @quick_init
+    ... @dataclass(frozen=True, slots=True)
+    ... class Point:
+    ...     x: int
+    ...     tags: list[str] = field(default_factory=list)
+    >>> Point(1), Point(x=2, tags=["a"]), Point(1).tags is not Point(1).tags
+    (Point(x=1, tags=[]), Point(x=2, tags=['a']), True)
+    >>> Point(1).x = 5
+    Traceback (most recent call last):
+    dataclasses.FrozenInstanceError: cannot assign to field 'x'
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    params = getattr(cls, "__dataclass_params__", None)
+    if (params is None or not params.frozen or "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
+            or any(not f.init or f.kw_only for f in fields)):
+        raise TypeError(f"{cls.__name__}: quick_init is for frozen slotted dataclasses without __post_init__, "
+                        "fields outside __init__ or keyword-only fields")
+    env: dict[str, Any] = {"_MISSING": dataclasses.MISSING}
+    args, lines = [], []
+    for f in fields:
+        slot = next(klass.__dict__[f.name] for klass in cls.__mro__ if f.name in klass.__dict__)
+        env[f"_set_{f.name}"] = slot.__set__  # the slot's own setter: no frozen check, no name lookup
+        value = f.name
+        if f.default is not dataclasses.MISSING:
+            env[f"_default_{f.name}"] = f.default
+            args.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"_factory_{f.name}"] = f.default_factory
+            args.append(f"{f.name}=_MISSING")
+            value = f"_factory_{f.name}() if {f.name} is _MISSING else {f.name}"
+        else:
+            args.append(f.name)
+        lines.append(f"    _set_{f.name}(self, {value})")
+    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(lines or ["    pass"])
+    exec(source, env)  # built from source, as dataclasses builds its own __init__
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@quick_init
 @pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -90,6 +143,7 @@ class Decision:
     propensity: float
 
 
+@quick_init
 @pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Event:

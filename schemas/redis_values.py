@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.compact_bytes import F32, Reader, floats, ids, named_counts, scores, text, type_counts, varint
-from schemas.events import pickled_as_call
+from schemas.events import pickled_as_call, quick_init
 from schemas.redis_keys import Envelope, UserKind
 
 __all__ = [
@@ -72,6 +72,7 @@ _HAS_SESSION, _HAS_FACTORS, _HAS_RECS, _HAS_HISTORY = 1, 2, 4, 8
 
 
 @pickled_as_call  # pickled between stages: a constructor call, not dataclasses.fields() per pickle
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CompactValue:
     """A format-2 body ready to write; the Redis writer adds the header (times, model version).
