@@ -13,24 +13,18 @@ from hypothesis import strategies as st
 
 from schemas.events import Decision, Event, EventType, quick_init
 
-
-@dataclass(frozen=True, slots=True)
-class Plain:
-    a: int
-    b: str
-    c: float | None = None
-    d: dict[str, str] = field(default_factory=dict)
-    e: tuple[int, ...] = ()
+#: The same fields, for the dataclass's own __init__ (Plain) and quick_init's (Quick).
+_FIELDS: list[Any] = [("a", int), ("b", str), ("c", float | None, field(default=None)),
+                      ("d", dict[str, str], field(default_factory=dict)), ("e", tuple[int, ...], field(default=()))]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
-class Quick:
-    a: int
-    b: str
-    c: float | None = None
-    d: dict[str, str] = field(default_factory=dict)
-    e: tuple[int, ...] = ()
+def _made(name: str) -> Any:
+    made = dataclasses.make_dataclass(name, _FIELDS, frozen=True, slots=True)
+    made.__module__ = __name__  # pickle finds it here (make_dataclass's module= is Python 3.12's)
+    return made
+
+
+Plain, Quick = _made("Plain"), quick_init(_made("Quick"))
 
 
 @dataclass(frozen=True, slots=True)
