@@ -126,13 +126,12 @@ def quick_init(cls: type[_T]) -> type[_T]:
     exec(source, env)  # built from source, as dataclasses builds its own __init__
     init = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
 
 
-@quick_init
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What a policy decided for an impression: the arm shown and its propensity."""
@@ -143,8 +142,8 @@ class Decision:
     propensity: float
 
 
-@quick_init
 @pickled_as_call
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """One user interaction, as on the ``events`` topic (key = ``user_id``).
