@@ -113,17 +113,25 @@ def restore_note(age_s: float | None, session_gap_ms: int, impression_ttl_ms: in
     >>> print(restore_note(5_640.0, 1_800_000, 1_800_000))  # doctest: +ELLIPSIS
     resuming the job's checkpoint of 94 minutes ago: ... past the 30-minute session gap and impression TTL, ...
     >>> print(restore_note(5_640.0, 1_800_000, 600_000))  # doctest: +ELLIPSIS
-    resuming ...: ... past the 30-minute session gap or the 10-minute impression TTL, so the job closes them ...
+    resuming ...: ... past the 30-minute session gap and the 10-minute impression TTL, so the job closes them ...
+    >>> print(restore_note(900.0, 1_800_000, 600_000))  # doctest: +ELLIPSIS
+    resuming ... of 15 minutes ago: its pending impressions are past the 10-minute impression TTL, so the job ...
     """
-    horizon_ms = min(session_gap_ms, impression_ttl_ms)
-    if age_s is None or age_s * 1000 < horizon_ms:
+    if age_s is None:
         return None
     gap, ttl = session_gap_ms / 60_000, impression_ttl_ms / 60_000
-    limits = f"{gap:g}-minute session gap and impression TTL" if gap == ttl else (
-        f"{gap:g}-minute session gap or the {ttl:g}-minute impression TTL")
-    return (f"resuming the job's checkpoint of {age_s / 60:.0f} minutes ago: its open sessions and pending "
-            f"impressions are past the {limits}, so the job closes them all first and starts behind the stream "
-            "(typically caught up within a minute)")
+    sessions, impressions = age_s * 1000 >= session_gap_ms, age_s * 1000 >= impression_ttl_ms
+    if sessions and impressions:
+        what = "open sessions and pending impressions"
+        limit = (f"{gap:g}-minute session gap and impression TTL" if gap == ttl
+                 else f"{gap:g}-minute session gap and the {ttl:g}-minute impression TTL")
+    elif sessions or impressions:  # only what is older than its own limit is due at once
+        what, limit = (("open sessions", f"{gap:g}-minute session gap") if sessions
+                       else ("pending impressions", f"{ttl:g}-minute impression TTL"))
+    else:
+        return None
+    return (f"resuming the job's checkpoint of {age_s / 60:.0f} minutes ago: its {what} are past the {limit}, "
+            "so the job closes them all first and starts behind the stream (typically caught up within a minute)")
 
 
 def _checkpoint_age_s(settings: Settings) -> float | None:
