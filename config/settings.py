@@ -103,6 +103,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     restart_attempts: int = Field(10, ge=0)
     job_batch_max_events: int = Field(1000, ge=1, description="Events per Python call at most (docs/adr/0007)")
     job_batch_max_ms: int = Field(10, ge=1, description="How long the job buffers events for one Python call at most")
+    job_decode_in_jvm: bool = Field(True, description="Read in the JVM the events the codec would accept (ADR 0007)")
     job_events_buffer_timeout_ms: int = Field(5, ge=0, description="How long decoded events wait in a network "
                                               "buffer for the user stage (Flink's buffer timeout, that edge only)")
     job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
@@ -117,11 +118,8 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_class_archive: bool = Field(True, description="The local job's JVM maps its classes from an archive "
                                     "recorded by an earlier start (<home>/jars/cds; ~1.3 s off each start)")
     savepoint_dir: Path | None = Field(None, description="Savepoints; default <home>/savepoints")
-    job_rest_port: int | None = Field(
-        None, ge=1, le=65535,
-        description="`pulse job run`: serve Flink's REST API and web UI on this port (checkpoint statistics); "
-                    "off when unset",
-    )
+    job_rest_port: int | None = Field(None, ge=1, le=65535, description="`pulse job run`: serve Flink's REST API "
+                                      "and web UI on this port (checkpoint statistics); off when unset")
 
     # The local standalone cluster of `pulse up --flink` (infra/local/flink.py).
     flink_rest_port: int = Field(8081, ge=1, le=65535, description="JobManager REST port (`--jobmanager`)")

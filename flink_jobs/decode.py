@@ -1,4 +1,9 @@
-"""Stage: bytes from Kafka -> validated :class:`schemas.Event`, or a dead letter. Nothing is dropped."""
+"""Stage: bytes from Kafka -> validated :class:`schemas.Event`, or a dead letter. Nothing is dropped.
+
+Most events never reach it: the JVM reads those the codec accepts without a doubt
+(``EventDecoder.java``, ``pipeline.decode_in_jvm``) and hands this stage the rest (bad input, other
+schema ids), so every dead letter's reason is the codec's (``schemas/codec.py``).
+"""
 
 from __future__ import annotations
 

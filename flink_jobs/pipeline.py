@@ -48,19 +48,21 @@ from flink_jobs.user_steps import DriftReaction
 from online_models.bandits import BanditScope
 from online_models.implicit_params import implicit_config, item_shape
 from online_models.mf_params import MFConfig, mf_config
-from schemas import DeadLetterCodec, Limits
+from schemas import DeadLetterCodec, Limits, load_registry
+from schemas.codec import jvm_event_schema_ids
 from schemas.redis_keys import RedisKeys
 
 
 def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bounded: bool = False) -> None:
     """Wire the whole job onto ``env``."""
     raw = read_events(env, settings, bounded)
-    decoded = decode(raw, settings)
+    read_in_jvm = decode_in_jvm(raw, settings)
+    decoded = decode(undecided(read_in_jvm), settings)
     catalogue = decode_catalogue(read_catalogue(env, settings, bounded), settings)
     # Served lists only when outcomes are credited to the variants of a recommendations experiment.
     served = [decode_served(read_served(env, settings, bounded), settings)] if settings.attribution_reads_served else []
     write_dead_letters([decoded, catalogue, *served], settings)
-    events = unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events")
+    events = read_in_jvm.union(unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events"))
     if served:
         events = events.union(served_lists(served[0]))
     events = with_event_time(events, settings)
@@ -80,8 +82,33 @@ def read_events(env: StreamExecutionEnvironment, settings: Settings, bounded: bo
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events").uid("source-events")
 
 
+def decode_in_jvm(raw: DataStream, settings: Settings) -> DataStream:
+    """Bytes -> ``(Row(user_id, event fields), event time)`` in the JVM, chained to the source.
+
+    Only for the events the codec accepts without a doubt (``EventFrames.java``); every other record goes
+    on to :func:`decode` (side output :func:`undecided`). The JVM reads only the schema ids whose schema
+    is the project's version 1 or 2 (with a Schema Registry, its ids for them);
+    ``PULSE_JOB_DECODE_IN_JVM=false`` leaves every record to the codec.
+    """
+    limits = Limits()
+    ids = jvm_event_schema_ids(load_registry(settings.schema_registry_url)) if settings.job_decode_in_jvm else {}
+    decoder = get_gateway().jvm.pulse.flink.EventDecoder(
+        ",".join(f"{schema_id}:{version}" for schema_id, version in ids.items()), limits.max_bytes,
+        limits.max_id_length, limits.min_event_time_ms, limits.max_future_ms)
+    j_decoded = raw._j_data_stream.process(decoder, DECODED.get_java_type_info())
+    return DataStream(j_decoded.name("decode-in-jvm").uid("decode-in-jvm"))
+
+
+def undecided(read_in_jvm: DataStream) -> DataStream:
+    """The records the JVM left to the codec (bad input, other schema ids), as read: position first."""
+    return DataStream(read_in_jvm._j_data_stream.getSideOutput(get_gateway().jvm.pulse.flink.EventDecoder.UNDECIDED))
+
+
 def decode(raw: DataStream, settings: Settings) -> DataStream:
-    """Bytes -> ``(Row(user_id, Event), event time)``; anything else goes to the dead-letter side output."""
+    """Bytes -> ``(Row(user_id, Event), event time)`` by the codec, the one validation truth.
+
+    Anything it refuses goes to the dead-letter side output with its reason.
+    """
     batches = raw_batches(raw, max_records=settings.job_batch_max_events, max_delay_ms=settings.job_batch_max_ms,
                           uid="decode-batches")
     decoder = DecodeEvents(settings.topic_events, settings.schema_registry_url, Limits())

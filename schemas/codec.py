@@ -35,7 +35,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.events import EVENT_TYPE_OF, ITEM_EVENT_TYPES, Event, EventFields, EventType, Item, fields_of
-from schemas.registry import DLQ_SUBJECT, EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry
+from schemas.registry import DLQ_SUBJECT, EVENTS_SUBJECT, ITEMS_SUBJECT, SchemaRegistry, load_registry, schema_text
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5
@@ -276,6 +276,29 @@ class EventCodec(_FramedCodec):
                 DecodeReason.BAD_VALUE,
                 f"category is only for block events, not {event_type.value} (an item's category goes in context)",
             )
+
+
+#: The versions of the events subject the job's JVM reader knows (``flink_jobs/java/.../EventFrames.java``).
+JVM_EVENT_VERSIONS = (1, 2)
+
+
+def jvm_event_schema_ids(registry: SchemaRegistry) -> dict[int, int]:
+    """The events subject's schema ids the JVM may read, each with its version: the project's own schemas.
+
+    An id qualifies only when the registry's schema under it is, field for field, version 1 or 2 as
+    checked in; records framed with any other id go to :class:`EventCodec` alone.
+
+    >>> jvm_event_schema_ids(load_registry())
+    {1: 1, 5: 2}
+    """
+    project = load_registry()
+    ids = {}
+    for version in JVM_EVENT_VERSIONS:
+        schema_id, _ = registry.version(EVENTS_SUBJECT, version)
+        writer = registry.writer_schema(schema_id)
+        if writer is not None and schema_text(writer) == schema_text(project.version(EVENTS_SUBJECT, version)[1]):
+            ids[schema_id] = version
+    return ids
 
 
 class ItemCodec(_FramedCodec):

@@ -264,6 +264,9 @@ def test_job_prometheus_endpoint_has_the_python_metrics(scenario: Scenario) -> N
     assert found["dead_letters"] == M, found
     assert found["events_processed"] == N1, found
     assert found["redis_keys_written"] > 0, found
+    # The good events were read in the JVM; only the malformed ones went on to the Python codec.
+    handed = sum(s.value for s in samples(scenario.job_scrape) if s.name.endswith("_events_handed_to_codec"))
+    assert handed == M, handed
     names = {s.name for s in samples(scenario.job_scrape)}
     assert "flink_jobmanager_job_numRestarts" in names
     assert "flink_taskmanager_job_task_operator_item_replica_size" in names
