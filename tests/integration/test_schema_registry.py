@@ -35,6 +35,7 @@ from producers.producer import EventProducer
 from producers.sources import open_source
 from producers.topics import ensure_topics
 from schemas import DeadLetterCodec, Event, EventCodec, EventType
+from schemas.codec import jvm_event_schema_ids
 from schemas.redis_keys import RedisKeys
 from schemas.registry import EVENTS_SUBJECT, SCHEMA_DIR, ConfluentRegistry
 from serving.sync_reads import user_part
@@ -160,3 +161,7 @@ def test_job_decodes_registry_ids_and_dead_letters_unknown_ones(
     dead_letters = DeadLetterCodec(ConfluentRegistry(registry_url))  # the job registered the DLQ schema too
     dead = [dead_letters.decode(v) for v in read_topic(settings, settings.topic_dlq, 1)]
     assert [(d["reason"], d["original"]) for d in dead] == [("unknown_schema", unknown_id)]
+    # The registry's ids for Pulse's two versions hold the project's schemas, so the job read those
+    # records in the JVM (pipeline.decode_in_jvm), not only through the codec.
+    registry = ConfluentRegistry(registry_url)
+    assert jvm_event_schema_ids(registry) == {registry.version(EVENTS_SUBJECT, v)[0]: v for v in (1, 2)}
