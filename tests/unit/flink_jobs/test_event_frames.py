@@ -7,8 +7,8 @@ accept the good events: of both schema versions, every type, the Unicode the bad
 sends as valid ids. Checked on good events, the codec's malformed generators and the bad-input
 campaign's Unicode cases (each kind must go to the codec), mutated frames and random bytes.
 
-A real ``java``/``javac`` (the job needs them anyway) compiles the one pure class and runs its
-``main`` over the payloads once per batch.
+A real ``java``/``javac`` (the job needs them anyway) compiles the pure classes (no Flink) and runs
+``EventFrames.main`` over the payloads once per batch.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from tests.unit.schemas.test_codec import MALFORMED, NOW_MS, make_event
 JAVA, JAVAC = shutil.which("java"), shutil.which("javac")
 pytestmark = pytest.mark.skipif((JAVA is None or JAVAC is None) and not os.environ.get("CI"), reason="needs a JDK")
 
-SOURCE = Path(__file__).resolve().parents[3] / "flink_jobs" / "java" / "pulse" / "flink" / "EventFrames.java"
+JAVA_DIR = Path(__file__).resolve().parents[3] / "flink_jobs" / "java" / "pulse" / "flink"
+#: The pure reader and what it uses (no Flink on the class path).
+SOURCES = [JAVA_DIR / f"{name}.java" for name in ("EventFrames", "StrictAvro", "MarshalWriter", "Undecided")]
 LIMITS = Limits()
 SCHEMA_IDS = ",".join(f"{i}:{v}" for i, v in jvm_event_schema_ids(load_registry()).items())
 
@@ -40,7 +42,7 @@ SCHEMA_IDS = ",".join(f"{i}:{v}" for i, v in jvm_event_schema_ids(load_registry(
 @pytest.fixture(scope="module")
 def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("event-frames")
-    subprocess.run([JAVAC or "javac", "-nowarn", "--release", "11", "-d", str(out), str(SOURCE)], check=True)
+    subprocess.run([JAVAC or "javac", "-nowarn", "--release", "11", "-d", str(out), *map(str, SOURCES)], check=True)
     return out
 
 

@@ -1,11 +1,12 @@
 package pulse.flink;
 
-import java.io.ByteArrayOutputStream;
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
+import java.io.EOFException;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -18,11 +19,11 @@ import java.util.Map;
  *
  * <p>{@code schemas/codec.py} stays the one validation truth: {@link #decode} returns {@code null}
  * for any frame it does not accept (bad input, an unknown schema id, a corner this reader does
- * not handle, such as an Avro varint written longer than needed), and the job hands those frames
- * to the codec, which dead-letters them with its reason (or, should it accept one, decodes it). A
- * frame accepted here is one the codec accepts with the same fields; tests/unit/flink_jobs/
- * test_event_frames.py checks that on good events of both schema versions, the bad-input campaign's
- * payloads and mutated frames.
+ * not handle, such as a negative union index, which fastavro reads from the end of the list), and
+ * the job hands those frames to the codec, which dead-letters them with its reason (or, should it
+ * accept one, decodes it). A frame accepted here is one the codec accepts with the same fields;
+ * tests/unit/flink_jobs/test_event_frames.py checks that on good events of both schema versions,
+ * the bad-input campaign's payloads and mutated frames.
  *
  * <p>{@code main} reads frames from stdin ({@code length:i32, frame}, big endian) and writes, per
  * frame, {@code length:i32, fields} or {@code -1}: the tests' way in.
@@ -38,8 +39,7 @@ public final class EventFrames {
     /** view .. impression: the types about one item (schemas.events.ITEM_EVENT_TYPES). */
     private static final int LAST_ITEM_TYPE = IMPRESSION;
     private static final byte[] SEGMENT = "segment".getBytes(StandardCharsets.UTF_8);
-    /** More context entries than this go to the codec (a duplicate key is looked up linearly). */
-    private static final int MAX_CONTEXT_ENTRIES = 64;
+    private static final int ABSENT = -1;
 
     static {
         for (int i = 0; i < TYPES.length; i++) {
@@ -88,26 +88,45 @@ public final class EventFrames {
         }
     }
 
-    /** Not a frame this reader accepts; the codec decides. */
-    private static final class Undecided extends Exception {
-        private static final long serialVersionUID = 1L;
-        static final Undecided INSTANCE = new Undecided();
+    /** Where each field of one frame lies: a string as start and end in the frame, {@link #ABSENT} for null. */
+    private static final class Frame {
+        final byte[] b;
+        int eventId;
+        int eventIdEnd;
+        int type;
+        int userId;
+        int userIdEnd;
+        int itemId = ABSENT;
+        int itemIdEnd;
+        boolean hasValue;
+        double value;
+        long eventTimeMs;
+        List<int[]> context;
+        /** The decision's request id, policy and arm (start and end of each), or null. */
+        int[] decision;
+        double propensity;
+        int category = ABSENT;
+        int categoryEnd;
 
-        private Undecided() {
-            super(null, null, false, false);
+        Frame(byte[] b) {
+            this.b = b;
         }
     }
 
     /** The event in {@code value[offset:]}, or {@code null}: leave it to the codec. */
     public Decoded decode(byte[] value, int offset, long nowMs) {
         try {
-            return read(value, offset, nowMs);
+            Frame frame = read(value, offset);
+            check(frame, nowMs);
+            String userId = new String(value, frame.userId, frame.userIdEnd - frame.userId, StandardCharsets.UTF_8);
+            return new Decoded(userId, frame.eventTimeMs, fields(frame));
         } catch (Undecided | RuntimeException e) {
             return null;
         }
     }
 
-    private Decoded read(byte[] value, int offset, long nowMs) throws Undecided {
+    /** The frame's fields, in the writer's order (both versions; version 1 has no category). */
+    private Frame read(byte[] value, int offset) throws Undecided {
         int size = value.length - offset;
         if (size > maxBytes || size < 5 || value[offset] != 0) {
             throw Undecided.INSTANCE;
@@ -118,121 +137,120 @@ public final class EventFrames {
         if (version == null) {
             throw Undecided.INSTANCE;
         }
-        Reader in = new Reader(value, offset + 5);
-        int eventIdAt = in.string();
-        int eventIdEnd = in.pos;
-        int type = in.index(version == 1 ? 7 : 8);
-        int userIdAt = in.string();
-        int userIdEnd = in.pos;
-        int itemIdAt = -1;
-        int itemIdEnd = -1;
+        StrictAvro in = new StrictAvro(value, offset + 5);
+        Frame f = new Frame(value);
+        f.eventId = in.string();
+        f.eventIdEnd = in.pos;
+        f.type = in.index(version == 1 ? 7 : 8);
+        f.userId = in.string();
+        f.userIdEnd = in.pos;
         if (in.index(2) == 1) {
-            itemIdAt = in.string();
-            itemIdEnd = in.pos;
+            f.itemId = in.string();
+            f.itemIdEnd = in.pos;
         }
-        boolean hasValue = in.index(2) == 1;
-        double number = hasValue ? in.dbl() : 0.0;
-        long eventTimeMs = in.lng();
-        List<int[]> context = in.context();
-        int[] decision = null;  // request id, policy, arm: start and end of each; then the propensity's position
+        f.hasValue = in.index(2) == 1;
+        if (f.hasValue) {
+            f.value = in.dbl();
+        }
+        f.eventTimeMs = in.lng();
+        f.context = in.stringMap();
         if (in.index(2) == 1) {
-            decision = new int[7];
+            f.decision = new int[6];
             for (int i = 0; i < 3; i++) {
-                decision[2 * i] = in.string();
-                decision[2 * i + 1] = in.pos;
+                f.decision[2 * i] = in.string();
+                f.decision[2 * i + 1] = in.pos;
             }
-            decision[6] = in.pos;
-            in.dbl();
+            f.propensity = in.dbl();
         }
-        int categoryAt = -1;
-        int categoryEnd = -1;
         if (version == 2 && in.index(2) == 1) {
-            categoryAt = in.string();
-            categoryEnd = in.pos;
+            f.category = in.string();
+            f.categoryEnd = in.pos;
         }
         if (in.pos != value.length) {
             throw Undecided.INSTANCE;  // trailing bytes
         }
-        // The codec's checks (EventCodec._validate), in its order; any that fails: the codec says why.
-        checkId(value, eventIdAt, eventIdEnd);
-        checkId(value, userIdAt, userIdEnd);
-        if (type <= LAST_ITEM_TYPE || itemIdAt >= 0) {
-            checkId(value, itemIdAt, itemIdEnd);
-        }
-        if (type == BLOCK) {
-            if (itemIdAt >= 0 && categoryAt >= 0) {
-                throw Undecided.INSTANCE;
-            }
-            if (itemIdAt < 0) {
-                checkId(value, categoryAt, categoryEnd);
-            }
-        } else if (categoryAt >= 0) {
-            throw Undecided.INSTANCE;
-        }
-        for (int[] entry : context) {
-            if (Arrays.equals(value, entry[0], entry[1], SEGMENT, 0, SEGMENT.length)
-                && startsWithByteOrderMark(value, entry[2], entry[3])) {
-                throw Undecided.INSTANCE;
-            }
-        }
-        if (hasValue && !Double.isFinite(number)) {
-            throw Undecided.INSTANCE;
-        }
-        if (type == RATING && !hasValue) {
-            throw Undecided.INSTANCE;
-        }
-        if (type == IMPRESSION) {
-            if (decision == null) {
-                throw Undecided.INSTANCE;
-            }
-            checkId(value, decision[0], decision[1]);
-            double propensity = Reader.dblAt(value, decision[6]);
-            if (!(propensity > 0.0 && propensity <= 1.0)) {
-                throw Undecided.INSTANCE;
-            }
-        }
-        if (eventTimeMs < minEventTimeMs || eventTimeMs > nowMs + maxFutureMs) {
-            throw Undecided.INSTANCE;
-        }
+        return f;
+    }
 
-        Marshal out = new Marshal(value.length + 64);
+    /** The codec's checks (EventCodec._validate); any that fails: the codec says why. */
+    private void check(Frame f, long nowMs) throws Undecided {
+        checkId(f.b, f.eventId, f.eventIdEnd);
+        checkId(f.b, f.userId, f.userIdEnd);
+        if (f.type <= LAST_ITEM_TYPE || f.itemId != ABSENT) {
+            checkId(f.b, f.itemId, f.itemIdEnd);
+        }
+        if (f.type == BLOCK) {
+            if (f.itemId != ABSENT && f.category != ABSENT) {
+                throw Undecided.INSTANCE;
+            }
+            if (f.itemId == ABSENT) {
+                checkId(f.b, f.category, f.categoryEnd);
+            }
+        } else if (f.category != ABSENT) {
+            throw Undecided.INSTANCE;
+        }
+        for (int[] entry : f.context) {
+            if (Arrays.equals(f.b, entry[0], entry[1], SEGMENT, 0, SEGMENT.length)
+                && startsWithByteOrderMark(f.b, entry[2], entry[3])) {
+                throw Undecided.INSTANCE;
+            }
+        }
+        if ((f.hasValue && !Double.isFinite(f.value)) || (f.type == RATING && !f.hasValue)) {
+            throw Undecided.INSTANCE;
+        }
+        if (f.type == IMPRESSION) {
+            if (f.decision == null) {
+                throw Undecided.INSTANCE;
+            }
+            checkId(f.b, f.decision[0], f.decision[1]);
+            if (!(f.propensity > 0.0 && f.propensity <= 1.0)) {
+                throw Undecided.INSTANCE;
+            }
+        }
+        if (f.eventTimeMs < minEventTimeMs || f.eventTimeMs > nowMs + maxFutureMs) {
+            throw Undecided.INSTANCE;
+        }
+    }
+
+    /** {@code EventFields}: (event_id, type, user_id, event_time_ms, item_id, value, context, decision, category). */
+    private static byte[] fields(Frame f) {
+        MarshalWriter out = new MarshalWriter(f.b.length + 64);
         out.tuple(9);
-        out.string(value, eventIdAt, eventIdEnd);
-        out.string(TYPE_BYTES[type], 0, TYPE_BYTES[type].length);
-        out.string(value, userIdAt, userIdEnd);
-        out.integer(eventTimeMs);
-        if (itemIdAt >= 0) {
-            out.string(value, itemIdAt, itemIdEnd);
+        out.string(f.b, f.eventId, f.eventIdEnd);
+        out.string(TYPE_BYTES[f.type], 0, TYPE_BYTES[f.type].length);
+        out.string(f.b, f.userId, f.userIdEnd);
+        out.integer(f.eventTimeMs);
+        optionalString(out, f.b, f.itemId, f.itemIdEnd);
+        if (f.hasValue) {
+            out.dbl(f.value);
         } else {
             out.none();
         }
-        if (hasValue) {
-            out.dbl(number);
-        } else {
-            out.none();
-        }
-        out.dict(value, context);
-        if (decision != null) {
+        out.dict(f.b, f.context);
+        if (f.decision != null) {
             out.tuple(4);
             for (int i = 0; i < 3; i++) {
-                out.string(value, decision[2 * i], decision[2 * i + 1]);
+                out.string(f.b, f.decision[2 * i], f.decision[2 * i + 1]);
             }
-            out.dbl(Reader.dblAt(value, decision[6]));
+            out.dbl(f.propensity);
         } else {
             out.none();
         }
-        if (categoryAt >= 0) {
-            out.string(value, categoryAt, categoryEnd);
-        } else {
+        optionalString(out, f.b, f.category, f.categoryEnd);
+        return out.bytes();
+    }
+
+    private static void optionalString(MarshalWriter out, byte[] b, int start, int end) {
+        if (start == ABSENT) {
             out.none();
+        } else {
+            out.string(b, start, end);
         }
-        String userId = new String(value, userIdAt, userIdEnd - userIdAt, StandardCharsets.UTF_8);
-        return new Decoded(userId, eventTimeMs, out.bytes());
     }
 
     /** schemas/codec.py's {@code _check_id} on valid UTF-8 bytes: not empty, not too long, no control character, no BOM. */
     private void checkId(byte[] b, int start, int end) throws Undecided {
-        if (start < 0 || start == end) {
+        if (start == ABSENT || start == end) {
             throw Undecided.INSTANCE;
         }
         int codePoints = 0;
@@ -257,264 +275,18 @@ public final class EventFrames {
                 || ((b[start + 1] & 0xff) == 0xbf && (b[start + 2] & 0xff) == 0xbe));
     }
 
-    /** Avro's binary encoding, strictly: anything unusual is {@link Undecided}. */
-    private static final class Reader {
-        final byte[] b;
-        int pos;
-
-        Reader(byte[] b, int pos) {
-            this.b = b;
-            this.pos = pos;
-        }
-
-        /** A zig-zag varint of at most 10 bytes that fits a long. */
-        long lng() throws Undecided {
-            long n = 0;
-            for (int shift = 0; shift < 64; shift += 7) {
-                if (pos >= b.length) {
-                    throw Undecided.INSTANCE;
-                }
-                int c = b[pos++] & 0xff;
-                if (shift == 63 && (c & 0xfe) != 0) {
-                    throw Undecided.INSTANCE;
-                }
-                n |= (long) (c & 0x7f) << shift;
-                if ((c & 0x80) == 0) {
-                    return (n >>> 1) ^ -(n & 1);
-                }
-            }
-            throw Undecided.INSTANCE;
-        }
-
-        /** An enum symbol's or union branch's index in {@code [0, count)}. */
-        int index(int count) throws Undecided {
-            long i = lng();
-            if (i < 0 || i >= count) {
-                throw Undecided.INSTANCE;
-            }
-            return (int) i;
-        }
-
-        double dbl() throws Undecided {
-            if (b.length - pos < 8) {
-                throw Undecided.INSTANCE;
-            }
-            double d = dblAt(b, pos);
-            pos += 8;
-            return d;
-        }
-
-        static double dblAt(byte[] b, int at) {
-            long bits = 0;
-            for (int i = 7; i >= 0; i--) {
-                bits = (bits << 8) | (b[at + i] & 0xff);
-            }
-            return Double.longBitsToDouble(bits);
-        }
-
-        /** A string's start; {@link #pos} is then its end. Only well-formed UTF-8 (as Python's strict decode). */
-        int string() throws Undecided {
-            long length = lng();
-            if (length < 0 || length > b.length - pos) {
-                throw Undecided.INSTANCE;
-            }
-            int start = pos;
-            int end = pos + (int) length;
-            checkUtf8(b, start, end);
-            pos = end;
-            return start;
-        }
-
-        /** The context map: per entry {key start, key end, value start, value end}, a repeated key keeping its place. */
-        List<int[]> context() throws Undecided {
-            List<int[]> entries = new ArrayList<>();
-            while (true) {
-                long count = lng();
-                if (count == 0) {
-                    return entries;
-                }
-                if (count < 0) {
-                    count = -count;
-                    lng();  // the block's size in bytes
-                }
-                if (count > MAX_CONTEXT_ENTRIES || entries.size() + count > MAX_CONTEXT_ENTRIES) {
-                    throw Undecided.INSTANCE;
-                }
-                for (long i = 0; i < count; i++) {
-                    int[] entry = new int[4];
-                    entry[0] = string();
-                    entry[1] = pos;
-                    entry[2] = string();
-                    entry[3] = pos;
-                    int same = -1;
-                    for (int j = 0; j < entries.size(); j++) {
-                        int[] e = entries.get(j);
-                        if (Arrays.equals(b, e[0], e[1], b, entry[0], entry[1])) {
-                            same = j;
-                            break;
-                        }
-                    }
-                    if (same >= 0) {
-                        entries.get(same)[2] = entry[2];  // as a dict: the last value, the first place
-                        entries.get(same)[3] = entry[3];
-                    } else {
-                        entries.add(entry);
-                    }
-                }
-            }
-        }
-
-        /** Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF). */
-        static void checkUtf8(byte[] b, int start, int end) throws Undecided {
-            int i = start;
-            while (i < end) {
-                int c = b[i] & 0xff;
-                if (c < 0x80) {
-                    i++;
-                    continue;
-                }
-                int need;
-                int lo = 0x80;
-                int hi = 0xbf;
-                if (c >= 0xc2 && c <= 0xdf) {
-                    need = 1;
-                } else if (c >= 0xe0 && c <= 0xef) {
-                    need = 2;
-                    if (c == 0xe0) {
-                        lo = 0xa0;
-                    } else if (c == 0xed) {
-                        hi = 0x9f;
-                    }
-                } else if (c >= 0xf0 && c <= 0xf4) {
-                    need = 3;
-                    if (c == 0xf0) {
-                        lo = 0x90;
-                    } else if (c == 0xf4) {
-                        hi = 0x8f;
-                    }
-                } else {
-                    throw Undecided.INSTANCE;
-                }
-                if (end - i <= need) {
-                    throw Undecided.INSTANCE;
-                }
-                int second = b[i + 1] & 0xff;
-                if (second < lo || second > hi) {
-                    throw Undecided.INSTANCE;
-                }
-                for (int k = 2; k <= need; k++) {
-                    if ((b[i + k] & 0xc0) != 0x80) {
-                        throw Undecided.INSTANCE;
-                    }
-                }
-                i += need + 1;
-            }
-        }
-    }
-
-    /** Python's marshal format, the few types an event's fields use (loads reads them as marshal.dumps writes them). */
-    private static final class Marshal {
-        private byte[] out;
-        private int size;
-
-        Marshal(int capacity) {
-            out = new byte[capacity];
-        }
-
-        private void room(int n) {
-            if (size + n > out.length) {
-                out = Arrays.copyOf(out, Math.max(out.length * 2, size + n));
-            }
-        }
-
-        private void int32(int v) {
-            room(4);
-            out[size++] = (byte) v;
-            out[size++] = (byte) (v >>> 8);
-            out[size++] = (byte) (v >>> 16);
-            out[size++] = (byte) (v >>> 24);
-        }
-
-        private void code(char c) {
-            room(1);
-            out[size++] = (byte) c;
-        }
-
-        void tuple(int n) {
-            code('(');
-            int32(n);
-        }
-
-        void none() {
-            code('N');
-        }
-
-        void string(byte[] utf8, int start, int end) {
-            code('u');
-            int32(end - start);
-            room(end - start);
-            System.arraycopy(utf8, start, out, size, end - start);
-            size += end - start;
-        }
-
-        void integer(long v) {
-            if (v >= Integer.MIN_VALUE && v <= Integer.MAX_VALUE) {
-                code('i');
-                int32((int) v);
-                return;
-            }
-            // TYPE_LONG: the count of 15-bit digits (negative for a negative number), least significant first.
-            long magnitude = Math.abs(v);  // event times are checked to be positive: no Long.MIN_VALUE here
-            int digits = 0;
-            for (long m = magnitude; m != 0; m >>>= 15) {
-                digits++;
-            }
-            code('l');
-            int32(v < 0 ? -digits : digits);
-            room(2 * digits);
-            for (int i = 0; i < digits; i++) {
-                int digit = (int) (magnitude & 0x7fff);
-                out[size++] = (byte) digit;
-                out[size++] = (byte) (digit >>> 8);
-                magnitude >>>= 15;
-            }
-        }
-
-        void dbl(double d) {
-            code('g');
-            long bits = Double.doubleToRawLongBits(d);
-            room(8);
-            for (int i = 0; i < 8; i++) {
-                out[size++] = (byte) (bits >>> (8 * i));
-            }
-        }
-
-        void dict(byte[] utf8, List<int[]> entries) {
-            code('{');
-            for (int[] e : entries) {
-                string(utf8, e[0], e[1]);
-                string(utf8, e[2], e[3]);
-            }
-            code('0');
-        }
-
-        byte[] bytes() {
-            return Arrays.copyOf(out, size);
-        }
-    }
-
     /** Frames on stdin, results on stdout (see the class comment); args: the constructor's, then now in ms. */
     public static void main(String[] args) throws IOException {
         EventFrames frames = new EventFrames(args[0], Integer.parseInt(args[1]), Integer.parseInt(args[2]),
             Long.parseLong(args[3]), Long.parseLong(args[4]));
         long nowMs = Long.parseLong(args[5]);
-        DataInputStream in = new DataInputStream(new java.io.BufferedInputStream(System.in));
-        DataOutputStream out = new DataOutputStream(new java.io.BufferedOutputStream(System.out));
+        DataInputStream in = new DataInputStream(new BufferedInputStream(System.in));
+        DataOutputStream out = new DataOutputStream(new BufferedOutputStream(System.out));
         while (true) {
             int length;
             try {
                 length = in.readInt();
-            } catch (java.io.EOFException end) {
+            } catch (EOFException end) {
                 break;
             }
             byte[] frame = new byte[length];
