@@ -105,7 +105,7 @@ class Settings(ConnectionSecurity, ArchiveSettings):
     job_batch_max_ms: int = Field(10, ge=1, description="How long the job buffers events for one Python call at most")
     job_decode_in_jvm: bool = Field(True, description="Read in the JVM the events the codec would accept (ADR 0007)")
     job_events_buffer_timeout_ms: int = Field(5, ge=0, description="How long decoded events wait in a network "
-                                              "buffer for the user stage (Flink's buffer timeout, that edge only)")
+                                              "buffer on the way to the user stage (Flink's buffer timeout)")
     job_gc_every_ms: int = Field(5000, ge=0, description="The job's Python collects cyclic garbage this often, "
                                  "between batches, instead of CPython's automatic collector (0: CPython's)")
     job_write_back_per_batch: int = Field(

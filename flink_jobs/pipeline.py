@@ -62,10 +62,9 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings, *, bound
     # Served lists only when outcomes are credited to the variants of a recommendations experiment.
     served = [decode_served(read_served(env, settings, bounded), settings)] if settings.attribution_reads_served else []
     write_dead_letters([decoded, catalogue, *served], settings)
-    events = read_in_jvm.union(unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events"))
-    if served:
-        events = events.union(served_lists(served[0]))
-    events = with_event_time(events, settings)
+    decoded_events = unpacked_events(decoded, DECODED).name("decode-events").uid("decode-events")
+    events = with_event_time(flushed_union([read_in_jvm, decoded_events, *map(served_lists, served)], settings),
+                             settings)
     item_snapshots = read_item_snapshots(env, settings, bounded)
     users = per_user_state(events, item_snapshots, settings)
     write_closed_sessions(users, settings)
@@ -174,6 +173,17 @@ def dead_letter_counts(decoders: list[DataStream]) -> DataStream:
     """Each decode batch's dead letters by reason, as a message for the model stage (``model:dlq`` in Redis)."""
     events, *others = (decoder.get_side_output(DEAD_LETTER_COUNTS) for decoder in decoders)
     return unpacked(events.union(*others)).name("dead-letter-counts").uid("dead-letter-counts")
+
+
+def flushed_union(streams: list[DataStream], settings: Settings) -> DataStream:
+    """The streams as one, each sending a partly filled network buffer after ``job_events_buffer_timeout_ms``.
+
+    An operator with several inputs is not chained to them, so the union's inputs reach it over
+    network edges; at Flink's default buffer timeout (100 ms) the events read in the JVM waited
+    ~40 ms more for the event-time stage at 1,000 ev/s (p50; bench/pipeline.py, ADR 0007).
+    """
+    first, *others = (stream.set_buffer_timeout(settings.job_events_buffer_timeout_ms) for stream in streams)
+    return first.union(*others) if others else first
 
 
 def with_event_time(decoded: DataStream, settings: Settings) -> DataStream:
