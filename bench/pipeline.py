@@ -133,6 +133,11 @@ def checkpoint_durations_ms(rest: str, since_ms: int) -> list[float]:
 
     Flink keeps the last 10 in its history (``web.checkpoints.history``): enough for one point.
     """
+    return [float(c["end_to_end_duration"]) for c in completed_checkpoints(rest, since_ms)]
+
+
+def completed_checkpoints(rest: str, since_ms: int) -> list[dict[str, Any]]:
+    """The running job's completed checkpoints triggered at or after ``since_ms`` (Flink's REST history)."""
     def get(path: str) -> Any:
         with urllib.request.urlopen(f"http://{rest}{path}", timeout=10) as response:
             return json.load(response)
@@ -142,8 +147,7 @@ def checkpoint_durations_ms(rest: str, since_ms: int) -> list[float]:
         history = get(f"/jobs/{running[0]}/checkpoints")["history"] if running else []
     except OSError:
         return []
-    return [float(c["end_to_end_duration"]) for c in history
-            if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms]
+    return [c for c in history if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms]
 
 
 def checkpoint_breakdown(rest: str, since_ms: int) -> list[str]:
@@ -412,11 +416,32 @@ def measure_point(
         point.cpu_ms_per_1k = 1e6 * cpu / max(1, visible_events(ctx) - visible0)
         return point
     final = [g for g in read_counts(ctx.redis, ctx.keys, users) if g is not None]
+    if ctx.args.latency_dump:
+        print(f"   {ctx.mode} {label}: " + dump_latencies(
+            ctx.args.latency_dump / f"{ctx.mode}-{ctx.repeat}-{label}", final,
+            completed_checkpoints(system.rest, first_send) if system.rest else []), flush=True)
     lat = sorted(wt - et for _, et, wt in final)
     point.p50 = statistics.median(lat)
     point.p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
     point.sustained = len(events) / max(1e-3, (max(wt for _, _, wt in final) - first_send) / 1000)
     return point
+
+
+def dump_latencies(stem: Path, final: list[tuple[int, int, int]], checkpoints: list[dict[str, Any]]) -> str:
+    """``--latency-dump``: each user's latest event (``et``, ``wt``, ms) and the point's checkpoints, as CSV.
+
+    Returns a line saying how many of the slowest 1 % of users were waiting (between ``et`` and ``wt``)
+    while a checkpoint ran (trigger to last acknowledgement), against how many of all users were.
+    """
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".users.csv").write_text("et,wt\n" + "".join(f"{et},{wt}\n" for _, et, wt in final))
+    windows = [(int(c["trigger_timestamp"]), int(c["latest_ack_timestamp"])) for c in checkpoints]
+    stem.with_suffix(".checkpoints.csv").write_text("trigger,ack\n" + "".join(f"{t},{a}\n" for t, a in windows))
+    waiting = [(wt - et, any(et < ack and wt > trigger for trigger, ack in windows)) for _, et, wt in final]
+    slowest = sorted(waiting, reverse=True)[: max(1, len(waiting) // 100)]
+    return (f"slowest 1 % of users ({len(slowest)}, latency >= {slowest[-1][0]:,} ms): "
+            f"{sum(hit for _, hit in slowest)} waited through a checkpoint; of all {len(waiting)}: "
+            f"{sum(hit for _, hit in waiting)} ({len(windows)} checkpoints, files {stem}.*.csv)")
 
 
 # -- phases -------------------------------------------------------------------------------------
@@ -685,6 +710,8 @@ def main() -> None:
     parser.add_argument("--max-window-s", type=float, default=40, help="measuring window of the max-rate point")
     parser.add_argument("--startup-timeout-s", type=float, default=180)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--latency-dump", type=Path, default=None,
+                        help="write each point's users' (et, wt) and its checkpoints as CSV under this folder")
     parser.add_argument("--checkpoint-breakdown", action="store_true",
                         help="per point, where the slowest checkpoint spent its time, task by task (Flink REST)")
     parser.add_argument("--cluster-taskmanagers", type=int, default=2,
