@@ -438,6 +438,8 @@ def dump_latencies(stem: Path, final: list[tuple[int, int, int]], checkpoints: l
     windows = [(int(c["trigger_timestamp"]), int(c["latest_ack_timestamp"])) for c in checkpoints]
     stem.with_suffix(".checkpoints.csv").write_text("trigger,ack\n" + "".join(f"{t},{a}\n" for t, a in windows))
     waiting = [(wt - et, any(et < ack and wt > trigger for trigger, ack in windows)) for _, et, wt in final]
+    if not waiting:
+        return f"no user's value read (files {stem}.*.csv)"
     slowest = sorted(waiting, reverse=True)[: max(1, len(waiting) // 100)]
     return (f"slowest 1 % of users ({len(slowest)}, latency >= {slowest[-1][0]:,} ms): "
             f"{sum(hit for _, hit in slowest)} waited through a checkpoint; of all {len(waiting)}: "
